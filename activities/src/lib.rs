@@ -1,1 +1,25 @@
-//! placeholder
+//! Temporal activities: the side-effecting steps of Voice Agent workflows.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`channel`] | the pluggable [`MessageChannel`] trait and its provider registry |
+//! | [`twilio_channel`] | the Twilio implementation of [`MessageChannel`] |
+//! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
+//!
+//! Activities run at least once: a worker killed during a send makes Temporal run it again.
+//! Every activity here is therefore safe to repeat: it records its intent in MongoDB before
+//! calling a provider, and on a repeat first finds out what the provider already accepted.
+//! Errors follow one rule: `?` is a retryable failure; permanent provider failures (an invalid
+//! or opted-out number, any 4xx but 429) become non-retryable failures in one place,
+//! [`messaging::permanent_failure`].
+#![warn(missing_docs)]
+
+pub mod channel;
+pub mod messaging;
+pub mod twilio_channel;
+
+pub use channel::{
+    ChannelError, ChannelRegistry, MessageChannel, OutboundSend, ProviderAccept, SentProbe,
+};
+pub use messaging::{MessagingActivities, SendMessageInput, SendMessageOutput};
+pub use twilio_channel::TwilioChannel;

@@ -1,1 +1,94 @@
-//! placeholder
+//! MongoDB store: the domain data and the read model the API and dashboard page through.
+//!
+//! | module | collections |
+//! |---|---|
+//! | [`schema`] | the seven collections and their indexes, created at start-up |
+//! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
+//!
+//! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
+//! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
+//! multi-document transactions or change streams, so the same code runs on MongoDB, Atlas and
+//! the local MongoDB-wire server (see `mongodb-local.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), voice_agent_store::StoreError> {
+//! let store = voice_agent_store::MongoStore::connect(
+//!     "mongodb://127.0.0.1:27017/?directConnection=true", "voice_agent").await?;
+//! store.ensure_schema().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod messages;
+pub mod schema;
+
+use mongodb::{Client, Database, options::ClientOptions};
+
+pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
+
+/// What went wrong talking to MongoDB.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The connection string could not be used; fix `MONGODB_URI`.
+    #[error("invalid MongoDB configuration: {0}")]
+    Config(String),
+    /// MongoDB answered with an error or could not be reached; usually worth retrying.
+    #[error("MongoDB operation failed: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A stored document does not have the shape this version expects.
+    #[error("unexpected document shape: {0}")]
+    Decode(#[from] mongodb::bson::de::Error),
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle on the Voice Agent database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MongoStore {
+    db: Database,
+}
+
+impl MongoStore {
+    /// Connects to `uri` and selects `database`. The driver connects lazily; call
+    /// [`MongoStore::ping`] or [`MongoStore::ensure_schema`] to fail fast.
+    pub async fn connect(uri: &str, database: &str) -> Result<Self> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        options.app_name.get_or_insert_with(|| "voice-agent".to_owned());
+        let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self {
+            db: client.database(database),
+        })
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<()> {
+        self.db
+            .run_command(mongodb::bson::doc! { "ping": 1 })
+            .await?;
+        Ok(())
+    }
+
+    /// The underlying database, for tests and tools.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// True when `err` is a duplicate-key error (code 11000), which idempotent inserts treat as
+/// "already there".
+pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().all(|w| w.code == 11000)),
+        _ => false,
+    }
+}

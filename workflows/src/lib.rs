@@ -1,1 +1,22 @@
-//! placeholder
+//! Temporal workflows of Voice Agent.
+//!
+//! | workflow | id | what it does |
+//! |---|---|---|
+//! | [`SendMessageWorkflow`] | `send-<message id>` | one outbound SMS/WhatsApp, sent exactly once |
+//! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it |
+//!
+//! Workflow code does no I/O and reads no clock: everything that touches the world is an
+//! activity from `voice-agent-activities`; time comes from `ctx.workflow_time()` and timers.
+//! Each workflow keeps its history bounded (conversations continue-as-new).
+#![warn(missing_docs)]
+// The workflow macros generate public items without docs and with crate-local visibility.
+#![allow(missing_docs, unreachable_pub)]
+
+pub mod conversation;
+pub mod send_message;
+
+pub use conversation::{ConversationMessage, ConversationState, ConversationWorkflow};
+pub use send_message::SendMessageWorkflow;
+
+/// The task queue the worker polls and the API starts workflows on, unless configured.
+pub const DEFAULT_TASK_QUEUE: &str = "voice-agent";

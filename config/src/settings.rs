@@ -1,0 +1,323 @@
+//! Typed settings from environment variables.
+//!
+//! Each variable is documented in the README's configuration table. Secrets are
+//! [`SecretString`]s, so a settings value printed with `{:?}` shows `[REDACTED]`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+use voice_agent_domain::PhoneNumber;
+use voice_agent_twilio::client::{Auth, TwilioClient, TwilioConfig};
+
+/// A setting is missing or unusable. The message names the variable and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{var} is not set: {hint}")]
+    Missing {
+        /// The variable.
+        var: &'static str,
+        /// What to set it to.
+        hint: &'static str,
+    },
+    /// A variable is set to something unusable.
+    #[error("{var} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// Why, without echoing secret values.
+        reason: String,
+    },
+}
+
+/// Where settings are read from: the process environment, or a map in tests.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: Option<HashMap<String, String>>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self { vars: None }
+    }
+
+    /// A fixed set of variables (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: Some(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The variable's value; empty counts as unset.
+    pub fn get(&self, var: &str) -> Option<String> {
+        let value = match &self.vars {
+            Some(map) => map.get(var).cloned(),
+            None => std::env::var(var).ok(),
+        };
+        value.filter(|v| !v.trim().is_empty())
+    }
+
+    /// The variable or a default.
+    pub fn get_or(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A URL variable, or a default.
+    pub fn url(&self, var: &'static str, default: &str) -> Result<Url, ConfigError> {
+        let raw = self.get_or(var, default);
+        Url::parse(&raw).map_err(|e| ConfigError::Invalid {
+            var,
+            reason: e.to_string(),
+        })
+    }
+
+    /// A number variable, or a default.
+    pub fn number<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                var,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// MongoDB connection.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    /// `MONGODB_URI`; secret because it may carry a password.
+    pub uri: SecretString,
+    /// `MONGODB_DATABASE`.
+    pub database: String,
+}
+
+/// Twilio (or the simulator, which speaks the same protocol).
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// `TWILIO_BASE_URL`: `https://api.twilio.com`, or the simulator's URL.
+    pub base_url: Url,
+    /// `TWILIO_ACCOUNT_SID`.
+    pub account_sid: String,
+    /// `TWILIO_AUTH_TOKEN`: signs webhooks, and authenticates REST calls unless an API key is set.
+    pub auth_token: SecretString,
+    /// `TWILIO_API_KEY_SID` + `TWILIO_API_KEY_SECRET`: REST credentials preferred over the token.
+    pub api_key: Option<(String, SecretString)>,
+    /// `TWILIO_FROM_NUMBER`: default sender.
+    pub from_number: Option<PhoneNumber>,
+    /// `TWILIO_MESSAGING_SERVICE_SID`: default Messaging Service (used when no sender is given).
+    pub messaging_service_sid: Option<String>,
+    /// `TWILIO_TIMEOUT_MS`: per-request timeout.
+    pub timeout: Duration,
+}
+
+impl TwilioSettings {
+    /// A REST client for these settings.
+    pub fn client(&self) -> Result<TwilioClient, ConfigError> {
+        let auth = match &self.api_key {
+            Some((sid, secret)) => Auth::ApiKey {
+                sid: sid.clone(),
+                secret: secret.clone(),
+            },
+            None => Auth::AuthToken(self.auth_token.clone()),
+        };
+        TwilioClient::new(TwilioConfig {
+            base_url: self.base_url.clone(),
+            account_sid: self.account_sid.clone(),
+            auth,
+            timeout: self.timeout,
+        })
+        .map_err(|e| ConfigError::Invalid {
+            var: "TWILIO_BASE_URL",
+            reason: e.to_string(),
+        })
+    }
+
+    /// The token that signs webhooks.
+    pub fn webhook_token(&self) -> &str {
+        self.auth_token.expose_secret()
+    }
+}
+
+/// Settings every process needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// MongoDB.
+    pub mongo: MongoSettings,
+    /// Twilio.
+    pub twilio: TwilioSettings,
+    /// `TEMPORAL_TASK_QUEUE`.
+    pub task_queue: String,
+    /// `PUBLIC_BASE_URL`: where Twilio reaches the API's webhooks. Webhook signatures are
+    /// checked against this URL, so it must be exactly what Twilio calls.
+    pub public_base_url: Url,
+    /// `DEFAULT_REGION`: ISO country code for numbers written without `+`.
+    pub default_region: String,
+}
+
+impl Settings {
+    /// Reads and validates every setting.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let account_sid = env.get("TWILIO_ACCOUNT_SID").ok_or(ConfigError::Missing {
+            var: "TWILIO_ACCOUNT_SID",
+            hint: "set your Twilio Account SID (AC...), or use scripts/run.sh, which starts the Twilio simulator and sets it",
+        })?;
+        if !(account_sid.len() == 34
+            && account_sid.starts_with("AC")
+            && account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ConfigError::Invalid {
+                var: "TWILIO_ACCOUNT_SID",
+                reason: "expected AC followed by 32 hexadecimal digits".to_owned(),
+            });
+        }
+        let auth_token = env.get("TWILIO_AUTH_TOKEN").ok_or(ConfigError::Missing {
+            var: "TWILIO_AUTH_TOKEN",
+            hint: "set the Twilio auth token; it is needed to check webhook signatures even when an API key is used for REST calls",
+        })?;
+        let api_key = match (env.get("TWILIO_API_KEY_SID"), env.get("TWILIO_API_KEY_SECRET")) {
+            (Some(sid), Some(secret)) => Some((sid, SecretString::from(secret))),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "TWILIO_API_KEY_SID",
+                    reason: "set both TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET, or neither"
+                        .to_owned(),
+                });
+            }
+        };
+        let default_region = env.get_or("DEFAULT_REGION", "US").to_ascii_uppercase();
+        // Validate the region once, here, rather than on the first request.
+        if let Err(voice_agent_domain::PhoneError::UnknownRegion(_)) =
+            PhoneNumber::parse("+14155550100", &default_region)
+        {
+            return Err(ConfigError::Invalid {
+                var: "DEFAULT_REGION",
+                reason: format!("{default_region} is not an ISO 3166-1 alpha-2 country code"),
+            });
+        }
+        let from_number = match env.get("TWILIO_FROM_NUMBER") {
+            None => None,
+            Some(raw) => Some(PhoneNumber::parse(&raw, &default_region).map_err(|e| {
+                ConfigError::Invalid {
+                    var: "TWILIO_FROM_NUMBER",
+                    reason: e.to_string(),
+                }
+            })?),
+        };
+        let messaging_service_sid = env.get("TWILIO_MESSAGING_SERVICE_SID");
+        if let Some(ms) = &messaging_service_sid
+            && !(ms.len() == 34 && ms.starts_with("MG"))
+        {
+            return Err(ConfigError::Invalid {
+                var: "TWILIO_MESSAGING_SERVICE_SID",
+                reason: "expected MG followed by 32 hexadecimal digits".to_owned(),
+            });
+        }
+        let timeout_ms: u64 = env.number("TWILIO_TIMEOUT_MS", 10_000)?;
+        if timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                var: "TWILIO_TIMEOUT_MS",
+                reason: "must be positive".to_owned(),
+            });
+        }
+        let public_base_url = env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8080")?;
+        if public_base_url.cannot_be_a_base() || public_base_url.host().is_none() {
+            return Err(ConfigError::Invalid {
+                var: "PUBLIC_BASE_URL",
+                reason: "expected an absolute http(s) URL".to_owned(),
+            });
+        }
+        Ok(Self {
+            mongo: MongoSettings {
+                uri: SecretString::from(env.get_or(
+                    "MONGODB_URI",
+                    "mongodb://127.0.0.1:27017/?directConnection=true",
+                )),
+                database: env.get_or("MONGODB_DATABASE", "voice_agent"),
+            },
+            twilio: TwilioSettings {
+                base_url: env.url("TWILIO_BASE_URL", "https://api.twilio.com")?,
+                account_sid,
+                auth_token: SecretString::from(auth_token),
+                api_key,
+                from_number,
+                messaging_service_sid,
+                timeout: Duration::from_millis(timeout_ms),
+            },
+            task_queue: env.get_or("TEMPORAL_TASK_QUEUE", "voice-agent"),
+            public_base_url,
+            default_region,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("TWILIO_ACCOUNT_SID", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            ("TWILIO_AUTH_TOKEN", "very-secret-token"),
+        ]
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_credentials() {
+        let s = Settings::from_env(&Env::from_pairs(base())).unwrap();
+        assert_eq!(s.mongo.database, "voice_agent");
+        assert_eq!(s.task_queue, "voice-agent");
+        assert_eq!(s.default_region, "US");
+        assert_eq!(s.twilio.base_url.as_str(), "https://api.twilio.com/");
+        assert_eq!(s.twilio.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variable() {
+        let err = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).unwrap_err();
+        assert!(err.to_string().contains("TWILIO_ACCOUNT_SID"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = Settings::from_env(&Env::from_pairs(base())).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("very-secret-token"), "{printed}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_at_start_up() {
+        for (var, value) in [
+            ("TWILIO_ACCOUNT_SID", "nope"),
+            ("DEFAULT_REGION", "XX"),
+            ("TWILIO_FROM_NUMBER", "12"),
+            ("TWILIO_TIMEOUT_MS", "soon"),
+            ("PUBLIC_BASE_URL", "not a url"),
+            ("TWILIO_API_KEY_SID", "SK123"),
+        ] {
+            let mut vars = base();
+            vars.retain(|(k, _)| *k != var);
+            vars.push((var, value));
+            let err = Settings::from_env(&Env::from_pairs(vars)).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+}

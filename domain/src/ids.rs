@@ -1,0 +1,74 @@
+//! Our own identifiers and the deterministic workflow ids derived from them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PhoneNumber;
+
+/// Our id for a message, assigned before any provider sees it, so a retried send can find what
+/// an earlier attempt did. Rendered as `msg_<uuid v4 hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        Self(format!("msg_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Accepts an id produced by [`MessageId::generate`]; anything else is rejected so an
+    /// unknown-id lookup fails cleanly instead of querying with arbitrary text.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let hex = raw.strip_prefix("msg_")?;
+        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Self(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Workflow id of the workflow that sends one outbound message.
+pub fn send_workflow_id(id: &MessageId) -> String {
+    format!("send-{id}")
+}
+
+/// Workflow id of the conversation between one of our numbers and one person: the same pair
+/// always maps to the same workflow, so webhooks can signal-with-start it.
+pub fn conversation_workflow_id(ours: &PhoneNumber, theirs: &PhoneNumber) -> String {
+    format!("conversation-{}-{}", ours.digits(), theirs.digits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_others_do_not() {
+        let id = MessageId::generate();
+        assert_eq!(MessageId::parse(id.as_str()), Some(id));
+        assert_eq!(MessageId::parse("msg_123"), None);
+        assert_eq!(MessageId::parse("SM0123456789abcdef0123456789abcdef"), None);
+    }
+
+    #[test]
+    fn conversation_ids_are_deterministic_per_pair() {
+        let a = PhoneNumber::parse_e164("+14155550100").unwrap();
+        let b = PhoneNumber::parse_e164("+14155550199").unwrap();
+        assert_eq!(
+            conversation_workflow_id(&a, &b),
+            "conversation-14155550100-14155550199"
+        );
+        assert_ne!(conversation_workflow_id(&a, &b), conversation_workflow_id(&b, &a));
+    }
+}

@@ -1,0 +1,155 @@
+//! The collections the product keeps (the earlier system's names) and their indexes.
+
+use mongodb::IndexModel;
+use mongodb::bson::{Document, doc};
+use mongodb::options::IndexOptions;
+
+use crate::{MongoStore, Result};
+
+/// `messages`: SMS and WhatsApp history, one document per message.
+pub const MESSAGES: &str = "messages";
+/// `campaigns`: one document per campaign.
+pub const CAMPAIGNS: &str = "campaigns";
+/// `campaign_items`: one document per contact of a campaign, with its status.
+pub const CAMPAIGN_ITEMS: &str = "campaign_items";
+/// `campaign_executions`: one document per attempt at a campaign item.
+pub const CAMPAIGN_EXECUTIONS: &str = "campaign_executions";
+/// `contact_lists`: named lists of contacts.
+pub const CONTACT_LISTS: &str = "contact_lists";
+/// `contacts`: the people on a list.
+pub const CONTACTS: &str = "contacts";
+/// `call_logs`: call records and transcripts.
+pub const CALL_LOGS: &str = "call_logs";
+
+/// Every collection with its indexes: (collection, [(name, keys, unique, sparse)]).
+///
+/// Unique indexes sit on ids Twilio or the domain guarantees unique, so a repeated webhook or a
+/// retried activity cannot create a second document. They are `sparse` where the field is set
+/// only later (a message has no Twilio SID until the provider accepts it).
+fn index_specs() -> Vec<(&'static str, Vec<(&'static str, Document, bool, bool)>)> {
+    vec![
+        (
+            MESSAGES,
+            vec![
+                ("twilio_sid_unique", doc! { "twilio_sid": 1 }, true, true),
+                (
+                    "conversation_created",
+                    doc! { "conversation_id": 1, "created_at": -1 },
+                    false,
+                    false,
+                ),
+                ("to_created", doc! { "to": 1, "created_at": -1 }, false, false),
+                ("from_created", doc! { "from": 1, "created_at": -1 }, false, false),
+                ("created", doc! { "created_at": -1 }, false, false),
+            ],
+        ),
+        (
+            CAMPAIGNS,
+            vec![
+                ("status_created", doc! { "status": 1, "created_at": -1 }, false, false),
+                ("name", doc! { "name": 1 }, false, false),
+            ],
+        ),
+        (
+            CAMPAIGN_ITEMS,
+            vec![
+                (
+                    "campaign_contact_unique",
+                    doc! { "campaign_id": 1, "contact_id": 1 },
+                    true,
+                    false,
+                ),
+                (
+                    "campaign_status",
+                    doc! { "campaign_id": 1, "status": 1 },
+                    false,
+                    false,
+                ),
+                ("message_sid_unique", doc! { "message_sid": 1 }, true, true),
+            ],
+        ),
+        (
+            CAMPAIGN_EXECUTIONS,
+            vec![
+                (
+                    "item_attempt_unique",
+                    doc! { "campaign_id": 1, "item_id": 1, "attempt": 1 },
+                    true,
+                    false,
+                ),
+                ("campaign_at", doc! { "campaign_id": 1, "at": -1 }, false, false),
+            ],
+        ),
+        (
+            CONTACT_LISTS,
+            vec![("name", doc! { "name": 1 }, false, false)],
+        ),
+        (
+            CONTACTS,
+            vec![
+                ("list_phone_unique", doc! { "list_id": 1, "phone": 1 }, true, false),
+                ("list_name", doc! { "list_id": 1, "name": 1 }, false, false),
+                ("phone", doc! { "phone": 1 }, false, false),
+            ],
+        ),
+        (
+            CALL_LOGS,
+            vec![
+                ("call_sid_unique", doc! { "call_sid": 1 }, true, true),
+                ("started", doc! { "started_at": -1 }, false, false),
+                ("campaign", doc! { "campaign_id": 1 }, false, false),
+            ],
+        ),
+    ]
+}
+
+impl MongoStore {
+    /// Creates every collection and index if missing. Safe to call from every process at every
+    /// start: creating an existing index with the same definition is a no-op.
+    pub async fn ensure_schema(&self) -> Result<()> {
+        let existing = self.db.list_collection_names().await?;
+        for (collection, indexes) in index_specs() {
+            if !existing.iter().any(|c| c == collection) {
+                match self.db.create_collection(collection).await {
+                    Ok(()) => {}
+                    // Another process created it between the listing and now.
+                    Err(e) if is_namespace_exists(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let models = indexes
+                .into_iter()
+                .map(|(name, keys, unique, sparse)| {
+                    let mut options = IndexOptions::builder().name(name.to_owned()).build();
+                    if unique {
+                        options.unique = Some(true);
+                    }
+                    if sparse {
+                        options.sparse = Some(true);
+                    }
+                    IndexModel::builder().keys(keys).options(options).build()
+                })
+                .collect::<Vec<_>>();
+            self.db
+                .collection::<Document>(collection)
+                .create_indexes(models)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
+    matches!(err.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48)
+}
+
+/// Names of all collections, for tools and tests.
+pub const ALL_COLLECTIONS: [&str; 7] = [
+    MESSAGES,
+    CAMPAIGNS,
+    CAMPAIGN_ITEMS,
+    CAMPAIGN_EXECUTIONS,
+    CONTACT_LISTS,
+    CONTACTS,
+    CALL_LOGS,
+];

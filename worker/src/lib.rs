@@ -1,0 +1,79 @@
+//! The worker process: connects to Temporal, MongoDB and Twilio (or the simulator) and runs
+//! the workflows of `voice-agent-workflows` with the activities of `voice-agent-activities`.
+//!
+//! Any number of workers can poll the same task queue; a worker killed at any point loses
+//! nothing, because Temporal re-dispatches its tasks and every activity is idempotent.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let settings = voice_agent_config::Settings::from_env(&voice_agent_config::Env::process())?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! voice_agent_worker::run(settings, shutdown).await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+use voice_agent_activities::{ChannelRegistry, MessagingActivities, TwilioChannel};
+use voice_agent_config::Settings;
+use voice_agent_store::MongoStore;
+use voice_agent_workflows::{ConversationWorkflow, SendMessageWorkflow};
+
+/// Connects to Temporal with the SDK's standard environment configuration
+/// (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS, `temporal.toml`).
+pub async fn connect_temporal(identity: &str) -> anyhow::Result<Client> {
+    let (conn_opts, client_opts) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow::anyhow!("Failed to read the Temporal client configuration: {e:?}"))?;
+    let mut conn_opts = conn_opts;
+    conn_opts.identity = format!("{identity}@{}", std::process::id());
+    let target = conn_opts.target.to_string();
+    let connection = Connection::connect(conn_opts)
+        .await
+        .with_context(|| format!("Failed to connect to Temporal at {target}"))?;
+    Client::new(connection, client_opts).context("Failed to create the Temporal client")
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = MongoStore::connect(settings.mongo.uri.expose_secret(), &settings.mongo.database)
+        .await
+        .context("Failed to configure MongoDB")?;
+    store
+        .ensure_schema()
+        .await
+        .context("Failed to create MongoDB collections and indexes")?;
+    let twilio = settings.twilio.client()?;
+    let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
+    let activities =
+        MessagingActivities::new(store, channels, settings.public_base_url.clone());
+
+    let client = connect_temporal("voice-agent-worker").await?;
+    let runtime = Runtime::from_current_tokio(Default::default())
+        .context("Failed to start the Temporal runtime")?;
+    let options = WorkerOptions::new(settings.task_queue.clone())
+        .register_activities(activities)
+        .register_workflow::<SendMessageWorkflow>()?
+        .register_workflow::<ConversationWorkflow>()?
+        // A crashed worker's sticky queue delays the next workflow task by this much.
+        .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
+        .graceful_shutdown_period(Duration::from_secs(10))
+        .build();
+    let mut worker = Worker::new(&runtime, client, options).context("Failed to create the worker")?;
+    let stop = worker.shutdown_handle();
+    tracing::info!(task_queue = %settings.task_queue, "worker polling");
+    // Worker::run is !Send, so it runs on this task next to the shutdown watcher.
+    let (result, ()) = tokio::join!(worker.run(), async move {
+        shutdown.cancelled().await;
+        tracing::info!("worker shutting down");
+        stop();
+    });
+    result.context("worker stopped with an error")
+}
