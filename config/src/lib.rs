@@ -16,6 +16,9 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+mod temporal;
+
+pub use temporal::connect_temporal;
 pub use settings::{ConfigError, Env, MongoSettings, Settings, TwilioSettings};
 
 /// Installs the ring TLS provider for rustls. HTTP clients are built without a default

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::PhoneNumber;
 
+/// Namespace of [`MessageId::from_idempotency_key`] (a fixed random UUID).
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5c1c_0e2a_8d4b_4f7e_9a61_3b0e_7d2f_c4a9);
+
 /// Our id for a message, assigned before any provider sees it, so a retried send can find what
 /// an earlier attempt did. Rendered as `msg_<uuid v4 hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,6 +19,13 @@ impl MessageId {
     /// A fresh random id.
     pub fn generate() -> Self {
         Self(format!("msg_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The id a client's idempotency key maps to: the same key always gives the same id, so
+    /// a repeated request finds the first message instead of sending again.
+    pub fn from_idempotency_key(key: &str) -> Self {
+        let uuid = uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes());
+        Self(format!("msg_{}", uuid.simple()))
     }
 
     /// Accepts an id produced by [`MessageId::generate`]; anything else is rejected so an
@@ -59,6 +69,10 @@ mod tests {
         assert_eq!(MessageId::parse(id.as_str()), Some(id));
         assert_eq!(MessageId::parse("msg_123"), None);
         assert_eq!(MessageId::parse("SM0123456789abcdef0123456789abcdef"), None);
+        let keyed = MessageId::from_idempotency_key("order-42");
+        assert_eq!(keyed, MessageId::from_idempotency_key("order-42"));
+        assert_ne!(keyed, MessageId::from_idempotency_key("order-43"));
+        assert!(MessageId::parse(keyed.as_str()).is_some());
     }
 
     #[test]

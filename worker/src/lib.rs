@@ -18,28 +18,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use voice_agent_activities::{ChannelRegistry, MessagingActivities, TwilioChannel};
 use voice_agent_config::Settings;
 use voice_agent_store::MongoStore;
 use voice_agent_workflows::{ConversationWorkflow, SendMessageWorkflow};
-
-/// Connects to Temporal with the SDK's standard environment configuration
-/// (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS, `temporal.toml`).
-pub async fn connect_temporal(identity: &str) -> anyhow::Result<Client> {
-    let (conn_opts, client_opts) =
-        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-            .map_err(|e| anyhow::anyhow!("Failed to read the Temporal client configuration: {e:?}"))?;
-    let mut conn_opts = conn_opts;
-    conn_opts.identity = format!("{identity}@{}", std::process::id());
-    let target = conn_opts.target.to_string();
-    let connection = Connection::connect(conn_opts)
-        .await
-        .with_context(|| format!("Failed to connect to Temporal at {target}"))?;
-    Client::new(connection, client_opts).context("Failed to create the Temporal client")
-}
 
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -55,7 +39,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let activities =
         MessagingActivities::new(store, channels, settings.public_base_url.clone());
 
-    let client = connect_temporal("voice-agent-worker").await?;
+    let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
     let runtime = Runtime::from_current_tokio(Default::default())
         .context("Failed to start the Temporal runtime")?;
     let options = WorkerOptions::new(settings.task_queue.clone())

@@ -1,0 +1,156 @@
+//! The API process. It never does a workflow's work itself: it validates input, starts,
+//! signals and queries workflows, and reads MongoDB.
+//!
+//! | module | surface |
+//! |---|---|
+//! | [`grpc`] | `voiceagent.v1.MessagingService` for campaign managers and `vactl`, with server reflection |
+//! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
+//! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//!
+//! HTTP and gRPC listen on separate ports (`API_HTTP_ADDR`, `API_GRPC_ADDR`) and stop together
+//! on the shutdown token.
+#![warn(missing_docs)]
+
+pub mod grpc;
+pub mod ops;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use voice_agent_config::{ConfigError, Env, Settings};
+use voice_agent_store::MongoStore;
+
+/// Settings of the API process: the shared ones plus its listeners.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Shared settings (MongoDB, Twilio, task queue, public URL, region).
+    pub common: Settings,
+    /// `API_HTTP_ADDR`: webhooks, health, metrics.
+    pub http_addr: SocketAddr,
+    /// `API_GRPC_ADDR`: the gRPC API.
+    pub grpc_addr: SocketAddr,
+    /// `API_MAX_BODY_BYTES`: larger HTTP request bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl ApiSettings {
+    /// Reads and validates the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let addr = |var: &'static str, default: &str| {
+            env.get_or(var, default)
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    var,
+                    reason: e.to_string(),
+                })
+        };
+        Ok(Self {
+            common: Settings::from_env(env)?,
+            http_addr: addr("API_HTTP_ADDR", "127.0.0.1:8080")?,
+            grpc_addr: addr("API_GRPC_ADDR", "127.0.0.1:50051")?,
+            max_body_bytes: env.number("API_MAX_BODY_BYTES", 64 * 1024)?,
+        })
+    }
+}
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// MongoDB.
+    pub store: MongoStore,
+    /// Temporal.
+    pub temporal: temporalio_client::Client,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+}
+
+/// The bound, ready-to-run API.
+pub struct Application {
+    http: TcpListener,
+    grpc: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to MongoDB (creating collections and indexes) and Temporal, and binds both
+    /// listeners (port 0 picks a free port).
+    pub async fn build(settings: ApiSettings) -> anyhow::Result<Self> {
+        ops::install_metrics_recorder();
+        let store = MongoStore::connect(
+            settings.common.mongo.uri.expose_secret(),
+            &settings.common.mongo.database,
+        )
+        .await
+        .context("Failed to configure MongoDB")?;
+        store
+            .ensure_schema()
+            .await
+            .context("Failed to create MongoDB collections and indexes")?;
+        let temporal = voice_agent_config::connect_temporal("voice-agent-api").await?;
+        let http = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("Failed to bind the HTTP port {}", settings.http_addr))?;
+        let grpc = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("Failed to bind the gRPC port {}", settings.grpc_addr))?;
+        Ok(Self {
+            http,
+            grpc,
+            state: AppState {
+                store,
+                temporal,
+                settings: Arc::new(settings),
+            },
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let http_app = router(self.state.clone());
+        let http_shutdown = shutdown.clone();
+        let http = async move {
+            axum::serve(self.http, http_app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .context("HTTP server failed")
+        };
+        let grpc = grpc::serve(self.state, self.grpc, shutdown.clone());
+        let (h, g) = tokio::join!(http, grpc);
+        h.and(g)
+    }
+}
+
+/// The HTTP routes: webhooks, health, metrics.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .merge(webhooks::routes())
+        .merge(ops::routes())
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(15),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

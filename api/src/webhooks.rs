@@ -1,0 +1,257 @@
+//! Twilio's webhooks. Each request's `X-Twilio-Signature` is checked against
+//! `PUBLIC_BASE_URL` + the request path and query before anything is read or stored; a forged
+//! or unsigned request gets 403 and changes nothing.
+//!
+//! | route | what Twilio posts |
+//! |---|---|
+//! | `POST /twilio/sms` | an inbound SMS or WhatsApp message |
+//! | `POST /twilio/status?mid=<message id>` | a status callback of an outbound message |
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use temporalio_client::WorkflowStartOptions;
+use tracing::{info, warn};
+use voice_agent_domain::{Channel, MessageStatus, PhoneNumber, conversation_workflow_id, mask_phone};
+use voice_agent_store::InboundMessage;
+use voice_agent_twilio::signature;
+use voice_agent_twilio::twiml::MessagingResponse;
+use voice_agent_workflows::{ConversationMessage, ConversationState, ConversationWorkflow};
+
+use crate::AppState;
+
+/// Webhook routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/twilio/sms", post(inbound_message))
+        .route("/twilio/status", post(status_callback))
+}
+
+/// Why a webhook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong `X-Twilio-Signature`: not from Twilio, or `PUBLIC_BASE_URL` differs from
+    /// the URL Twilio calls.
+    #[error("invalid Twilio signature")]
+    Forbidden,
+    /// The request is signed but unusable (missing field, bad number, not form-encoded).
+    #[error("bad webhook request: {0}")]
+    BadRequest(String),
+    /// A dependency (MongoDB, Temporal) failed; Twilio retries on 5xx, and every step is
+    /// idempotent, so the retry completes the work.
+    #[error("temporarily unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let (status, outcome) = match &self {
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        metrics::counter!("voice_agent_webhook_rejections_total", "reason" => outcome).increment(1);
+        match &self {
+            Self::Unavailable(e) => warn!(error = %format!("{e:#}"), "webhook failed"),
+            other => warn!(error = %other, "webhook refused"),
+        }
+        // Twilio shows the body in its debugger; keep internals out of it.
+        (status, self.public_message()).into_response()
+    }
+}
+
+impl WebhookError {
+    fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => "temporarily unavailable".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The form parameters of a webhook whose signature checked out.
+struct SignedForm(Vec<(String, String)>);
+
+impl SignedForm {
+    fn verify(state: &AppState, uri: &OriginalUri, headers: &HeaderMap, body: &Bytes) -> Result<Self, WebhookError> {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let signature = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(WebhookError::Forbidden)?;
+        let params: Vec<(String, String)> = if is_form {
+            serde_urlencoded::from_bytes(body).map_err(|_| WebhookError::Forbidden)?
+        } else {
+            Vec::new()
+        };
+        let mut url = state.settings.common.public_base_url.clone();
+        url.set_path(uri.path());
+        url.set_query(uri.query());
+        let token = state.settings.common.twilio.webhook_token();
+        let valid = if is_form {
+            signature::validate(token, url.as_str(), &params, signature)
+        } else {
+            signature::validate_json_body(token, url.as_str(), body, signature)
+        };
+        if !valid {
+            return Err(WebhookError::Forbidden);
+        }
+        if !is_form {
+            return Err(WebhookError::BadRequest(
+                "expected an application/x-www-form-urlencoded body".to_owned(),
+            ));
+        }
+        Ok(Self(params))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn require(&self, name: &str) -> Result<&str, WebhookError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| WebhookError::BadRequest(format!("missing {name}")))
+    }
+}
+
+fn twilio_address(raw: &str, field: &str) -> Result<(Channel, PhoneNumber), WebhookError> {
+    let (channel, number) = Channel::from_address(raw);
+    let number = PhoneNumber::parse_e164(number)
+        .map_err(|_| WebhookError::BadRequest(format!("{field} is not an E.164 number")))?;
+    Ok((channel, number))
+}
+
+/// Stores an inbound message once (keyed on `MessageSid`) and signals its conversation
+/// workflow, starting it if needed. A repeated delivery is stored once and signalled again;
+/// the workflow drops the duplicate, so a retry after a failed signal still lands.
+async fn inbound_message(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let message_sid = form.require("MessageSid")?.to_owned();
+    if !is_twilio_sid(&message_sid, &["SM", "MM"]) {
+        return Err(WebhookError::BadRequest("MessageSid is malformed".to_owned()));
+    }
+    let (channel, theirs) = twilio_address(form.require("From")?, "From")?;
+    let (_, ours) = twilio_address(form.require("To")?, "To")?;
+    let text = form.get("Body").unwrap_or_default().to_owned();
+    let conversation_id = conversation_workflow_id(&ours, &theirs);
+
+    let stored = state
+        .store
+        .insert_inbound(&InboundMessage {
+            message_sid: message_sid.clone(),
+            channel,
+            from: theirs.as_str().to_owned(),
+            to: ours.as_str().to_owned(),
+            body: text.clone(),
+            conversation_id: conversation_id.clone(),
+        })
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.into()))?;
+
+    let initial = ConversationState {
+        ours: ours.as_str().to_owned(),
+        theirs: theirs.as_str().to_owned(),
+        channel: Some(channel),
+        ..Default::default()
+    };
+    let signal = ConversationMessage {
+        id: message_sid.clone(),
+        direction: "inbound".to_owned(),
+        body: text,
+        at: chrono::Utc::now().to_rfc3339(),
+    };
+    state
+        .temporal
+        .signal_with_start_workflow(
+            ConversationWorkflow::run,
+            initial,
+            ConversationWorkflow::message,
+            signal,
+            WorkflowStartOptions::new(state.settings.common.task_queue.clone(), conversation_id.clone())
+                .build(),
+        )
+        .await
+        .map_err(|e| WebhookError::Unavailable(anyhow::Error::new(e).context("Failed to signal the conversation")))?;
+
+    metrics::counter!("voice_agent_inbound_messages_total", "duplicate" => if stored { "false" } else { "true" })
+        .increment(1);
+    info!(
+        message_sid = %message_sid,
+        from = %mask_phone(theirs.as_str()),
+        conversation_id = %conversation_id,
+        duplicate = !stored,
+        "inbound message"
+    );
+    Ok(twiml(MessagingResponse::new().to_xml()))
+}
+
+/// Applies a delivery status to the message, moving it only forward.
+async fn status_callback(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, WebhookError> {
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let sid = form.require("MessageSid")?;
+    if !is_twilio_sid(sid, &["SM", "MM"]) {
+        return Err(WebhookError::BadRequest("MessageSid is malformed".to_owned()));
+    }
+    let raw_status = form
+        .get("MessageStatus")
+        .or_else(|| form.get("SmsStatus"))
+        .ok_or_else(|| WebhookError::BadRequest("missing MessageStatus".to_owned()))?;
+    let Ok(status) = raw_status.parse::<MessageStatus>() else {
+        // Twilio adds statuses over time; acknowledging keeps it from retrying forever.
+        warn!(status = raw_status, "ignoring unknown message status");
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let error_code = form.get("ErrorCode").and_then(|c| c.parse::<i64>().ok());
+    let our_id = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "mid").map(|(_, v)| v));
+    let changed = state
+        .store
+        .apply_status_callback(our_id.as_deref(), sid, status, error_code)
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.into()))?;
+    metrics::counter!("voice_agent_status_callbacks_total", "status" => status.as_str()).increment(1);
+    info!(message_sid = sid, status = %status, error_code, changed, "status callback");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn is_twilio_sid(sid: &str, prefixes: &[&str]) -> bool {
+    sid.len() == 34
+        && prefixes.iter().any(|p| sid.starts_with(p))
+        && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn twiml(xml: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_must_have_the_right_prefix_and_length() {
+        assert!(is_twilio_sid("SM0123456789abcdef0123456789abcdef", &["SM"]));
+        assert!(!is_twilio_sid("SM0123", &["SM"]));
+        assert!(!is_twilio_sid("CA0123456789abcdef0123456789abcdef", &["SM"]));
+        assert!(!is_twilio_sid("SM0123456789abcdef0123456789abcdeZ", &["SM"]));
+    }
+}
