@@ -1,0 +1,262 @@
+"""Conformance of the simulator with the official `twilio` Python library (9.13.0).
+
+Starts the simulator binary (env SIMULATOR_BIN, default target/debug/voice-agent-simulator) on a
+free port, points the official client at it and checks create / fetch / list with paging, error
+mapping, and that webhook signatures verify with the library's own RequestValidator.
+
+Run: /work/main/.venv/bin/python -m unittest simulator/tests/python/test_official_client.py
+"""
+
+import http.server
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+import urllib.parse
+import urllib.request
+import uuid
+
+# Must happen before the client makes requests: a set edge/region rewrites 127.0.0.1, and
+# proxies would intercept local traffic.
+os.environ.pop("TWILIO_EDGE", None)
+os.environ.pop("TWILIO_REGION", None)
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+from twilio.base.exceptions import TwilioRestException  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+from twilio.rest import Client  # noqa: E402
+
+ACCOUNT_SID = "AC" + "c" * 32
+AUTH_TOKEN = "python-conformance-token"
+FROM = "+15005550006"
+STARTUP_TIMEOUT_S = 30
+WAIT_S = 10
+LISTENING_PREFIX = "voice-agent-simulator listening on "
+
+_process = None
+_log = None
+_base_url = None
+
+
+def _default_binary():
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    return os.path.join(root, "target", "debug", "voice-agent-simulator")
+
+
+def setUpModule():
+    global _process, _log, _base_url
+    binary = os.environ.get("SIMULATOR_BIN", _default_binary())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMULATOR_")}
+    env.update(
+        SIMULATOR_PORT="0",
+        SIMULATOR_ACCOUNT_SID=ACCOUNT_SID,
+        SIMULATOR_AUTH_TOKEN=AUTH_TOKEN,
+        SIMULATOR_CALLBACK_DELAY_MS="5",
+    )
+    _log = tempfile.TemporaryFile(mode="w+")
+    _process = subprocess.Popen(
+        [binary], stdout=subprocess.PIPE, stderr=_log, env=env, text=True
+    )
+    lines = queue.Queue()
+    threading.Thread(
+        target=lambda: lines.put(_process.stdout.readline()), daemon=True
+    ).start()
+    try:
+        line = lines.get(timeout=STARTUP_TIMEOUT_S)
+    except queue.Empty:
+        line = ""
+    if not line.startswith(LISTENING_PREFIX):
+        _stop()
+        raise RuntimeError(f"simulator did not start: {line!r}\n{_read_log()}")
+    _base_url = line[len(LISTENING_PREFIX):].strip()
+
+
+def tearDownModule():
+    _stop()
+
+
+def _stop():
+    if _process is not None and _process.poll() is None:
+        _process.terminate()  # SIGTERM to this PID only: graceful shutdown
+        try:
+            _process.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            _process.kill()
+            _process.wait()
+
+
+def _read_log():
+    if _log is None:
+        return ""
+    _log.seek(0)
+    return _log.read()
+
+
+def _client(sid=ACCOUNT_SID, token=AUTH_TOKEN):
+    client = Client(sid, token)
+    client.api.base_url = _base_url
+    return client
+
+
+def _admin(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{_base_url}/admin/{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        text = response.read().decode()
+        return json.loads(text) if text else None
+
+
+def _unique_number():
+    # +1 555 01xx-style fictional numbers, unique per test so lists do not interfere.
+    return "+1555" + str(uuid.uuid4().int)[:7]
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Records form POSTs (URL as requested, params, signature) into the server's queue."""
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length).decode()
+        params = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        host, port = self.server.server_address
+        self.server.received.put(
+            {
+                "url": f"http://{host}:{port}{self.path}",
+                "params": params,
+                "signature": self.headers.get("X-Twilio-Signature", ""),
+                "user_agent": self.headers.get("User-Agent", ""),
+            }
+        )
+        reply = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Receiver:
+    def __enter__(self):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+        self.server.received = queue.Queue()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        host, port = self.server.server_address
+        self.base = f"http://{host}:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def next(self):
+        return self.server.received.get(timeout=WAIT_S)
+
+
+class OfficialClientTest(unittest.TestCase):
+    def test_create_then_fetch_returns_the_same_message(self):
+        client = _client()
+        to = _unique_number()
+
+        created = client.messages.create(to=to, from_=FROM, body="Hello from Python")
+        fetched = client.messages(created.sid).fetch()
+
+        self.assertRegex(created.sid, r"^SM[0-9a-f]{32}$")
+        self.assertEqual(created.status, "queued")
+        self.assertEqual(created.to, to)
+        self.assertEqual(created.from_, FROM)
+        self.assertEqual(created.num_segments, "1")
+        self.assertEqual(created.account_sid, ACCOUNT_SID)
+        self.assertIsNotNone(created.date_created)  # parsed from RFC 2822 by the library
+        self.assertEqual(fetched.sid, created.sid)
+        self.assertEqual(fetched.body, "Hello from Python")
+
+    def test_list_filters_by_to_and_follows_pages(self):
+        client = _client()
+        to = _unique_number()
+        sids = [
+            client.messages.create(to=to, from_=FROM, body=f"m{i}").sid for i in range(5)
+        ]
+        client.messages.create(to=_unique_number(), from_=FROM, body="noise")
+
+        first_page = client.messages.page(to=to, page_size=2)
+        listed = client.messages.list(to=to, page_size=2)
+
+        self.assertEqual(len(list(first_page)), 2)
+        self.assertIsNotNone(first_page.next_page_url)
+        self.assertEqual(len(list(first_page.next_page())), 2)
+        self.assertEqual([m.sid for m in listed], list(reversed(sids)))
+        self.assertTrue(all(m.to == to for m in listed))
+
+    def test_an_invalid_to_raises_21211_with_status_400(self):
+        client = _client()
+
+        with self.assertRaises(TwilioRestException) as caught:
+            client.messages.create(to="+1asd", from_=FROM, body="x")
+
+        self.assertEqual(caught.exception.status, 400)
+        self.assertEqual(caught.exception.code, 21211)
+        self.assertIn("Unable to create record", caught.exception.msg)
+
+    def test_bad_credentials_raise_401_with_code_20003(self):
+        client = _client(token="wrong-token")
+
+        with self.assertRaises(TwilioRestException) as caught:
+            client.messages.create(to=_unique_number(), from_=FROM, body="x")
+
+        self.assertEqual(caught.exception.status, 401)
+        self.assertEqual(caught.exception.code, 20003)
+
+    def test_status_callbacks_verify_with_the_official_validator(self):
+        client = _client()
+        validator = RequestValidator(AUTH_TOKEN)
+        with _Receiver() as receiver:
+            callback = f"{receiver.base}/status?tenant=a"
+
+            message = client.messages.create(
+                to=_unique_number(), from_=FROM, body="hi", status_callback=callback
+            )
+            sent, delivered = receiver.next(), receiver.next()
+
+        for request, status in ((sent, "sent"), (delivered, "delivered")):
+            self.assertEqual(request["url"], callback)
+            self.assertEqual(request["params"]["MessageSid"], message.sid)
+            self.assertEqual(request["params"]["MessageStatus"], status)
+            self.assertEqual(request["user_agent"], "TwilioProxy/1.1")
+            self.assertTrue(
+                validator.validate(request["url"], request["params"], request["signature"])
+            )
+
+    def test_injected_inbound_sms_verifies_and_forgeries_do_not(self):
+        validator = RequestValidator(AUTH_TOKEN)
+        number = _unique_number()
+        with _Receiver() as receiver:
+            _admin("PUT", f"numbers/{number}", {"sms_url": f"{receiver.base}/sms"})
+
+            genuine = _admin("POST", "inbound", {"from": "+15558675310", "to": number, "body": "Hi & bye"})
+            first = receiver.next()
+            _admin("POST", f"inbound/{genuine['message_sid']}/redeliver", {"bad_signature": True})
+            forged = receiver.next()
+
+        self.assertEqual(genuine["status"], 200)
+        self.assertEqual(first["params"]["Body"], "Hi & bye")
+        self.assertEqual(first["params"]["SmsStatus"], "received")
+        self.assertTrue(validator.validate(first["url"], first["params"], first["signature"]))
+        self.assertEqual(forged["params"], first["params"])
+        self.assertFalse(validator.validate(forged["url"], forged["params"], forged["signature"]))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
