@@ -68,7 +68,10 @@ pub struct ChannelError {
 /// Sends messages through one provider.
 pub trait MessageChannel: Send + Sync + 'static {
     /// Hands one message to the provider.
-    fn send<'a>(&'a self, msg: &'a OutboundSend) -> BoxFuture<'a, Result<ProviderAccept, ChannelError>>;
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutboundSend,
+    ) -> BoxFuture<'a, Result<ProviderAccept, ChannelError>>;
 
     /// Looks for a message the provider already accepted that matches `probe`: how a retried
     /// send learns that a crashed attempt got through.

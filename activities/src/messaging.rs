@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 use voice_agent_domain::{Channel, MessageStatus, mask_phone};
 use voice_agent_store::{MongoStore, NewOutboundMessage};

@@ -23,7 +23,10 @@ impl TwilioChannel {
 }
 
 impl MessageChannel for TwilioChannel {
-    fn send<'a>(&'a self, msg: &'a OutboundSend) -> BoxFuture<'a, Result<ProviderAccept, ChannelError>> {
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutboundSend,
+    ) -> BoxFuture<'a, Result<ProviderAccept, ChannelError>> {
         async move {
             let params = CreateMessage {
                 to: msg.channel.address(&msg.to),
@@ -33,7 +36,11 @@ impl MessageChannel for TwilioChannel {
                 status_callback: msg.status_callback.clone(),
                 ..Default::default()
             };
-            let created = self.client.create_message(&params).await.map_err(classify)?;
+            let created = self
+                .client
+                .create_message(&params)
+                .await
+                .map_err(classify)?;
             Ok(accept(&created))
         }
         .boxed()
@@ -65,7 +72,10 @@ impl MessageChannel for TwilioChannel {
                         Some(t) if t < probe.not_before => return Ok(None),
                         _ => {}
                     }
-                    let outbound = m.direction.as_deref().is_none_or(|d| d.starts_with("outbound"));
+                    let outbound = m
+                        .direction
+                        .as_deref()
+                        .is_none_or(|d| d.starts_with("outbound"));
                     if outbound && m.body.as_deref() == Some(probe.body.as_str()) {
                         return Ok(Some(accept(m)));
                     }
@@ -73,7 +83,12 @@ impl MessageChannel for TwilioChannel {
                 if scanned >= RECONCILE_SCAN_LIMIT {
                     return Ok(None);
                 }
-                match self.client.next_messages_page(&page).await.map_err(classify)? {
+                match self
+                    .client
+                    .next_messages_page(&page)
+                    .await
+                    .map_err(classify)?
+                {
                     Some(next) if !next.messages.is_empty() => page = next,
                     _ => return Ok(None),
                 }

@@ -114,12 +114,22 @@ impl MessagingService for MessagingApi {
             return Err(invalid("body", "must not be empty").into());
         }
         if chars > MAX_BODY_CHARS {
-            return Err(invalid("body", format!("{chars} characters; at most {MAX_BODY_CHARS}")).into());
+            return Err(invalid(
+                "body",
+                format!("{chars} characters; at most {MAX_BODY_CHARS}"),
+            )
+            .into());
         }
         let messaging_service_sid = match req.messaging_service_sid.trim() {
             "" => None,
             ms if ms.len() == 34 && ms.starts_with("MG") => Some(ms.to_owned()),
-            _ => return Err(invalid("messaging_service_sid", "expected MG followed by 32 hex digits").into()),
+            _ => {
+                return Err(invalid(
+                    "messaging_service_sid",
+                    "expected MG followed by 32 hex digits",
+                )
+                .into());
+            }
         };
         let from = match req.from.trim() {
             "" => None,
@@ -156,11 +166,14 @@ impl MessagingService for MessagingApi {
             body: req.body,
             conversation_id: None,
         };
-        let options = WorkflowStartOptions::new(self.state.settings.common.task_queue.clone(), workflow_id.clone())
-            // The id is the idempotency key: a repeat must not send again, even after the first
-            // send finished.
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
+        let options = WorkflowStartOptions::new(
+            self.state.settings.common.task_queue.clone(),
+            workflow_id.clone(),
+        )
+        // The id is the idempotency key: a repeat must not send again, even after the first
+        // send finished.
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
         let created = match self
             .state
             .temporal
@@ -169,7 +182,12 @@ impl MessagingService for MessagingApi {
         {
             Ok(_) => true,
             Err(WorkflowStartError::AlreadyStarted { .. }) => false,
-            Err(e) => return Err(ApiError::Unavailable(anyhow::Error::new(e).context("Failed to start the send workflow")).into()),
+            Err(e) => {
+                return Err(ApiError::Unavailable(
+                    anyhow::Error::new(e).context("Failed to start the send workflow"),
+                )
+                .into());
+            }
         };
         metrics::counter!("voice_agent_sms_requests_total", "created" => if created { "true" } else { "false" }).increment(1);
         info!(message_id = %message_id, to = %to, created, "send started");
@@ -216,9 +234,11 @@ impl MessagingService for MessagingApi {
         };
         let before = match req.page_token.as_str() {
             "" => None,
-            token => Some(DateTime::from_millis(
-                token.parse::<i64>().map_err(|_| invalid("page_token", "not a token from this API"))?,
-            )),
+            token => {
+                Some(DateTime::from_millis(token.parse::<i64>().map_err(
+                    |_| invalid("page_token", "not a token from this API"),
+                )?))
+            }
         };
         let docs = self
             .state

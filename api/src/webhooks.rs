@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use temporalio_client::WorkflowStartOptions;
 use tracing::{info, warn};
-use voice_agent_domain::{Channel, MessageStatus, PhoneNumber, conversation_workflow_id, mask_phone};
+use voice_agent_domain::{
+    Channel, MessageStatus, PhoneNumber, conversation_workflow_id, mask_phone,
+};
 use voice_agent_store::InboundMessage;
 use voice_agent_twilio::signature;
 use voice_agent_twilio::twiml::MessagingResponse;
@@ -76,7 +78,12 @@ impl WebhookError {
 struct SignedForm(Vec<(String, String)>);
 
 impl SignedForm {
-    fn verify(state: &AppState, uri: &OriginalUri, headers: &HeaderMap, body: &Bytes) -> Result<Self, WebhookError> {
+    fn verify(
+        state: &AppState,
+        uri: &OriginalUri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self, WebhookError> {
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -111,7 +118,10 @@ impl SignedForm {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn require(&self, name: &str) -> Result<&str, WebhookError> {
@@ -140,7 +150,9 @@ async fn inbound_message(
     let form = SignedForm::verify(&state, &uri, &headers, &body)?;
     let message_sid = form.require("MessageSid")?.to_owned();
     if !is_twilio_sid(&message_sid, &["SM", "MM"]) {
-        return Err(WebhookError::BadRequest("MessageSid is malformed".to_owned()));
+        return Err(WebhookError::BadRequest(
+            "MessageSid is malformed".to_owned(),
+        ));
     }
     let (channel, theirs) = twilio_address(form.require("From")?, "From")?;
     let (_, ours) = twilio_address(form.require("To")?, "To")?;
@@ -179,11 +191,18 @@ async fn inbound_message(
             initial,
             ConversationWorkflow::message,
             signal,
-            WorkflowStartOptions::new(state.settings.common.task_queue.clone(), conversation_id.clone())
-                .build(),
+            WorkflowStartOptions::new(
+                state.settings.common.task_queue.clone(),
+                conversation_id.clone(),
+            )
+            .build(),
         )
         .await
-        .map_err(|e| WebhookError::Unavailable(anyhow::Error::new(e).context("Failed to signal the conversation")))?;
+        .map_err(|e| {
+            WebhookError::Unavailable(
+                anyhow::Error::new(e).context("Failed to signal the conversation"),
+            )
+        })?;
 
     metrics::counter!("voice_agent_inbound_messages_total", "duplicate" => if stored { "false" } else { "true" })
         .increment(1);
@@ -207,7 +226,9 @@ async fn status_callback(
     let form = SignedForm::verify(&state, &uri, &headers, &body)?;
     let sid = form.require("MessageSid")?;
     if !is_twilio_sid(sid, &["SM", "MM"]) {
-        return Err(WebhookError::BadRequest("MessageSid is malformed".to_owned()));
+        return Err(WebhookError::BadRequest(
+            "MessageSid is malformed".to_owned(),
+        ));
     }
     let raw_status = form
         .get("MessageStatus")
@@ -228,7 +249,8 @@ async fn status_callback(
         .apply_status_callback(our_id.as_deref(), sid, status, error_code)
         .await
         .map_err(|e| WebhookError::Unavailable(e.into()))?;
-    metrics::counter!("voice_agent_status_callbacks_total", "status" => status.as_str()).increment(1);
+    metrics::counter!("voice_agent_status_callbacks_total", "status" => status.as_str())
+        .increment(1);
     info!(message_sid = sid, status = %status, error_code, changed, "status callback");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -251,7 +273,13 @@ mod tests {
     fn sids_must_have_the_right_prefix_and_length() {
         assert!(is_twilio_sid("SM0123456789abcdef0123456789abcdef", &["SM"]));
         assert!(!is_twilio_sid("SM0123", &["SM"]));
-        assert!(!is_twilio_sid("CA0123456789abcdef0123456789abcdef", &["SM"]));
-        assert!(!is_twilio_sid("SM0123456789abcdef0123456789abcdeZ", &["SM"]));
+        assert!(!is_twilio_sid(
+            "CA0123456789abcdef0123456789abcdef",
+            &["SM"]
+        ));
+        assert!(!is_twilio_sid(
+            "SM0123456789abcdef0123456789abcdeZ",
+            &["SM"]
+        ));
     }
 }

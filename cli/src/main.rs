@@ -20,7 +20,12 @@ use voice_agent_protos::v1::{GetMessageRequest, ListMessagesRequest, Message, Se
 #[command(name = "vactl", version)]
 struct Cli {
     /// gRPC address of the API.
-    #[arg(long, env = "VACTL_API", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "VACTL_API",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     api: String,
     #[command(subcommand)]
     command: Command,
@@ -110,7 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "created": sent.created,
             }));
             if wait {
-                let message = wait_final(&mut client, &sent.message_id, Duration::from_secs(timeout)).await?;
+                let message =
+                    wait_final(&mut client, &sent.message_id, Duration::from_secs(timeout)).await?;
                 print(&message_json(&message));
             }
         }
@@ -145,7 +151,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-const FINAL: [&str; 6] = ["delivered", "read", "undelivered", "failed", "canceled", "received"];
+const FINAL: [&str; 6] = [
+    "delivered",
+    "read",
+    "undelivered",
+    "failed",
+    "canceled",
+    "received",
+];
 
 async fn wait_final(
     client: &mut MessagingServiceClient<Channel>,

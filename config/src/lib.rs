@@ -18,8 +18,8 @@ pub mod telemetry;
 
 mod temporal;
 
-pub use temporal::connect_temporal;
 pub use settings::{ConfigError, Env, MongoSettings, Settings, TwilioSettings};
+pub use temporal::connect_temporal;
 
 /// Installs the ring TLS provider for rustls. HTTP clients are built without a default
 /// provider (to keep the build free of C crypto), so each binary installs one before its first

@@ -86,16 +86,23 @@ impl Env {
     }
 
     /// A number variable, or a default.
-    pub fn number<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn number<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
         match self.get(var) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                var,
-                reason: e.to_string(),
-            }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    var,
+                    reason: e.to_string(),
+                }),
         }
     }
 }
@@ -192,7 +199,10 @@ impl Settings {
             var: "TWILIO_AUTH_TOKEN",
             hint: "set the Twilio auth token; it is needed to check webhook signatures even when an API key is used for REST calls",
         })?;
-        let api_key = match (env.get("TWILIO_API_KEY_SID"), env.get("TWILIO_API_KEY_SECRET")) {
+        let api_key = match (
+            env.get("TWILIO_API_KEY_SID"),
+            env.get("TWILIO_API_KEY_SECRET"),
+        ) {
             (Some(sid), Some(secret)) => Some((sid, SecretString::from(secret))),
             (None, None) => None,
             _ => {

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::PhoneNumber;
 
 /// Namespace of [`MessageId::from_idempotency_key`] (a fixed random UUID).
-const IDEMPOTENCY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5c1c_0e2a_8d4b_4f7e_9a61_3b0e_7d2f_c4a9);
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5c1c_0e2a_8d4b_4f7e_9a61_3b0e_7d2f_c4a9);
 
 /// Our id for a message, assigned before any provider sees it, so a retried send can find what
 /// an earlier attempt did. Rendered as `msg_<uuid v4 hex>`.
@@ -83,6 +84,9 @@ mod tests {
             conversation_workflow_id(&a, &b),
             "conversation-14155550100-14155550199"
         );
-        assert_ne!(conversation_workflow_id(&a, &b), conversation_workflow_id(&b, &a));
+        assert_ne!(
+            conversation_workflow_id(&a, &b),
+            conversation_workflow_id(&b, &a)
+        );
     }
 }

@@ -186,7 +186,14 @@ mod tests {
 
     #[test]
     fn twilio_names_round_trip() {
-        for s in ["queued", "sent", "delivered", "undelivered", "failed", "read"] {
+        for s in [
+            "queued",
+            "sent",
+            "delivered",
+            "undelivered",
+            "failed",
+            "read",
+        ] {
             assert_eq!(MessageStatus::from_str(s).unwrap().as_str(), s);
         }
         assert!(MessageStatus::from_str("exploded").is_err());

@@ -19,4 +19,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/voiceagent_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/voiceagent_descriptor.bin"));

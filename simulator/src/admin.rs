@@ -326,6 +326,8 @@ struct PutFaults {
     too_many_requests_rate: Option<f64>,
     latency_ms: Option<u64>,
     rate_limit_mps: Option<u32>,
+    accept_delay_ms: Option<u64>,
+    callback_loss_rate: Option<f64>,
 }
 
 async fn put_faults(
@@ -336,6 +338,7 @@ async fn put_faults(
     for (name, rate) in [
         ("error_rate", request.error_rate),
         ("too_many_requests_rate", request.too_many_requests_rate),
+        ("callback_loss_rate", request.callback_loss_rate),
     ] {
         if rate.is_some_and(|rate| !(0.0..=1.0).contains(&rate)) {
             return Err(AdminError::BadRequest(format!(
@@ -351,6 +354,10 @@ async fn put_faults(
         .unwrap_or(faults.too_many_requests_rate);
     faults.latency_ms = request.latency_ms.unwrap_or(faults.latency_ms);
     faults.rate_limit_mps = request.rate_limit_mps.unwrap_or(faults.rate_limit_mps);
+    faults.accept_delay_ms = request.accept_delay_ms.unwrap_or(faults.accept_delay_ms);
+    faults.callback_loss_rate = request
+        .callback_loss_rate
+        .unwrap_or(faults.callback_loss_rate);
     tracing::info!(faults = ?*faults, "faults changed");
     Ok(Json(*faults))
 }

@@ -31,7 +31,7 @@
 //! | `GET`/`PUT`/`DELETE /admin/numbers/{number}` | `{"sms_url"?, "outcome"?: {"status": "delivered"\|"undelivered"\|"failed"\|"sent", "error_code"?}}` | the config / 204 / 404 |
 //! | `POST /admin/inbound` | `{"from","to","body"?,"media_urls"?,"profile_name"?,"bad_signature"?}` | `{"message_sid","url","status","content_type","body","error"}` |
 //! | `POST /admin/inbound/{sid}/redeliver` | `{"bad_signature"?}` or empty | same as above |
-//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?}` | current faults |
+//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?}` | current faults |
 //! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,status,error_code,…}]}` |
 //! | `GET /admin/ledger/counts` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` |
 //! | `POST /admin/reset` | | 204 |

@@ -42,6 +42,8 @@ impl Shared {
             error_rate: config.error_rate,
             too_many_requests_rate: config.too_many_requests_rate,
             latency_ms: config.latency_ms,
+            accept_delay_ms: 0,
+            callback_loss_rate: 0.0,
             rate_limit_mps: config.rate_limit_mps,
         };
         Self {
@@ -102,6 +104,14 @@ pub(crate) struct Faults {
     pub(crate) latency_ms: u64,
     /// Messages per second per sender; 0 = unlimited.
     pub(crate) rate_limit_mps: u32,
+    /// Delay between accepting a created message and answering: a slow or lost response, after
+    /// which a client that gave up may wrongly think the message was not sent.
+    #[serde(default)]
+    pub(crate) accept_delay_ms: u64,
+    /// Fraction of status callbacks never sent, as if lost on the way; the message's status
+    /// still moves on and shows in the REST API.
+    #[serde(default)]
+    pub(crate) callback_loss_rate: f64,
 }
 
 /// Message status values the simulator uses (a subset of Twilio's enum).

@@ -96,6 +96,11 @@ async fn progress(state: &Shared, sid: &str, outcome: Outcome) {
             return;
         };
         if let Some((url, params)) = callback {
+            let loss_rate = state.store().faults.callback_loss_rate;
+            if loss_rate > 0.0 && rand::random::<f64>() < loss_rate {
+                tracing::info!(sid = %sid, status = status.as_str(), "status callback dropped (fault)");
+                continue;
+            }
             deliver_callback(state, sid, &url, &params).await;
         }
     }

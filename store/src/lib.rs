@@ -57,8 +57,11 @@ impl MongoStore {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        options.app_name.get_or_insert_with(|| "voice-agent".to_owned());
-        let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "voice-agent".to_owned());
+        let client =
+            Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self {
             db: client.database(database),
         })

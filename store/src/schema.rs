@@ -38,15 +38,30 @@ fn index_specs() -> Vec<(&'static str, Vec<(&'static str, Document, bool, bool)>
                     false,
                     false,
                 ),
-                ("to_created", doc! { "to": 1, "created_at": -1 }, false, false),
-                ("from_created", doc! { "from": 1, "created_at": -1 }, false, false),
+                (
+                    "to_created",
+                    doc! { "to": 1, "created_at": -1 },
+                    false,
+                    false,
+                ),
+                (
+                    "from_created",
+                    doc! { "from": 1, "created_at": -1 },
+                    false,
+                    false,
+                ),
                 ("created", doc! { "created_at": -1 }, false, false),
             ],
         ),
         (
             CAMPAIGNS,
             vec![
-                ("status_created", doc! { "status": 1, "created_at": -1 }, false, false),
+                (
+                    "status_created",
+                    doc! { "status": 1, "created_at": -1 },
+                    false,
+                    false,
+                ),
                 ("name", doc! { "name": 1 }, false, false),
             ],
         ),
@@ -77,7 +92,12 @@ fn index_specs() -> Vec<(&'static str, Vec<(&'static str, Document, bool, bool)>
                     true,
                     false,
                 ),
-                ("campaign_at", doc! { "campaign_id": 1, "at": -1 }, false, false),
+                (
+                    "campaign_at",
+                    doc! { "campaign_id": 1, "at": -1 },
+                    false,
+                    false,
+                ),
             ],
         ),
         (
@@ -87,7 +107,12 @@ fn index_specs() -> Vec<(&'static str, Vec<(&'static str, Document, bool, bool)>
         (
             CONTACTS,
             vec![
-                ("list_phone_unique", doc! { "list_id": 1, "phone": 1 }, true, false),
+                (
+                    "list_phone_unique",
+                    doc! { "list_id": 1, "phone": 1 },
+                    true,
+                    false,
+                ),
                 ("list_name", doc! { "list_id": 1, "name": 1 }, false, false),
                 ("phone", doc! { "phone": 1 }, false, false),
             ],

@@ -36,8 +36,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .context("Failed to create MongoDB collections and indexes")?;
     let twilio = settings.twilio.client()?;
     let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
-    let activities =
-        MessagingActivities::new(store, channels, settings.public_base_url.clone());
+    let activities = MessagingActivities::new(store, channels, settings.public_base_url.clone());
 
     let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
     let runtime = Runtime::from_current_tokio(Default::default())
@@ -50,7 +49,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
         .graceful_shutdown_period(Duration::from_secs(10))
         .build();
-    let mut worker = Worker::new(&runtime, client, options).context("Failed to create the worker")?;
+    let mut worker =
+        Worker::new(&runtime, client, options).context("Failed to create the worker")?;
     let stop = worker.shutdown_handle();
     tracing::info!(task_queue = %settings.task_queue, "worker polling");
     // Worker::run is !Send, so it runs on this task next to the shutdown watcher.

@@ -1,6 +1,6 @@
 //! `…/Messages.json` and `…/Messages/{Sid}.json`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -373,6 +373,10 @@ pub(crate) async fn create(State(state): State<AppState>, body: Bytes) -> Respon
         "message accepted"
     );
     webhook::spawn_progression(&state, sid, outcome);
+    let accept_delay = state.store().faults.accept_delay_ms;
+    if accept_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(accept_delay)).await;
+    }
     (StatusCode::CREATED, Json(resource)).into_response()
 }
 

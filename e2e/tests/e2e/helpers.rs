@@ -1,0 +1,263 @@
+//! Spawning the stack for one test: simulator, API and worker processes with a fresh MongoDB
+//! database and task queue, all stopped when the [`Stack`] is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use voice_agent_protos::v1::messaging_service_client::MessagingServiceClient;
+
+pub(crate) const ACCOUNT_SID: &str = "ACe2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0";
+pub(crate) const AUTH_TOKEN: &str = "e2e-auth-token";
+pub(crate) const FROM: &str = "+15005550006";
+
+fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the end-to-end tests through scripts/test.sh, which starts Temporal and MongoDB")
+    })
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env("VA_BIN_DIR")).join(name)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the kernel hands out a free loopback port")
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub(crate) async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One test's processes and handles.
+pub(crate) struct Stack {
+    pub(crate) simulator_url: String,
+    pub(crate) api_http: String,
+    pub(crate) api_grpc: String,
+    pub(crate) mongo: mongodb::Database,
+    pub(crate) http: reqwest::Client,
+    simulator: Child,
+    api: Child,
+    worker: Option<Child>,
+    worker_env: Vec<(String, String)>,
+}
+
+impl Stack {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("e2e_{}", &suffix[..12]);
+        let task_queue = format!("e2e-{}", &suffix[..12]);
+        let http_port = free_port();
+        let grpc_port = free_port();
+        let api_http = format!("http://127.0.0.1:{http_port}");
+
+        let mut simulator = Command::new(bin("voice-agent-simulator"))
+            .args([
+                "--port",
+                "0",
+                "--account-sid",
+                ACCOUNT_SID,
+                "--auth-token",
+                AUTH_TOKEN,
+            ])
+            .args(["--default-sms-url", &format!("{api_http}/twilio/sms")])
+            .args(["--callback-delay-ms", "10"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context(
+                "Failed to start the simulator; build it with cargo build --workspace --bins",
+            )?;
+        let simulator_url = read_url(&mut simulator, "voice-agent-simulator listening on ").await?;
+
+        let common = vec![
+            (
+                "TEMPORAL_ADDRESS".to_owned(),
+                env("VA_TEST_TEMPORAL_ADDRESS"),
+            ),
+            ("TEMPORAL_NAMESPACE".to_owned(), "default".to_owned()),
+            ("TEMPORAL_TASK_QUEUE".to_owned(), task_queue.clone()),
+            ("MONGODB_URI".to_owned(), env("VA_TEST_MONGODB_URI")),
+            ("MONGODB_DATABASE".to_owned(), database.clone()),
+            ("TWILIO_BASE_URL".to_owned(), simulator_url.clone()),
+            ("TWILIO_ACCOUNT_SID".to_owned(), ACCOUNT_SID.to_owned()),
+            ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
+            ("TWILIO_FROM_NUMBER".to_owned(), FROM.to_owned()),
+            ("TWILIO_TIMEOUT_MS".to_owned(), "5000".to_owned()),
+            ("PUBLIC_BASE_URL".to_owned(), api_http.clone()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        let mut api = Command::new(bin("voice-agent-api"))
+            .envs(common.iter().cloned())
+            .env("API_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("API_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start the API")?;
+        read_url(&mut api, "voice-agent-api http on ").await?;
+
+        let client = mongodb::Client::with_uri_str(env("VA_TEST_MONGODB_URI")).await?;
+        let mut stack = Self {
+            simulator_url,
+            api_http,
+            api_grpc: format!("http://127.0.0.1:{grpc_port}"),
+            mongo: client.database(&database),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            simulator,
+            api,
+            worker: None,
+            worker_env: common,
+        };
+        stack.start_worker()?;
+        Ok(stack)
+    }
+
+    pub(crate) fn start_worker(&mut self) -> anyhow::Result<()> {
+        let worker = Command::new(bin("voice-agent-worker"))
+            .envs(self.worker_env.iter().cloned())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start the worker")?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash: no graceful shutdown, nothing flushed.
+    pub(crate) async fn kill_worker(&mut self) -> anyhow::Result<()> {
+        if let Some(mut w) = self.worker.take() {
+            w.start_kill()?;
+            w.wait().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn grpc(
+        &self,
+    ) -> anyhow::Result<MessagingServiceClient<tonic::transport::Channel>> {
+        Ok(MessagingServiceClient::connect(self.api_grpc.clone()).await?)
+    }
+
+    pub(crate) async fn temporal(&self) -> anyhow::Result<temporalio_client::Client> {
+        let conn = temporalio_client::Connection::connect(
+            temporalio_client::ConnectionOptions::new(temporalio_client::Url::parse(&env(
+                "VA_TEST_TEMPORAL_ADDRESS",
+            ))?)
+            .identity("e2e".to_owned())
+            .build(),
+        )
+        .await?;
+        Ok(temporalio_client::Client::new(
+            conn,
+            temporalio_client::ClientOptions::new("default").build(),
+        )?)
+    }
+
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.simulator_url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("simulator admin {path}: {status} {text}");
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    /// Messages the simulator accepted for `to`.
+    pub(crate) async fn ledger(&self, to: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/ledger?to={}", to.replace('+', "%2B")),
+                None,
+            )
+            .await?;
+        Ok(v["messages"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // kill_on_drop stops the processes; this makes it explicit and immediate.
+        let _ = self.api.start_kill();
+        let _ = self.simulator.start_kill();
+        if let Some(w) = self.worker.as_mut() {
+            let _ = w.start_kill();
+        }
+    }
+}
+
+/// Reads the child's stdout until the line announcing its URL, then keeps draining it in the
+/// background so the child never blocks on a full pipe.
+async fn read_url(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok::<_, anyhow::Error>(Some(url));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .context("process did not announce its address within 60 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    match found {
+        Some(url) => Ok(url),
+        None => bail!("process exited before announcing its address (prefix {prefix:?})"),
+    }
+}
