@@ -1,6 +1,5 @@
 //! The gRPC API (`voiceagent.v1`), with server reflection.
 
-use std::time::SystemTime;
 
 use mongodb::bson::DateTime;
 use temporalio_client::errors::WorkflowStartError;
@@ -267,7 +266,7 @@ impl MessagingService for MessagingApi {
 }
 
 fn to_proto(doc: MessageDoc) -> Message {
-    let ts = |d: DateTime| prost_types::Timestamp::from(SystemTime::from(d.to_system_time()));
+    let ts = |d: DateTime| prost_types::Timestamp::from(d.to_system_time());
     Message {
         id: doc.id,
         direction: doc.direction,

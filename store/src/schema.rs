@@ -21,108 +21,104 @@ pub const CONTACTS: &str = "contacts";
 /// `call_logs`: call records and transcripts.
 pub const CALL_LOGS: &str = "call_logs";
 
-/// Every collection with its indexes: (collection, [(name, keys, unique, sparse)]).
+/// One index: its name, keys, and whether it is unique and sparse.
+struct IndexSpec {
+    name: &'static str,
+    keys: Document,
+    unique: bool,
+    sparse: bool,
+}
+
+fn index(name: &'static str, keys: Document) -> IndexSpec {
+    IndexSpec {
+        name,
+        keys,
+        unique: false,
+        sparse: false,
+    }
+}
+
+fn unique(name: &'static str, keys: Document) -> IndexSpec {
+    IndexSpec {
+        name,
+        keys,
+        unique: true,
+        sparse: false,
+    }
+}
+
+fn unique_sparse(name: &'static str, keys: Document) -> IndexSpec {
+    IndexSpec {
+        name,
+        keys,
+        unique: true,
+        sparse: true,
+    }
+}
+
+/// Every collection with its indexes.
 ///
 /// Unique indexes sit on ids Twilio or the domain guarantees unique, so a repeated webhook or a
 /// retried activity cannot create a second document. They are `sparse` where the field is set
 /// only later (a message has no Twilio SID until the provider accepts it).
-fn index_specs() -> Vec<(&'static str, Vec<(&'static str, Document, bool, bool)>)> {
+fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
     vec![
         (
             MESSAGES,
             vec![
-                ("twilio_sid_unique", doc! { "twilio_sid": 1 }, true, true),
-                (
+                unique_sparse("twilio_sid_unique", doc! { "twilio_sid": 1 }),
+                index(
                     "conversation_created",
                     doc! { "conversation_id": 1, "created_at": -1 },
-                    false,
-                    false,
                 ),
-                (
-                    "to_created",
-                    doc! { "to": 1, "created_at": -1 },
-                    false,
-                    false,
-                ),
-                (
-                    "from_created",
-                    doc! { "from": 1, "created_at": -1 },
-                    false,
-                    false,
-                ),
-                ("created", doc! { "created_at": -1 }, false, false),
+                index("to_created", doc! { "to": 1, "created_at": -1 }),
+                index("from_created", doc! { "from": 1, "created_at": -1 }),
+                index("created", doc! { "created_at": -1 }),
             ],
         ),
         (
             CAMPAIGNS,
             vec![
-                (
-                    "status_created",
-                    doc! { "status": 1, "created_at": -1 },
-                    false,
-                    false,
-                ),
-                ("name", doc! { "name": 1 }, false, false),
+                index("status_created", doc! { "status": 1, "created_at": -1 }),
+                index("name", doc! { "name": 1 }),
             ],
         ),
         (
             CAMPAIGN_ITEMS,
             vec![
-                (
+                unique(
                     "campaign_contact_unique",
                     doc! { "campaign_id": 1, "contact_id": 1 },
-                    true,
-                    false,
                 ),
-                (
-                    "campaign_status",
-                    doc! { "campaign_id": 1, "status": 1 },
-                    false,
-                    false,
-                ),
-                ("message_sid_unique", doc! { "message_sid": 1 }, true, true),
+                index("campaign_status", doc! { "campaign_id": 1, "status": 1 }),
+                unique_sparse("message_sid_unique", doc! { "message_sid": 1 }),
             ],
         ),
         (
             CAMPAIGN_EXECUTIONS,
             vec![
-                (
+                unique(
                     "item_attempt_unique",
                     doc! { "campaign_id": 1, "item_id": 1, "attempt": 1 },
-                    true,
-                    false,
                 ),
-                (
-                    "campaign_at",
-                    doc! { "campaign_id": 1, "at": -1 },
-                    false,
-                    false,
-                ),
+                index("campaign_at", doc! { "campaign_id": 1, "at": -1 }),
             ],
         ),
-        (
-            CONTACT_LISTS,
-            vec![("name", doc! { "name": 1 }, false, false)],
-        ),
+        (CONTACT_LISTS, vec![index("name", doc! { "name": 1 })]),
         (
             CONTACTS,
             vec![
-                (
-                    "list_phone_unique",
-                    doc! { "list_id": 1, "phone": 1 },
-                    true,
-                    false,
-                ),
-                ("list_name", doc! { "list_id": 1, "name": 1 }, false, false),
-                ("phone", doc! { "phone": 1 }, false, false),
+                unique("list_phone_unique", doc! { "list_id": 1, "phone": 1 }),
+                index("list_name", doc! { "list_id": 1, "name": 1 }),
+                index("phone", doc! { "phone": 1 }),
             ],
         ),
         (
             CALL_LOGS,
             vec![
-                ("call_sid_unique", doc! { "call_sid": 1 }, true, true),
-                ("started", doc! { "started_at": -1 }, false, false),
-                ("campaign", doc! { "campaign_id": 1 }, false, false),
+                unique_sparse("call_sid_unique", doc! { "call_sid": 1 }),
+                index("started", doc! { "started_at": -1 }),
+                index("campaign", doc! { "campaign_id": 1 }),
             ],
         ),
     ]
@@ -144,15 +140,18 @@ impl MongoStore {
             }
             let models = indexes
                 .into_iter()
-                .map(|(name, keys, unique, sparse)| {
-                    let mut options = IndexOptions::builder().name(name.to_owned()).build();
-                    if unique {
+                .map(|spec| {
+                    let mut options = IndexOptions::builder().name(spec.name.to_owned()).build();
+                    if spec.unique {
                         options.unique = Some(true);
                     }
-                    if sparse {
+                    if spec.sparse {
                         options.sparse = Some(true);
                     }
-                    IndexModel::builder().keys(keys).options(options).build()
+                    IndexModel::builder()
+                        .keys(spec.keys)
+                        .options(options)
+                        .build()
                 })
                 .collect::<Vec<_>>();
             self.db
