@@ -1,0 +1,155 @@
+//! The store against a real MongoDB-wire server (`VA_TEST_MONGODB_URI`, set by
+//! scripts/test.sh). Each test uses a fresh database.
+
+use mongodb::bson::doc;
+use voice_agent_domain::{Channel, MessageStatus};
+use voice_agent_store::{InboundMessage, MessageQuery, MongoStore, NewOutboundMessage};
+
+async fn store() -> MongoStore {
+    let uri = std::env::var("VA_TEST_MONGODB_URI")
+        .expect("VA_TEST_MONGODB_URI is not set: run through scripts/test.sh");
+    let name = format!("store_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = MongoStore::connect(&uri, &name).await.expect("connect");
+    store.ensure_schema().await.expect("schema");
+    store
+}
+
+fn outbound(id: &str) -> NewOutboundMessage {
+    NewOutboundMessage {
+        id: id.to_owned(),
+        channel: Channel::Sms,
+        from: Some("+15005550006".to_owned()),
+        messaging_service_sid: None,
+        to: "+14155550100".to_owned(),
+        body: "hello".to_owned(),
+        conversation_id: None,
+    }
+}
+
+#[tokio::test]
+async fn schema_creation_is_idempotent_and_creates_all_collections() {
+    let store = store().await;
+    store.ensure_schema().await.expect("second run is a no-op");
+    let names = store.database().list_collection_names().await.unwrap();
+    for c in voice_agent_store::schema::ALL_COLLECTIONS {
+        assert!(names.iter().any(|n| n == c), "{c} missing");
+    }
+}
+
+#[tokio::test]
+async fn recording_an_intent_twice_keeps_the_first() {
+    let store = store().await;
+    let first = store
+        .record_outbound_intent(&outbound("msg_a"))
+        .await
+        .unwrap();
+    let mut changed = outbound("msg_a");
+    changed.body = "different".to_owned();
+    let second = store.record_outbound_intent(&changed).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(second.body, "hello");
+    assert_eq!(second.status(), MessageStatus::Pending);
+}
+
+#[tokio::test]
+async fn send_attempts_keep_the_first_start_time() {
+    let store = store().await;
+    store
+        .record_outbound_intent(&outbound("msg_b"))
+        .await
+        .unwrap();
+    let before_first = store.begin_send_attempt("msg_b").await.unwrap().unwrap();
+    assert!(before_first.send_started_at.is_none());
+    let before_second = store.begin_send_attempt("msg_b").await.unwrap().unwrap();
+    let first_start = before_second.send_started_at.expect("first start recorded");
+    let after = store.get_message("msg_b").await.unwrap().unwrap();
+    assert_eq!(after.send_started_at, Some(first_start));
+    assert_eq!(after.send_attempts, 2);
+}
+
+#[tokio::test]
+async fn statuses_never_move_backwards() {
+    let store = store().await;
+    let sid = "SM0123456789abcdef0123456789abcdef";
+    store
+        .record_outbound_intent(&outbound("msg_c"))
+        .await
+        .unwrap();
+    // The delivered callback beats the REST answer that says "queued".
+    assert!(
+        store
+            .apply_status_callback(Some("msg_c"), sid, MessageStatus::Delivered, None)
+            .await
+            .unwrap()
+    );
+    store
+        .record_provider_accept("msg_c", sid, MessageStatus::Queued, None)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .apply_status_callback(Some("msg_c"), sid, MessageStatus::Sent, None)
+            .await
+            .unwrap()
+    );
+    let m = store.get_message("msg_c").await.unwrap().unwrap();
+    assert_eq!(m.status(), MessageStatus::Delivered);
+    assert_eq!(m.twilio_sid.as_deref(), Some(sid));
+}
+
+#[tokio::test]
+async fn a_callback_with_a_foreign_sid_changes_nothing() {
+    let store = store().await;
+    store
+        .record_outbound_intent(&outbound("msg_d"))
+        .await
+        .unwrap();
+    store
+        .record_provider_accept(
+            "msg_d",
+            "SM11111111111111111111111111111111",
+            MessageStatus::Queued,
+            None,
+        )
+        .await
+        .unwrap();
+    let changed = store
+        .apply_status_callback(
+            Some("msg_d"),
+            "SM22222222222222222222222222222222",
+            MessageStatus::Failed,
+            Some(30003),
+        )
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(
+        store.get_message("msg_d").await.unwrap().unwrap().status(),
+        MessageStatus::Queued
+    );
+}
+
+#[tokio::test]
+async fn inbound_messages_are_stored_once_per_message_sid() {
+    let store = store().await;
+    let msg = InboundMessage {
+        message_sid: "SM33333333333333333333333333333333".to_owned(),
+        channel: Channel::Sms,
+        from: "+14155550100".to_owned(),
+        to: "+15005550006".to_owned(),
+        body: "hi".to_owned(),
+        conversation_id: "conversation-15005550006-14155550100".to_owned(),
+    };
+    assert!(store.insert_inbound(&msg).await.unwrap());
+    assert!(!store.insert_inbound(&msg).await.unwrap());
+    assert_eq!(store.count_messages(doc! {}).await.unwrap(), 1);
+    let listed = store
+        .list_messages(&MessageQuery {
+            phone: Some("+14155550100".to_owned()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+}
