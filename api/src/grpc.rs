@@ -1,6 +1,5 @@
 //! The gRPC API (`voiceagent.v1`), with server reflection.
 
-
 use mongodb::bson::DateTime;
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{WorkflowIdReusePolicy, WorkflowStartOptions};
