@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/voiceagent/v1/messaging.proto"];
+    let protos = [
+        "proto/voiceagent/v1/messaging.proto",
+        "proto/voiceagent/v1/contacts.proto",
+        "proto/voiceagent/v1/campaigns.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -11,6 +11,7 @@
 //! on the shutdown token.
 #![warn(missing_docs)]
 
+pub mod contacts;
 pub mod grpc;
 pub mod ops;
 pub mod webhooks;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     Router::new()
         .merge(webhooks::routes())
+        .merge(contacts::routes())
         .merge(ops::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(

@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod contacts;
 pub mod messages;
 pub mod schema;
 

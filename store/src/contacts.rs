@@ -1,0 +1,1 @@
+//! The `contact_lists` and `contacts` collections.
