@@ -24,6 +24,10 @@ pub struct OutboundSend {
     pub body: String,
     /// Where the provider should post delivery statuses.
     pub status_callback: Option<String>,
+    /// WhatsApp content template (`HX…`), sent instead of free text outside the session window.
+    pub content_sid: Option<String>,
+    /// The template's variables, as the JSON object string Twilio expects.
+    pub content_variables: Option<String>,
 }
 
 /// What a provider answered when it accepted a message.

@@ -5,6 +5,8 @@
 //! | [`channel`] | the pluggable [`MessageChannel`] trait and its provider registry |
 //! | [`twilio_channel`] | the Twilio implementation of [`MessageChannel`] |
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
+//! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
+//! | [`template`] | `{{variable}}` rendering |
 //!
 //! Activities run at least once: a worker killed during a send makes Temporal run it again.
 //! Every activity here is therefore safe to repeat: it records its intent in MongoDB before
@@ -14,10 +16,13 @@
 //! [`messaging::permanent_failure`].
 #![warn(missing_docs)]
 
+pub mod campaign;
 pub mod channel;
 pub mod messaging;
+pub mod template;
 pub mod twilio_channel;
 
+pub use campaign::CampaignActivities;
 pub use channel::{
     ChannelError, ChannelRegistry, MessageChannel, OutboundSend, ProviderAccept, SentProbe,
 };

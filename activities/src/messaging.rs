@@ -186,6 +186,8 @@ impl MessagingActivities {
             messaging_service_sid: input.messaging_service_sid.clone(),
             body: input.body.clone(),
             status_callback: Some(self.status_callback_url(&input.message_id)),
+            content_sid: None,
+            content_variables: None,
         };
         match provider.send(&send).await {
             Ok(accept) => {

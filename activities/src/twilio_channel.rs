@@ -32,7 +32,10 @@ impl MessageChannel for TwilioChannel {
                 to: msg.channel.address(&msg.to),
                 from: msg.from.as_deref().map(|f| msg.channel.address(f)),
                 messaging_service_sid: msg.messaging_service_sid.clone(),
-                body: Some(msg.body.clone()),
+                // A content template replaces the free text.
+                body: msg.content_sid.is_none().then(|| msg.body.clone()),
+                content_sid: msg.content_sid.clone(),
+                content_variables: msg.content_variables.clone(),
                 status_callback: msg.status_callback.clone(),
                 ..Default::default()
             };

@@ -4,6 +4,9 @@
 //! |---|---|
 //! | [`schema`] | the seven collections and their indexes, created at start-up |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
+//! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
+//! | [`contacts`] | `contact_lists`, `contacts` |
+//! | [`suppressions`] | `suppressions`: opted-out numbers |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -19,12 +22,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod campaigns;
 pub mod contacts;
 pub mod messages;
 pub mod schema;
+pub mod suppressions;
 
 use mongodb::{Client, Database, options::ClientOptions};
 
+pub use campaigns::{CampaignDoc, CampaignItemDoc, ExecutionDoc, campaign_status, item_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
 
 /// What went wrong talking to MongoDB.

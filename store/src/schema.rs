@@ -20,6 +20,8 @@ pub const CONTACT_LISTS: &str = "contact_lists";
 pub const CONTACTS: &str = "contacts";
 /// `call_logs`: call records and transcripts.
 pub const CALL_LOGS: &str = "call_logs";
+/// `suppressions`: numbers that opted out, on every channel.
+pub const SUPPRESSIONS: &str = "suppressions";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -121,6 +123,8 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 index("campaign", doc! { "campaign_id": 1 }),
             ],
         ),
+        // Keyed by phone number (`_id`); no further index needed.
+        (SUPPRESSIONS, vec![]),
     ]
 }
 
@@ -154,6 +158,9 @@ impl MongoStore {
                         .build()
                 })
                 .collect::<Vec<_>>();
+            if models.is_empty() {
+                continue;
+            }
             self.db
                 .collection::<Document>(collection)
                 .create_indexes(models)
@@ -168,7 +175,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 7] = [
+pub const ALL_COLLECTIONS: [&str; 8] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -176,4 +183,5 @@ pub const ALL_COLLECTIONS: [&str; 7] = [
     CONTACT_LISTS,
     CONTACTS,
     CALL_LOGS,
+    SUPPRESSIONS,
 ];

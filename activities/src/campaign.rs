@@ -1,0 +1,437 @@
+//! Campaign activities: materialise a campaign's items, and send them in batches.
+//!
+//! A batch is the unit of Temporal work (the brief's "work per contact far below one action"):
+//! one activity pages up to a few thousand open items from MongoDB, records the intent of every
+//! send (`sending`) before calling the provider, sends them concurrently at the campaign's rate,
+//! and records each outcome. A retried batch (after a crash) skips items already accepted and
+//! reconciles items left `sending` with the provider before sending them again.
+//!
+//! Only one batch of a campaign runs at a time (the workflow awaits each), so the rate limit,
+//! enforced inside the batch, holds however many workers there are.
+
+// `#[activities]` generates an undocumented public constant per activity.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mongodb::bson::DateTime;
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tokio::time::Instant;
+use tracing::{info, warn};
+use voice_agent_domain::{Channel, PhoneNumber};
+use voice_agent_store::{
+    CampaignDoc, CampaignItemDoc, ExecutionDoc, MongoStore, campaign_status, item_status,
+};
+
+use crate::channel::{ChannelError, ChannelRegistry, MessageChannel, OutboundSend, SentProbe};
+use crate::template::render;
+
+/// Sends in flight at once within a batch.
+const SEND_CONCURRENCY: usize = 64;
+/// Contacts copied into items per materialisation call.
+const MATERIALIZE_PAGE: i64 = 5_000;
+/// How far back before the first attempt a reconciliation looks, for clock skew.
+const RECONCILE_SKEW: chrono::Duration = chrono::Duration::seconds(120);
+
+/// Input of [`CampaignActivities::materialize`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializeInput {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Last contact id copied by the previous call.
+    pub after: Option<String>,
+}
+
+/// Output of [`CampaignActivities::materialize`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializeOutput {
+    /// Cursor for the next call.
+    pub after: Option<String>,
+    /// Contacts read by this call.
+    pub read: u64,
+    /// No contacts left; `total` is set.
+    pub done: bool,
+    /// Items of the campaign, once done.
+    pub total: i64,
+}
+
+/// Input of [`CampaignActivities::send_batch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchInput {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Last item id of the previous batch in this pass.
+    pub after: Option<String>,
+    /// Items to take.
+    pub limit: i64,
+    /// Messages per second (0 = unlimited).
+    pub rate_per_second: f64,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOutput {
+    /// Cursor for the next batch; `None` when this pass has reached the end.
+    pub after: Option<String>,
+    /// Items looked at.
+    pub processed: u64,
+    /// Accepted by the provider in this batch.
+    pub accepted: u64,
+    /// Found already accepted (a retry after a crash).
+    pub reconciled: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Skipped (opted out, invalid number).
+    pub skipped: u64,
+    /// Transient failures put back for a later pass.
+    pub retry_later: u64,
+}
+
+/// Campaign activities with their dependencies.
+pub struct CampaignActivities {
+    store: MongoStore,
+    channels: ChannelRegistry,
+    public_base_url: url::Url,
+    default_region: String,
+}
+
+impl CampaignActivities {
+    /// Builds the activities.
+    pub fn new(
+        store: MongoStore,
+        channels: ChannelRegistry,
+        public_base_url: url::Url,
+        default_region: String,
+    ) -> Self {
+        Self {
+            store,
+            channels,
+            public_base_url,
+            default_region,
+        }
+    }
+
+    fn callback_url(&self, item_id: &str) -> String {
+        let mut url = self.public_base_url.clone();
+        url.set_path("/twilio/status");
+        url.query_pairs_mut().clear().append_pair("item", item_id);
+        url.to_string()
+    }
+
+    async fn campaign(&self, id: &str) -> Result<CampaignDoc, ActivityError> {
+        self.store
+            .get_campaign(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("campaign {id} does not exist").into())
+    }
+}
+
+/// The result of one item's send.
+enum ItemOutcome {
+    Accepted { sid: String, reconciled: bool },
+    Rejected(ChannelError),
+    Transient(ChannelError),
+    Skipped(&'static str),
+}
+
+#[activities]
+impl CampaignActivities {
+    /// Copies one page of the campaign's contact list into `campaign_items` (idempotent).
+    #[activity]
+    pub async fn materialize(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: MaterializeInput,
+    ) -> Result<MaterializeOutput, ActivityError> {
+        let campaign = self.campaign(&input.campaign_id).await?;
+        let (read, last) = self
+            .store
+            .materialize_items(
+                &campaign.id,
+                &campaign.list_id,
+                input.after.as_deref(),
+                MATERIALIZE_PAGE,
+            )
+            .await?;
+        if read == 0 {
+            let total = self.store.set_campaign_total(&campaign.id).await?;
+            return Ok(MaterializeOutput {
+                after: input.after,
+                read: 0,
+                done: true,
+                total,
+            });
+        }
+        Ok(MaterializeOutput {
+            after: last,
+            read: read as u64,
+            done: false,
+            total: 0,
+        })
+    }
+
+    /// Sets the campaign's status in MongoDB (the read model of the dashboard and API).
+    #[activity]
+    pub async fn set_status(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: (String, String),
+    ) -> Result<(), ActivityError> {
+        let (id, status) = input;
+        self.store.set_campaign_status(&id, &status, &[]).await?;
+        Ok(())
+    }
+
+    /// Marks every item not yet sent `cancelled`.
+    #[activity]
+    pub async fn cancel_open_items(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        campaign_id: String,
+    ) -> Result<u64, ActivityError> {
+        let n = self.store.cancel_open_items(&campaign_id).await?;
+        self.store
+            .set_campaign_status(&campaign_id, campaign_status::CANCELLED, &[])
+            .await?;
+        Ok(n)
+    }
+
+    /// Sends one batch of open items. See the module docs.
+    #[activity]
+    pub async fn send_batch(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: BatchInput,
+    ) -> Result<BatchOutput, ActivityError> {
+        let campaign = self.campaign(&input.campaign_id).await?;
+        let items = self
+            .store
+            .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
+            .await?;
+        let Some(last) = items.last() else {
+            return Ok(BatchOutput::default());
+        };
+        let mut out = BatchOutput {
+            after: Some(last.id.clone()),
+            processed: items.len() as u64,
+            ..Default::default()
+        };
+        let provider = self
+            .channels
+            .get(None)
+            .ok_or_else(|| anyhow::anyhow!("no message provider is configured"))?
+            .clone();
+        let channel = match campaign.channel.as_str() {
+            "whatsapp" => Channel::Whatsapp,
+            _ => Channel::Sms,
+        };
+
+        // Suppression is checked now, at the moment of sending, not when the campaign was made.
+        let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
+        let suppressed = self.store.suppressed_among(&phones).await?;
+
+        let mut to_send: Vec<(CampaignItemDoc, PhoneNumber)> = Vec::with_capacity(items.len());
+        let mut outcomes: Vec<(CampaignItemDoc, ItemOutcome)> = Vec::new();
+        for item in items {
+            if suppressed.contains(&item.phone) {
+                outcomes.push((item, ItemOutcome::Skipped("opted out")));
+                continue;
+            }
+            match PhoneNumber::parse(&item.phone, &self.default_region) {
+                Ok(phone) => to_send.push((item, phone)),
+                Err(_) => outcomes.push((item, ItemOutcome::Skipped("invalid number"))),
+            }
+        }
+        // The intent, for the whole page in one write, before any provider call.
+        let ids: Vec<String> = to_send.iter().map(|(i, _)| i.id.clone()).collect();
+        self.store.begin_item_sends(&ids).await?;
+
+        let started = Instant::now();
+        let interval = (input.rate_per_second > 0.0)
+            .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
+        let sends =
+            futures::stream::iter(to_send.into_iter().enumerate().map(|(n, (item, phone))| {
+                let provider = provider.clone();
+                let campaign = &campaign;
+                let this = &self;
+                async move {
+                    if let Some(step) = interval {
+                        tokio::time::sleep_until(
+                            started + step * u32::try_from(n).unwrap_or(u32::MAX),
+                        )
+                        .await;
+                    }
+                    let outcome = this
+                        .send_item(provider.as_ref(), campaign, channel, &item, &phone)
+                        .await;
+                    (item, outcome)
+                }
+            }))
+            .buffer_unordered(SEND_CONCURRENCY);
+        futures::pin_mut!(sends);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                next = sends.next() => match next {
+                    Some(done) => outcomes.push(done),
+                    None => break,
+                },
+                _ = heartbeat.tick() => {
+                    let _ = ctx.record_heartbeat(outcomes.len() as u64).await;
+                }
+            }
+        }
+
+        let now = DateTime::now();
+        let mut executions = Vec::with_capacity(outcomes.len());
+        for (item, outcome) in &outcomes {
+            let attempt = item.attempts + 1;
+            let (label, code) = match outcome {
+                ItemOutcome::Accepted { sid, reconciled } => {
+                    self.store.record_item_accepted(&item.id, sid).await?;
+                    if *reconciled {
+                        out.reconciled += 1;
+                    } else {
+                        out.accepted += 1;
+                    }
+                    (
+                        if *reconciled {
+                            "reconciled"
+                        } else {
+                            "accepted"
+                        },
+                        None,
+                    )
+                }
+                ItemOutcome::Rejected(e) => {
+                    let code = e.code.map(i64::from);
+                    self.store
+                        .finish_item(&item.id, item_status::FAILED, code, &e.message)
+                        .await?;
+                    out.failed += 1;
+                    ("rejected", code)
+                }
+                ItemOutcome::Transient(e) => {
+                    let code = e.code.map(i64::from);
+                    if attempt >= campaign.max_attempts {
+                        self.store
+                            .finish_item(
+                                &item.id,
+                                item_status::FAILED,
+                                code,
+                                &format!("gave up after {attempt} attempts: {}", e.message),
+                            )
+                            .await?;
+                        out.failed += 1;
+                    } else {
+                        self.store.release_item(&item.id).await?;
+                        out.retry_later += 1;
+                    }
+                    ("transient_error", code)
+                }
+                ItemOutcome::Skipped(reason) => {
+                    self.store
+                        .finish_item(&item.id, item_status::SKIPPED, None, reason)
+                        .await?;
+                    out.skipped += 1;
+                    ("skipped", None)
+                }
+            };
+            executions.push(ExecutionDoc {
+                campaign_id: campaign.id.clone(),
+                item_id: item.id.clone(),
+                attempt,
+                at: now,
+                outcome: label.to_owned(),
+                error_code: code,
+            });
+        }
+        self.store.record_executions(&executions).await?;
+        info!(
+            campaign_id = %campaign.id,
+            processed = out.processed,
+            accepted = out.accepted,
+            reconciled = out.reconciled,
+            failed = out.failed,
+            skipped = out.skipped,
+            retry_later = out.retry_later,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "campaign batch"
+        );
+        Ok(out)
+    }
+}
+
+impl CampaignActivities {
+    async fn send_item(
+        &self,
+        provider: &dyn MessageChannel,
+        campaign: &CampaignDoc,
+        channel: Channel,
+        item: &CampaignItemDoc,
+        phone: &PhoneNumber,
+    ) -> ItemOutcome {
+        let body = render(&campaign.template, &item.variables);
+        // An item left `sending` by an earlier attempt may already be at the provider.
+        if item.status == item_status::SENDING
+            && let Some(first) = item.send_started_at
+        {
+            if let Some(sid) = &item.message_sid {
+                return ItemOutcome::Accepted {
+                    sid: sid.clone(),
+                    reconciled: true,
+                };
+            }
+            let probe = SentProbe {
+                to: phone.as_str().to_owned(),
+                from: campaign.from.clone(),
+                body: body.clone(),
+                channel,
+                not_before: chrono::DateTime::<chrono::Utc>::from(first.to_system_time())
+                    - RECONCILE_SKEW,
+            };
+            match provider.find_sent(&probe).await {
+                Ok(Some(found)) => {
+                    return ItemOutcome::Accepted {
+                        sid: found.provider_id,
+                        reconciled: true,
+                    };
+                }
+                Ok(None) => {}
+                // Never send without knowing: try this item again later.
+                Err(e) => {
+                    return ItemOutcome::Transient(ChannelError {
+                        retryable: true,
+                        ..e
+                    });
+                }
+            }
+        }
+        let send = OutboundSend {
+            message_id: item.id.clone(),
+            channel,
+            to: phone.as_str().to_owned(),
+            from: campaign.from.clone(),
+            messaging_service_sid: campaign.messaging_service_sid.clone(),
+            body,
+            status_callback: Some(self.callback_url(&item.id)),
+            content_sid: None,
+            content_variables: None,
+        };
+        match provider.send(&send).await {
+            Ok(accept) => ItemOutcome::Accepted {
+                sid: accept.provider_id,
+                reconciled: false,
+            },
+            Err(e) if e.retryable => {
+                warn!(item = %item.id, code = ?e.code, "transient send failure");
+                ItemOutcome::Transient(e)
+            }
+            Err(e) => ItemOutcome::Rejected(e),
+        }
+    }
+}

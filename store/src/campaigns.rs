@@ -1,0 +1,560 @@
+//! The `campaigns`, `campaign_items` and `campaign_executions` collections.
+//!
+//! A campaign's items are a snapshot of its contact list taken when it starts: one item per
+//! contact, `_id = "<campaign id>:<contact id>"`, so materialising twice creates nothing new and
+//! items page in a stable order by `_id`. An item moves `pending → sending → sent →
+//! delivered | undelivered | failed`, or ends `skipped` / `cancelled`; `sending` is the recorded
+//! intent that makes a retried send reconcile before it sends again.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::{FindOptions, InsertManyOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{CAMPAIGN_EXECUTIONS, CAMPAIGN_ITEMS, CAMPAIGNS, CONTACTS};
+use crate::{MongoStore, Result, is_duplicate_key};
+
+/// Lifecycle of a campaign.
+pub mod campaign_status {
+    /// Created, not started.
+    pub const DRAFT: &str = "draft";
+    /// Started; waiting for its start time or materialising its items.
+    pub const STARTING: &str = "starting";
+    /// Sending.
+    pub const RUNNING: &str = "running";
+    /// Paused by a manager.
+    pub const PAUSED: &str = "paused";
+    /// Every item reached a final state.
+    pub const COMPLETED: &str = "completed";
+    /// Cancelled by a manager; unsent items are `cancelled`.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// Statuses of a campaign item.
+pub mod item_status {
+    /// Not yet attempted.
+    pub const PENDING: &str = "pending";
+    /// Intent recorded; a send to the provider may be in flight.
+    pub const SENDING: &str = "sending";
+    /// Accepted by the provider (final if no delivery receipt ever comes).
+    pub const SENT: &str = "sent";
+    /// Delivered to the handset.
+    pub const DELIVERED: &str = "delivered";
+    /// WhatsApp read receipt.
+    pub const READ: &str = "read";
+    /// The carrier could not deliver it.
+    pub const UNDELIVERED: &str = "undelivered";
+    /// The provider rejected it, or transient failures exhausted the retry policy.
+    pub const FAILED: &str = "failed";
+    /// Not sent on purpose (opted out, invalid number, outside the window).
+    pub const SKIPPED: &str = "skipped";
+    /// The campaign was cancelled before it was sent.
+    pub const CANCELLED: &str = "cancelled";
+
+    /// Rank used to refuse backwards moves from late or repeated callbacks.
+    pub fn rank(status: &str) -> i32 {
+        match status {
+            PENDING => 0,
+            SENDING => 1,
+            SENT => 2,
+            DELIVERED | UNDELIVERED | FAILED | SKIPPED | CANCELLED => 3,
+            READ => 4,
+            _ => 0,
+        }
+    }
+}
+
+/// A stored campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignDoc {
+    /// `cmp_<uuid>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `sms` or `whatsapp`.
+    pub channel: String,
+    /// Sender number (E.164), unless a Messaging Service is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Messaging Service SID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_service_sid: Option<String>,
+    /// Message template with `{{variable}}` placeholders.
+    pub template: String,
+    /// WhatsApp content template (`HX…`) for recipients outside the session window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sid: Option<String>,
+    /// The contact list.
+    pub list_id: String,
+    /// Earliest start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime>,
+    /// Sending window start in the recipient's local time, minutes after midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start_minute: Option<i32>,
+    /// Sending window end (exclusive), minutes after midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end_minute: Option<i32>,
+    /// Messages per second; 0 = as fast as the provider allows.
+    pub rate_per_second: f64,
+    /// Attempts per item on transient failures before it is `failed`.
+    pub max_attempts: i32,
+    /// See [`campaign_status`].
+    pub status: String,
+    /// Items when materialised.
+    #[serde(default)]
+    pub total_items: i64,
+    /// Created.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// A stored campaign item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignItemDoc {
+    /// `<campaign id>:<contact id>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Campaign.
+    pub campaign_id: String,
+    /// Contact it was taken from.
+    pub contact_id: String,
+    /// Recipient as stored on the contact (E.164 when valid).
+    pub phone: String,
+    /// Variables for the template: the contact's fields and columns.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// IANA time zone of the contact, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// See [`item_status`].
+    pub status: String,
+    /// Rank of `status`.
+    pub status_rank: i32,
+    /// Provider message id once accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_sid: Option<String>,
+    /// Provider error code of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Sends started.
+    #[serde(default)]
+    pub attempts: i32,
+    /// First send start, for reconciliation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_started_at: Option<DateTime>,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// One attempt at an item, for `campaign_executions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionDoc {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Item.
+    pub item_id: String,
+    /// 1-based attempt number.
+    pub attempt: i32,
+    /// When it ended.
+    pub at: DateTime,
+    /// `accepted`, `reconciled`, `transient_error`, `rejected`, `skipped`.
+    pub outcome: String,
+    /// Provider error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+}
+
+impl MongoStore {
+    fn campaigns(&self) -> mongodb::Collection<CampaignDoc> {
+        self.db.collection(CAMPAIGNS)
+    }
+
+    fn items(&self) -> mongodb::Collection<CampaignItemDoc> {
+        self.db.collection(CAMPAIGN_ITEMS)
+    }
+
+    /// Stores a new campaign.
+    pub async fn insert_campaign(&self, campaign: &CampaignDoc) -> Result<()> {
+        self.campaigns().insert_one(campaign).await?;
+        Ok(())
+    }
+
+    /// One campaign.
+    pub async fn get_campaign(&self, id: &str) -> Result<Option<CampaignDoc>> {
+        Ok(self.campaigns().find_one(doc! { "_id": id }).await?)
+    }
+
+    /// Campaigns, newest first.
+    pub async fn list_campaigns(&self, limit: i64) -> Result<Vec<CampaignDoc>> {
+        let options = FindOptions::builder()
+            .sort(doc! { "created_at": -1 })
+            .limit(limit.clamp(1, 500))
+            .build();
+        Ok(self
+            .campaigns()
+            .find(doc! {})
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Sets a campaign's status (and, optionally, its rate). `only_from` restricts the change to
+    /// campaigns currently in one of those statuses; returns whether it changed.
+    pub async fn set_campaign_status(
+        &self,
+        id: &str,
+        status: &str,
+        only_from: &[&str],
+    ) -> Result<bool> {
+        let mut filter = doc! { "_id": id };
+        if !only_from.is_empty() {
+            filter.insert("status", doc! { "$in": only_from.to_vec() });
+        }
+        let r = self
+            .campaigns()
+            .update_one(
+                filter,
+                doc! { "$set": { "status": status, "updated_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    /// Records a new rate.
+    pub async fn set_campaign_rate(&self, id: &str, rate_per_second: f64) -> Result<()> {
+        self.campaigns()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "rate_per_second": rate_per_second, "updated_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Copies up to `limit` contacts of `list_id` after contact id `after` into items of the
+    /// campaign. Returns (contacts read, last contact id). Idempotent: an item that exists is
+    /// left as it is.
+    pub async fn materialize_items(
+        &self,
+        campaign_id: &str,
+        list_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(usize, Option<String>)> {
+        let mut filter = doc! { "list_id": list_id };
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": after });
+        }
+        let options = FindOptions::builder()
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .build();
+        let contacts: Vec<Document> = self
+            .db
+            .collection::<Document>(CONTACTS)
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?;
+        let Some(last) = contacts.last() else {
+            return Ok((0, None));
+        };
+        let last_id = contact_id(last);
+        let now = DateTime::now();
+        let items: Vec<CampaignItemDoc> = contacts
+            .iter()
+            .map(|c| {
+                let cid = contact_id(c);
+                CampaignItemDoc {
+                    id: format!("{campaign_id}:{cid}"),
+                    campaign_id: campaign_id.to_owned(),
+                    contact_id: cid,
+                    phone: c.get_str("phone").unwrap_or_default().to_owned(),
+                    variables: contact_variables(c),
+                    time_zone: c
+                        .get_str("time_zone")
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                    status: item_status::PENDING.to_owned(),
+                    status_rank: item_status::rank(item_status::PENDING),
+                    message_sid: None,
+                    error_code: None,
+                    reason: None,
+                    attempts: 0,
+                    send_started_at: None,
+                    updated_at: now,
+                }
+            })
+            .collect();
+        let read = items.len();
+        match self
+            .items()
+            .insert_many(&items)
+            .with_options(InsertManyOptions::builder().ordered(false).build())
+            .await
+        {
+            Ok(_) => {}
+            // A retried page: the items already there stay as they are.
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok((read, Some(last_id)))
+    }
+
+    /// Records the number of items once materialised.
+    pub async fn set_campaign_total(&self, id: &str) -> Result<i64> {
+        let total = self
+            .items()
+            .count_documents(doc! { "campaign_id": id })
+            .await?;
+        let total = i64::try_from(total).unwrap_or(i64::MAX);
+        self.campaigns()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "total_items": total, "updated_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(total)
+    }
+
+    /// The next `limit` items after `after` (by `_id`) that are not final yet.
+    pub async fn next_open_items(
+        &self,
+        campaign_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CampaignItemDoc>> {
+        let mut id_filter =
+            doc! { "$gte": format!("{campaign_id}:"), "$lt": format!("{campaign_id};") };
+        if let Some(after) = after {
+            id_filter.insert("$gt", after);
+        }
+        let filter = doc! {
+            "_id": id_filter,
+            "status": { "$in": [item_status::PENDING, item_status::SENDING] },
+        };
+        let options = FindOptions::builder()
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .build();
+        Ok(self
+            .items()
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Marks items `sending` (the intent) and counts the attempt. Returns nothing: the caller
+    /// already holds each item's state from before.
+    pub async fn begin_item_sends(&self, item_ids: &[String]) -> Result<()> {
+        if item_ids.is_empty() {
+            return Ok(());
+        }
+        let now = DateTime::now();
+        self.items()
+            .update_many(
+                doc! { "_id": { "$in": item_ids.to_vec() }, "status": { "$in": [item_status::PENDING, item_status::SENDING] } },
+                doc! {
+                    "$set": { "status": item_status::SENDING, "status_rank": item_status::rank(item_status::SENDING), "updated_at": now },
+                    "$min": { "send_started_at": now },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The provider accepted the item's message.
+    pub async fn record_item_accepted(&self, item_id: &str, sid: &str) -> Result<()> {
+        self.items()
+            .update_one(
+                doc! { "_id": item_id },
+                doc! { "$set": { "message_sid": sid, "updated_at": DateTime::now() } },
+            )
+            .await?;
+        self.advance_item(doc! { "_id": item_id }, item_status::SENT, None, None)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves an item to a final status (failed, skipped, cancelled) unless it is already past it.
+    pub async fn finish_item(
+        &self,
+        item_id: &str,
+        status: &str,
+        error_code: Option<i64>,
+        reason: &str,
+    ) -> Result<bool> {
+        self.advance_item(doc! { "_id": item_id }, status, error_code, Some(reason))
+            .await
+    }
+
+    /// Puts an item back to `pending` after a transient failure so a later pass retries it.
+    pub async fn release_item(&self, item_id: &str) -> Result<()> {
+        self.items()
+            .update_one(
+                doc! { "_id": item_id, "status": item_status::SENDING, "message_sid": { "$exists": false } },
+                doc! { "$set": { "status": item_status::PENDING, "status_rank": 0, "updated_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A status callback for an item's message.
+    pub async fn apply_item_callback(
+        &self,
+        item_id: &str,
+        sid: &str,
+        status: &str,
+        error_code: Option<i64>,
+    ) -> Result<bool> {
+        // The callback may beat the activity that stores the SID.
+        self.items()
+            .update_one(
+                doc! { "_id": item_id, "message_sid": { "$exists": false } },
+                doc! { "$set": { "message_sid": sid } },
+            )
+            .await?;
+        self.advance_item(
+            doc! { "_id": item_id, "message_sid": sid },
+            status,
+            error_code,
+            None,
+        )
+        .await
+    }
+
+    async fn advance_item(
+        &self,
+        mut filter: Document,
+        status: &str,
+        error_code: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let rank = item_status::rank(status);
+        filter.insert("status_rank", doc! { "$lt": rank });
+        let mut set = doc! { "status": status, "status_rank": rank, "updated_at": DateTime::now() };
+        if let Some(code) = error_code {
+            set.insert("error_code", code);
+        }
+        if let Some(reason) = reason {
+            set.insert("reason", reason);
+        }
+        let r = self
+            .items()
+            .update_one(filter, doc! { "$set": set })
+            .await?;
+        Ok(r.modified_count > 0)
+    }
+
+    /// Cancels every item not yet sent. Returns how many.
+    pub async fn cancel_open_items(&self, campaign_id: &str) -> Result<u64> {
+        let r = self
+            .items()
+            .update_many(
+                doc! { "campaign_id": campaign_id, "status": item_status::PENDING },
+                doc! { "$set": {
+                    "status": item_status::CANCELLED,
+                    "status_rank": item_status::rank(item_status::CANCELLED),
+                    "reason": "campaign cancelled",
+                    "updated_at": DateTime::now(),
+                } },
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    /// Item counts by status.
+    pub async fn item_counts(&self, campaign_id: &str) -> Result<BTreeMap<String, i64>> {
+        let mut cursor = self
+            .items()
+            .aggregate(vec![
+                doc! { "$match": { "campaign_id": campaign_id } },
+                doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
+            ])
+            .await?;
+        let mut counts = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let status = d.get_str("_id").unwrap_or("unknown").to_owned();
+            let n = match d.get("n") {
+                Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+                Some(mongodb::bson::Bson::Int64(n)) => *n,
+                _ => 0,
+            };
+            counts.insert(status, n);
+        }
+        Ok(counts)
+    }
+
+    /// One item.
+    pub async fn get_item(&self, item_id: &str) -> Result<Option<CampaignItemDoc>> {
+        Ok(self.items().find_one(doc! { "_id": item_id }).await?)
+    }
+
+    /// Appends attempt records; a repeated record (same item and attempt) is ignored.
+    pub async fn record_executions(&self, executions: &[ExecutionDoc]) -> Result<()> {
+        if executions.is_empty() {
+            return Ok(());
+        }
+        match self
+            .db
+            .collection::<ExecutionDoc>(CAMPAIGN_EXECUTIONS)
+            .insert_many(executions)
+            .with_options(InsertManyOptions::builder().ordered(false).build())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn contact_id(c: &Document) -> String {
+    match c.get("_id") {
+        Some(mongodb::bson::Bson::String(s)) => s.clone(),
+        Some(mongodb::bson::Bson::ObjectId(o)) => o.to_hex(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// The variables a template can use: the contact's own fields, then its extra columns.
+fn contact_variables(c: &Document) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for field in [
+        "name",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "language",
+    ] {
+        if let Ok(v) = c.get_str(field) {
+            vars.insert(field.to_owned(), v.to_owned());
+        }
+    }
+    if let Ok(extra) = c.get_document("variables") {
+        for (k, v) in extra {
+            let text = match v {
+                mongodb::bson::Bson::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vars.entry(k.clone()).or_insert(text);
+        }
+    }
+    vars
+}
