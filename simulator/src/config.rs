@@ -108,6 +108,22 @@ pub struct Config {
     #[arg(long, env = "SIMULATOR_CALLBACK_DELAY_MS", default_value_t = 20)]
     pub callback_delay_ms: u64,
 
+    /// Status-callback requests in flight at once; more wait their turn. Keeps a campaign from
+    /// opening thousands of connections to the application.
+    #[arg(long, env = "SIMULATOR_CALLBACK_CONCURRENCY", default_value_t = 256)]
+    pub callback_concurrency: usize,
+
+    /// Twilio's default opt-out handling: after an inbound SMS "STOP" (or STOPALL,
+    /// UNSUBSCRIBE, CANCEL, END, QUIT) from a user to a sender, SMS from that sender to that
+    /// user fail with 400 / 21610 until the user texts START (or YES, UNSTOP).
+    #[arg(
+        long,
+        env = "SIMULATOR_TWILIO_OPT_OUT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub twilio_opt_out: bool,
+
     /// Webhook URL for inbound SMS to numbers without their own `sms_url`.
     #[arg(long, env = "SIMULATOR_DEFAULT_SMS_URL")]
     pub default_sms_url: Option<Url>,
@@ -131,6 +147,8 @@ impl Default for Config {
             too_many_requests_rate: 0.0,
             latency_ms: 0,
             callback_delay_ms: 20,
+            callback_concurrency: 256,
+            twilio_opt_out: true,
             default_sms_url: None,
             admin_allow_remote: false,
         }
@@ -153,6 +171,9 @@ pub enum ConfigError {
     /// A fault rate lies outside 0..=1.
     #[error("{0} must be between 0 and 1")]
     Rate(&'static str),
+    /// The callback concurrency is 0, which would stop every status callback.
+    #[error("callback concurrency must be at least 1")]
+    CallbackConcurrency,
     /// The default SMS webhook URL is not http(s).
     #[error("default SMS URL must be http or https")]
     DefaultSmsUrl,
@@ -177,6 +198,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.too_many_requests_rate) {
             return Err(ConfigError::Rate("too-many-requests rate"));
+        }
+        if self.callback_concurrency == 0 {
+            return Err(ConfigError::CallbackConcurrency);
         }
         if let Some(url) = &self.default_sms_url
             && !matches!(url.scheme(), "http" | "https")
@@ -211,6 +235,15 @@ mod tests {
         assert_eq!(parsed.auth_token, default.auth_token);
         assert_eq!(parsed.callback_delay_ms, default.callback_delay_ms);
         assert_eq!(parsed.host, default.host);
+        assert_eq!(parsed.callback_concurrency, default.callback_concurrency);
+        assert_eq!(parsed.twilio_opt_out, default.twilio_opt_out);
+    }
+
+    #[test]
+    fn opt_out_handling_can_be_switched_off() {
+        let parsed =
+            Config::try_parse_from(["voice-agent-simulator", "--twilio-opt-out", "false"]).unwrap();
+        assert!(!parsed.twilio_opt_out);
     }
 
     #[test]

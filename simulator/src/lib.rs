@@ -65,11 +65,14 @@
 
 mod admin;
 pub mod config;
+mod optout;
 mod rest;
 mod segments;
 mod state;
+mod store;
 mod util;
 mod webhook;
+mod whatsapp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

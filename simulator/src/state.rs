@@ -1,16 +1,16 @@
-//! In-memory state shared by every handler and background delivery task.
+//! Shared state: settings, faults, the store lock and the means to run background deliveries.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::config::{Config, Secret};
+use crate::store::Store;
 
 /// Handle given to handlers; cheap to clone.
 pub(crate) type AppState = Arc<Shared>;
@@ -24,8 +24,14 @@ pub(crate) struct Shared {
     pub(crate) callback_delay: Duration,
     pub(crate) admin_allow_remote: bool,
     initial_faults: Faults,
+    /// Kept apart from the store: every REST request and callback reads the faults, and they
+    /// should not queue behind a long ledger query holding the store.
+    faults: Mutex<Faults>,
     store: Mutex<Store>,
     pub(crate) http: reqwest::Client,
+    /// Bounds concurrent status-callback requests, so a campaign cannot open thousands of
+    /// connections to a slow receiver; waiting deliveries cost only their task.
+    pub(crate) callback_permits: Semaphore,
     pub(crate) tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Cancelled and replaced on reset, so deliveries of wiped messages stop.
@@ -45,6 +51,7 @@ impl Shared {
             accept_delay_ms: 0,
             callback_loss_rate: 0.0,
             rate_limit_mps: config.rate_limit_mps,
+            twilio_opt_out: config.twilio_opt_out,
         };
         Self {
             account_sid: config.account_sid.clone(),
@@ -57,8 +64,10 @@ impl Shared {
             callback_delay: Duration::from_millis(config.callback_delay_ms),
             admin_allow_remote: config.admin_allow_remote,
             initial_faults: faults,
-            store: Mutex::new(Store::new(faults)),
+            faults: Mutex::new(faults),
+            store: Mutex::new(Store::default()),
             http,
+            callback_permits: Semaphore::new(config.callback_concurrency),
             tasks: TaskTracker::new(),
             shutdown: shutdown.clone(),
             generation: Mutex::new(shutdown.child_token()),
@@ -71,6 +80,18 @@ impl Shared {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The current faults.
+    pub(crate) fn faults(&self) -> Faults {
+        *self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the faults under their lock and returns the new value.
+    pub(crate) fn update_faults(&self, change: impl FnOnce(&mut Faults)) -> Faults {
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut faults);
+        *faults
+    }
+
     /// Token that background deliveries stop on (shutdown or reset).
     pub(crate) fn generation(&self) -> CancellationToken {
         self.generation
@@ -79,7 +100,8 @@ impl Shared {
             .clone()
     }
 
-    /// Forgets all messages, number settings and rate windows; faults return to the start values.
+    /// Forgets all messages, number settings, templates, sessions, opt-outs and rate windows;
+    /// the clock and the faults return to their start values.
     pub(crate) fn reset(&self) {
         {
             let mut generation = self
@@ -89,12 +111,13 @@ impl Shared {
             generation.cancel();
             *generation = self.shutdown.child_token();
         }
-        *self.store() = Store::new(self.initial_faults);
+        *self.store() = Store::default();
+        self.update_faults(|faults| *faults = self.initial_faults);
     }
 }
 
-/// Runtime-adjustable fault injection.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+/// Runtime-adjustable fault injection and Twilio behaviours that tests may switch off.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub(crate) struct Faults {
     /// Fraction of authenticated REST requests answered 500 / 20500.
     pub(crate) error_rate: f64,
@@ -106,12 +129,12 @@ pub(crate) struct Faults {
     pub(crate) rate_limit_mps: u32,
     /// Delay between accepting a created message and answering: a slow or lost response, after
     /// which a client that gave up may wrongly think the message was not sent.
-    #[serde(default)]
     pub(crate) accept_delay_ms: u64,
     /// Fraction of status callbacks never sent, as if lost on the way; the message's status
     /// still moves on and shows in the REST API.
-    #[serde(default)]
     pub(crate) callback_loss_rate: f64,
+    /// Whether SMS to a user who texted STOP to the sender fail with 21610, as on Twilio.
+    pub(crate) twilio_opt_out: bool,
 }
 
 /// Message status values the simulator uses (a subset of Twilio's enum).
@@ -122,18 +145,32 @@ pub(crate) enum MessageStatus {
     Queued,
     Sent,
     Delivered,
+    Read,
     Undelivered,
     Failed,
     Received,
 }
 
 impl MessageStatus {
+    /// Every status, in the order of their discriminants (ledger counters index by them).
+    pub(crate) const ALL: [Self; 8] = [
+        Self::Accepted,
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Undelivered,
+        Self::Failed,
+        Self::Received,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
             Self::Queued => "queued",
             Self::Sent => "sent",
             Self::Delivered => "delivered",
+            Self::Read => "read",
             Self::Undelivered => "undelivered",
             Self::Failed => "failed",
             Self::Received => "received",
@@ -150,37 +187,15 @@ pub(crate) enum Direction {
     Inbound,
 }
 
-/// One stored message, outbound (REST-created) or inbound (injected).
-#[derive(Debug, Clone)]
-pub(crate) struct Message {
-    pub(crate) sid: String,
-    pub(crate) direction: Direction,
-    pub(crate) from: Option<String>,
-    pub(crate) to: String,
-    pub(crate) body: String,
-    pub(crate) messaging_service_sid: Option<String>,
-    pub(crate) status: MessageStatus,
-    pub(crate) error_code: Option<u32>,
-    pub(crate) num_segments: usize,
-    pub(crate) media_urls: Vec<String>,
-    pub(crate) date_created: DateTime<Utc>,
-    pub(crate) date_updated: DateTime<Utc>,
-    pub(crate) date_sent: Option<DateTime<Utc>>,
-    pub(crate) status_callback: Option<String>,
-    /// Webhook URL and parameters of an inbound message, kept so it can be re-delivered
-    /// identically.
-    pub(crate) inbound: Option<(String, Vec<(String, String)>)>,
-    /// Deleted through the REST API: hidden there, still in the ledger.
-    pub(crate) deleted: bool,
-}
-
 /// How an outbound message to a number ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FinalStatus {
     /// `sent` then `delivered`.
-    #[default]
     Delivered,
+    /// WhatsApp: `sent`, `delivered`, then `read`; SMS has no read receipts and stops at
+    /// `delivered`.
+    Read,
     /// `sent` then `undelivered` with an error code.
     Undelivered,
     /// `failed` with an error code, never `sent`.
@@ -193,19 +208,56 @@ pub(crate) enum FinalStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Outcome {
-    pub(crate) status: FinalStatus,
+    /// None: the channel's normal ending (`delivered` for SMS, `read` for WhatsApp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<FinalStatus>,
     /// Error code reported with `undelivered`/`failed`; defaults to 30003 / 30008.
     pub(crate) error_code: Option<u32>,
 }
 
+/// Twilio's asynchronous error for a free-form WhatsApp message outside the 24-hour window.
+pub(crate) const OUTSIDE_WHATSAPP_WINDOW: u32 = 63016;
+
 impl Outcome {
     pub(crate) fn error_code(self) -> Option<u32> {
         match self.status {
-            FinalStatus::Undelivered => Some(self.error_code.unwrap_or(30003)),
-            FinalStatus::Failed => Some(self.error_code.unwrap_or(30008)),
-            FinalStatus::Delivered | FinalStatus::Sent => None,
+            Some(FinalStatus::Undelivered) => Some(self.error_code.unwrap_or(30003)),
+            Some(FinalStatus::Failed) => Some(self.error_code.unwrap_or(30008)),
+            _ => None,
         }
     }
+
+    /// The statuses an outbound message goes through after its initial one.
+    pub(crate) fn plan(self, whatsapp: bool, outside_window: bool) -> Plan {
+        use MessageStatus::{Delivered, Failed, Read, Sent, Undelivered};
+        if outside_window {
+            // Twilio accepts the create and fails the message once it tries to send it.
+            return Plan {
+                steps: &[Failed],
+                error_code: Some(OUTSIDE_WHATSAPP_WINDOW),
+            };
+        }
+        let steps: &'static [MessageStatus] = match (self.status, whatsapp) {
+            (None | Some(FinalStatus::Read), true) => &[Sent, Delivered, Read],
+            (None | Some(FinalStatus::Read | FinalStatus::Delivered), false)
+            | (Some(FinalStatus::Delivered), true) => &[Sent, Delivered],
+            (Some(FinalStatus::Undelivered), _) => &[Sent, Undelivered],
+            (Some(FinalStatus::Failed), _) => &[Failed],
+            (Some(FinalStatus::Sent), _) => &[Sent],
+        };
+        Plan {
+            steps,
+            error_code: self.error_code(),
+        }
+    }
+}
+
+/// The status changes scheduled for one outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) steps: &'static [MessageStatus],
+    /// Reported with `failed` / `undelivered`.
+    pub(crate) error_code: Option<u32>,
 }
 
 /// Per-number settings made through the admin API.
@@ -219,142 +271,37 @@ pub(crate) struct NumberConfig {
     pub(crate) outcome: Outcome,
 }
 
-/// Message filters of the list endpoint; dates compare on the UTC calendar day of `date_sent`.
-#[derive(Debug, Default)]
-pub(crate) struct ListFilter {
-    pub(crate) to: Option<String>,
-    pub(crate) from: Option<String>,
-    pub(crate) date_sent: Option<chrono::NaiveDate>,
-    pub(crate) date_sent_before: Option<chrono::NaiveDate>,
-    pub(crate) date_sent_after: Option<chrono::NaiveDate>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl ListFilter {
-    fn matches(&self, message: &Message) -> bool {
-        if message.deleted {
-            return false;
+    #[test]
+    fn statuses_are_listed_in_discriminant_order() {
+        for (index, status) in MessageStatus::ALL.into_iter().enumerate() {
+            assert_eq!(status as usize, index);
         }
-        if self.to.as_deref().is_some_and(|to| to != message.to) {
-            return false;
-        }
-        if self
-            .from
-            .as_deref()
-            .is_some_and(|from| Some(from) != message.from.as_deref())
-        {
-            return false;
-        }
-        let has_date_filter = self.date_sent.is_some()
-            || self.date_sent_before.is_some()
-            || self.date_sent_after.is_some();
-        if !has_date_filter {
-            return true;
-        }
-        let Some(sent) = message.date_sent.map(|at| at.date_naive()) else {
-            return false;
+    }
+
+    #[test]
+    fn plans_follow_the_channel() {
+        use MessageStatus::{Delivered, Failed, Read, Sent, Undelivered};
+        let default = Outcome::default();
+        assert_eq!(default.plan(false, false).steps, [Sent, Delivered]);
+        assert_eq!(default.plan(true, false).steps, [Sent, Delivered, Read]);
+        let delivered = Outcome {
+            status: Some(FinalStatus::Delivered),
+            error_code: None,
         };
-        self.date_sent.is_none_or(|day| sent == day)
-            && self.date_sent_before.is_none_or(|day| sent <= day)
-            && self.date_sent_after.is_none_or(|day| sent >= day)
-    }
-}
-
-/// The mutable state behind [`Shared::store`].
-pub(crate) struct Store {
-    /// Messages in creation order; lists walk it backwards (Twilio lists newest first).
-    messages: Vec<Message>,
-    index: HashMap<String, usize>,
-    numbers: BTreeMap<String, NumberConfig>,
-    pub(crate) faults: Faults,
-    /// Acceptance times per sender within the last second.
-    rate_windows: HashMap<String, VecDeque<Instant>>,
-}
-
-impl Store {
-    fn new(faults: Faults) -> Self {
-        Self {
-            messages: Vec::new(),
-            index: HashMap::new(),
-            numbers: BTreeMap::new(),
-            faults,
-            rate_windows: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn insert(&mut self, message: Message) {
-        self.index.insert(message.sid.clone(), self.messages.len());
-        self.messages.push(message);
-    }
-
-    pub(crate) fn get(&self, sid: &str) -> Option<&Message> {
-        self.index.get(sid).map(|&i| &self.messages[i])
-    }
-
-    /// The message as the REST API sees it (deleted ones are gone).
-    pub(crate) fn get_visible(&self, sid: &str) -> Option<&Message> {
-        self.get(sid).filter(|m| !m.deleted)
-    }
-
-    /// Deletes a message from the REST view; false if there was none.
-    pub(crate) fn hide(&mut self, sid: &str) -> bool {
-        match self.get_mut(sid) {
-            Some(message) if !message.deleted => {
-                message.deleted = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self, sid: &str) -> Option<&mut Message> {
-        self.index.get(sid).map(|&i| &mut self.messages[i])
-    }
-
-    /// Matching messages, newest first.
-    pub(crate) fn list<'a>(&'a self, filter: &'a ListFilter) -> impl Iterator<Item = &'a Message> {
-        self.messages.iter().rev().filter(|m| filter.matches(m))
-    }
-
-    /// Outbound messages (the campaign ledger), oldest first.
-    pub(crate) fn outbound(&self) -> impl Iterator<Item = &Message> {
-        self.messages
-            .iter()
-            .filter(|m| m.direction == Direction::OutboundApi)
-    }
-
-    pub(crate) fn number(&self, number: &str) -> Option<&NumberConfig> {
-        self.numbers.get(number)
-    }
-
-    pub(crate) fn numbers(&self) -> &BTreeMap<String, NumberConfig> {
-        &self.numbers
-    }
-
-    pub(crate) fn set_number(&mut self, number: String, config: NumberConfig) {
-        self.numbers.insert(number, config);
-    }
-
-    pub(crate) fn remove_number(&mut self, number: &str) -> bool {
-        self.numbers.remove(number).is_some()
-    }
-
-    /// Records one message for `sender` if the per-second limit allows it.
-    pub(crate) fn admit(&mut self, sender: &str, now: Instant) -> bool {
-        let limit = self.faults.rate_limit_mps;
-        if limit == 0 {
-            return true;
-        }
-        let window = self.rate_windows.entry(sender.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|&at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit as usize {
-            return false;
-        }
-        window.push_back(now);
-        true
+        assert_eq!(delivered.plan(true, false).steps, [Sent, Delivered]);
+        let undelivered = Outcome {
+            status: Some(FinalStatus::Undelivered),
+            error_code: None,
+        };
+        let plan = undelivered.plan(true, false);
+        assert_eq!(plan.steps, [Sent, Undelivered]);
+        assert_eq!(plan.error_code, Some(30003));
+        let closed = default.plan(true, true);
+        assert_eq!(closed.steps, [Failed]);
+        assert_eq!(closed.error_code, Some(63016));
     }
 }

@@ -2,11 +2,6 @@
 
 use chrono::{DateTime, Utc};
 
-/// A new SID: two-letter prefix + 32 lowercase hex digits, as Twilio issues them.
-pub(crate) fn new_sid(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
-}
-
 /// Whether `value` is `prefix` followed by exactly 32 hex digits.
 pub(crate) fn is_sid(value: &str, prefix: &str) -> bool {
     value
@@ -36,6 +31,18 @@ pub(crate) fn is_valid_address(value: &str) -> bool {
 /// The address without a channel prefix such as `whatsapp:`.
 pub(crate) fn bare_number(value: &str) -> &str {
     value.split_once(':').map_or(value, |(_, number)| number)
+}
+
+/// The sender a Messaging Service "picks" for a message: stable per service, in the
+/// 555-0100..0199 range reserved for fictional use, on the message's channel.
+pub(crate) fn pool_number(service_sid: &str, whatsapp: bool) -> String {
+    let slot = service_sid.bytes().map(u32::from).sum::<u32>() % 100;
+    let prefix = if whatsapp {
+        crate::whatsapp::PREFIX
+    } else {
+        ""
+    };
+    format!("{prefix}+1201555{:04}", 100 + slot)
 }
 
 /// A phone number (or any identifier) safe for logs: all but the last four characters hidden.
@@ -100,14 +107,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn new_sids_are_prefixed_lowercase_hex() {
-        let sid = new_sid("SM");
-        assert!(is_sid(&sid, "SM"));
-        assert_eq!(sid.len(), 34);
-        assert_eq!(sid[2..], sid[2..].to_lowercase());
-    }
-
-    #[test]
     fn dates_use_twilio_format() {
         let at = DateTime::parse_from_rfc3339("2023-08-24T05:01:45Z")
             .unwrap()
@@ -123,6 +122,18 @@ mod tests {
         assert!(!is_valid_address("15558675310"));
         assert!(!is_valid_address("+05558675310"));
         assert!(!is_valid_address("+1234567890123456"));
+    }
+
+    #[test]
+    fn pool_numbers_are_stable_and_fictional() {
+        let sid = "MGaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(pool_number(sid, false), pool_number(sid, false));
+        assert!(pool_number(sid, false).starts_with("+12015550"));
+        assert_eq!(pool_number(sid, false).len(), 12);
+        assert_eq!(
+            pool_number(sid, true),
+            format!("whatsapp:{}", pool_number(sid, false))
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Signed webhook delivery: message status callbacks and inbound SMS.
+//! Signed webhook delivery: message status callbacks and inbound SMS / WhatsApp.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use voice_agent_twilio::signature::compute_signature;
 
-use crate::state::{AppState, FinalStatus, MessageStatus, Outcome, Shared};
-use crate::util::{mask, redact_url};
+use crate::state::{AppState, MessageStatus, Plan, Shared};
+use crate::store::{Advanced, MessageSid};
+use crate::util::{bare_number, redact_url};
+use crate::whatsapp;
 
 /// Twilio's documented webhook timeout.
 pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -71,76 +73,62 @@ pub(crate) async fn post_signed(
 
 /// Moves an accepted outbound message through its statuses in the background, posting a
 /// status callback for each change after the initial one.
-pub(crate) fn spawn_progression(state: &AppState, sid: String, outcome: Outcome) {
+pub(crate) fn spawn_progression(state: &AppState, sid: MessageSid, plan: Plan) {
     let cancel = state.generation();
     let state = Arc::clone(state);
     state.clone().tasks.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = progress(&state, &sid, outcome) => {}
+            () = progress(&state, sid, plan) => {}
         }
     });
 }
 
-async fn progress(state: &Shared, sid: &str, outcome: Outcome) {
-    let steps: &[MessageStatus] = match outcome.status {
-        FinalStatus::Delivered => &[MessageStatus::Sent, MessageStatus::Delivered],
-        FinalStatus::Undelivered => &[MessageStatus::Sent, MessageStatus::Undelivered],
-        FinalStatus::Failed => &[MessageStatus::Failed],
-        FinalStatus::Sent => &[MessageStatus::Sent],
-    };
-    for &status in steps {
-        tokio::time::sleep(state.callback_delay).await;
-        let Some(callback) = transition(state, sid, status, outcome.error_code()) else {
-            // Deleted or reset meanwhile: nothing left to report on.
+async fn progress(state: &Shared, sid: MessageSid, plan: Plan) {
+    for (step, &status) in plan.steps.iter().enumerate() {
+        // A zero delay skips the timer entirely: a campaign run without delays should not pay
+        // a timer-wheel round trip per status.
+        if !state.callback_delay.is_zero() {
+            tokio::time::sleep(state.callback_delay).await;
+        }
+        let last = step + 1 == plan.steps.len();
+        let now = Utc::now();
+        let Some(advanced) = state
+            .store()
+            .advance(sid, status, plan.error_code, now, last)
+        else {
+            // Reset meanwhile: nothing left to report on.
             return;
         };
-        if let Some((url, params)) = callback {
-            let loss_rate = state.store().faults.callback_loss_rate;
-            if loss_rate > 0.0 && rand::random::<f64>() < loss_rate {
-                tracing::info!(sid = %sid, status = status.as_str(), "status callback dropped (fault)");
-                continue;
-            }
-            deliver_callback(state, sid, &url, &params).await;
+        let Some(url) = &advanced.status_callback else {
+            continue;
+        };
+        let loss_rate = state.faults().callback_loss_rate;
+        if loss_rate > 0.0 && rand::random::<f64>() < loss_rate {
+            tracing::info!(sid = %sid, status = status.as_str(), "status callback dropped (fault)");
+            continue;
         }
+        let params = status_params(&state.account_sid, sid, status, &advanced, now);
+        deliver_callback(state, sid, url, &params).await;
     }
 }
 
-type Callback = (String, Vec<(String, String)>);
-
-/// Applies a status change; returns the callback to send, if the message asked for one.
-fn transition(
-    state: &Shared,
-    sid: &str,
+/// Status-callback parameters (note section 2), WhatsApp's extra ones included.
+fn status_params(
+    account_sid: &str,
+    sid: MessageSid,
     status: MessageStatus,
-    error_code: Option<u32>,
-) -> Option<Option<Callback>> {
-    let mut store = state.store();
-    let message = store.get_mut(sid)?;
-    let now = Utc::now();
-    message.status = status;
-    message.date_updated = now;
-    if status == MessageStatus::Sent {
-        message.date_sent = Some(now);
-    }
-    if matches!(status, MessageStatus::Failed | MessageStatus::Undelivered) {
-        message.error_code = error_code;
-    }
-    if message.from.is_none()
-        && let Some(service) = &message.messaging_service_sid
-    {
-        message.from = Some(pool_number(service));
-    }
-    let Some(url) = message.status_callback.clone() else {
-        return Some(None);
-    };
+    message: &Advanced,
+    now: DateTime<Utc>,
+) -> Vec<(String, String)> {
+    let sid = sid.to_string();
     let mut params = vec![
-        ("AccountSid".to_owned(), state.account_sid.clone()),
+        ("AccountSid".to_owned(), account_sid.to_owned()),
         ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
-        ("From".to_owned(), message.from.clone().unwrap_or_default()),
-        ("MessageSid".to_owned(), message.sid.clone()),
+        ("From".to_owned(), message.from.clone()),
+        ("MessageSid".to_owned(), sid.clone()),
         ("MessageStatus".to_owned(), status.as_str().to_owned()),
-        ("SmsSid".to_owned(), message.sid.clone()),
+        ("SmsSid".to_owned(), sid),
         ("SmsStatus".to_owned(), status.as_str().to_owned()),
         ("To".to_owned(), message.to.clone()),
     ];
@@ -150,7 +138,30 @@ fn transition(
     if let Some(code) = message.error_code {
         params.push(("ErrorCode".to_owned(), code.to_string()));
     }
-    if matches!(
+    if whatsapp::is_whatsapp(&message.to) {
+        params.push((
+            "ChannelInstallSid".to_owned(),
+            whatsapp::channel_install_sid(&message.from),
+        ));
+        params.push(("ChannelPrefix".to_owned(), "whatsapp".to_owned()));
+        params.push((
+            "ChannelToAddress".to_owned(),
+            bare_number(&message.to).to_owned(),
+        ));
+        let event = match status {
+            MessageStatus::Sent => {
+                params.push(("StructuredMessage".to_owned(), "false".to_owned()));
+                None
+            }
+            MessageStatus::Delivered => Some("DELIVERED"),
+            MessageStatus::Read => Some("READ"),
+            MessageStatus::Undelivered => Some("UNDELIVERED"),
+            _ => None,
+        };
+        if let Some(event) = event {
+            params.push(("EventType".to_owned(), event.to_owned()));
+        }
+    } else if matches!(
         status,
         MessageStatus::Delivered | MessageStatus::Undelivered
     ) {
@@ -159,26 +170,26 @@ fn transition(
             now.format("%y%m%d%H%M").to_string(),
         ));
     }
-    Some(Some((url, params)))
+    params
 }
 
-/// The sender a Messaging Service "picks" for a message: stable per service, in the
-/// 555-0100..0199 range reserved for fictional use.
-fn pool_number(service_sid: &str) -> String {
-    let slot = service_sid.bytes().map(u32::from).sum::<u32>() % 100;
-    format!("+1201555{:04}", 100 + slot)
-}
-
-async fn deliver_callback(state: &Shared, sid: &str, url: &str, params: &[(String, String)]) {
+async fn deliver_callback(state: &Shared, sid: MessageSid, url: &str, params: &[(String, String)]) {
     // Retries reuse the token so receivers can recognise them as the same delivery.
     let token = uuid::Uuid::new_v4().to_string();
     let mut delay = FIRST_RETRY_DELAY;
     for attempt in 1..=CALLBACK_ATTEMPTS {
-        match post_signed(state, url, params, &token, false).await {
+        let result = {
+            // Held per attempt, not across the retry back-off, so waiting costs no slot.
+            let Ok(_permit) = state.callback_permits.acquire().await else {
+                return;
+            };
+            post_signed(state, url, params, &token, false).await
+        };
+        match result {
             Ok(response) => {
                 if !(200..300).contains(&response.status) {
                     tracing::warn!(
-                        sid,
+                        sid = %sid,
                         url = %redact_url(url),
                         status = response.status,
                         "status callback answered with an error status"
@@ -187,18 +198,20 @@ async fn deliver_callback(state: &Shared, sid: &str, url: &str, params: &[(Strin
                 return;
             }
             Err(error) if attempt < CALLBACK_ATTEMPTS => {
-                tracing::debug!(sid, url = %redact_url(url), attempt, error = %error, "status callback failed; retrying");
+                tracing::debug!(sid = %sid, url = %redact_url(url), attempt, error = %error, "status callback failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
             Err(error) => {
-                tracing::warn!(sid, url = %redact_url(url), attempts = attempt, error = %error, "status callback undeliverable");
+                tracing::warn!(sid = %sid, url = %redact_url(url), attempts = attempt, error = %error, "status callback undeliverable");
             }
         }
     }
 }
 
-/// Webhook parameters of an inbound SMS/MMS (note section 2), in Twilio's alphabetical order.
+/// Webhook parameters of an inbound message (note section 2), in Twilio's alphabetical order:
+/// SMS/MMS with geographic fields; WhatsApp without them but with `ProfileName`, `WaId`,
+/// `MessageType` and `ChannelMetadata`, as captured from real WhatsApp webhooks.
 pub(crate) fn inbound_params(
     account_sid: &str,
     sid: &str,
@@ -208,32 +221,53 @@ pub(crate) fn inbound_params(
     media_urls: &[String],
     profile_name: Option<&str>,
 ) -> Vec<(String, String)> {
-    let country = |number: &str| crate::util::country_of(number).to_owned();
+    let whatsapp = whatsapp::is_whatsapp(from);
+    let segments = if whatsapp {
+        1
+    } else {
+        crate::segments::count(body)
+    };
     let mut params: Vec<(String, String)> = vec![
         ("AccountSid".into(), account_sid.into()),
         ("ApiVersion".into(), "2010-04-01".into()),
         ("Body".into(), body.into()),
         ("From".into(), from.into()),
-        ("FromCity".into(), String::new()),
-        ("FromCountry".into(), country(from)),
-        ("FromState".into(), String::new()),
-        ("FromZip".into(), String::new()),
         ("MessageSid".into(), sid.into()),
         ("NumMedia".into(), media_urls.len().to_string()),
-        (
-            "NumSegments".into(),
-            crate::segments::count(body).to_string(),
-        ),
+        ("NumSegments".into(), segments.to_string()),
         ("ReferralNumMedia".into(), "0".into()),
         ("SmsMessageSid".into(), sid.into()),
         ("SmsSid".into(), sid.into()),
         ("SmsStatus".into(), "received".into()),
         ("To".into(), to.into()),
-        ("ToCity".into(), String::new()),
-        ("ToCountry".into(), country(to)),
-        ("ToState".into(), String::new()),
-        ("ToZip".into(), String::new()),
     ];
+    if whatsapp {
+        let wa_id = bare_number(from).trim_start_matches('+');
+        let profile_name = profile_name.unwrap_or_default();
+        let metadata = serde_json::json!({
+            "type": "whatsapp",
+            "data": {"context": {"ProfileName": profile_name, "WaId": wa_id}},
+        });
+        params.push(("ChannelMetadata".into(), metadata.to_string()));
+        params.push((
+            "MessageType".into(),
+            whatsapp::message_type(media_urls.first().map(|url| guess_content_type(url))).into(),
+        ));
+        params.push(("ProfileName".into(), profile_name.into()));
+        params.push(("WaId".into(), wa_id.into()));
+    } else {
+        let country = |number: &str| crate::util::country_of(number).to_owned();
+        params.extend([
+            ("FromCity".into(), String::new()),
+            ("FromCountry".into(), country(from)),
+            ("FromState".into(), String::new()),
+            ("FromZip".into(), String::new()),
+            ("ToCity".into(), String::new()),
+            ("ToCountry".into(), country(to)),
+            ("ToState".into(), String::new()),
+            ("ToZip".into(), String::new()),
+        ]);
+    }
     for (i, url) in media_urls.iter().enumerate() {
         params.push((
             format!("MediaContentType{i}"),
@@ -241,23 +275,7 @@ pub(crate) fn inbound_params(
         ));
         params.push((format!("MediaUrl{i}"), url.clone()));
     }
-    if let Some(wa_id) = from.strip_prefix("whatsapp:+") {
-        params.push(("WaId".into(), wa_id.into()));
-        params.push((
-            "MessageType".into(),
-            if media_urls.is_empty() {
-                "text"
-            } else {
-                "image"
-            }
-            .into(),
-        ));
-        params.push((
-            "ProfileName".into(),
-            profile_name.unwrap_or_default().into(),
-        ));
-    }
-    tracing::debug!(from = %mask(from), to = %mask(to), "built inbound params");
+    params.sort_by(|a, b| a.0.cmp(&b.0));
     params
 }
 
@@ -284,14 +302,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pool_numbers_are_stable_and_fictional() {
-        let sid = "MGaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        assert_eq!(pool_number(sid), pool_number(sid));
-        assert!(pool_number(sid).starts_with("+12015550"));
-        assert_eq!(pool_number(sid).len(), 12);
-    }
-
-    #[test]
     fn inbound_params_carry_twilio_fields() {
         let params = inbound_params(
             "AC1",
@@ -312,6 +322,65 @@ mod tests {
         assert_eq!(get("NumMedia"), Some("0"));
         assert_eq!(get("FromCountry"), Some("US"));
         assert_eq!(get("SmsMessageSid"), Some("SM1"));
+    }
+
+    #[test]
+    fn whatsapp_inbound_params_carry_whatsapp_fields_and_no_geography() {
+        let params = inbound_params(
+            "AC1",
+            "SM1",
+            "whatsapp:+15558675310",
+            "whatsapp:+15005550006",
+            "hi",
+            &[],
+            Some("Ana"),
+        );
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("WaId"), Some("15558675310"));
+        assert_eq!(get("ProfileName"), Some("Ana"));
+        assert_eq!(get("MessageType"), Some("text"));
+        assert_eq!(get("SmsStatus"), Some("received"));
+        assert_eq!(get("FromCountry"), None);
+        let metadata: serde_json::Value =
+            serde_json::from_str(get("ChannelMetadata").unwrap()).unwrap();
+        assert_eq!(metadata["data"]["context"]["WaId"], "15558675310");
+        let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        let sorted = {
+            let mut s = names.clone();
+            s.sort_unstable();
+            s
+        };
+        names.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn whatsapp_status_params_carry_channel_fields() {
+        let message = Advanced {
+            from: "whatsapp:+15005550006".to_owned(),
+            to: "whatsapp:+15558675310".to_owned(),
+            messaging_service_sid: None,
+            error_code: None,
+            status_callback: None,
+        };
+        let sid = MessageSid::parse("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let params = status_params("AC1", sid, MessageStatus::Read, &message, Utc::now());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("ChannelPrefix"), Some("whatsapp"));
+        assert_eq!(get("ChannelToAddress"), Some("+15558675310"));
+        assert_eq!(get("EventType"), Some("READ"));
+        assert!(get("ChannelInstallSid").is_some_and(|s| s.starts_with("XE")));
+        assert_eq!(get("RawDlrDoneDate"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `…/Messages.json` and `…/Messages/{Sid}.json`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -13,9 +14,11 @@ use url::form_urlencoded;
 
 use super::ApiError;
 use crate::segments;
-use crate::state::{AppState, Direction, ListFilter, Message, MessageStatus};
-use crate::util::{self, bare_number, is_sid, is_valid_address, mask, rfc2822};
+use crate::state::{AppState, Direction, MessageStatus};
+use crate::store::{ListFilter, Message, NewRecord, Store};
+use crate::util::{bare_number, is_sid, is_valid_address, mask, pool_number, rfc2822};
 use crate::webhook;
+use crate::whatsapp;
 
 const API_VERSION: &str = "2010-04-01";
 const MAX_BODY_CHARS: usize = 1600;
@@ -54,23 +57,25 @@ struct SubresourceUris {
 }
 
 impl MessageResource {
-    fn new(message: &Message, account_sid: &str) -> Self {
-        let base = format!(
-            "/{API_VERSION}/Accounts/{account_sid}/Messages/{}",
-            message.sid
-        );
+    fn new(message: &Message, store: &Store, account_sid: &str) -> Self {
+        let sid = message.sid.to_string();
+        let base = format!("/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}");
         Self {
             account_sid: account_sid.to_owned(),
             api_version: API_VERSION,
-            body: message.body.clone(),
+            body: store.str(message.body).to_owned(),
             date_created: rfc2822(message.date_created),
             date_sent: message.date_sent.map(rfc2822),
             date_updated: rfc2822(message.date_updated),
             direction: message.direction,
             error_code: message.error_code,
             error_message: message.error_code.and_then(error_message),
-            from: message.from.clone(),
-            num_media: message.media_urls.len().to_string(),
+            from: store.opt_str(message.from).map(str::to_owned),
+            num_media: message
+                .extra
+                .as_ref()
+                .map_or(0, |extra| extra.media_urls.len())
+                .to_string(),
             // A Messaging Service has not split the body yet while the message is `accepted`.
             num_segments: if message.status == MessageStatus::Accepted {
                 "0".to_owned()
@@ -79,19 +84,21 @@ impl MessageResource {
             },
             price: None,
             price_unit: None,
-            messaging_service_sid: message.messaging_service_sid.clone(),
-            sid: message.sid.clone(),
+            messaging_service_sid: store
+                .opt_str(message.messaging_service_sid)
+                .map(str::to_owned),
+            sid,
             status: message.status,
             subresource_uris: SubresourceUris {
                 media: format!("{base}/Media.json"),
             },
-            to: message.to.clone(),
+            to: store.str(message.to).to_owned(),
             uri: format!("{base}.json"),
         }
     }
 }
 
-/// Twilio's wording for the asynchronous error codes the simulator can script.
+/// Twilio's wording for the asynchronous error codes the simulator can report.
 fn error_message(code: u32) -> Option<&'static str> {
     Some(match code {
         30001 => "Queue overflow",
@@ -103,6 +110,9 @@ fn error_message(code: u32) -> Option<&'static str> {
         30007 => "Message filtered",
         30008 => "Unknown error",
         21610 => "Attempt to send to unsubscribed recipient",
+        63016 => {
+            "Failed to send freeform message because you are outside the allowed window. If you are using WhatsApp, please use a Message Template."
+        }
         _ => return None,
     })
 }
@@ -116,6 +126,9 @@ pub(crate) struct NewMessage {
     pub(crate) body: String,
     pub(crate) media_urls: Vec<String>,
     pub(crate) status_callback: Option<String>,
+    pub(crate) content_sid: Option<String>,
+    /// `ContentVariables` as sent, and parsed.
+    pub(crate) content_variables: Option<(String, BTreeMap<String, String>)>,
 }
 
 impl NewMessage {
@@ -127,7 +140,6 @@ impl NewMessage {
             .unwrap_or_default()
     }
 }
-
 /// Validates create parameters in Twilio's order, including the magic test numbers.
 pub(crate) fn validate(params: &[(String, String)]) -> Result<NewMessage, ApiError> {
     let first = |name: &str| {
@@ -271,14 +283,18 @@ pub(crate) fn validate(params: &[(String, String)]) -> Result<NewMessage, ApiErr
     {
         return Err(ApiError::bad_request(21655, "The ContentSid is Invalid."));
     }
-    if let Some(variables) = non_empty("ContentVariables")
-        && !serde_json::from_str::<serde_json::Value>(variables).is_ok_and(|v| v.is_object())
-    {
-        return Err(ApiError::bad_request(
-            21656,
-            "The ContentVariables Parameter is invalid.",
-        ));
-    }
+    let content_variables = match non_empty("ContentVariables") {
+        None => None,
+        Some(raw) => match whatsapp::parse_variables(raw) {
+            Some(parsed) => Some((raw.to_owned(), parsed)),
+            None => {
+                return Err(ApiError::bad_request(
+                    21656,
+                    "The ContentVariables Parameter is invalid.",
+                ));
+            }
+        },
+    };
     let status_callback = non_empty("StatusCallback");
     if let Some(callback) = status_callback
         && !is_http_url(callback)
@@ -296,6 +312,9 @@ pub(crate) fn validate(params: &[(String, String)]) -> Result<NewMessage, ApiErr
         body: body.to_owned(),
         media_urls,
         status_callback: status_callback.map(str::to_owned),
+        content_sid: content_sid.map(str::to_owned),
+        // Variables only mean something to a template.
+        content_variables: content_variables.filter(|_| content_sid.is_some()),
     })
 }
 
@@ -309,7 +328,14 @@ fn parse_form(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         .map_err(|_| ApiError::bad_request(20001, "Unable to parse the request body."))
 }
 
+fn unsubscribed() -> ApiError {
+    ApiError::bad_request(21610, "Attempt to send to unsubscribed recipient")
+}
+
 /// `POST …/Messages.json`.
+///
+/// Everything after validation happens under one short store lock: opt-out, rate limit,
+/// session window, template rendering and the insert, with no I/O or await inside.
 pub(crate) async fn create(State(state): State<AppState>, body: Bytes) -> Response {
     let params = match parse_form(&body) {
         Ok(params) => params,
@@ -322,60 +348,91 @@ pub(crate) async fn create(State(state): State<AppState>, body: Bytes) -> Respon
             return error.into_response();
         }
     };
-    let sender = new.sender().to_owned();
-    let now = Utc::now();
-    let sid = util::new_sid(if new.media_urls.is_empty() {
-        "SM"
-    } else {
-        "MM"
-    });
-    let message = Message {
-        sid: sid.clone(),
-        direction: Direction::OutboundApi,
-        num_segments: segments::count(&new.body),
-        status: if new.messaging_service_sid.is_some() {
-            MessageStatus::Accepted
-        } else {
-            MessageStatus::Queued
-        },
-        error_code: None,
-        date_created: now,
-        date_updated: now,
-        date_sent: None,
-        inbound: None,
-        deleted: false,
-        from: new.from,
-        to: new.to,
-        body: new.body,
-        messaging_service_sid: new.messaging_service_sid,
-        media_urls: new.media_urls,
-        status_callback: new.status_callback,
+    let faults = state.faults();
+    let whatsapp = whatsapp::is_whatsapp(&new.to);
+    // The address the message leaves from: its From, else the number its service will pick.
+    let sender = match (&new.from, &new.messaging_service_sid) {
+        (Some(from), _) => from.clone(),
+        (None, service) => pool_number(service.as_deref().unwrap_or_default(), whatsapp),
     };
-    let (resource, outcome) = {
+    let no_variables = BTreeMap::new();
+    let accepted = {
         let mut store = state.store();
-        if !store.admit(&sender, Instant::now()) {
-            drop(store);
-            tracing::info!(sender = %mask(&sender), "rate limit exceeded");
-            return ApiError::too_many_requests().into_response();
+        if faults.twilio_opt_out && !whatsapp && store.is_opted_out(&sender, &new.to) {
+            Err(unsubscribed())
+        } else if !store.admit(new.sender(), faults.rate_limit_mps, Instant::now()) {
+            Err(ApiError::too_many_requests())
+        } else {
+            let outside_window = whatsapp
+                && new.content_sid.is_none()
+                && !whatsapp::window_open(store.last_inbound(&sender, &new.to), store.now());
+            let plan = store
+                .number_for(&new.to)
+                .map(|config| config.outcome)
+                .unwrap_or_default()
+                .plan(whatsapp, outside_window);
+            let variables = new
+                .content_variables
+                .as_ref()
+                .map_or(&no_variables, |v| &v.1);
+            let rendered = new
+                .content_sid
+                .as_deref()
+                .and_then(|sid| store.template(sid))
+                .map(|template| template.render(variables));
+            let body = rendered.as_deref().unwrap_or(&new.body);
+            let sid = store.new_sid(!new.media_urls.is_empty());
+            let index = store.insert(
+                sid,
+                NewRecord {
+                    direction: Direction::OutboundApi,
+                    status: if new.messaging_service_sid.is_some() {
+                        MessageStatus::Accepted
+                    } else {
+                        MessageStatus::Queued
+                    },
+                    to: &new.to,
+                    from: new.from.as_deref(),
+                    body,
+                    messaging_service_sid: new.messaging_service_sid.as_deref(),
+                    content: new.content_sid.as_deref().map(|content_sid| {
+                        (
+                            content_sid,
+                            new.content_variables.as_ref().map(|v| v.0.as_str()),
+                        )
+                    }),
+                    // WhatsApp does not split messages into SMS segments.
+                    num_segments: if whatsapp { 1 } else { segments::count(body) },
+                    status_callback: new.status_callback.as_deref(),
+                    media_urls: new.media_urls.clone(),
+                    inbound: None,
+                    now: Utc::now(),
+                    date_sent: None,
+                },
+            );
+            let resource =
+                MessageResource::new(store.message_at(index), &store, &state.account_sid);
+            Ok((sid, resource, plan))
         }
-        let outcome = store
-            .number(&message.to)
-            .map(|config| config.outcome)
-            .unwrap_or_default();
-        let resource = MessageResource::new(&message, &state.account_sid);
-        store.insert(message);
-        (resource, outcome)
     };
-    tracing::info!(
+    let (sid, resource, plan) = match accepted {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            tracing::info!(code = error.code(), to = %mask(&new.to), "refused message create");
+            return error.into_response();
+        }
+    };
+    // Per-message logs are debug: at campaign rates they would cost more than the work.
+    tracing::debug!(
         sid = %sid,
         to = %mask(&resource.to),
         status = resource.status.as_str(),
+        outside_whatsapp_window = plan.error_code == Some(crate::state::OUTSIDE_WHATSAPP_WINDOW),
         "message accepted"
     );
-    webhook::spawn_progression(&state, sid, outcome);
-    let accept_delay = state.store().faults.accept_delay_ms;
-    if accept_delay > 0 {
-        tokio::time::sleep(Duration::from_millis(accept_delay)).await;
+    webhook::spawn_progression(&state, sid, plan);
+    if faults.accept_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.accept_delay_ms)).await;
     }
     (StatusCode::CREATED, Json(resource)).into_response()
 }
@@ -391,7 +448,9 @@ pub(crate) async fn fetch(
         .strip_suffix(".json")
         .and_then(|sid| store.get_visible(sid))
     {
-        Some(message) => Json(MessageResource::new(message, &state.account_sid)).into_response(),
+        Some(message) => {
+            Json(MessageResource::new(message, &store, &state.account_sid)).into_response()
+        }
         None => ApiError::not_found(uri.path()).into_response(),
     }
 }
@@ -504,20 +563,24 @@ fn list_page(state: &AppState, path: &str, query: &str) -> Result<MessagePage, A
     };
 
     let store = state.store();
-    let matching: Vec<&Message> = store.list(&filter).collect();
     // The token names the last message of the previous page, so paging stays stable while new
-    // messages arrive at the front of the list.
-    let offset = page_token
+    // messages arrive at the front of the list; without one, Page counts from the front.
+    let cursor = page_token
         .and_then(|token| token.strip_prefix("PA"))
-        .and_then(|sid| matching.iter().position(|m| m.sid == sid))
-        .map_or(page * page_size, |last| last + 1);
-    let items: Vec<&Message> = matching
-        .iter()
-        .skip(offset)
-        .take(page_size)
-        .copied()
+        .and_then(|sid| store.index_of(sid));
+    let skip = if cursor.is_some() {
+        0
+    } else {
+        page * page_size
+    };
+    // One extra item tells whether there is a next page without counting all matches.
+    let mut items: Vec<&Message> = store
+        .list(&filter, cursor)
+        .skip(skip)
+        .take(page_size + 1)
         .collect();
-    let has_more = offset + items.len() < matching.len();
+    let has_more = items.len() > page_size;
+    items.truncate(page_size);
     let next_page_uri = items
         .last()
         .filter(|_| has_more)
@@ -534,7 +597,7 @@ fn list_page(state: &AppState, path: &str, query: &str) -> Result<MessagePage, A
         uri: page_uri(page, page_token),
         messages: items
             .into_iter()
-            .map(|m| MessageResource::new(m, &state.account_sid))
+            .map(|m| MessageResource::new(m, &store, &state.account_sid))
             .collect(),
     })
 }

@@ -43,7 +43,7 @@ pub(crate) async fn not_found(request: Request) -> Response {
 /// Faults come after authentication so that credential problems stay deterministic even while
 /// a run injects errors.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let faults = state.store().faults;
+    let faults = state.faults();
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }

@@ -1,22 +1,34 @@
 //! The admin API (`/admin/…`): JSON, unauthenticated, loopback clients only.
+//!
+//! This module holds the router and the number, inbound, fault and opt-out endpoints;
+//! `ledger` answers what was sent, `whatsapp` manages templates, sessions and the clock.
 
-use std::collections::BTreeMap;
+mod ledger;
+mod whatsapp;
+
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{AppState, Direction, Faults, Message, MessageStatus, NumberConfig};
-use crate::util::{self, mask, redact_url};
+use crate::optout::{self, Keyword};
+use crate::state::{AppState, Direction, Faults, MessageStatus, NumberConfig};
+use crate::store::{InboundDelivery, NewRecord};
+use crate::util::{is_valid_address, mask, redact_url};
 use crate::webhook::{self, WebhookResponse};
+use crate::whatsapp::is_whatsapp;
+
+/// Bodies of endpoints that take number lists (a 100,000-contact campaign is ~2 MB of JSON,
+/// axum's default limit).
+const LARGE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
@@ -29,8 +41,29 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/admin/inbound", post(inject_inbound))
         .route("/admin/inbound/{sid}/redeliver", post(redeliver_inbound))
         .route("/admin/faults", get(get_faults).put(put_faults))
-        .route("/admin/ledger", get(ledger))
-        .route("/admin/ledger/counts", get(ledger_counts))
+        .route("/admin/opt-outs", get(list_opt_outs))
+        .route("/admin/ledger", get(ledger::ledger))
+        .route("/admin/ledger/counts", get(ledger::counts))
+        .route("/admin/ledger/duplicates", get(ledger::duplicates))
+        .route(
+            "/admin/ledger/missing",
+            post(ledger::missing).layer(DefaultBodyLimit::max(LARGE_BODY_LIMIT)),
+        )
+        .route("/admin/content", get(whatsapp::list_templates))
+        .route(
+            "/admin/content/{sid}",
+            get(whatsapp::get_template)
+                .put(whatsapp::put_template)
+                .delete(whatsapp::delete_template),
+        )
+        .route(
+            "/admin/whatsapp/sessions",
+            get(whatsapp::list_sessions).put(whatsapp::put_session),
+        )
+        .route(
+            "/admin/clock",
+            get(whatsapp::get_clock).put(whatsapp::put_clock),
+        )
         .route("/admin/reset", post(reset))
         .route_layer(middleware::from_fn_with_state(state, loopback_only))
 }
@@ -76,11 +109,14 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
         .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-/// Query strings decode `+` as a space, so an unencoded `+1555…` arrives as ` 1555…`.
+/// Query strings decode `+` as a space, so an unencoded `+1555…` arrives as ` 1555…`
+/// (or `whatsapp: 1555…`).
 fn restore_plus(number: &str) -> String {
-    match number.strip_prefix(' ') {
-        Some(rest) => format!("+{rest}"),
-        None => number.to_owned(),
+    match number.split_once(' ') {
+        Some((prefix, rest)) if prefix.is_empty() || prefix.ends_with(':') => {
+            format!("{prefix}+{rest}")
+        }
+        _ => number.to_owned(),
     }
 }
 
@@ -192,6 +228,9 @@ struct InboundResult {
     error: Option<String>,
 }
 
+/// `POST /admin/inbound`: stores an inbound message as Twilio would receive it, applies its
+/// side effects (a WhatsApp message opens the session window; an SMS opt-out or opt-in
+/// keyword changes whether the sender may text the user), then delivers the signed webhook.
 async fn inject_inbound(
     State(state): State<AppState>,
     body: Bytes,
@@ -200,55 +239,77 @@ async fn inject_inbound(
     if request.from.is_empty() || request.to.is_empty() {
         return Err(AdminError::BadRequest("from and to are required".into()));
     }
-    let url = {
-        let store = state.store();
-        store
-            .number(&request.to)
+    let whatsapp = is_whatsapp(&request.from);
+    if whatsapp != is_whatsapp(&request.to) {
+        return Err(AdminError::BadRequest(
+            "from and to must both be whatsapp: addresses or both be plain numbers".into(),
+        ));
+    }
+    if whatsapp && !(is_valid_address(&request.from) && is_valid_address(&request.to)) {
+        return Err(AdminError::BadRequest(
+            "WhatsApp addresses must be whatsapp:+E.164".into(),
+        ));
+    }
+    let (sid, url, params) = {
+        let mut store = state.store();
+        let url = store
+            .number_for(&request.to)
             .and_then(|config| config.sms_url.clone())
             .or_else(|| state.default_sms_url.clone())
-    }
-    .ok_or_else(|| {
-        AdminError::Unprocessable(format!(
-            "no sms_url configured for {} and no --default-sms-url",
-            request.to
-        ))
-    })?
-    .to_string();
-
-    let sid = util::new_sid(if request.media_urls.is_empty() {
-        "SM"
-    } else {
-        "MM"
-    });
-    let params = webhook::inbound_params(
-        &state.account_sid,
-        &sid,
-        &request.from,
-        &request.to,
-        &request.body,
-        &request.media_urls,
-        request.profile_name.as_deref(),
-    );
-    let now = Utc::now();
-    state.store().insert(Message {
-        sid: sid.clone(),
-        direction: Direction::Inbound,
-        from: Some(request.from.clone()),
-        to: request.to.clone(),
-        num_segments: crate::segments::count(&request.body),
-        body: request.body,
-        messaging_service_sid: None,
-        status: MessageStatus::Received,
-        error_code: None,
-        media_urls: request.media_urls,
-        date_created: now,
-        date_updated: now,
-        date_sent: Some(now),
-        status_callback: None,
-        inbound: Some((url.clone(), params.clone())),
-        deleted: false,
-    });
-    tracing::info!(sid = %sid, from = %mask(&request.from), to = %mask(&request.to), "inbound SMS injected");
+            .ok_or_else(|| {
+                AdminError::Unprocessable(format!(
+                    "no sms_url configured for {} and no --default-sms-url",
+                    request.to
+                ))
+            })?
+            .to_string();
+        let sid = store.new_sid(!request.media_urls.is_empty());
+        let params = webhook::inbound_params(
+            &state.account_sid,
+            &sid.to_string(),
+            &request.from,
+            &request.to,
+            &request.body,
+            &request.media_urls,
+            request.profile_name.as_deref(),
+        );
+        let now = Utc::now();
+        store.insert(
+            sid,
+            NewRecord {
+                direction: Direction::Inbound,
+                status: MessageStatus::Received,
+                to: &request.to,
+                from: Some(&request.from),
+                body: &request.body,
+                messaging_service_sid: None,
+                content: None,
+                num_segments: if whatsapp {
+                    1
+                } else {
+                    crate::segments::count(&request.body)
+                },
+                status_callback: None,
+                media_urls: request.media_urls.clone(),
+                inbound: Some(InboundDelivery {
+                    url: url.clone(),
+                    params: params.clone(),
+                }),
+                now,
+                date_sent: Some(now),
+            },
+        );
+        if whatsapp {
+            let at = store.now();
+            store.set_session(&request.to, &request.from, Some(at));
+        } else if let Some(keyword) = optout::classify(&request.body) {
+            // Recorded even while enforcement is off, so switching it on behaves as Twilio.
+            store.set_opted_out(&request.to, &request.from, keyword == Keyword::OptOut);
+            tracing::info!(from = %mask(&request.from), to = %mask(&request.to), ?keyword, "opt-out keyword received");
+        }
+        (sid.to_string(), url, params)
+    };
+    tracing::info!(sid = %sid, from = %mask(&request.from), to = %mask(&request.to), "inbound message injected");
     Ok(Json(
         deliver_inbound(&state, sid, url, &params, request.bad_signature).await,
     ))
@@ -268,12 +329,12 @@ async fn redeliver_inbound(
     body: Bytes,
 ) -> Result<Json<InboundResult>, AdminError> {
     let request: Redeliver = parse_json(&body)?;
-    let (url, params) = state
+    let InboundDelivery { url, params } = state
         .store()
         .get(&sid)
-        .and_then(|message| message.inbound.clone())
+        .and_then(|message| message.extra.as_ref()?.inbound.clone())
         .ok_or_else(|| AdminError::NotFound(format!("no inbound message {sid}")))?;
-    tracing::info!(sid = %sid, "inbound SMS re-delivered");
+    tracing::info!(sid = %sid, "inbound message re-delivered");
     Ok(Json(
         deliver_inbound(&state, sid, url, &params, request.bad_signature).await,
     ))
@@ -315,7 +376,7 @@ async fn deliver_inbound(
 }
 
 async fn get_faults(State(state): State<AppState>) -> Json<Faults> {
-    Json(state.store().faults)
+    Json(state.faults())
 }
 
 /// Request body of `PUT /admin/faults`; absent fields keep their value.
@@ -328,6 +389,7 @@ struct PutFaults {
     rate_limit_mps: Option<u32>,
     accept_delay_ms: Option<u64>,
     callback_loss_rate: Option<f64>,
+    twilio_opt_out: Option<bool>,
 }
 
 async fn put_faults(
@@ -346,78 +408,42 @@ async fn put_faults(
             )));
         }
     }
-    let mut store = state.store();
-    let faults = &mut store.faults;
-    faults.error_rate = request.error_rate.unwrap_or(faults.error_rate);
-    faults.too_many_requests_rate = request
-        .too_many_requests_rate
-        .unwrap_or(faults.too_many_requests_rate);
-    faults.latency_ms = request.latency_ms.unwrap_or(faults.latency_ms);
-    faults.rate_limit_mps = request.rate_limit_mps.unwrap_or(faults.rate_limit_mps);
-    faults.accept_delay_ms = request.accept_delay_ms.unwrap_or(faults.accept_delay_ms);
-    faults.callback_loss_rate = request
-        .callback_loss_rate
-        .unwrap_or(faults.callback_loss_rate);
-    tracing::info!(faults = ?*faults, "faults changed");
-    Ok(Json(*faults))
+    let faults = state.update_faults(|faults| {
+        faults.error_rate = request.error_rate.unwrap_or(faults.error_rate);
+        faults.too_many_requests_rate = request
+            .too_many_requests_rate
+            .unwrap_or(faults.too_many_requests_rate);
+        faults.latency_ms = request.latency_ms.unwrap_or(faults.latency_ms);
+        faults.rate_limit_mps = request.rate_limit_mps.unwrap_or(faults.rate_limit_mps);
+        faults.accept_delay_ms = request.accept_delay_ms.unwrap_or(faults.accept_delay_ms);
+        faults.callback_loss_rate = request
+            .callback_loss_rate
+            .unwrap_or(faults.callback_loss_rate);
+        faults.twilio_opt_out = request.twilio_opt_out.unwrap_or(faults.twilio_opt_out);
+    });
+    tracing::info!(faults = ?faults, "faults changed");
+    Ok(Json(faults))
 }
 
-#[derive(Deserialize)]
-struct LedgerQuery {
-    to: Option<String>,
-}
-
-/// One outbound message as the ledger reports it.
+/// One opt-out, in the direction of the user's STOP message.
 #[derive(Serialize)]
-struct LedgerEntry {
-    sid: String,
-    from: Option<String>,
-    to: String,
-    body: String,
-    status: MessageStatus,
-    error_code: Option<u32>,
-    messaging_service_sid: Option<String>,
-    num_segments: usize,
-    date_created: String,
-    date_updated: String,
+struct OptOut<'a> {
+    /// The user.
+    from: &'a str,
+    /// Our sender.
+    to: &'a str,
 }
 
-async fn ledger(
-    State(state): State<AppState>,
-    Query(query): Query<LedgerQuery>,
-) -> Json<serde_json::Value> {
-    let to = query.to.as_deref().map(restore_plus);
+/// `GET /admin/opt-outs`: who texted STOP to whom, and whether creates are refused for them.
+async fn list_opt_outs(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let enabled = state.faults().twilio_opt_out;
     let store = state.store();
-    let messages: Vec<LedgerEntry> = store
-        .outbound()
-        .filter(|m| to.as_deref().is_none_or(|to| m.to == to))
-        .map(|m| LedgerEntry {
-            sid: m.sid.clone(),
-            from: m.from.clone(),
-            to: m.to.clone(),
-            body: m.body.clone(),
-            status: m.status,
-            error_code: m.error_code,
-            messaging_service_sid: m.messaging_service_sid.clone(),
-            num_segments: m.num_segments,
-            date_created: m.date_created.to_rfc3339_opts(SecondsFormat::Millis, true),
-            date_updated: m.date_updated.to_rfc3339_opts(SecondsFormat::Millis, true),
-        })
+    let opt_outs: Vec<OptOut<'_>> = store
+        .opt_outs()
+        .into_iter()
+        .map(|(from, to)| OptOut { from, to })
         .collect();
-    Json(serde_json::json!({ "total": messages.len(), "messages": messages }))
-}
-
-async fn ledger_counts(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let store = state.store();
-    let mut by_to: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut total = 0;
-    for message in store.outbound() {
-        *by_to.entry(&message.to).or_default() += 1;
-        *by_status.entry(message.status.as_str()).or_default() += 1;
-        total += 1;
-    }
-    Json(serde_json::json!({ "total": total, "by_to": by_to, "by_status": by_status }))
+    Json(serde_json::json!({ "enabled": enabled, "opt_outs": opt_outs }))
 }
 
 async fn reset(State(state): State<AppState>) -> StatusCode {
@@ -434,6 +460,11 @@ mod tests {
     fn unencoded_plus_is_restored() {
         assert_eq!(restore_plus(" 15558675310"), "+15558675310");
         assert_eq!(restore_plus("+15558675310"), "+15558675310");
+        assert_eq!(
+            restore_plus("whatsapp: 15558675310"),
+            "whatsapp:+15558675310"
+        );
+        assert_eq!(restore_plus("hello world"), "hello world");
     }
 
     #[test]
