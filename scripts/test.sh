@@ -120,6 +120,9 @@ step services start_services
 # ---- tests ------------------------------------------------------------------------------------
 step cargo-test cargo_test_counted --workspace
 
+# Store tests against MongoDB: also a `test = false` target.
+step store cargo_test_counted -p voice-agent-store --test mongo
+
 # End-to-end tests are a `test = false` target (plain cargo test stays hermetic); run them by name.
 step e2e cargo_test_counted -p voice-agent-e2e --test e2e -- --test-threads=2
 
