@@ -19,6 +19,9 @@ use crate::channel::{ChannelError, ChannelRegistry, OutboundSend, SentProbe};
 /// Failure type name of a permanent provider rejection; workflows match on it.
 pub const PERMANENT_SEND_FAILURE: &str = "PermanentSendFailure";
 
+/// Twilio's code for "attempt to send to unsubscribed recipient", used for our own opt-outs too.
+pub const OPTED_OUT_CODE: u32 = 21610;
+
 /// How far back before the first attempt a reconciliation looks, for clock skew between us and
 /// the provider.
 const RECONCILE_SKEW: Duration = Duration::from_secs(120);
@@ -129,6 +132,18 @@ impl MessagingActivities {
                     .unwrap_or_else(|| "the provider rejected the message".to_owned()),
                 retryable: false,
             }));
+        }
+        // Checked at the moment of sending: an opt-out after the request still wins.
+        if self.store.is_suppressed(&input.to).await? {
+            let e = ChannelError {
+                code: Some(OPTED_OUT_CODE),
+                message: "the recipient opted out (STOP)".to_owned(),
+                retryable: false,
+            };
+            self.store
+                .record_send_failure(&input.message_id, e.code.map(i64::from), &e.message)
+                .await?;
+            return Err(permanent_failure(&e));
         }
         let provider = self
             .channels

@@ -4,6 +4,7 @@
 //! | module | surface |
 //! |---|---|
 //! | [`grpc`] | `voiceagent.v1.MessagingService` for campaign managers and `vactl`, with server reflection |
+//! | [`campaigns`] | `voiceagent.v1.CampaignService` and `/api/campaigns` (create, start, pause, resume, cancel, rate, progress) |
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
 //!
@@ -11,6 +12,7 @@
 //! on the shutdown token.
 #![warn(missing_docs)]
 
+pub mod campaigns;
 pub mod contacts;
 pub mod grpc;
 pub mod ops;
@@ -42,6 +44,8 @@ pub struct ApiSettings {
     pub grpc_addr: SocketAddr,
     /// `API_MAX_BODY_BYTES`: larger HTTP request bodies get 413.
     pub max_body_bytes: usize,
+    /// `HELP_REPLY`: the answer to an inbound HELP.
+    pub help_reply: String,
 }
 
 impl ApiSettings {
@@ -60,6 +64,10 @@ impl ApiSettings {
             http_addr: addr("API_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("API_GRPC_ADDR", "127.0.0.1:50051")?,
             max_body_bytes: env.number("API_MAX_BODY_BYTES", 64 * 1024)?,
+            help_reply: env.get_or(
+                "HELP_REPLY",
+                "Voice Agent: reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply.",
+            ),
         })
     }
 }
@@ -151,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(webhooks::routes())
         .merge(contacts::routes())
+        .merge(campaigns::routes())
         .merge(ops::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(

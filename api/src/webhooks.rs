@@ -172,6 +172,28 @@ async fn inbound_message(
         .await
         .map_err(|e| WebhookError::Unavailable(e.into()))?;
 
+    // Opt-out keywords act at once and on every channel, before anything else happens.
+    let keyword = OptKeyword::parse(&text);
+    match keyword {
+        Some(OptKeyword::Stop(word)) => {
+            state
+                .store
+                .suppress(theirs.as_str(), word, channel.as_str())
+                .await
+                .map_err(|e| WebhookError::Unavailable(e.into()))?;
+            info!(from = %mask_phone(theirs.as_str()), keyword = word, "opted out");
+        }
+        Some(OptKeyword::Start) => {
+            state
+                .store
+                .unsuppress(theirs.as_str())
+                .await
+                .map_err(|e| WebhookError::Unavailable(e.into()))?;
+            info!(from = %mask_phone(theirs.as_str()), "opted back in");
+        }
+        Some(OptKeyword::Help) | None => {}
+    }
+
     let initial = ConversationState {
         ours: ours.as_str().to_owned(),
         theirs: theirs.as_str().to_owned(),
@@ -213,7 +235,42 @@ async fn inbound_message(
         duplicate = !stored,
         "inbound message"
     );
-    Ok(twiml(MessagingResponse::new().to_xml()))
+    let reply = match keyword {
+        Some(OptKeyword::Help) => {
+            MessagingResponse::new().message(state.settings.help_reply.as_str())
+        }
+        _ => MessagingResponse::new(),
+    };
+    Ok(twiml(reply.to_xml()))
+}
+
+/// The carrier-standard keywords, matched on the whole message, trimmed, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OptKeyword {
+    /// STOP and its synonyms: suppress on every channel.
+    Stop(&'static str),
+    /// START, UNSTOP: lift the suppression.
+    Start,
+    /// HELP: answer with the configured help text.
+    Help,
+}
+
+impl OptKeyword {
+    fn parse(body: &str) -> Option<Self> {
+        const STOP: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
+        let word = body
+            .trim()
+            .trim_end_matches(['.', '!'])
+            .to_ascii_uppercase();
+        if let Some(w) = STOP.iter().find(|w| **w == word) {
+            return Some(Self::Stop(w));
+        }
+        match word.as_str() {
+            "START" | "UNSTOP" => Some(Self::Start),
+            "HELP" => Some(Self::Help),
+            _ => None,
+        }
+    }
 }
 
 /// Applies a delivery status to the message, moving it only forward.
@@ -240,15 +297,29 @@ async fn status_callback(
         return Ok(StatusCode::NO_CONTENT);
     };
     let error_code = form.get("ErrorCode").and_then(|c| c.parse::<i64>().ok());
-    let our_id = uri
+    let query: Vec<(String, String)> = uri
         .query()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "mid").map(|(_, v)| v));
-    let changed = state
-        .store
-        .apply_status_callback(our_id.as_deref(), sid, status, error_code)
-        .await
-        .map_err(|e| WebhookError::Unavailable(e.into()))?;
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let changed = match param("item") {
+        // A campaign item's message: the item holds its status.
+        Some(item) => state
+            .store
+            .apply_item_callback(item, sid, status.as_str(), error_code)
+            .await
+            .map_err(|e| WebhookError::Unavailable(e.into()))?,
+        None => state
+            .store
+            .apply_status_callback(param("mid"), sid, status, error_code)
+            .await
+            .map_err(|e| WebhookError::Unavailable(e.into()))?,
+    };
     metrics::counter!("voice_agent_status_callbacks_total", "status" => status.as_str())
         .increment(1);
     info!(message_sid = sid, status = %status, error_code, changed, "status callback");
@@ -268,6 +339,24 @@ fn twiml(xml: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opt_out_keywords_match_whole_messages_in_any_case() {
+        assert_eq!(OptKeyword::parse(" stop "), Some(OptKeyword::Stop("STOP")));
+        assert_eq!(
+            OptKeyword::parse("Unsubscribe."),
+            Some(OptKeyword::Stop("UNSUBSCRIBE"))
+        );
+        assert_eq!(OptKeyword::parse("quit"), Some(OptKeyword::Stop("QUIT")));
+        assert_eq!(
+            OptKeyword::parse("StopAll"),
+            Some(OptKeyword::Stop("STOPALL"))
+        );
+        assert_eq!(OptKeyword::parse("unstop"), Some(OptKeyword::Start));
+        assert_eq!(OptKeyword::parse("HELP"), Some(OptKeyword::Help));
+        assert_eq!(OptKeyword::parse("please stop calling"), None);
+        assert_eq!(OptKeyword::parse("the end"), None);
+    }
 
     #[test]
     fn sids_must_have_the_right_prefix_and_length() {

@@ -181,6 +181,16 @@ impl MongoStore {
         self.db.collection(CAMPAIGN_ITEMS)
     }
 
+    /// Whether a contact list exists (campaigns refer to one).
+    pub async fn contact_list_exists(&self, list_id: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .collection::<Document>(crate::schema::CONTACT_LISTS)
+            .find_one(doc! { "_id": list_id })
+            .await?
+            .is_some())
+    }
+
     /// Stores a new campaign.
     pub async fn insert_campaign(&self, campaign: &CampaignDoc) -> Result<()> {
         self.campaigns().insert_one(campaign).await?;

@@ -20,10 +20,12 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
-use voice_agent_activities::{ChannelRegistry, MessagingActivities, TwilioChannel};
+use voice_agent_activities::{
+    CampaignActivities, ChannelRegistry, MessagingActivities, TwilioChannel,
+};
 use voice_agent_config::Settings;
 use voice_agent_store::MongoStore;
-use voice_agent_workflows::{ConversationWorkflow, SendMessageWorkflow};
+use voice_agent_workflows::{CampaignWorkflow, ConversationWorkflow, SendMessageWorkflow};
 
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -36,14 +38,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .context("Failed to create MongoDB collections and indexes")?;
     let twilio = settings.twilio.client()?;
     let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
-    let activities = MessagingActivities::new(store, channels, settings.public_base_url.clone());
+    let messaging = MessagingActivities::new(
+        store.clone(),
+        channels.clone(),
+        settings.public_base_url.clone(),
+    );
+    let campaigns = CampaignActivities::new(
+        store,
+        channels,
+        settings.public_base_url.clone(),
+        settings.default_region.clone(),
+    );
 
     let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
     let runtime = Runtime::from_current_tokio(Default::default())
         .context("Failed to start the Temporal runtime")?;
     let options = WorkerOptions::new(settings.task_queue.clone())
-        .register_activities(activities)
+        .register_activities(messaging)
+        .register_activities(campaigns)
         .register_workflow::<SendMessageWorkflow>()?
+        .register_workflow::<CampaignWorkflow>()?
         .register_workflow::<ConversationWorkflow>()?
         // A crashed worker's sticky queue delays the next workflow task by this much.
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))

@@ -3,6 +3,7 @@
 //! | workflow | id | what it does |
 //! |---|---|---|
 //! | [`SendMessageWorkflow`] | `send-<message id>` | one outbound SMS/WhatsApp, sent exactly once |
+//! | [`CampaignWorkflow`] | `campaign-<campaign id>` | a campaign: materialise items, send them in rate-limited batches; pause, resume, cancel, rate as signals |
 //! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it |
 //!
 //! Workflow code does no I/O and reads no clock: everything that touches the world is an
@@ -12,9 +13,11 @@
 // The workflow macros generate public items without docs and with crate-local visibility.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod campaign;
 pub mod conversation;
 pub mod send_message;
 
+pub use campaign::{CampaignCounters, CampaignRun, CampaignWorkflow, Phase};
 pub use conversation::{ConversationMessage, ConversationState, ConversationWorkflow};
 pub use send_message::SendMessageWorkflow;
 

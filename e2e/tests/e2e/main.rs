@@ -1,5 +1,6 @@
 //! End-to-end tests: real processes, real Temporal, real MongoDB-wire server, the simulator.
 
+mod campaigns;
 mod helpers;
 
 use std::time::Duration;

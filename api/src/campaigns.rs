@@ -1,0 +1,750 @@
+//! Campaigns over gRPC (`voiceagent.v1.CampaignService`) and HTTP JSON (`/api/campaigns`).
+//! Both surfaces call the same operations; the API only validates, stores the campaign and
+//! starts, signals or queries its workflow.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use mongodb::bson::DateTime;
+use serde::{Deserialize, Serialize};
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{
+    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+};
+use tonic::{Request, Response as GrpcResponse, Status};
+use voice_agent_activities::template;
+use voice_agent_domain::PhoneNumber;
+use voice_agent_protos::v1 as pb;
+use voice_agent_protos::v1::campaign_service_server::{CampaignService, CampaignServiceServer};
+use voice_agent_store::{CampaignDoc, campaign_status};
+use voice_agent_workflows::{CampaignRun, CampaignWorkflow};
+
+use crate::AppState;
+use crate::grpc::ApiError;
+
+/// Workflow id of a campaign.
+pub fn workflow_id(campaign_id: &str) -> String {
+    format!("campaign-{campaign_id}")
+}
+
+/// What a manager sends to create a campaign (HTTP JSON; the gRPC message maps onto it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewCampaign {
+    /// Display name.
+    pub name: String,
+    /// `sms` (default) or `whatsapp`.
+    pub channel: String,
+    /// Sender number.
+    pub from: String,
+    /// Messaging Service SID.
+    pub messaging_service_sid: String,
+    /// Template with `{{variable}}` placeholders.
+    pub template: String,
+    /// Contact list.
+    pub list_id: String,
+    /// Earliest start, RFC 3339.
+    pub start_at: Option<String>,
+    /// Messages per second; 0 = unlimited.
+    pub rate_per_second: f64,
+    /// Attempts on transient failures; 0 = 5.
+    pub max_attempts: i32,
+    /// WhatsApp content template.
+    pub content_sid: String,
+}
+
+/// A campaign as the HTTP API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    id: String,
+    name: String,
+    channel: String,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    template: String,
+    content_sid: Option<String>,
+    list_id: String,
+    start_at: Option<String>,
+    rate_per_second: f64,
+    max_attempts: i32,
+    status: String,
+    total_items: i64,
+    workflow_id: String,
+    created_at: String,
+}
+
+impl From<&CampaignDoc> for CampaignView {
+    fn from(c: &CampaignDoc) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            channel: c.channel.clone(),
+            from: c.from.clone(),
+            messaging_service_sid: c.messaging_service_sid.clone(),
+            template: c.template.clone(),
+            content_sid: c.content_sid.clone(),
+            list_id: c.list_id.clone(),
+            start_at: c.start_at.map(rfc3339),
+            rate_per_second: c.rate_per_second,
+            max_attempts: c.max_attempts,
+            status: c.status.clone(),
+            total_items: c.total_items,
+            workflow_id: workflow_id(&c.id),
+            created_at: rfc3339(c.created_at),
+        }
+    }
+}
+
+/// Progress as the HTTP API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    campaign_id: String,
+    status: String,
+    total: i64,
+    counts: HashMap<String, i64>,
+    rate_per_second: f64,
+    rate_limit: f64,
+    expected_finish: Option<String>,
+    paused: bool,
+    pass: u32,
+}
+
+fn rfc3339(d: DateTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(d.to_system_time()).to_rfc3339()
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Unavailable(e.into())
+}
+
+/// The operations behind both surfaces.
+#[derive(Clone)]
+pub struct Campaigns {
+    state: AppState,
+}
+
+impl Campaigns {
+    /// Over the shared state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// Validates and stores a new campaign in `draft`.
+    pub async fn create(&self, req: NewCampaign) -> Result<CampaignDoc, ApiError> {
+        let common = &self.state.settings.common;
+        let name = req.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(invalid("name", "1 to 200 characters"));
+        }
+        let channel = match req.channel.trim() {
+            "" | "sms" => "sms",
+            "whatsapp" => "whatsapp",
+            other => {
+                return Err(invalid(
+                    "channel",
+                    format!("{other:?} is not sms or whatsapp"),
+                ));
+            }
+        };
+        if req.template.trim().is_empty() {
+            return Err(invalid("template", "must not be empty"));
+        }
+        if req.template.chars().count() > 1_600 {
+            return Err(invalid("template", "at most 1600 characters"));
+        }
+        if !req.rate_per_second.is_finite() || !(0.0..=10_000.0).contains(&req.rate_per_second) {
+            return Err(invalid(
+                "rate_per_second",
+                "between 0 (unlimited) and 10000",
+            ));
+        }
+        let max_attempts = match req.max_attempts {
+            0 => 5,
+            n @ 1..=20 => n,
+            _ => return Err(invalid("max_attempts", "between 1 and 20 (0 = 5)")),
+        };
+        let content_sid = match req.content_sid.trim() {
+            "" => None,
+            s if s.len() == 34
+                && s.starts_with("HX")
+                && s[2..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Some(s.to_owned())
+            }
+            _ => {
+                return Err(invalid(
+                    "content_sid",
+                    "expected HX followed by 32 hex digits",
+                ));
+            }
+        };
+        let messaging_service_sid = match req.messaging_service_sid.trim() {
+            "" => None,
+            s if s.len() == 34 && s.starts_with("MG") => Some(s.to_owned()),
+            _ => {
+                return Err(invalid(
+                    "messaging_service_sid",
+                    "expected MG followed by 32 hex digits",
+                ));
+            }
+        };
+        let from = match req.from.trim() {
+            "" if messaging_service_sid.is_some() => None,
+            "" => match (
+                &common.twilio.from_number,
+                &common.twilio.messaging_service_sid,
+            ) {
+                (Some(f), _) => Some(f.as_str().to_owned()),
+                (None, Some(_)) => None,
+                (None, None) => {
+                    return Err(ApiError::FailedPrecondition(
+                        "no sender: pass `from` or `messaging_service_sid`, or configure TWILIO_FROM_NUMBER".to_owned(),
+                    ));
+                }
+            },
+            raw => Some(
+                PhoneNumber::parse(raw, &common.default_region)
+                    .map_err(|e| invalid("from", e.to_string()))?
+                    .as_str()
+                    .to_owned(),
+            ),
+        };
+        let messaging_service_sid = messaging_service_sid.or_else(|| {
+            from.is_none()
+                .then(|| common.twilio.messaging_service_sid.clone())
+                .flatten()
+        });
+        let start_at = match req.start_at.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => {
+                let t = chrono::DateTime::parse_from_rfc3339(raw)
+                    .map_err(|e| invalid("start_at", format!("not an RFC 3339 time: {e}")))?;
+                Some(DateTime::from_millis(t.timestamp_millis()))
+            }
+        };
+        let list_id = req.list_id.trim();
+        if list_id.is_empty() {
+            return Err(invalid("list_id", "required"));
+        }
+        if !self
+            .state
+            .store
+            .contact_list_exists(list_id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(ApiError::NotFound(format!("contact list {list_id}")));
+        }
+        // Template variables are checked at send time per contact; an unknown one renders empty.
+        let _ = template::variables(&req.template);
+        let now = DateTime::now();
+        let doc = CampaignDoc {
+            id: format!("cmp_{}", uuid::Uuid::new_v4().simple()),
+            name: name.to_owned(),
+            channel: channel.to_owned(),
+            from,
+            messaging_service_sid,
+            template: req.template,
+            content_sid,
+            list_id: list_id.to_owned(),
+            start_at,
+            window_start_minute: None,
+            window_end_minute: None,
+            rate_per_second: req.rate_per_second,
+            max_attempts,
+            status: campaign_status::DRAFT.to_owned(),
+            total_items: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.state
+            .store
+            .insert_campaign(&doc)
+            .await
+            .map_err(unavailable)?;
+        Ok(doc)
+    }
+
+    /// One campaign, or NotFound.
+    pub async fn get(&self, id: &str) -> Result<CampaignDoc, ApiError> {
+        if !(id.starts_with("cmp_") && id.len() == 36) {
+            return Err(invalid(
+                "campaign_id",
+                "expected cmp_ followed by 32 hex digits",
+            ));
+        }
+        self.state
+            .store
+            .get_campaign(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))
+    }
+
+    /// Starts the workflow; a second start is a no-op.
+    pub async fn start(&self, id: &str) -> Result<CampaignDoc, ApiError> {
+        let c = self.get(id).await?;
+        if c.status == campaign_status::CANCELLED {
+            return Err(ApiError::FailedPrecondition(
+                "the campaign was cancelled".to_owned(),
+            ));
+        }
+        let run = CampaignRun::new(
+            c.id.clone(),
+            c.rate_per_second,
+            c.start_at.map(|d| d.timestamp_millis()),
+        );
+        let options = WorkflowStartOptions::new(
+            self.state.settings.common.task_queue.clone(),
+            workflow_id(&c.id),
+        )
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
+        match self
+            .state
+            .temporal
+            .start_workflow(CampaignWorkflow::run, run, options)
+            .await
+        {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.state
+            .store
+            .set_campaign_status(&c.id, campaign_status::STARTING, &[campaign_status::DRAFT])
+            .await
+            .map_err(unavailable)?;
+        self.get(id).await
+    }
+
+    async fn signal(&self, id: &str, what: Signal) -> Result<CampaignDoc, ApiError> {
+        let c = self.get(id).await?;
+        if c.status == campaign_status::DRAFT {
+            return Err(ApiError::FailedPrecondition(
+                "the campaign has not been started".to_owned(),
+            ));
+        }
+        let handle = self
+            .state
+            .temporal
+            .get_workflow_handle::<CampaignWorkflow>(workflow_id(&c.id));
+        let opts = WorkflowSignalOptions::default();
+        let sent = match what {
+            Signal::Pause => handle.signal(CampaignWorkflow::pause, (), opts).await,
+            Signal::Resume => handle.signal(CampaignWorkflow::resume, (), opts).await,
+            Signal::Cancel => handle.signal(CampaignWorkflow::cancel, (), opts).await,
+            Signal::Rate(r) => {
+                self.state
+                    .store
+                    .set_campaign_rate(&c.id, r)
+                    .await
+                    .map_err(unavailable)?;
+                handle.signal(CampaignWorkflow::set_rate, r, opts).await
+            }
+        };
+        if let Err(e) = sent {
+            // A finished workflow cannot be signalled: report the campaign as it is.
+            let c = self.get(id).await?;
+            if matches!(
+                c.status.as_str(),
+                campaign_status::COMPLETED | campaign_status::CANCELLED
+            ) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "the campaign is {}",
+                    c.status
+                )));
+            }
+            return Err(unavailable(e));
+        }
+        self.get(id).await
+    }
+
+    /// Counts from MongoDB, the rest from the workflow's state.
+    pub async fn progress(&self, id: &str) -> Result<ProgressView, ApiError> {
+        let c = self.get(id).await?;
+        let counts = self
+            .state
+            .store
+            .item_counts(&c.id)
+            .await
+            .map_err(unavailable)?;
+        let run = if c.status == campaign_status::DRAFT {
+            None
+        } else {
+            self.state
+                .temporal
+                .get_workflow_handle::<CampaignWorkflow>(workflow_id(&c.id))
+                .query(
+                    CampaignWorkflow::progress,
+                    (),
+                    WorkflowQueryOptions::default(),
+                )
+                .await
+                .ok()
+        };
+        let done: i64 = counts
+            .iter()
+            .filter(|(s, _)| !matches!(s.as_str(), "pending" | "sending"))
+            .map(|(_, n)| n)
+            .sum();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let measured = run
+            .as_ref()
+            .and_then(|r| r.sending_started_ms)
+            .map(|start| (now_ms - start).max(1) as f64 / 1000.0)
+            .map(|secs| done as f64 / secs)
+            .unwrap_or_default();
+        let remaining = c.total_items - done;
+        let expected_finish = (measured > 0.0 && remaining > 0).then(|| {
+            let ms = (remaining as f64 / measured * 1000.0) as i64;
+            chrono::DateTime::from_timestamp_millis(now_ms + ms)
+                .unwrap_or_default()
+                .to_rfc3339()
+        });
+        Ok(ProgressView {
+            campaign_id: c.id.clone(),
+            status: c.status.clone(),
+            total: c.total_items,
+            counts: counts.into_iter().collect(),
+            rate_per_second: measured,
+            rate_limit: run
+                .as_ref()
+                .map_or(c.rate_per_second, |r| r.rate_per_second),
+            expected_finish,
+            paused: run.as_ref().is_some_and(|r| r.paused),
+            pass: run.as_ref().map_or(0, |r| r.pass),
+        })
+    }
+}
+
+enum Signal {
+    Pause,
+    Resume,
+    Cancel,
+    Rate(f64),
+}
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+/// HTTP routes of campaigns.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/campaigns", post(http_create).get(http_list))
+        .route("/api/campaigns/{id}", get(http_get))
+        .route("/api/campaigns/{id}/start", post(http_start))
+        .route("/api/campaigns/{id}/pause", post(http_pause))
+        .route("/api/campaigns/{id}/resume", post(http_resume))
+        .route("/api/campaigns/{id}/cancel", post(http_cancel))
+        .route("/api/campaigns/{id}/rate", put(http_rate))
+        .route("/api/campaigns/{id}/progress", get(http_progress))
+}
+
+/// [`ApiError`] as an HTTP JSON answer.
+pub struct HttpError(ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "request failed");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        let message = match &self.0 {
+            ApiError::Unavailable(_) => "a dependency is unavailable; try again".to_owned(),
+            other => other.to_string(),
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+type HttpResult<T> = Result<Json<T>, HttpError>;
+
+async fn http_create(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CampaignView>), HttpError> {
+    let req: NewCampaign = serde_json::from_slice(&body)
+        .map_err(|e| invalid("body", format!("not a campaign: {e}")))?;
+    let c = Campaigns::new(state).create(req).await?;
+    Ok((StatusCode::CREATED, Json(CampaignView::from(&c))))
+}
+
+async fn http_list(State(state): State<AppState>) -> HttpResult<Vec<CampaignView>> {
+    let list = state.store.list_campaigns(100).await.map_err(unavailable)?;
+    Ok(Json(list.iter().map(CampaignView::from).collect()))
+}
+
+async fn http_get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<CampaignView> {
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state).get(&id).await?,
+    )))
+}
+
+async fn http_start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<CampaignView> {
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state).start(&id).await?,
+    )))
+}
+
+async fn http_pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<CampaignView> {
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state).signal(&id, Signal::Pause).await?,
+    )))
+}
+
+async fn http_resume(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<CampaignView> {
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state).signal(&id, Signal::Resume).await?,
+    )))
+}
+
+async fn http_cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<CampaignView> {
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state).signal(&id, Signal::Cancel).await?,
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateBody {
+    rate_per_second: f64,
+}
+
+async fn http_rate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> HttpResult<CampaignView> {
+    let req: RateBody = serde_json::from_slice(&body).map_err(|e| {
+        invalid(
+            "body",
+            format!("expected {{\"rate_per_second\": number}}: {e}"),
+        )
+    })?;
+    check_rate(req.rate_per_second)?;
+    Ok(Json(CampaignView::from(
+        &Campaigns::new(state)
+            .signal(&id, Signal::Rate(req.rate_per_second))
+            .await?,
+    )))
+}
+
+async fn http_progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> HttpResult<ProgressView> {
+    Ok(Json(Campaigns::new(state).progress(&id).await?))
+}
+
+fn check_rate(r: f64) -> Result<(), ApiError> {
+    if r.is_finite() && (0.0..=10_000.0).contains(&r) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "rate_per_second",
+            "between 0 (unlimited) and 10000",
+        ))
+    }
+}
+
+// ---- gRPC ----------------------------------------------------------------------------------
+
+/// The gRPC service.
+pub fn grpc_service(state: AppState) -> CampaignServiceServer<Campaigns> {
+    CampaignServiceServer::new(Campaigns::new(state))
+}
+
+fn ts(d: DateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(d.to_system_time())
+}
+
+fn to_proto(c: &CampaignDoc) -> pb::Campaign {
+    pb::Campaign {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        channel: c.channel.clone(),
+        from: c.from.clone().unwrap_or_default(),
+        messaging_service_sid: c.messaging_service_sid.clone().unwrap_or_default(),
+        template: c.template.clone(),
+        list_id: c.list_id.clone(),
+        start_at: c.start_at.map(ts),
+        rate_per_second: c.rate_per_second,
+        max_attempts: c.max_attempts,
+        status: c.status.clone(),
+        total_items: c.total_items,
+        workflow_id: workflow_id(&c.id),
+        created_at: Some(ts(c.created_at)),
+        content_sid: c.content_sid.clone().unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl CampaignService for Campaigns {
+    async fn create_campaign(
+        &self,
+        request: Request<pb::CreateCampaignRequest>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        let r = request.into_inner();
+        let start_at = r.start_at.map(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                .unwrap_or_default()
+                .to_rfc3339()
+        });
+        let c = self
+            .create(NewCampaign {
+                name: r.name,
+                channel: r.channel,
+                from: r.from,
+                messaging_service_sid: r.messaging_service_sid,
+                template: r.template,
+                list_id: r.list_id,
+                start_at,
+                rate_per_second: r.rate_per_second,
+                max_attempts: r.max_attempts,
+                content_sid: r.content_sid,
+            })
+            .await?;
+        Ok(GrpcResponse::new(to_proto(&c)))
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        Ok(GrpcResponse::new(to_proto(
+            &self.get(&request.into_inner().campaign_id).await?,
+        )))
+    }
+
+    async fn list_campaigns(
+        &self,
+        request: Request<pb::ListCampaignsRequest>,
+    ) -> Result<GrpcResponse<pb::ListCampaignsResponse>, Status> {
+        let size = match request.into_inner().page_size {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            _ => return Err(invalid("page_size", "between 1 and 500").into()),
+        };
+        let list = self
+            .state
+            .store
+            .list_campaigns(size)
+            .await
+            .map_err(unavailable)?;
+        Ok(GrpcResponse::new(pb::ListCampaignsResponse {
+            campaigns: list.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn start_campaign(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        Ok(GrpcResponse::new(to_proto(
+            &self.start(&request.into_inner().campaign_id).await?,
+        )))
+    }
+
+    async fn pause_campaign(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        let c = self
+            .signal(&request.into_inner().campaign_id, Signal::Pause)
+            .await?;
+        Ok(GrpcResponse::new(to_proto(&c)))
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        let c = self
+            .signal(&request.into_inner().campaign_id, Signal::Resume)
+            .await?;
+        Ok(GrpcResponse::new(to_proto(&c)))
+    }
+
+    async fn cancel_campaign(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        let c = self
+            .signal(&request.into_inner().campaign_id, Signal::Cancel)
+            .await?;
+        Ok(GrpcResponse::new(to_proto(&c)))
+    }
+
+    async fn set_campaign_rate(
+        &self,
+        request: Request<pb::SetCampaignRateRequest>,
+    ) -> Result<GrpcResponse<pb::Campaign>, Status> {
+        let r = request.into_inner();
+        check_rate(r.rate_per_second)?;
+        let c = self
+            .signal(&r.campaign_id, Signal::Rate(r.rate_per_second))
+            .await?;
+        Ok(GrpcResponse::new(to_proto(&c)))
+    }
+
+    async fn get_campaign_progress(
+        &self,
+        request: Request<pb::CampaignRef>,
+    ) -> Result<GrpcResponse<pb::CampaignProgress>, Status> {
+        let p = self.progress(&request.into_inner().campaign_id).await?;
+        Ok(GrpcResponse::new(pb::CampaignProgress {
+            campaign_id: p.campaign_id,
+            status: p.status,
+            total: p.total,
+            counts: p.counts,
+            rate_per_second: p.rate_per_second,
+            rate_limit: p.rate_limit,
+            expected_finish: p.expected_finish.and_then(|t| {
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .ok()
+                    .map(|t| prost_types::Timestamp {
+                        seconds: t.timestamp(),
+                        nanos: 0,
+                    })
+            }),
+            paused: p.paused,
+            pass: p.pass,
+        }))
+    }
+}

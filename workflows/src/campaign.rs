@@ -1,0 +1,367 @@
+//! One workflow per campaign: materialise the items, then send them in batches, one batch
+//! activity at a time, with pause, resume, cancel and rate changes as signals and progress as a
+//! query. History stays bounded: each batch is a handful of events, and the run continues as
+//! new (carrying its cursor and counters) long before the server's limits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult, workflows::select,
+};
+use voice_agent_activities::campaign::{
+    BatchInput, BatchOutput, CampaignActivities, MaterializeInput,
+};
+use voice_agent_store::campaign_status;
+
+/// Largest batch; at high rates a batch of this size takes about a second.
+pub const MAX_BATCH: i64 = 1_000;
+/// At a set rate, a batch holds about this many seconds of sending, so pause and rate changes
+/// take effect within it.
+const BATCH_SECONDS: f64 = 5.0;
+/// Wait between passes that retry transiently failed items.
+const RETRY_PASS_DELAY: Duration = Duration::from_secs(5);
+/// Continue-as-new after this many history events even if the server has not suggested it.
+const MAX_HISTORY_EVENTS: u32 = 3_000;
+
+/// Where the run is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for the start time.
+    #[default]
+    Scheduled,
+    /// Copying the contact list into items.
+    Materializing,
+    /// Sending.
+    Sending,
+    /// Finished: completed or cancelled.
+    Done,
+}
+
+/// Counters over the campaign's whole life (across continue-as-new).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCounters {
+    /// Items in the campaign.
+    pub total: i64,
+    /// Items looked at by batches (an item retried in a later pass counts again).
+    pub processed: u64,
+    /// Accepted by the provider.
+    pub accepted: u64,
+    /// Found already accepted after a crash.
+    pub reconciled: u64,
+    /// Failed for good at send time.
+    pub failed: u64,
+    /// Skipped (opted out, invalid number).
+    pub skipped: u64,
+    /// Items not sent because the campaign was cancelled.
+    pub cancelled: u64,
+    /// Transient failures waiting for the next pass.
+    pub retry_later: u64,
+    /// Batches run.
+    pub batches: u64,
+}
+
+/// The workflow's state, which is also its input: continue-as-new carries it whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRun {
+    /// Campaign id (`cmp_…`).
+    pub campaign_id: String,
+    /// Earliest start, Unix milliseconds.
+    pub start_at_ms: Option<i64>,
+    /// Messages per second; 0 = as fast as the provider allows.
+    pub rate_per_second: f64,
+    /// Where the run is.
+    pub phase: Phase,
+    /// Materialisation cursor (last contact id copied).
+    pub materialize_after: Option<String>,
+    /// Sending cursor (last item id of the previous batch in this pass).
+    pub cursor: Option<String>,
+    /// Pass over the items (1 = first); later passes retry transient failures.
+    pub pass: u32,
+    /// Paused by a manager.
+    pub paused: bool,
+    /// Cancel requested.
+    pub cancel_requested: bool,
+    /// Counters.
+    pub counters: CampaignCounters,
+    /// Runs before this one.
+    pub generation: u32,
+    /// When sending began (workflow time, Unix ms), for rate and finish estimates.
+    pub sending_started_ms: Option<i64>,
+}
+
+impl CampaignRun {
+    /// A new run for a campaign.
+    pub fn new(campaign_id: String, rate_per_second: f64, start_at_ms: Option<i64>) -> Self {
+        Self {
+            campaign_id,
+            rate_per_second,
+            start_at_ms,
+            pass: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Items per batch at the current rate.
+    pub fn batch_size(&self) -> i64 {
+        if self.rate_per_second > 0.0 {
+            ((self.rate_per_second * BATCH_SECONDS).ceil() as i64).clamp(1, MAX_BATCH)
+        } else {
+            MAX_BATCH
+        }
+    }
+
+    fn absorb(&mut self, out: &BatchOutput) {
+        let c = &mut self.counters;
+        c.batches += 1;
+        c.processed += out.processed;
+        c.accepted += out.accepted;
+        c.reconciled += out.reconciled;
+        c.failed += out.failed;
+        c.skipped += out.skipped;
+        c.retry_later += out.retry_later;
+    }
+}
+
+/// A campaign, from start time to its last item.
+#[workflow]
+pub struct CampaignWorkflow {
+    run: CampaignRun,
+}
+
+#[workflow_methods]
+impl CampaignWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, run: CampaignRun) -> Self {
+        Self { run }
+    }
+
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<CampaignCounters> {
+        let id = ctx.state(|s| s.run.campaign_id.clone());
+
+        if ctx.state(|s| s.run.phase) == Phase::Scheduled {
+            let start_at = ctx.state(|s| s.run.start_at_ms);
+            let now_ms = now_ms(ctx);
+            if let Some(start) = start_at
+                && start > now_ms
+            {
+                let wait = Duration::from_millis((start - now_ms) as u64);
+                select! {
+                    _ = ctx.timer(wait) => {},
+                    _ = ctx.wait_condition(|s| s.run.cancel_requested) => {},
+                };
+            }
+            ctx.state_mut(|s| s.run.phase = Phase::Materializing);
+            set_status(ctx, &id, campaign_status::STARTING).await?;
+        }
+
+        while ctx.state(|s| s.run.phase) == Phase::Materializing {
+            if ctx.state(|s| s.run.cancel_requested) {
+                return cancel(ctx, &id).await;
+            }
+            let after = ctx.state(|s| s.run.materialize_after.clone());
+            let out = ctx
+                .execute_activity(
+                    CampaignActivities::materialize,
+                    MaterializeInput {
+                        campaign_id: id.clone(),
+                        after,
+                    },
+                    activity_options(Duration::from_secs(120)),
+                )
+                .await?;
+            ctx.state_mut(|s| {
+                if out.done {
+                    s.run.counters.total = out.total;
+                    s.run.phase = Phase::Sending;
+                } else {
+                    s.run.materialize_after = out.after.clone();
+                }
+            });
+            if out.done {
+                let now = now_ms(ctx);
+                ctx.state_mut(|s| s.run.sending_started_ms = Some(now));
+                set_status(ctx, &id, campaign_status::RUNNING).await?;
+            }
+            maybe_continue_as_new(ctx)?;
+        }
+
+        while ctx.state(|s| s.run.phase) == Phase::Sending {
+            if ctx.state(|s| s.run.paused && !s.run.cancel_requested) {
+                set_status(ctx, &id, campaign_status::PAUSED).await?;
+                ctx.wait_condition(|s| !s.run.paused || s.run.cancel_requested)
+                    .await?;
+                if !ctx.state(|s| s.run.cancel_requested) {
+                    set_status(ctx, &id, campaign_status::RUNNING).await?;
+                }
+            }
+            if ctx.state(|s| s.run.cancel_requested) {
+                return cancel(ctx, &id).await;
+            }
+            let input = ctx.state(|s| BatchInput {
+                campaign_id: id.clone(),
+                after: s.run.cursor.clone(),
+                limit: s.run.batch_size(),
+                rate_per_second: s.run.rate_per_second,
+            });
+            let out = ctx
+                .execute_activity(CampaignActivities::send_batch, input, batch_options())
+                .await?;
+            let end_of_pass = out.after.is_none();
+            let retry_pass = ctx.state_mut(|s| {
+                s.run.absorb(&out);
+                if end_of_pass {
+                    let again = s.run.counters.retry_later > 0;
+                    s.run.cursor = None;
+                    if again {
+                        s.run.pass += 1;
+                        s.run.counters.retry_later = 0;
+                    } else {
+                        s.run.phase = Phase::Done;
+                    }
+                    again
+                } else {
+                    s.run.cursor = out.after.clone();
+                    false
+                }
+            });
+            if retry_pass {
+                select! {
+                    _ = ctx.timer(RETRY_PASS_DELAY) => {},
+                    _ = ctx.wait_condition(|s| s.run.cancel_requested) => {},
+                };
+            }
+            maybe_continue_as_new(ctx)?;
+        }
+
+        set_status(ctx, &id, campaign_status::COMPLETED).await?;
+        Ok(ctx.state(|s| s.run.counters.clone()))
+    }
+
+    /// Stops sending after the batch in flight.
+    #[signal]
+    pub fn pause(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.run.paused = true;
+    }
+
+    /// Continues a paused campaign.
+    #[signal]
+    pub fn resume(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.run.paused = false;
+    }
+
+    /// Cancels: the batch in flight finishes, every item not yet sent ends `cancelled`.
+    #[signal]
+    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.run.cancel_requested = true;
+    }
+
+    /// Changes the rate from the next batch on.
+    #[signal]
+    pub fn set_rate(&mut self, _ctx: &mut SyncWorkflowContext<Self>, rate_per_second: f64) {
+        if rate_per_second.is_finite() && rate_per_second >= 0.0 {
+            self.run.rate_per_second = rate_per_second;
+        }
+    }
+
+    /// The run's state: phase, cursor, counters, rate, pause.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> CampaignRun {
+        self.run.clone()
+    }
+}
+
+async fn cancel(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    id: &str,
+) -> WorkflowResult<CampaignCounters> {
+    let n = ctx
+        .execute_activity(
+            CampaignActivities::cancel_open_items,
+            id.to_owned(),
+            activity_options(Duration::from_secs(120)),
+        )
+        .await?;
+    ctx.state_mut(|s| {
+        s.run.counters.cancelled += n;
+        s.run.phase = Phase::Done;
+    });
+    Ok(ctx.state(|s| s.run.counters.clone()))
+}
+
+async fn set_status(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    id: &str,
+    status: &str,
+) -> WorkflowResult<()> {
+    ctx.execute_activity(
+        CampaignActivities::set_status,
+        (id.to_owned(), status.to_owned()),
+        activity_options(Duration::from_secs(30)),
+    )
+    .await?;
+    Ok(())
+}
+
+fn maybe_continue_as_new(ctx: &mut WorkflowContext<CampaignWorkflow>) -> WorkflowResult<()> {
+    if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
+        let mut next = ctx.state(|s| s.run.clone());
+        next.generation += 1;
+        ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+    }
+    Ok(())
+}
+
+fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> i64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn retry_forever() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(30))
+        .build()
+}
+
+fn activity_options(start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .retry_policy(retry_forever())
+        .build()
+}
+
+/// A batch heartbeats every 2 s; a dead worker is noticed after the heartbeat timeout, not the
+/// whole start-to-close.
+fn batch_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::StartToClose(Duration::from_secs(
+        600,
+    )))
+    .heartbeat_timeout(Duration::from_secs(10))
+    .retry_policy(retry_forever())
+    .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_a_few_seconds_of_sending() {
+        let mut run = CampaignRun::new("cmp_x".to_owned(), 0.0, None);
+        assert_eq!(run.batch_size(), MAX_BATCH);
+        run.rate_per_second = 1.0;
+        assert_eq!(run.batch_size(), 5);
+        run.rate_per_second = 10_000.0;
+        assert_eq!(run.batch_size(), MAX_BATCH);
+        run.rate_per_second = 0.01;
+        assert_eq!(run.batch_size(), 1);
+    }
+}
