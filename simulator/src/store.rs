@@ -4,12 +4,13 @@
 //!
 //! Campaign runs put hundreds of thousands of messages through here, so the layout is about
 //! size and lookups. Strings that repeat across messages (numbers, bodies, service SIDs) are
-//! interned once and referred to by a 4-byte [`Sym`]; SIDs are two `u64`s; a status-callback
-//! URL is dropped once its last callback is out. Every per-number query (the REST `To`
-//! filter, the ledger, counts, duplicates, missing numbers) goes through the `by_to` index
-//! instead of scanning all messages.
+//! interned once and referred to by a 4-byte [`Sym`]; a SID carries its message's position,
+//! so finding a message needs no SID index; a status-callback URL is dropped once its last
+//! callback is out. Every per-number query (the REST `To` filter, the ledger, counts,
+//! duplicates, missing numbers) goes through the `by_to` index instead of scanning all
+//! messages. Answers that may be large copy out shared [`Text`] handles, so they are
+//! serialised after the lock is released.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -53,9 +54,35 @@ impl Interner {
     fn resolve(&self, sym: Sym) -> &str {
         &self.strings[sym.0 as usize]
     }
+
+    fn shared(&self, sym: Sym) -> Text {
+        Text(Arc::clone(&self.strings[sym.0 as usize]))
+    }
+}
+
+/// A stored string shared with the store: copying it out is a reference-count increment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Text(Arc<str>);
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
 }
 
 /// A message SID: `SM` (`MM` with media) followed by 32 lowercase hex digits.
+///
+/// The last 8 hex digits are the message's position in the store and the other 24 are
+/// random, so a lookup is an array access plus a comparison: no SID index to keep (it would
+/// cost ~50 bytes per message at campaign scale), and SIDs from before a reset never match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct MessageSid {
     media: bool,
@@ -64,6 +91,11 @@ pub(crate) struct MessageSid {
 }
 
 impl MessageSid {
+    fn index(self) -> u32 {
+        // Truncation keeps exactly the position bits.
+        (self.value[1] & u64::from(u32::MAX)) as u32
+    }
+
     pub(crate) fn parse(text: &str) -> Option<Self> {
         let media = match text.get(..2)? {
             "SM" => false,
@@ -176,22 +208,31 @@ pub(crate) struct ListFilter {
 }
 
 /// Message indexes of one destination, ascending. Most campaign numbers get one message, so
-/// that case needs no allocation.
+/// that case needs no allocation, and the box keeps every entry at 16 bytes.
+#[derive(Default)]
 enum Postings {
+    #[default]
+    None,
     One(u32),
-    Many(Vec<u32>),
+    #[allow(
+        clippy::box_collection,
+        reason = "a bare Vec would make every entry 24 bytes"
+    )]
+    Many(Box<Vec<u32>>),
 }
 
 impl Postings {
     fn push(&mut self, index: u32) {
         match self {
-            Self::One(first) => *self = Self::Many(vec![*first, index]),
+            Self::None => *self = Self::One(index),
+            Self::One(first) => *self = Self::Many(Box::new(vec![*first, index])),
             Self::Many(all) => all.push(index),
         }
     }
 
     fn as_slice(&self) -> &[u32] {
         match self {
+            Self::None => &[],
             Self::One(index) => std::slice::from_ref(index),
             Self::Many(all) => all,
         }
@@ -199,18 +240,35 @@ impl Postings {
 }
 
 /// Outbound message counts, as the ledger reports them.
-pub(crate) struct LedgerCounts<'a> {
+pub(crate) struct LedgerCounts {
     pub(crate) total: usize,
-    pub(crate) by_to: BTreeMap<&'a str, usize>,
+    /// Unsorted: the caller sorts after releasing the lock.
+    pub(crate) by_to: Vec<(Text, usize)>,
     pub(crate) by_status: BTreeMap<&'static str, usize>,
 }
 
+/// One outbound message, copied out of the store for the ledger.
+pub(crate) struct LedgerRecord {
+    pub(crate) sid: MessageSid,
+    pub(crate) from: Option<Text>,
+    pub(crate) to: Text,
+    pub(crate) body: Text,
+    pub(crate) content_sid: Option<Text>,
+    pub(crate) content_variables: Option<Text>,
+    pub(crate) status: MessageStatus,
+    pub(crate) error_code: Option<u32>,
+    pub(crate) messaging_service_sid: Option<Text>,
+    pub(crate) num_segments: u16,
+    pub(crate) date_created: DateTime<Utc>,
+    pub(crate) date_updated: DateTime<Utc>,
+}
+
 /// A destination that received the same content more than once.
-pub(crate) struct Duplicate<'a> {
-    pub(crate) to: &'a str,
-    pub(crate) body: &'a str,
-    pub(crate) content_sid: Option<&'a str>,
-    pub(crate) content_variables: Option<&'a str>,
+pub(crate) struct Duplicate {
+    pub(crate) to: Text,
+    pub(crate) body: Text,
+    pub(crate) content_sid: Option<Text>,
+    pub(crate) content_variables: Option<Text>,
     pub(crate) sids: Vec<MessageSid>,
 }
 
@@ -237,8 +295,8 @@ pub(crate) struct Store {
     strings: Interner,
     /// Messages in creation order; lists walk it backwards (Twilio lists newest first).
     messages: Vec<Message>,
-    by_sid: HashMap<[u64; 2], u32>,
-    by_to: HashMap<Sym, Postings>,
+    /// Indexed by [`Sym`] of the destination: symbols are dense, so a vector beats a map.
+    by_to: Vec<Postings>,
     /// Destinations with at least two outbound messages: the only candidates for duplicates.
     repeated: HashSet<Sym>,
     outbound_total: usize,
@@ -264,23 +322,34 @@ impl Store {
         sym.map(|sym| self.strings.resolve(sym))
     }
 
-    /// A SID no stored message has.
+    pub(crate) fn text(&self, sym: Sym) -> Text {
+        self.strings.shared(sym)
+    }
+
+    pub(crate) fn opt_text(&self, sym: Option<Sym>) -> Option<Text> {
+        sym.map(|sym| self.strings.shared(sym))
+    }
+
+    /// The SID of the next message to be inserted; insert it before releasing the lock.
     pub(crate) fn new_sid(&self, media: bool) -> MessageSid {
-        loop {
-            let sid = MessageSid {
-                media,
-                value: rand::random(),
-            };
-            if !self.by_sid.contains_key(&sid.value) {
-                return sid;
-            }
+        let index = u32::try_from(self.messages.len()).expect("fewer than 2^32 messages");
+        let high: u64 = rand::random();
+        let low = (u64::from(rand::random::<u32>()) << 32) | u64::from(index);
+        MessageSid {
+            media,
+            value: [high, low],
         }
     }
 
     /// Stores a message under `sid` (from [`Store::new_sid`]) and indexes it; returns its
     /// position for [`Store::message_at`].
     pub(crate) fn insert(&mut self, sid: MessageSid, record: NewRecord<'_>) -> u32 {
-        let index = u32::try_from(self.messages.len()).expect("fewer than 2^32 messages");
+        let index = sid.index();
+        assert_eq!(
+            index as usize,
+            self.messages.len(),
+            "a SID from new_sid, inserted before any other message"
+        );
         let strings = &mut self.strings;
         let to = strings.intern(record.to);
         let content = record.content.map(|(content_sid, variables)| ContentRef {
@@ -311,15 +380,14 @@ impl Store {
             status_callback: record.status_callback.map(Box::from),
             extra,
         });
-        self.by_sid.insert(sid.value, index);
-        let postings = match self.by_to.entry(to) {
-            Entry::Occupied(entry) => {
-                let postings = entry.into_mut();
-                postings.push(index);
-                postings
-            }
-            Entry::Vacant(entry) => entry.insert(Postings::One(index)),
-        };
+        let slot = to.0 as usize;
+        if self.by_to.len() <= slot {
+            // Grows with the string table; non-destination strings cost an empty entry.
+            self.by_to
+                .resize_with(self.strings.strings.len(), Postings::default);
+        }
+        let postings = &mut self.by_to[slot];
+        postings.push(index);
         if record.direction == Direction::OutboundApi {
             self.outbound_total += 1;
             self.outbound_by_status[record.status as usize] += 1;
@@ -345,10 +413,11 @@ impl Store {
     }
 
     fn index_of_sid(&self, sid: MessageSid) -> Option<u32> {
-        self.by_sid
-            .get(&sid.value)
-            .copied()
-            .filter(|&index| self.messages[index as usize].sid == sid)
+        let index = sid.index();
+        self.messages
+            .get(index as usize)
+            .is_some_and(|message| message.sid == sid)
+            .then_some(index)
     }
 
     /// Position of a message in creation order, for paging cursors.
@@ -430,8 +499,17 @@ impl Store {
     fn postings(&self, to: &str) -> &[u32] {
         self.strings
             .get(to)
-            .and_then(|sym| self.by_to.get(&sym))
+            .map_or(&[], |sym| self.postings_of(sym))
+    }
+
+    fn postings_of(&self, to: Sym) -> &[u32] {
+        self.by_to
+            .get(to.0 as usize)
             .map_or(&[], Postings::as_slice)
+    }
+
+    fn is_outbound(&self, index: u32) -> bool {
+        self.messages[index as usize].direction == Direction::OutboundApi
     }
 
     /// Visible messages matching `filter`, newest first, created before the message at
@@ -492,10 +570,30 @@ impl Store {
         }
     }
 
+    /// The ledger (outbound messages, oldest first, all or to one destination), copied out.
+    pub(crate) fn ledger(&self, to: Option<&str>) -> Vec<LedgerRecord> {
+        self.outbound(to)
+            .map(|message| LedgerRecord {
+                sid: message.sid,
+                from: self.opt_text(message.from),
+                to: self.text(message.to),
+                body: self.text(message.body),
+                content_sid: message.content.map(|c| self.text(c.sid)),
+                content_variables: message.content.and_then(|c| self.opt_text(c.variables)),
+                status: message.status,
+                error_code: message.error_code,
+                messaging_service_sid: self.opt_text(message.messaging_service_sid),
+                num_segments: message.num_segments,
+                date_created: message.date_created,
+                date_updated: message.date_updated,
+            })
+            .collect()
+    }
+
     /// Outbound totals, per destination and per status; for one destination if `to` is given.
-    pub(crate) fn counts(&self, to: Option<&str>) -> LedgerCounts<'_> {
+    pub(crate) fn counts(&self, to: Option<&str>) -> LedgerCounts {
         let mut by_status = BTreeMap::new();
-        let mut by_to = BTreeMap::new();
+        let mut by_to = Vec::new();
         let total;
         if let Some(to) = to {
             let mut statuses = [0usize; MessageStatus::ALL.len()];
@@ -504,20 +602,21 @@ impl Store {
                 .inspect(|m| statuses[m.status as usize] += 1)
                 .count();
             if let Some(to) = self.strings.get(to).filter(|_| total > 0) {
-                by_to.insert(self.strings.resolve(to), total);
+                by_to.push((self.text(to), total));
             }
             add_statuses(&mut by_status, &statuses);
         } else {
             total = self.outbound_total;
             add_statuses(&mut by_status, &self.outbound_by_status);
-            for (&to, postings) in &self.by_to {
-                let count = postings
-                    .as_slice()
-                    .iter()
-                    .filter(|&&i| self.messages[i as usize].direction == Direction::OutboundApi)
-                    .count();
+            for (slot, postings) in self.by_to.iter().enumerate() {
+                let count = match postings {
+                    Postings::None => 0,
+                    Postings::One(index) => usize::from(self.is_outbound(*index)),
+                    Postings::Many(all) => all.iter().filter(|&&i| self.is_outbound(i)).count(),
+                };
                 if count > 0 {
-                    by_to.insert(self.strings.resolve(to), count);
+                    let sym = Sym(u32::try_from(slot).expect("slots are symbols"));
+                    by_to.push((self.text(sym), count));
                 }
             }
         }
@@ -535,7 +634,7 @@ impl Store {
         &self,
         body: Option<&str>,
         content_sid: Option<&str>,
-    ) -> Vec<Duplicate<'_>> {
+    ) -> Vec<Duplicate> {
         // A filter value never stored cannot match anything.
         let (body, content_sid) = match (
             body.map(|b| self.strings.get(b)),
@@ -547,7 +646,7 @@ impl Store {
         let mut found = Vec::new();
         for &to in &self.repeated {
             let mut groups: HashMap<ContentKey, Vec<u32>> = HashMap::new();
-            for &index in self.by_to[&to].as_slice() {
+            for &index in self.postings_of(to) {
                 let message = &self.messages[index as usize];
                 if message.direction != Direction::OutboundApi
                     || body.is_some_and(|body| body != message.body)
@@ -563,10 +662,10 @@ impl Store {
             for indexes in groups.into_values().filter(|group| group.len() > 1) {
                 let first = &self.messages[indexes[0] as usize];
                 found.push(Duplicate {
-                    to: self.strings.resolve(to),
-                    body: self.strings.resolve(first.body),
-                    content_sid: first.content.map(|c| self.strings.resolve(c.sid)),
-                    content_variables: first.content.and_then(|c| self.opt_str(c.variables)),
+                    to: self.text(to),
+                    body: self.text(first.body),
+                    content_sid: first.content.map(|c| self.text(c.sid)),
+                    content_variables: first.content.and_then(|c| self.opt_text(c.variables)),
                     sids: indexes
                         .iter()
                         .map(|&i| self.messages[i as usize].sid)
@@ -574,7 +673,7 @@ impl Store {
                 });
             }
         }
-        found.sort_by(|a, b| a.to.cmp(b.to).then(a.body.cmp(b.body)));
+        found.sort_by(|a, b| (&a.to, &a.body).cmp(&(&b.to, &b.body)));
         found
     }
 
@@ -818,6 +917,18 @@ mod tests {
     }
 
     #[test]
+    fn sids_from_before_a_reset_do_not_match() {
+        let mut old = Store::default();
+        let sid = add(&mut old, outbound("+15550000001", "x"));
+        let mut new = Store::default();
+        add(&mut new, outbound("+15550000001", "x"));
+
+        assert!(old.get(&sid.to_string()).is_some());
+        assert!(new.get(&sid.to_string()).is_none());
+        assert!(new.get("SM00000000000000000000000000000000").is_none());
+    }
+
+    #[test]
     fn messages_stay_small() {
         // The budget that lets a million messages fit in a few hundred megabytes.
         assert!(
@@ -847,12 +958,12 @@ mod tests {
         let found = store.duplicates(None, None);
 
         assert_eq!(found.len(), 2);
-        assert_eq!(found[0].to, "+15550000001");
-        assert_eq!(found[0].body, "hello");
+        assert_eq!(&*found[0].to, "+15550000001");
+        assert_eq!(&*found[0].body, "hello");
         assert_eq!(found[0].sids, [a, b]);
-        assert_eq!(found[1].to, "+15550000003");
+        assert_eq!(&*found[1].to, "+15550000003");
         assert_eq!(
-            found[1].content_sid,
+            found[1].content_sid.as_deref(),
             Some("HXaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
         );
         assert_eq!(store.duplicates(Some("other"), None).len(), 0);

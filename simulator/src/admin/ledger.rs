@@ -3,15 +3,18 @@
 //! Every per-number answer goes through the store's destination index, so a chaos test can
 //! ask after a 100,000-message campaign without stalling the REST traffic behind the lock.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{AdminError, parse_json, restore_plus};
 use crate::state::{AppState, MessageStatus};
-use crate::store::{Message, Store};
+use crate::store::{LedgerRecord, Text};
 
 #[derive(Deserialize)]
 pub(super) struct ToQuery {
@@ -20,40 +23,40 @@ pub(super) struct ToQuery {
 
 /// One outbound message as the ledger reports it.
 #[derive(Serialize)]
-struct LedgerEntry<'a> {
+struct LedgerEntry {
     sid: String,
-    from: Option<&'a str>,
-    to: &'a str,
+    from: Option<Text>,
+    to: Text,
     /// For a registered Content template, the rendered text.
-    body: &'a str,
-    content_sid: Option<&'a str>,
+    body: Text,
+    content_sid: Option<Text>,
     /// `ContentVariables` as the client sent them.
-    content_variables: Option<&'a str>,
+    content_variables: Option<Text>,
     status: MessageStatus,
     error_code: Option<u32>,
-    messaging_service_sid: Option<&'a str>,
+    messaging_service_sid: Option<Text>,
     num_segments: u16,
     date_created: String,
     date_updated: String,
 }
 
-impl<'a> LedgerEntry<'a> {
-    fn new(message: &'a Message, store: &'a Store) -> Self {
+impl From<LedgerRecord> for LedgerEntry {
+    fn from(record: LedgerRecord) -> Self {
         Self {
-            sid: message.sid.to_string(),
-            from: store.opt_str(message.from),
-            to: store.str(message.to),
-            body: store.str(message.body),
-            content_sid: message.content.map(|c| store.str(c.sid)),
-            content_variables: message.content.and_then(|c| store.opt_str(c.variables)),
-            status: message.status,
-            error_code: message.error_code,
-            messaging_service_sid: store.opt_str(message.messaging_service_sid),
-            num_segments: message.num_segments,
-            date_created: message
+            sid: record.sid.to_string(),
+            from: record.from,
+            to: record.to,
+            body: record.body,
+            content_sid: record.content_sid,
+            content_variables: record.content_variables,
+            status: record.status,
+            error_code: record.error_code,
+            messaging_service_sid: record.messaging_service_sid,
+            num_segments: record.num_segments,
+            date_created: record
                 .date_created
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
-            date_updated: message
+            date_updated: record
                 .date_updated
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
         }
@@ -66,11 +69,9 @@ pub(super) async fn ledger(
     Query(query): Query<ToQuery>,
 ) -> Json<serde_json::Value> {
     let to = query.to.as_deref().map(restore_plus);
-    let store = state.store();
-    let messages: Vec<LedgerEntry<'_>> = store
-        .outbound(to.as_deref())
-        .map(|message| LedgerEntry::new(message, &store))
-        .collect();
+    // Copied out under the lock; formatted and serialised after it is released.
+    let records = state.store().ledger(to.as_deref());
+    let messages: Vec<LedgerEntry> = records.into_iter().map(LedgerEntry::from).collect();
     Json(serde_json::json!({ "total": messages.len(), "messages": messages }))
 }
 
@@ -78,15 +79,28 @@ pub(super) async fn ledger(
 pub(super) async fn counts(
     State(state): State<AppState>,
     Query(query): Query<ToQuery>,
-) -> Json<serde_json::Value> {
+) -> Response {
     let to = query.to.as_deref().map(restore_plus);
-    let store = state.store();
-    let counts = store.counts(to.as_deref());
-    Json(serde_json::json!({
-        "total": counts.total,
-        "by_to": counts.by_to,
-        "by_status": counts.by_status,
-    }))
+    let mut counts = state.store().counts(to.as_deref());
+    counts.by_to.sort_unstable();
+    #[derive(Serialize)]
+    struct Body<'a> {
+        total: usize,
+        #[serde(serialize_with = "as_map")]
+        by_to: &'a [(Text, usize)],
+        by_status: &'a BTreeMap<&'static str, usize>,
+    }
+    Json(Body {
+        total: counts.total,
+        by_to: &counts.by_to,
+        by_status: &counts.by_status,
+    })
+    .into_response()
+}
+
+/// Writes sorted pairs as a JSON object without building a map first (a million numbers).
+fn as_map<S: Serializer>(pairs: &&[(Text, usize)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(to, count)| (to, count)))
 }
 
 #[derive(Deserialize)]
@@ -98,12 +112,12 @@ pub(super) struct DuplicatesQuery {
 
 /// A destination that received the same content more than once.
 #[derive(Serialize)]
-struct DuplicateEntry<'a> {
-    to: &'a str,
+struct DuplicateEntry {
+    to: Text,
     count: usize,
-    body: &'a str,
-    content_sid: Option<&'a str>,
-    content_variables: Option<&'a str>,
+    body: Text,
+    content_sid: Option<Text>,
+    content_variables: Option<Text>,
     sids: Vec<String>,
 }
 
@@ -113,9 +127,10 @@ pub(super) async fn duplicates(
     State(state): State<AppState>,
     Query(query): Query<DuplicatesQuery>,
 ) -> Json<serde_json::Value> {
-    let store = state.store();
-    let found: Vec<DuplicateEntry<'_>> = store
-        .duplicates(query.body.as_deref(), query.content_sid.as_deref())
+    let found = state
+        .store()
+        .duplicates(query.body.as_deref(), query.content_sid.as_deref());
+    let found: Vec<DuplicateEntry> = found
         .into_iter()
         .map(|duplicate| DuplicateEntry {
             to: duplicate.to,
@@ -127,7 +142,7 @@ pub(super) async fn duplicates(
         })
         .collect();
     let numbers = {
-        let mut numbers: Vec<&str> = found.iter().map(|d| d.to).collect();
+        let mut numbers: Vec<&str> = found.iter().map(|d| &*d.to).collect();
         numbers.dedup();
         numbers.len()
     };
@@ -157,8 +172,7 @@ pub(super) async fn missing(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let request: MissingRequest = parse_json(&body)?;
-    let store = state.store();
-    let missing = store.missing(
+    let missing = state.store().missing(
         &request.numbers,
         request.body.as_deref(),
         request.content_sid.as_deref(),
