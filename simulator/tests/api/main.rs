@@ -1,6 +1,8 @@
 //! Black-box tests of the simulator over HTTP.
 
+mod campaign;
 mod helpers;
+mod whatsapp;
 
 use std::time::{Duration, Instant};
 
