@@ -2,8 +2,8 @@
 //! real message is paid for.
 //!
 //! It speaks Twilio's wire protocol only: the 2010-04-01 REST Messages resource (HTTP Basic
-//! auth, Twilio's JSON shapes, error codes and paging), signed status callbacks and signed
-//! inbound-SMS webhooks. Test hooks live under `/admin/…`.
+//! auth, Twilio's JSON shapes, error codes and paging) for SMS and WhatsApp, signed status
+//! callbacks and signed inbound SMS / WhatsApp webhooks. Test hooks live under `/admin/…`.
 //!
 //! # Behaviour
 //!
@@ -13,14 +13,23 @@
 //!   `+15005550002` → 21612, `+15005550003` → 21408, `+15005550004` → 21610,
 //!   `+15005550009` → 21614).
 //! - Created messages start `queued` (`accepted` with a Messaging Service), then move to
-//!   `sent` and `delivered` (or a scripted outcome), one step per `--callback-delay-ms`. Each
-//!   change after the first is posted to `StatusCallback`, signed with the auth token;
-//!   connection failures are retried with backoff.
+//!   `sent` and `delivered` (WhatsApp: then `read`), or a scripted outcome, one step per
+//!   `--callback-delay-ms`. Each change after the first is posted to `StatusCallback`, signed
+//!   with the auth token, at most `--callback-concurrency` at a time; connection failures are
+//!   retried with backoff.
+//! - WhatsApp (`whatsapp:+E164` on both sides, else 21910): a free-form message outside the
+//!   24-hour window since the user's last inbound message is accepted (201) and then `failed`
+//!   with 63016; `ContentSid` templates (21655 / 21656 on bad input) go out regardless and are
+//!   rendered if registered. Windows follow a simulated clock that tests can move.
+//! - An inbound SMS `STOP` (and Twilio's other opt-out keywords) makes SMS from that sender to
+//!   that user fail with 400 / 21610 until `START`, unless `--twilio-opt-out false`.
 //! - A path `AccountSid` other than the configured one answers 404 / 20404, the way Twilio
 //!   hides resources of other accounts.
 //! - Faults (latency, random 429 / 20429 and 500 / 20500, per-sender rate limit) apply to
 //!   authenticated REST requests and can be changed at run time.
-//! - State is in memory and lost on exit.
+//! - State is in memory and lost on exit. It is laid out for campaigns: a message costs about
+//!   300 bytes, per-number queries are indexed, and no request waits on I/O under the lock
+//!   (`examples/load.rs` measures throughput).
 //!
 //! # Admin API (JSON; loopback clients only unless `--admin-allow-remote`)
 //!
@@ -28,19 +37,26 @@
 //! |---|---|---|
 //! | `GET /admin/health` | | `{"status":"ok","account_sid"}` |
 //! | `GET /admin/numbers` | | `{"numbers":{NUMBER: config}}` |
-//! | `GET`/`PUT`/`DELETE /admin/numbers/{number}` | `{"sms_url"?, "outcome"?: {"status": "delivered"\|"undelivered"\|"failed"\|"sent", "error_code"?}}` | the config / 204 / 404 |
+//! | `GET`/`PUT`/`DELETE /admin/numbers/{number}` | `{"sms_url"?, "outcome"?: {"status"?: "delivered"\|"read"\|"undelivered"\|"failed"\|"sent", "error_code"?}}` | the config / 204 / 404 |
 //! | `POST /admin/inbound` | `{"from","to","body"?,"media_urls"?,"profile_name"?,"bad_signature"?}` | `{"message_sid","url","status","content_type","body","error"}` |
 //! | `POST /admin/inbound/{sid}/redeliver` | `{"bad_signature"?}` or empty | same as above |
-//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?}` | current faults |
-//! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,status,error_code,…}]}` |
-//! | `GET /admin/ledger/counts` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` |
+//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?,"twilio_opt_out"?}` | current faults |
+//! | `GET /admin/opt-outs` | | `{"enabled","refused","opt_outs":[{"from":USER,"to":SENDER}]}` |
+//! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,content_sid,content_variables,status,error_code,…}]}` |
+//! | `GET /admin/ledger/counts[?to=NUMBER]` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` |
+//! | `GET /admin/ledger/duplicates[?body=TEXT][&content_sid=HX…]` | | `{"total","numbers","duplicates":[{to,count,body,content_sid,content_variables,sids}]}` |
+//! | `POST /admin/ledger/missing` | `{"numbers":[…],"body"?,"content_sid"?}` | `{"checked","total","missing":[…]}` |
+//! | `GET /admin/content`, `GET`/`PUT`/`DELETE /admin/content/{HXsid}` | `{"body":"Hi {{1}}","variables"?:{"1":"default"}}` | `{"templates":{…}}` / `{"sid","body","variables"}` / 204 / 404 |
+//! | `GET`/`PUT /admin/whatsapp/sessions` | `{"from":USER,"to":SENDER,"last_inbound_at"?: RFC 3339 \| null}` | `{"now","sessions":[…]}` / `{"from","to","last_inbound_at","open","expires_at"}` |
+//! | `GET`/`PUT /admin/clock` | `{"offset_seconds"}` | `{"offset_seconds","now"}` |
 //! | `POST /admin/reset` | | 204 |
 //!
 //! # Modules
 //!
 //! - [`config`]: command-line / `SIMULATOR_*` settings.
 //! - `rest`: the Twilio REST surface; `admin`: the admin API; `webhook`: signed deliveries;
-//!   `state`: the in-memory store.
+//!   `state`: shared settings, faults and the lock; `store`: messages and their indexes;
+//!   `whatsapp`: windows and templates; `optout`: STOP / START keywords.
 //!
 //! # Example
 //!

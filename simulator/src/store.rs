@@ -308,6 +308,9 @@ pub(crate) struct Store {
     sessions: HashMap<(Sym, Sym), DateTime<Utc>>,
     /// (our sender, user) pairs where the user texted STOP.
     opted_out: HashSet<(Sym, Sym)>,
+    /// Creates refused with 21610, so tests can tell "the app never tried" from "Twilio
+    /// refused it".
+    opt_out_refusals: u64,
     templates: BTreeMap<String, ContentTemplate>,
     /// Added to the wall clock for time-dependent rules (the WhatsApp window).
     clock_offset: TimeDelta,
@@ -815,6 +818,14 @@ impl Store {
         } else {
             self.opted_out.remove(&key);
         }
+    }
+
+    pub(crate) fn count_opt_out_refusal(&mut self) {
+        self.opt_out_refusals += 1;
+    }
+
+    pub(crate) fn opt_out_refusals(&self) -> u64 {
+        self.opt_out_refusals
     }
 
     pub(crate) fn is_opted_out(&self, sender: &str, user: &str) -> bool {

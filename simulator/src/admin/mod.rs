@@ -434,7 +434,8 @@ struct OptOut<'a> {
     to: &'a str,
 }
 
-/// `GET /admin/opt-outs`: who texted STOP to whom, and whether creates are refused for them.
+/// `GET /admin/opt-outs`: who texted STOP to whom, whether creates are refused for them, and
+/// how many were.
 async fn list_opt_outs(State(state): State<AppState>) -> Json<serde_json::Value> {
     let enabled = state.faults().twilio_opt_out;
     let store = state.store();
@@ -443,7 +444,11 @@ async fn list_opt_outs(State(state): State<AppState>) -> Json<serde_json::Value>
         .into_iter()
         .map(|(from, to)| OptOut { from, to })
         .collect();
-    Json(serde_json::json!({ "enabled": enabled, "opt_outs": opt_outs }))
+    Json(serde_json::json!({
+        "enabled": enabled,
+        "refused": store.opt_out_refusals(),
+        "opt_outs": opt_outs,
+    }))
 }
 
 async fn reset(State(state): State<AppState>) -> StatusCode {

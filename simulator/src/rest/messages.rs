@@ -359,6 +359,7 @@ pub(crate) async fn create(State(state): State<AppState>, body: Bytes) -> Respon
     let accepted = {
         let mut store = state.store();
         if faults.twilio_opt_out && !whatsapp && store.is_opted_out(&sender, &new.to) {
+            store.count_opt_out_refusal();
             Err(unsubscribed())
         } else if !store.admit(new.sender(), faults.rate_limit_mps, Instant::now()) {
             Err(ApiError::too_many_requests())

@@ -63,6 +63,7 @@ async fn a_user_who_texted_stop_gets_no_sms_from_that_sender_until_they_text_sta
     );
     assert_eq!(other_sender, StatusCode::CREATED, "opt-outs are per sender");
     assert_eq!(opt_outs["enabled"], true);
+    assert_eq!(opt_outs["refused"], 1);
     assert_eq!(opt_outs["opt_outs"], json!([{"from": USER, "to": SENDER}]));
     assert_eq!(again, StatusCode::CREATED);
     assert_eq!(app.admin_get("opt-outs").await["opt_outs"], json!([]));

@@ -2,7 +2,8 @@
 
 Starts the simulator binary (env SIMULATOR_BIN, default target/debug/voice-agent-simulator) on a
 free port, points the official client at it and checks create / fetch / list with paging, error
-mapping, and that webhook signatures verify with the library's own RequestValidator.
+mapping, WhatsApp sends (24-hour window, Content templates), STOP opt-outs (21610), and that webhook
+signatures verify with the library's own RequestValidator.
 
 Run: /work/main/.venv/bin/python -m unittest simulator/tests/python/test_official_client.py
 """
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 import urllib.parse
 import urllib.request
@@ -119,6 +121,15 @@ def _admin(method, path, body=None):
 def _unique_number():
     # +1 555 01xx-style fictional numbers, unique per test so lists do not interfere.
     return "+1555" + str(uuid.uuid4().int)[:7]
+
+
+def _wait_for_status(client, sid, status):
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        message = client.messages(sid).fetch()
+        if message.status == status or time.monotonic() > deadline:
+            return message
+        time.sleep(0.01)
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -256,6 +267,80 @@ class OfficialClientTest(unittest.TestCase):
         self.assertTrue(validator.validate(first["url"], first["params"], first["signature"]))
         self.assertEqual(forged["params"], first["params"])
         self.assertFalse(validator.validate(forged["url"], forged["params"], forged["signature"]))
+
+    def test_whatsapp_messages_follow_the_session_window(self):
+        client = _client()
+        validator = RequestValidator(AUTH_TOKEN)
+        sender = "whatsapp:" + FROM
+        inside, outside = "whatsapp:" + _unique_number(), "whatsapp:" + _unique_number()
+        _admin("PUT", "whatsapp/sessions", {"from": inside, "to": sender})
+        with _Receiver() as receiver:
+            callback = f"{receiver.base}/status"
+
+            replied = client.messages.create(
+                to=inside, from_=sender, body="Your order shipped", status_callback=callback
+            )
+            cold = client.messages.create(
+                to=outside, from_=sender, body="Hello stranger", status_callback=callback
+            )
+            received = [receiver.next() for _ in range(4)]
+
+        by_sid = {}
+        for request in received:
+            self.assertTrue(
+                validator.validate(request["url"], request["params"], request["signature"])
+            )
+            by_sid.setdefault(request["params"]["MessageSid"], []).append(request["params"])
+        self.assertEqual(replied.status, "queued")
+        self.assertEqual(replied.to, inside)
+        self.assertEqual(replied.from_, sender)
+        self.assertEqual(
+            [p["MessageStatus"] for p in by_sid[replied.sid]], ["sent", "delivered", "read"]
+        )
+        self.assertEqual(by_sid[replied.sid][-1]["ChannelPrefix"], "whatsapp")
+        self.assertEqual(cold.status, "queued")  # Twilio accepts, then fails asynchronously
+        self.assertEqual([p["MessageStatus"] for p in by_sid[cold.sid]], ["failed"])
+        self.assertEqual(by_sid[cold.sid][0]["ErrorCode"], "63016")
+        failed = _wait_for_status(client, cold.sid, "failed")
+        self.assertEqual(failed.error_code, 63016)
+
+    def test_a_content_template_create_is_rendered_and_recorded(self):
+        client = _client()
+        content_sid = "HX" + uuid.uuid4().hex
+        to = "whatsapp:" + _unique_number()
+        _admin("PUT", f"content/{content_sid}", {"body": "Hi {{1}}, see you at {{2}}."})
+
+        created = client.messages.create(
+            to=to,
+            from_="whatsapp:" + FROM,
+            content_sid=content_sid,
+            content_variables=json.dumps({"1": "Ana", "2": "3pm"}),
+        )
+        ledger = _admin("GET", "ledger?to=" + urllib.parse.quote(to))
+
+        self.assertEqual(created.body, "Hi Ana, see you at 3pm.")
+        entry = ledger["messages"][0]
+        self.assertEqual(entry["content_sid"], content_sid)
+        self.assertEqual(json.loads(entry["content_variables"]), {"1": "Ana", "2": "3pm"})
+        with self.assertRaises(TwilioRestException) as caught:
+            client.messages.create(
+                to=to, from_="whatsapp:" + FROM, content_sid=content_sid, content_variables="[1"
+            )
+        self.assertEqual(caught.exception.code, 21656)
+
+    def test_a_user_who_texted_stop_raises_21610(self):
+        client = _client()
+        user, number = _unique_number(), _unique_number()
+        with _Receiver() as receiver:
+            _admin("PUT", f"numbers/{number}", {"sms_url": f"{receiver.base}/sms"})
+            _admin("POST", "inbound", {"from": user, "to": number, "body": "STOP"})
+            receiver.next()
+
+        with self.assertRaises(TwilioRestException) as caught:
+            client.messages.create(to=user, from_=number, body="Come back!")
+
+        self.assertEqual(caught.exception.status, 400)
+        self.assertEqual(caught.exception.code, 21610)
 
 
 if __name__ == "__main__":
