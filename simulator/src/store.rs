@@ -394,8 +394,8 @@ impl Store {
         if record.direction == Direction::OutboundApi {
             self.outbound_total += 1;
             self.outbound_by_status[record.status as usize] += 1;
-            // Counting stops at two, so a busy inbound number costs at most its inbound count
-            // once, until it becomes "repeated".
+            // Counting stops at two and repeated numbers skip it, so even a destination with
+            // many inbound messages is scanned at most twice.
             if !self.repeated.contains(&to) {
                 let outbound = postings
                     .as_slice()

@@ -23,7 +23,7 @@ pub(super) struct ToQuery {
 
 /// One outbound message as the ledger reports it.
 #[derive(Serialize)]
-struct LedgerEntry {
+pub(super) struct LedgerEntry {
     sid: String,
     from: Option<Text>,
     to: Text,
@@ -63,16 +63,27 @@ impl From<LedgerRecord> for LedgerEntry {
     }
 }
 
+/// Answer of `GET /admin/ledger`. Typed rather than `json!`, which would build a value tree
+/// as large as the ledger before writing a byte.
+#[derive(Serialize)]
+pub(super) struct LedgerBody {
+    total: usize,
+    messages: Vec<LedgerEntry>,
+}
+
 /// `GET /admin/ledger[?to=NUMBER]`: outbound messages, oldest first.
 pub(super) async fn ledger(
     State(state): State<AppState>,
     Query(query): Query<ToQuery>,
-) -> Json<serde_json::Value> {
+) -> Json<LedgerBody> {
     let to = query.to.as_deref().map(restore_plus);
     // Copied out under the lock; formatted and serialised after it is released.
     let records = state.store().ledger(to.as_deref());
     let messages: Vec<LedgerEntry> = records.into_iter().map(LedgerEntry::from).collect();
-    Json(serde_json::json!({ "total": messages.len(), "messages": messages }))
+    Json(LedgerBody {
+        total: messages.len(),
+        messages,
+    })
 }
 
 /// `GET /admin/ledger/counts[?to=NUMBER]`.
@@ -112,7 +123,7 @@ pub(super) struct DuplicatesQuery {
 
 /// A destination that received the same content more than once.
 #[derive(Serialize)]
-struct DuplicateEntry {
+pub(super) struct DuplicateEntry {
     to: Text,
     count: usize,
     body: Text,
@@ -121,12 +132,21 @@ struct DuplicateEntry {
     sids: Vec<String>,
 }
 
+#[derive(Serialize)]
+pub(super) struct DuplicatesBody {
+    /// Entries, one per (number, content).
+    total: usize,
+    /// Distinct numbers among them.
+    numbers: usize,
+    duplicates: Vec<DuplicateEntry>,
+}
+
 /// `GET /admin/ledger/duplicates[?body=TEXT][&content_sid=HX…]`: destinations that received
 /// the same body (or the same template with the same variables) more than once.
 pub(super) async fn duplicates(
     State(state): State<AppState>,
     Query(query): Query<DuplicatesQuery>,
-) -> Json<serde_json::Value> {
+) -> Json<DuplicatesBody> {
     let found = state
         .store()
         .duplicates(query.body.as_deref(), query.content_sid.as_deref());
@@ -146,11 +166,11 @@ pub(super) async fn duplicates(
         numbers.dedup();
         numbers.len()
     };
-    Json(serde_json::json!({
-        "total": found.len(),
-        "numbers": numbers,
-        "duplicates": found,
-    }))
+    Json(DuplicatesBody {
+        total: found.len(),
+        numbers,
+        duplicates: found,
+    })
 }
 
 /// Request body of `POST /admin/ledger/missing`.
@@ -170,16 +190,23 @@ pub(super) struct MissingRequest {
 pub(super) async fn missing(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, AdminError> {
+) -> Result<Response, AdminError> {
     let request: MissingRequest = parse_json(&body)?;
     let missing = state.store().missing(
         &request.numbers,
         request.body.as_deref(),
         request.content_sid.as_deref(),
     );
-    Ok(Json(serde_json::json!({
-        "checked": request.numbers.len(),
-        "total": missing.len(),
-        "missing": missing,
-    })))
+    #[derive(Serialize)]
+    struct Body<'a> {
+        checked: usize,
+        total: usize,
+        missing: Vec<&'a str>,
+    }
+    Ok(Json(Body {
+        checked: request.numbers.len(),
+        total: missing.len(),
+        missing,
+    })
+    .into_response())
 }
