@@ -153,3 +153,7 @@ async fn inbound_messages_are_stored_once_per_message_sid() {
         .unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+// Contact lists and contacts; under tests/mongo/ so cargo does not build it as a target of its own.
+#[path = "mongo/contacts.rs"]
+mod contacts;
