@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info};
 use voice_agent_domain::{Channel, PhoneNumber};
 use voice_agent_store::{
     CampaignDoc, CampaignItemDoc, ExecutionDoc, MongoStore, campaign_status, item_status,
@@ -34,6 +34,8 @@ use crate::template::render;
 const SEND_CONCURRENCY: usize = 64;
 /// Contacts copied into items per materialisation call.
 const MATERIALIZE_PAGE: i64 = 5_000;
+/// Twilio's "too many requests" code: the request was refused, nothing was sent.
+const TOO_MANY_REQUESTS: u32 = 20429;
 /// How far back before the first attempt a reconciliation looks, for clock skew.
 const RECONCILE_SKEW: chrono::Duration = chrono::Duration::seconds(120);
 
@@ -127,6 +129,27 @@ impl CampaignActivities {
             .get_campaign(id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("campaign {id} does not exist").into())
+    }
+}
+
+/// The `campaign_executions` record of one attempt.
+fn execution(
+    campaign: &CampaignDoc,
+    item: &CampaignItemDoc,
+    outcome: &ItemOutcome,
+    label: &str,
+) -> ExecutionDoc {
+    let error_code = match outcome {
+        ItemOutcome::Rejected(e) | ItemOutcome::Transient(e) => e.code.map(i64::from),
+        _ => None,
+    };
+    ExecutionDoc {
+        campaign_id: campaign.id.clone(),
+        item_id: item.id.clone(),
+        attempt: item.attempts + 1,
+        at: DateTime::now(),
+        outcome: label.to_owned(),
+        error_code,
     }
 }
 
@@ -253,6 +276,8 @@ impl CampaignActivities {
         let started = Instant::now();
         let interval = (input.rate_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
+        // Each item's future sends and records its own outcome, so a crash mid-batch leaves
+        // every accepted item recorded except the few in flight.
         let sends =
             futures::stream::iter(to_send.into_iter().enumerate().map(|(n, (item, phone))| {
                 let provider = provider.clone();
@@ -268,89 +293,48 @@ impl CampaignActivities {
                     let outcome = this
                         .send_item(provider.as_ref(), campaign, channel, &item, &phone)
                         .await;
-                    (item, outcome)
+                    let label = this.record_outcome(campaign, &item, &outcome).await?;
+                    this.store
+                        .record_executions(&[execution(campaign, &item, &outcome, label)])
+                        .await?;
+                    Ok::<_, voice_agent_store::StoreError>((item, outcome, label))
                 }
             }))
             .buffer_unordered(SEND_CONCURRENCY);
         futures::pin_mut!(sends);
+        let mut done = Vec::with_capacity(outcomes.len() + ids.len());
+        let mut skipped_executions = Vec::with_capacity(outcomes.len());
+        for (item, outcome) in outcomes {
+            let label = self.record_outcome(&campaign, &item, &outcome).await?;
+            skipped_executions.push(execution(&campaign, &item, &outcome, label));
+            done.push((item, outcome, label));
+        }
+        self.store.record_executions(&skipped_executions).await?;
         let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 next = sends.next() => match next {
-                    Some(done) => outcomes.push(done),
+                    Some(result) => done.push(result?),
                     None => break,
                 },
                 _ = heartbeat.tick() => {
-                    let _ = ctx.record_heartbeat(outcomes.len() as u64).await;
+                    let _ = ctx.record_heartbeat(done.len() as u64).await;
                 }
             }
         }
 
-        let now = DateTime::now();
-        let mut executions = Vec::with_capacity(outcomes.len());
-        for (item, outcome) in &outcomes {
-            let attempt = item.attempts + 1;
-            let (label, code) = match outcome {
-                ItemOutcome::Accepted { sid, reconciled } => {
-                    self.store.record_item_accepted(&item.id, sid).await?;
-                    if *reconciled {
-                        out.reconciled += 1;
-                    } else {
-                        out.accepted += 1;
-                    }
-                    (
-                        if *reconciled {
-                            "reconciled"
-                        } else {
-                            "accepted"
-                        },
-                        None,
-                    )
-                }
-                ItemOutcome::Rejected(e) => {
-                    let code = e.code.map(i64::from);
-                    self.store
-                        .finish_item(&item.id, item_status::FAILED, code, &e.message)
-                        .await?;
-                    out.failed += 1;
-                    ("rejected", code)
-                }
-                ItemOutcome::Transient(e) => {
-                    let code = e.code.map(i64::from);
-                    if attempt >= campaign.max_attempts {
-                        self.store
-                            .finish_item(
-                                &item.id,
-                                item_status::FAILED,
-                                code,
-                                &format!("gave up after {attempt} attempts: {}", e.message),
-                            )
-                            .await?;
-                        out.failed += 1;
-                    } else {
-                        self.store.release_item(&item.id).await?;
-                        out.retry_later += 1;
-                    }
-                    ("transient_error", code)
-                }
-                ItemOutcome::Skipped(reason) => {
-                    self.store
-                        .finish_item(&item.id, item_status::SKIPPED, None, reason)
-                        .await?;
-                    out.skipped += 1;
-                    ("skipped", None)
-                }
-            };
-            executions.push(ExecutionDoc {
-                campaign_id: campaign.id.clone(),
-                item_id: item.id.clone(),
-                attempt,
-                at: now,
-                outcome: label.to_owned(),
-                error_code: code,
-            });
+        for (_, outcome, label) in &done {
+            match outcome {
+                ItemOutcome::Accepted {
+                    reconciled: true, ..
+                } => out.reconciled += 1,
+                ItemOutcome::Accepted { .. } => out.accepted += 1,
+                ItemOutcome::Rejected(_) => out.failed += 1,
+                ItemOutcome::Transient(_) if *label == "gave_up" => out.failed += 1,
+                ItemOutcome::Transient(_) => out.retry_later += 1,
+                ItemOutcome::Skipped(_) => out.skipped += 1,
+            }
         }
-        self.store.record_executions(&executions).await?;
         info!(
             campaign_id = %campaign.id,
             processed = out.processed,
@@ -367,6 +351,64 @@ impl CampaignActivities {
 }
 
 impl CampaignActivities {
+    /// Writes one item's outcome to MongoDB and names it for `campaign_executions`.
+    async fn record_outcome(
+        &self,
+        campaign: &CampaignDoc,
+        item: &CampaignItemDoc,
+        outcome: &ItemOutcome,
+    ) -> Result<&'static str, voice_agent_store::StoreError> {
+        let attempt = item.attempts + 1;
+        Ok(match outcome {
+            ItemOutcome::Accepted { sid, reconciled } => {
+                self.store.record_item_accepted(&item.id, sid).await?;
+                if *reconciled {
+                    "reconciled"
+                } else {
+                    "accepted"
+                }
+            }
+            ItemOutcome::Rejected(e) => {
+                self.store
+                    .finish_item(
+                        &item.id,
+                        item_status::FAILED,
+                        e.code.map(i64::from),
+                        &e.message,
+                    )
+                    .await?;
+                "rejected"
+            }
+            ItemOutcome::Transient(e) if attempt >= campaign.max_attempts => {
+                let reason = format!("gave up after {attempt} attempts: {}", e.message);
+                self.store
+                    .finish_item(
+                        &item.id,
+                        item_status::FAILED,
+                        e.code.map(i64::from),
+                        &reason,
+                    )
+                    .await?;
+                "gave_up"
+            }
+            ItemOutcome::Transient(e) => {
+                // A 429 was refused for sure: the item can go back to `pending`. Anything else
+                // (5xx, timeout, lost connection) may have been accepted, so the item stays
+                // `sending` and its next attempt reconciles first.
+                if e.code == Some(TOO_MANY_REQUESTS) {
+                    self.store.release_item(&item.id).await?;
+                }
+                "transient_error"
+            }
+            ItemOutcome::Skipped(reason) => {
+                self.store
+                    .finish_item(&item.id, item_status::SKIPPED, None, reason)
+                    .await?;
+                "skipped"
+            }
+        })
+    }
+
     async fn send_item(
         &self,
         provider: &dyn MessageChannel,
@@ -428,7 +470,7 @@ impl CampaignActivities {
                 reconciled: false,
             },
             Err(e) if e.retryable => {
-                warn!(item = %item.id, code = ?e.code, "transient send failure");
+                debug!(item = %item.id, code = ?e.code, "transient send failure");
                 ItemOutcome::Transient(e)
             }
             Err(e) => ItemOutcome::Rejected(e),

@@ -60,6 +60,7 @@ where
 
 /// One test's processes and handles.
 pub(crate) struct Stack {
+    pub(crate) temporal_address: String,
     pub(crate) simulator_url: String,
     pub(crate) api_http: String,
     pub(crate) api_grpc: String,
@@ -71,8 +72,131 @@ pub(crate) struct Stack {
     worker_env: Vec<(String, String)>,
 }
 
+/// A Temporal dev server of a test's own, persisted in a SQLite file so it can be restarted.
+pub(crate) struct TemporalServer {
+    pub(crate) address: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TemporalServer {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("va-temporal-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        let mut server = Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = env("VA_TEMPORAL_BIN");
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--log-level",
+            "error",
+        ])
+        .args(["--port", &self.port.to_string()])
+        .args(["--http-port", &free_port().to_string()])
+        .args(["--metrics-port", &free_port().to_string()])
+        .arg("--db-filename")
+        .arg(self.dir.join("temporal.db"));
+        for cap in ["transfer", "timer", "visibility", "outbound"] {
+            cmd.args([
+                "--dynamic-config-value",
+                &format!("history.{cap}ProcessorMaxPollRPS=1000"),
+            ]);
+        }
+        self.child = Some(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually(
+            "the Temporal dev server",
+            Duration::from_secs(120),
+            || async {
+                let ok = Command::new(&bin)
+                    .args([
+                        "operator",
+                        "namespace",
+                        "describe",
+                        "--namespace",
+                        "default",
+                        "--address",
+                        &address,
+                    ])
+                    .args([
+                        "--disable-config-file",
+                        "--disable-config-env",
+                        "--command-timeout",
+                        "2s",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await?
+                    .success();
+                Ok(ok.then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Stops the server as an operator would (SIGTERM, wait), then starts it on the same port
+    /// and data file.
+    pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                // SIGTERM for a clean stop; SIGKILL only if it hangs.
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                child.start_kill()?;
+                child.wait().await?;
+            }
+        }
+        self.spawn().await
+    }
+}
+
+impl Drop for TemporalServer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Stack {
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&env("VA_TEST_TEMPORAL_ADDRESS")).await
+    }
+
+    /// The stack against a given Temporal server.
+    pub(crate) async fn start_with(temporal_address: &str) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("e2e_{}", &suffix[..12]);
@@ -102,10 +226,7 @@ impl Stack {
         let simulator_url = read_url(&mut simulator, "voice-agent-simulator listening on ").await?;
 
         let common = vec![
-            (
-                "TEMPORAL_ADDRESS".to_owned(),
-                env("VA_TEST_TEMPORAL_ADDRESS"),
-            ),
+            ("TEMPORAL_ADDRESS".to_owned(), temporal_address.to_owned()),
             ("TEMPORAL_NAMESPACE".to_owned(), "default".to_owned()),
             ("TEMPORAL_TASK_QUEUE".to_owned(), task_queue.clone()),
             ("MONGODB_URI".to_owned(), env("VA_TEST_MONGODB_URI")),
@@ -130,6 +251,7 @@ impl Stack {
 
         let client = mongodb::Client::with_uri_str(env("VA_TEST_MONGODB_URI")).await?;
         let mut stack = Self {
+            temporal_address: temporal_address.to_owned(),
             simulator_url,
             api_http,
             api_grpc: format!("http://127.0.0.1:{grpc_port}"),
@@ -173,9 +295,9 @@ impl Stack {
 
     pub(crate) async fn temporal(&self) -> anyhow::Result<temporalio_client::Client> {
         let conn = temporalio_client::Connection::connect(
-            temporalio_client::ConnectionOptions::new(temporalio_client::Url::parse(&env(
-                "VA_TEST_TEMPORAL_ADDRESS",
-            ))?)
+            temporalio_client::ConnectionOptions::new(temporalio_client::Url::parse(
+                &self.temporal_address,
+            )?)
             .identity("e2e".to_owned())
             .build(),
         )

@@ -1,6 +1,7 @@
 //! End-to-end tests: real processes, real Temporal, real MongoDB-wire server, the simulator.
 
 mod campaigns;
+mod chaos;
 mod helpers;
 
 use std::time::Duration;

@@ -1,0 +1,156 @@
+//! The chaos test of the campaigns issue: a 5,000-contact campaign while the worker is killed
+//! with SIGKILL three times, the Temporal server is restarted once, and the simulator answers
+//! 10% of requests with 5xx and 5% with 429. Afterwards every item is in exactly one final state,
+//! and the simulator's ledger shows no number that got the message twice, and none that got it
+//! zero times unless its item says why.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use serde_json::json;
+use temporalio_client::WorkflowGetResultOptions;
+use voice_agent_workflows::CampaignWorkflow;
+
+use crate::helpers::{Stack, TemporalServer, eventually};
+
+const CONTACTS: usize = 5_000;
+const WAIT: Duration = Duration::from_secs(600);
+
+async fn ledger_by_to(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
+    let counts = stack
+        .admin(reqwest::Method::GET, "/admin/ledger/counts", None)
+        .await?;
+    Ok(serde_json::from_value(counts["by_to"].clone())?)
+}
+
+async fn ledger_total(stack: &Stack) -> anyhow::Result<u64> {
+    Ok(ledger_by_to(stack).await?.values().sum())
+}
+
+async fn wait_for_sent(stack: &Stack, at_least: u64) -> anyhow::Result<()> {
+    eventually(&format!("{at_least} messages at Twilio"), WAIT, || async {
+        Ok((ledger_total(stack).await? >= at_least).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio()
+-> anyhow::Result<()> {
+    let mut temporal = TemporalServer::start().await?;
+    let mut stack = Stack::start_with(&temporal.address).await?;
+
+    let list_id = "cl_chaos".to_owned();
+    stack
+        .mongo
+        .collection::<Document>("contact_lists")
+        .insert_one(doc! { "_id": &list_id, "name": "chaos" })
+        .await?;
+    let contacts: Vec<Document> = (0..CONTACTS)
+        .map(|i| doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": format!("+1212555{:04}", i), "name": format!("N{i}") })
+        .collect();
+    stack
+        .mongo
+        .collection::<Document>("contacts")
+        .insert_many(contacts)
+        .await?;
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/faults",
+            Some(json!({"error_rate": 0.10, "too_many_requests_rate": 0.05})),
+        )
+        .await?;
+
+    let created = stack
+        .http
+        .post(format!("{}/api/campaigns", stack.api_http))
+        .json(&json!({"name": "chaos", "list_id": list_id, "template": "Hello {{name}}", "rate_per_second": 250.0, "max_attempts": 8}))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    let id = created["id"].as_str().expect("campaign id").to_owned();
+    let started = stack
+        .http
+        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
+        .send()
+        .await?;
+    assert_eq!(started.status(), 200);
+
+    wait_for_sent(&stack, 500).await?;
+    stack.kill_worker().await?;
+    stack.start_worker()?;
+    wait_for_sent(&stack, 1_500).await?;
+    stack.kill_worker().await?;
+    stack.start_worker()?;
+    wait_for_sent(&stack, 2_500).await?;
+    temporal.restart().await?;
+    wait_for_sent(&stack, 3_500).await?;
+    stack.kill_worker().await?;
+    stack.start_worker()?;
+
+    let counters = stack
+        .temporal()
+        .await?
+        .get_workflow_handle::<CampaignWorkflow>(format!("campaign-{id}"))
+        .get_result(WorkflowGetResultOptions::default())
+        .await?;
+    assert_eq!(counters.total, CONTACTS as i64, "{counters:?}");
+
+    // Let the last status callbacks land, then look at every item.
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/faults",
+            Some(json!({"error_rate": 0.0, "too_many_requests_rate": 0.0})),
+        )
+        .await?;
+    let items: Vec<Document> = stack
+        .mongo
+        .collection::<Document>("campaign_items")
+        .find(doc! { "campaign_id": &id })
+        .await?
+        .try_collect()
+        .await?;
+    assert_eq!(items.len(), CONTACTS);
+    let by_to = ledger_by_to(&stack).await?;
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for item in &items {
+        let status = item.get_str("status")?;
+        *statuses.entry(status.to_owned()).or_default() += 1;
+        let phone = item.get_str("phone")?;
+        let received = by_to.get(phone).copied().unwrap_or(0);
+        assert!(
+            received <= 1,
+            "{phone} received the campaign {received} times: {item}"
+        );
+        match status {
+            "sent" | "delivered" => {
+                assert_eq!(received, 1, "{item}");
+                assert!(item.get_str("message_sid").is_ok(), "{item}");
+            }
+            "failed" => {
+                assert_eq!(received, 0, "{item}");
+                assert!(
+                    item.get_str("reason").is_ok(),
+                    "a failed item says why: {item}"
+                );
+            }
+            other => panic!("item not in a final state ({other}): {item}"),
+        }
+    }
+    let executions = stack
+        .mongo
+        .collection::<Document>("campaign_executions")
+        .count_documents(doc! { "campaign_id": &id })
+        .await?;
+    assert!(
+        executions >= CONTACTS as u64,
+        "one execution record per attempt: {executions}, {statuses:?}, {counters:?}"
+    );
+    println!("chaos: statuses {statuses:?}, counters {counters:?}, executions {executions}");
+    Ok(())
+}
