@@ -132,6 +132,34 @@ impl CampaignActivities {
     }
 }
 
+/// Why a WhatsApp item outside its window was not sent.
+const NO_WHATSAPP_TEMPLATE: &str =
+    "outside the WhatsApp 24-hour session window, and the campaign has no template (content_sid)";
+
+/// What an item sends.
+enum Content {
+    /// The campaign's text template, rendered.
+    Text,
+    /// A WhatsApp content template with its variables as Twilio's JSON object string.
+    Template { sid: String, variables: String },
+}
+
+/// Renders the content template's variables for one contact, as the JSON string Twilio takes.
+fn template_variables<'a>(
+    vars: impl Iterator<Item = (&'a String, &'a String)>,
+    item: &CampaignItemDoc,
+) -> String {
+    let rendered: serde_json::Map<String, serde_json::Value> = vars
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::Value::String(render(v, &item.variables)),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(rendered).to_string()
+}
+
 /// The `campaign_executions` record of one attempt.
 fn execution(
     campaign: &CampaignDoc,
@@ -257,20 +285,44 @@ impl CampaignActivities {
         let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
         let suppressed = self.store.suppressed_among(&phones).await?;
 
-        let mut to_send: Vec<(CampaignItemDoc, PhoneNumber)> = Vec::with_capacity(items.len());
+        // WhatsApp: free text only inside the person's 24-hour session window.
+        let open_sessions = match (channel, campaign.from.as_deref()) {
+            (Channel::Whatsapp, Some(from)) => {
+                self.store.open_whatsapp_sessions(from, &phones).await?
+            }
+            _ => Default::default(),
+        };
+
+        let mut to_send: Vec<(CampaignItemDoc, PhoneNumber, Content)> =
+            Vec::with_capacity(items.len());
         let mut outcomes: Vec<(CampaignItemDoc, ItemOutcome)> = Vec::new();
         for item in items {
             if suppressed.contains(&item.phone) {
                 outcomes.push((item, ItemOutcome::Skipped("opted out")));
                 continue;
             }
-            match PhoneNumber::parse(&item.phone, &self.default_region) {
-                Ok(phone) => to_send.push((item, phone)),
-                Err(_) => outcomes.push((item, ItemOutcome::Skipped("invalid number"))),
-            }
+            let Ok(phone) = PhoneNumber::parse(&item.phone, &self.default_region) else {
+                outcomes.push((item, ItemOutcome::Skipped("invalid number")));
+                continue;
+            };
+            let content = match channel {
+                Channel::Sms => Content::Text,
+                Channel::Whatsapp if open_sessions.contains(&item.phone) => Content::Text,
+                Channel::Whatsapp => match &campaign.content_sid {
+                    Some(sid) => Content::Template {
+                        sid: sid.clone(),
+                        variables: template_variables(campaign.content_variables.iter(), &item),
+                    },
+                    None => {
+                        outcomes.push((item, ItemOutcome::Skipped(NO_WHATSAPP_TEMPLATE)));
+                        continue;
+                    }
+                },
+            };
+            to_send.push((item, phone, content));
         }
         // The intent, for the whole page in one write, before any provider call.
-        let ids: Vec<String> = to_send.iter().map(|(i, _)| i.id.clone()).collect();
+        let ids: Vec<String> = to_send.iter().map(|(i, _, _)| i.id.clone()).collect();
         self.store.begin_item_sends(&ids).await?;
 
         let started = Instant::now();
@@ -278,8 +330,8 @@ impl CampaignActivities {
             .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
         // Each item's future sends and records its own outcome, so a crash mid-batch leaves
         // every accepted item recorded except the few in flight.
-        let sends =
-            futures::stream::iter(to_send.into_iter().enumerate().map(|(n, (item, phone))| {
+        let sends = futures::stream::iter(to_send.into_iter().enumerate().map(
+            |(n, (item, phone, content))| {
                 let provider = provider.clone();
                 let campaign = &campaign;
                 let this = &self;
@@ -291,7 +343,7 @@ impl CampaignActivities {
                         .await;
                     }
                     let outcome = this
-                        .send_item(provider.as_ref(), campaign, channel, &item, &phone)
+                        .send_item(provider.as_ref(), campaign, channel, &item, &phone, content)
                         .await;
                     let label = this.record_outcome(campaign, &item, &outcome).await?;
                     this.store
@@ -299,8 +351,9 @@ impl CampaignActivities {
                         .await?;
                     Ok::<_, voice_agent_store::StoreError>((item, outcome, label))
                 }
-            }))
-            .buffer_unordered(SEND_CONCURRENCY);
+            },
+        ))
+        .buffer_unordered(SEND_CONCURRENCY);
         futures::pin_mut!(sends);
         let mut done = Vec::with_capacity(outcomes.len() + ids.len());
         let mut skipped_executions = Vec::with_capacity(outcomes.len());
@@ -416,8 +469,13 @@ impl CampaignActivities {
         channel: Channel,
         item: &CampaignItemDoc,
         phone: &PhoneNumber,
+        content: Content,
     ) -> ItemOutcome {
         let body = render(&campaign.template, &item.variables);
+        let (content_sid, content_variables) = match content {
+            Content::Text => (None, None),
+            Content::Template { sid, variables } => (Some(sid), Some(variables)),
+        };
         // An item left `sending` by an earlier attempt may already be at the provider.
         if item.status == item_status::SENDING
             && let Some(first) = item.send_started_at
@@ -461,8 +519,8 @@ impl CampaignActivities {
             messaging_service_sid: campaign.messaging_service_sid.clone(),
             body,
             status_callback: Some(self.callback_url(&item.id)),
-            content_sid: None,
-            content_variables: None,
+            content_sid,
+            content_variables,
         };
         match provider.send(&send).await {
             Ok(accept) => ItemOutcome::Accepted {

@@ -55,6 +55,8 @@ pub struct NewCampaign {
     pub max_attempts: i32,
     /// WhatsApp content template.
     pub content_sid: String,
+    /// The content template's variables: placeholder number → text with `{{variable}}`s.
+    pub content_variables: std::collections::BTreeMap<String, String>,
 }
 
 /// A campaign as the HTTP API shows it.
@@ -67,6 +69,7 @@ pub struct CampaignView {
     messaging_service_sid: Option<String>,
     template: String,
     content_sid: Option<String>,
+    content_variables: std::collections::BTreeMap<String, String>,
     list_id: String,
     start_at: Option<String>,
     rate_per_second: f64,
@@ -87,6 +90,7 @@ impl From<&CampaignDoc> for CampaignView {
             messaging_service_sid: c.messaging_service_sid.clone(),
             template: c.template.clone(),
             content_sid: c.content_sid.clone(),
+            content_variables: c.content_variables.clone(),
             list_id: c.list_id.clone(),
             start_at: c.start_at.map(rfc3339),
             rate_per_second: c.rate_per_second,
@@ -220,6 +224,23 @@ impl Campaigns {
                     .to_owned(),
             ),
         };
+        if channel == "whatsapp" && from.is_none() {
+            return Err(invalid(
+                "from",
+                "a WhatsApp campaign needs a WhatsApp sender number",
+            ));
+        }
+        if req.content_variables.len() > 100
+            || req
+                .content_variables
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 50 || v.chars().count() > 1_000)
+        {
+            return Err(invalid(
+                "content_variables",
+                "at most 100 entries, keys 1-50 characters, values up to 1000",
+            ));
+        }
         let messaging_service_sid = messaging_service_sid.or_else(|| {
             from.is_none()
                 .then(|| common.twilio.messaging_service_sid.clone())
@@ -257,6 +278,7 @@ impl Campaigns {
             messaging_service_sid,
             template: req.template,
             content_sid,
+            content_variables: req.content_variables,
             list_id: list_id.to_owned(),
             start_at,
             window_start_minute: None,
@@ -611,6 +633,7 @@ fn to_proto(c: &CampaignDoc) -> pb::Campaign {
         workflow_id: workflow_id(&c.id),
         created_at: Some(ts(c.created_at)),
         content_sid: c.content_sid.clone().unwrap_or_default(),
+        content_variables: c.content_variables.clone().into_iter().collect(),
     }
 }
 
@@ -638,6 +661,7 @@ impl CampaignService for Campaigns {
                 rate_per_second: r.rate_per_second,
                 max_attempts: r.max_attempts,
                 content_sid: r.content_sid,
+                content_variables: r.content_variables.into_iter().collect(),
             })
             .await?;
         Ok(GrpcResponse::new(to_proto(&c)))

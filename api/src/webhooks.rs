@@ -172,6 +172,14 @@ async fn inbound_message(
         .await
         .map_err(|e| WebhookError::Unavailable(e.into()))?;
 
+    if channel == Channel::Whatsapp {
+        state
+            .store
+            .touch_whatsapp_session(ours.as_str(), theirs.as_str())
+            .await
+            .map_err(|e| WebhookError::Unavailable(e.into()))?;
+    }
+
     // Opt-out keywords act at once and on every channel, before anything else happens.
     let keyword = OptKeyword::parse(&text);
     match keyword {

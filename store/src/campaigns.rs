@@ -87,6 +87,10 @@ pub struct CampaignDoc {
     /// WhatsApp content template (`HX…`) for recipients outside the session window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sid: Option<String>,
+    /// The template's variables: placeholder number → text with `{{variable}}`s, rendered per
+    /// contact, e.g. `{"1": "{{first_name}}"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub content_variables: BTreeMap<String, String>,
     /// The contact list.
     pub list_id: String,
     /// Earliest start.
@@ -438,11 +442,12 @@ impl MongoStore {
                 doc! { "$set": { "message_sid": sid } },
             )
             .await?;
+        let reason = error_code.and_then(explain_error);
         self.advance_item(
             doc! { "_id": item_id, "message_sid": sid },
             status,
             error_code,
-            None,
+            reason,
         )
         .await
     }
@@ -531,6 +536,21 @@ impl MongoStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A readable reason for the delivery errors a campaign manager will meet most.
+fn explain_error(code: i64) -> Option<&'static str> {
+    Some(match code {
+        63016 => {
+            "outside the WhatsApp 24-hour session window: only a template (ContentSid) may be sent (63016)"
+        }
+        21610 => "the recipient unsubscribed (21610)",
+        30003 => "unreachable handset (30003)",
+        30005 => "unknown or inactive number (30005)",
+        30006 => "landline or unreachable carrier (30006)",
+        30007 => "filtered by the carrier (30007)",
+        _ => return None,
+    })
 }
 
 fn contact_id(c: &Document) -> String {

@@ -7,6 +7,7 @@
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
 //! | [`contacts`] | `contact_lists`, `contacts` |
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
+//! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -27,6 +28,7 @@ pub mod contacts;
 pub mod messages;
 pub mod schema;
 pub mod suppressions;
+pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};
 

@@ -22,6 +22,8 @@ pub const CONTACTS: &str = "contacts";
 pub const CALL_LOGS: &str = "call_logs";
 /// `suppressions`: numbers that opted out, on every channel.
 pub const SUPPRESSIONS: &str = "suppressions";
+/// `whatsapp_sessions`: last inbound WhatsApp message per (our number, their number).
+pub const WHATSAPP_SESSIONS: &str = "whatsapp_sessions";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -125,6 +127,7 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         ),
         // Keyed by phone number (`_id`); no further index needed.
         (SUPPRESSIONS, vec![]),
+        (WHATSAPP_SESSIONS, vec![]),
     ]
 }
 
@@ -175,7 +178,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 8] = [
+pub const ALL_COLLECTIONS: [&str; 9] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -184,4 +187,5 @@ pub const ALL_COLLECTIONS: [&str; 8] = [
     CONTACTS,
     CALL_LOGS,
     SUPPRESSIONS,
+    WHATSAPP_SESSIONS,
 ];

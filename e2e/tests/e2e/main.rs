@@ -3,6 +3,7 @@
 mod campaigns;
 mod chaos;
 mod helpers;
+mod whatsapp;
 
 use std::time::Duration;
 
