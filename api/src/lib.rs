@@ -46,6 +46,10 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// `HELP_REPLY`: the answer to an inbound HELP.
     pub help_reply: String,
+    /// `CONTACTS_MAX_UPLOAD_BYTES`: larger contact files are refused (HTTP 413).
+    pub contacts_max_upload_bytes: usize,
+    /// `CONTACTS_MAX_ROWS`: contact files with more data rows are refused.
+    pub contacts_max_rows: usize,
 }
 
 impl ApiSettings {
@@ -68,6 +72,8 @@ impl ApiSettings {
                 "HELP_REPLY",
                 "Voice Agent: reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply.",
             ),
+            contacts_max_upload_bytes: env.number("CONTACTS_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)?,
+            contacts_max_rows: env.number("CONTACTS_MAX_ROWS", 1_000_000)?,
         })
     }
 }
@@ -156,6 +162,7 @@ impl Application {
 /// The HTTP routes: webhooks, health, metrics.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
+    let max_upload = state.settings.contacts_max_upload_bytes;
     Router::new()
         .merge(webhooks::routes())
         .merge(contacts::routes())
@@ -166,6 +173,9 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(15),
         ))
+        // Contact uploads are far larger and slower than other requests: merged after the
+        // global body limit and timeout, with their own.
+        .merge(contacts::upload_routes(max_upload))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -4,7 +4,12 @@
 //! vactl send-sms --to +14155550100 --body "hello" --wait
 //! vactl get-message msg_0123…
 //! vactl list-messages --phone +14155550100
+//! vactl lists create "Spring leads"
+//! vactl contacts upload --list cl_0123… leads.xlsx --rejected-csv rejected.csv
+//! vactl contacts list --list cl_0123… --search 415
 //! ```
+
+mod contacts;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Contact lists: create, list, get, rename, delete.
+    Lists {
+        #[command(subcommand)]
+        command: contacts::ListsCommand,
+    },
+    /// Contacts of a list: upload a file, list and search.
+    Contacts {
+        #[command(subcommand)]
+        command: contacts::ContactsCommand,
+    },
     /// Send one SMS through a durable workflow.
     SendSms {
         /// Recipient, E.164 or national format.
@@ -85,10 +100,15 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = match cli.command {
+        Command::Lists { command } => return contacts::lists(&cli.api, command).await,
+        Command::Contacts { command } => return contacts::contacts(&cli.api, command).await,
+        other => other,
+    };
     let mut client = MessagingServiceClient::connect(cli.api.clone())
         .await
         .with_context(|| format!("cannot reach the API at {}", cli.api))?;
-    match cli.command {
+    match command {
         Command::SendSms {
             to,
             body,
@@ -146,6 +166,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "messages": page.messages.iter().map(message_json).collect::<Vec<_>>(),
                 "next_page_token": page.next_page_token,
             }));
+        }
+        Command::Lists { .. } | Command::Contacts { .. } => {
+            unreachable!("contact commands return before the messaging client connects")
         }
     }
     Ok(())

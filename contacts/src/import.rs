@@ -374,7 +374,8 @@ fn float_digits(s: &str) -> Option<String> {
     (value.fract() == 0.0 && value < 1e15).then(|| number_text(value))
 }
 
-fn is_email(s: &str) -> bool {
+/// Whether `s` looks like an e-mail address (`local@domain.tld`, no spaces).
+pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
@@ -388,7 +389,7 @@ fn is_email(s: &str) -> bool {
 }
 
 /// `en`, `pt_BR`, `zh-Hant-TW` → normalised BCP 47-shaped tags; anything else → None.
-fn language_tag(s: &str) -> Option<String> {
+pub fn language_tag(s: &str) -> Option<String> {
     let tag = s.replace('_', "-");
     let mut parts = tag.split('-');
     let primary = parts.next()?;
@@ -401,7 +402,7 @@ fn language_tag(s: &str) -> Option<String> {
 
 /// IANA-shaped names (`Area/Location`, `Etc/GMT+5`) and `UTC`/`GMT`. The name is not looked
 /// up in the tz database here: that needs the database, which whoever schedules calls has.
-fn is_time_zone(s: &str) -> bool {
+pub fn is_time_zone(s: &str) -> bool {
     const AREAS: [&str; 11] = [
         "Africa",
         "America",

@@ -39,6 +39,6 @@ pub use columns::{ColumnRole, Field};
 pub use detect::FileKind;
 pub use error::ImportError;
 pub use import::{
-    ContactRecord, ImportOptions, ParsedFile, RejectedRow, check_region, normalise_phone,
-    parse_file,
+    ContactRecord, ImportOptions, ParsedFile, RejectedRow, check_region, is_email, is_time_zone,
+    language_tag, normalise_phone, parse_file,
 };
