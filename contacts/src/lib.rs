@@ -7,7 +7,7 @@
 //! | [`detect`] | file type from name and magic bytes; `.xls`, PDF and binary data are refused |
 //! | `read` | first or named sheet (calamine), CSV (csv crate: BOM, UTF-16, Windows-1252, `,`/`;`/tab/`|` sniffed) |
 //! | [`columns`] | header row detection, usual header names → fields, other columns → template variables |
-//! | [`import`] | per-row validation, E.164 normalisation in parallel (rayon), merging duplicates, limits |
+//! | [`import`] | per-row validation, E.164 normalisation, merging duplicates, limits |
 //! | [`report`] | CSV exports with formula neutralisation, the rejected-rows report |
 //!
 //! A file fails as a whole ([`ImportError`]) only when it cannot be used at all: wrong type,

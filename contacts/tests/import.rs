@@ -373,7 +373,7 @@ fn csv_without_a_final_line_break_and_with_crlf_keeps_row_numbers() {
 }
 
 #[test]
-fn many_rows_parse_in_parallel_in_file_order() {
+fn many_rows_keep_file_order_and_later_rows_win() {
     let mut csv = String::from("Phone,N\n");
     for i in 0..10_000 {
         csv.push_str(&format!("415555{:04},{i}\n", i % 5_000));
