@@ -29,6 +29,7 @@ use voice_agent_store::{
 
 use crate::channel::{ChannelError, ChannelRegistry, MessageChannel, OutboundSend, SentProbe};
 use crate::template::render;
+use crate::window;
 
 /// Sends in flight at once within a batch.
 const SEND_CONCURRENCY: usize = 64;
@@ -91,6 +92,10 @@ pub struct BatchOutput {
     pub skipped: u64,
     /// Transient failures put back for a later pass.
     pub retry_later: u64,
+    /// Outside their sending window now; left for a later pass.
+    pub deferred: u64,
+    /// Seconds until the earliest deferred item's window opens.
+    pub next_window_in_secs: Option<u64>,
 }
 
 /// Campaign activities with their dependencies.
@@ -131,6 +136,9 @@ impl CampaignActivities {
             .ok_or_else(|| anyhow::anyhow!("campaign {id} does not exist").into())
     }
 }
+
+/// Why an item was not sent at all because of the sending window.
+const OUTSIDE_WINDOW: &str = "outside the sending window until the campaign's end";
 
 /// Why a WhatsApp item outside its window was not sent.
 const NO_WHATSAPP_TEMPLATE: &str =
@@ -293,6 +301,18 @@ impl CampaignActivities {
             _ => Default::default(),
         };
 
+        let window = match (campaign.window_start_minute, campaign.window_end_minute) {
+            (Some(start), Some(end)) => Some(window::Window {
+                start: u32::try_from(start).unwrap_or(0),
+                end: u32::try_from(end).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let now = chrono::Utc::now();
+        let end_at = campaign
+            .end_at
+            .map(|d| chrono::DateTime::<chrono::Utc>::from(d.to_system_time()));
+
         let mut to_send: Vec<(CampaignItemDoc, PhoneNumber, Content)> =
             Vec::with_capacity(items.len());
         let mut outcomes: Vec<(CampaignItemDoc, ItemOutcome)> = Vec::new();
@@ -305,6 +325,28 @@ impl CampaignActivities {
                 outcomes.push((item, ItemOutcome::Skipped("invalid number")));
                 continue;
             };
+            if let Some(window) = window {
+                let zones = window::zones(item.time_zone.as_deref(), phone.region().as_deref());
+                if !window::is_open(window, &zones, now) {
+                    let next = window::next_open(window, &zones, now);
+                    let too_late = match (next, end_at) {
+                        (None, _) => true,
+                        (Some(next), Some(end)) => next >= end,
+                        (Some(_), None) => false,
+                    };
+                    if too_late {
+                        outcomes.push((item, ItemOutcome::Skipped(OUTSIDE_WINDOW)));
+                    } else {
+                        out.deferred += 1;
+                        if let Some(next) = next {
+                            let secs = (next - now).num_seconds().max(0) as u64;
+                            out.next_window_in_secs =
+                                Some(out.next_window_in_secs.map_or(secs, |s| s.min(secs)));
+                        }
+                    }
+                    continue;
+                }
+            }
             let content = match channel {
                 Channel::Sms => Content::Text,
                 Channel::Whatsapp if open_sessions.contains(&item.phone) => Content::Text,

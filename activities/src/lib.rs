@@ -7,6 +7,7 @@
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
 //! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
 //! | [`template`] | `{{variable}}` rendering |
+//! | [`window`] | sending windows in the recipient's local time |
 //!
 //! Activities run at least once: a worker killed during a send makes Temporal run it again.
 //! Every activity here is therefore safe to repeat: it records its intent in MongoDB before
@@ -21,6 +22,7 @@ pub mod channel;
 pub mod messaging;
 pub mod template;
 pub mod twilio_channel;
+pub mod window;
 
 pub use campaign::CampaignActivities;
 pub use channel::{

@@ -57,6 +57,12 @@ pub struct NewCampaign {
     pub content_sid: String,
     /// The content template's variables: placeholder number → text with `{{variable}}`s.
     pub content_variables: std::collections::BTreeMap<String, String>,
+    /// Sending window opening, `HH:MM` in the recipient's local time.
+    pub window_start: String,
+    /// Sending window closing, `HH:MM`.
+    pub window_end: String,
+    /// End of the campaign, RFC 3339.
+    pub end_at: Option<String>,
 }
 
 /// A campaign as the HTTP API shows it.
@@ -70,6 +76,9 @@ pub struct CampaignView {
     template: String,
     content_sid: Option<String>,
     content_variables: std::collections::BTreeMap<String, String>,
+    window_start: Option<String>,
+    window_end: Option<String>,
+    end_at: Option<String>,
     list_id: String,
     start_at: Option<String>,
     rate_per_second: f64,
@@ -91,6 +100,9 @@ impl From<&CampaignDoc> for CampaignView {
             template: c.template.clone(),
             content_sid: c.content_sid.clone(),
             content_variables: c.content_variables.clone(),
+            window_start: c.window_start_minute.map(hhmm),
+            window_end: c.window_end_minute.map(hhmm),
+            end_at: c.end_at.map(rfc3339),
             list_id: c.list_id.clone(),
             start_at: c.start_at.map(rfc3339),
             rate_per_second: c.rate_per_second,
@@ -115,6 +127,21 @@ pub struct ProgressView {
     expected_finish: Option<String>,
     paused: bool,
     pass: u32,
+}
+
+fn hhmm(minute: i32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+/// Minutes after midnight of an `HH:MM` time.
+fn parse_hhmm(field: &'static str, raw: &str) -> Result<i32, ApiError> {
+    let bad = || invalid(field, format!("{raw:?} is not a time of day as HH:MM"));
+    let (h, m) = raw.trim().split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
 }
 
 fn rfc3339(d: DateTime) -> String {
@@ -254,6 +281,40 @@ impl Campaigns {
                 Some(DateTime::from_millis(t.timestamp_millis()))
             }
         };
+        let (window_start_minute, window_end_minute) =
+            match (req.window_start.trim(), req.window_end.trim()) {
+                ("", "") => (None, None),
+                ("", _) | (_, "") => {
+                    return Err(invalid(
+                        "window_start",
+                        "give both window_start and window_end, or neither",
+                    ));
+                }
+                (start, end) => {
+                    let (start, end) = (
+                        parse_hhmm("window_start", start)?,
+                        parse_hhmm("window_end", end)?,
+                    );
+                    if start == end {
+                        return Err(invalid("window_end", "the window must not be empty"));
+                    }
+                    (Some(start), Some(end))
+                }
+            };
+        let end_at = match req.end_at.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => {
+                let t = chrono::DateTime::parse_from_rfc3339(raw)
+                    .map_err(|e| invalid("end_at", format!("not an RFC 3339 time: {e}")))?;
+                if t.timestamp_millis() <= chrono::Utc::now().timestamp_millis() {
+                    return Err(invalid("end_at", "must be in the future"));
+                }
+                if start_at.is_some_and(|s| s.timestamp_millis() >= t.timestamp_millis()) {
+                    return Err(invalid("end_at", "must be after start_at"));
+                }
+                Some(DateTime::from_millis(t.timestamp_millis()))
+            }
+        };
         let list_id = req.list_id.trim();
         if list_id.is_empty() {
             return Err(invalid("list_id", "required"));
@@ -281,8 +342,9 @@ impl Campaigns {
             content_variables: req.content_variables,
             list_id: list_id.to_owned(),
             start_at,
-            window_start_minute: None,
-            window_end_minute: None,
+            window_start_minute,
+            window_end_minute,
+            end_at,
             rate_per_second: req.rate_per_second,
             max_attempts,
             status: campaign_status::DRAFT.to_owned(),
@@ -634,6 +696,9 @@ fn to_proto(c: &CampaignDoc) -> pb::Campaign {
         created_at: Some(ts(c.created_at)),
         content_sid: c.content_sid.clone().unwrap_or_default(),
         content_variables: c.content_variables.clone().into_iter().collect(),
+        window_start: c.window_start_minute.map(hhmm).unwrap_or_default(),
+        window_end: c.window_end_minute.map(hhmm).unwrap_or_default(),
+        end_at: c.end_at.map(ts),
     }
 }
 
@@ -662,6 +727,13 @@ impl CampaignService for Campaigns {
                 max_attempts: r.max_attempts,
                 content_sid: r.content_sid,
                 content_variables: r.content_variables.into_iter().collect(),
+                window_start: r.window_start,
+                window_end: r.window_end,
+                end_at: r.end_at.map(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                        .unwrap_or_default()
+                        .to_rfc3339()
+                }),
             })
             .await?;
         Ok(GrpcResponse::new(to_proto(&c)))

@@ -73,6 +73,12 @@ impl PhoneNumber {
         mask_phone(&self.0)
     }
 
+    /// The ISO 3166-1 region the number belongs to (`US`, `GB`, …), when libphonenumber knows it.
+    pub fn region(&self) -> Option<String> {
+        let parsed = phonenumber::parse(None, &self.0).ok()?;
+        parsed.country().id().map(|id| id.as_ref().to_owned())
+    }
+
     /// The digits without the leading `+`, used in workflow ids.
     pub fn digits(&self) -> &str {
         &self.0[1..]
@@ -167,6 +173,24 @@ mod tests {
             PhoneNumber::parse("4155550100", "XX"),
             Err(PhoneError::UnknownRegion(_))
         ));
+    }
+
+    #[test]
+    fn numbers_know_their_region() {
+        assert_eq!(
+            PhoneNumber::parse_e164("+14155550100")
+                .unwrap()
+                .region()
+                .as_deref(),
+            Some("US")
+        );
+        assert_eq!(
+            PhoneNumber::parse_e164("+442079460958")
+                .unwrap()
+                .region()
+                .as_deref(),
+            Some("GB")
+        );
     }
 
     #[test]

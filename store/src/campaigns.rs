@@ -102,6 +102,9 @@ pub struct CampaignDoc {
     /// Sending window end (exclusive), minutes after midnight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end_minute: Option<i32>,
+    /// Items still outside their window at this time are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<DateTime>,
     /// Messages per second; 0 = as fast as the provider allows.
     pub rate_per_second: f64,
     /// Attempts per item on transient failures before it is `failed`.

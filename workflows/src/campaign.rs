@@ -24,6 +24,8 @@ pub const MAX_BATCH: i64 = 1_000;
 const BATCH_SECONDS: f64 = 5.0;
 /// Wait between passes that retry transiently failed items.
 const RETRY_PASS_DELAY: Duration = Duration::from_secs(5);
+/// Longest single wait for a sending window; the pass after it re-checks every item.
+const MAX_WINDOW_WAIT_SECS: u64 = 3_600;
 /// Continue-as-new after this many history events even if the server has not suggested it.
 const MAX_HISTORY_EVENTS: u32 = 3_000;
 
@@ -61,6 +63,8 @@ pub struct CampaignCounters {
     pub cancelled: u64,
     /// Transient failures waiting for the next pass.
     pub retry_later: u64,
+    /// Items outside their sending window in the current pass.
+    pub deferred: u64,
     /// Batches run.
     pub batches: u64,
 }
@@ -80,6 +84,8 @@ pub struct CampaignRun {
     pub materialize_after: Option<String>,
     /// Sending cursor (last item id of the previous batch in this pass).
     pub cursor: Option<String>,
+    /// Seconds until the earliest window opens for an item deferred in this pass.
+    pub next_window_in_secs: Option<u64>,
     /// Pass over the items (1 = first); later passes retry transient failures.
     pub pass: u32,
     /// Paused by a manager.
@@ -124,6 +130,10 @@ impl CampaignRun {
         c.failed += out.failed;
         c.skipped += out.skipped;
         c.retry_later += out.retry_later;
+        c.deferred += out.deferred;
+        if let Some(secs) = out.next_window_in_secs {
+            self.next_window_in_secs = Some(self.next_window_in_secs.map_or(secs, |s| s.min(secs)));
+        }
     }
 }
 
@@ -213,26 +223,34 @@ impl CampaignWorkflow {
                 .execute_activity(CampaignActivities::send_batch, input, batch_options())
                 .await?;
             let end_of_pass = out.after.is_none();
-            let retry_pass = ctx.state_mut(|s| {
+            let next_pass_in = ctx.state_mut(|s| {
                 s.run.absorb(&out);
-                if end_of_pass {
-                    let again = s.run.counters.retry_later > 0;
-                    s.run.cursor = None;
-                    if again {
-                        s.run.pass += 1;
-                        s.run.counters.retry_later = 0;
-                    } else {
-                        s.run.phase = Phase::Done;
-                    }
-                    again
-                } else {
+                if !end_of_pass {
                     s.run.cursor = out.after.clone();
-                    false
+                    return None;
                 }
+                s.run.cursor = None;
+                let c = &mut s.run.counters;
+                if c.retry_later == 0 && c.deferred == 0 {
+                    s.run.phase = Phase::Done;
+                    return None;
+                }
+                // Transient failures retry soon; items outside their window wait for it.
+                let delay = if c.deferred > 0 {
+                    let secs = s.run.next_window_in_secs.unwrap_or(60);
+                    RETRY_PASS_DELAY.max(Duration::from_secs(secs.min(MAX_WINDOW_WAIT_SECS)))
+                } else {
+                    RETRY_PASS_DELAY
+                };
+                c.retry_later = 0;
+                c.deferred = 0;
+                s.run.next_window_in_secs = None;
+                s.run.pass += 1;
+                Some(delay)
             });
-            if retry_pass {
+            if let Some(delay) = next_pass_in {
                 select! {
-                    _ = ctx.timer(RETRY_PASS_DELAY) => {},
+                    _ = ctx.timer(delay) => {},
                     _ = ctx.wait_condition(|s| s.run.cancel_requested) => {},
                 };
             }

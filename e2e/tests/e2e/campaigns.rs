@@ -402,3 +402,85 @@ async fn help_gets_the_configured_reply_and_bad_campaigns_are_refused() -> anyho
     assert_eq!(status, 400);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_sending_window_holds_in_each_recipients_local_time() -> anyhow::Result<()> {
+    use chrono::Timelike;
+    let stack = Stack::start().await?;
+    let now = chrono::Utc::now();
+    let minute = (now.hour() * 60 + now.minute()) as i64;
+    let hhmm = |m: i64| {
+        let m = m.rem_euclid(24 * 60);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    // Open now in UTC; opens within two minutes at UTC-1; closed for hours at UTC-6.
+    let (open, soon, late) = ("+14155554000", "+14155554001", "+14155554002");
+    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    stack
+        .mongo
+        .collection::<Document>("contact_lists")
+        .insert_one(doc! { "_id": &list_id, "name": "zones" })
+        .await?;
+    stack
+        .mongo
+        .collection::<Document>("contacts")
+        .insert_many(vec![
+            doc! { "_id": "ct_1", "list_id": &list_id, "phone": open, "name": "A", "time_zone": "UTC" },
+            doc! { "_id": "ct_2", "list_id": &list_id, "phone": soon, "name": "B", "time_zone": "Etc/GMT+1" },
+            doc! { "_id": "ct_3", "list_id": &list_id, "phone": late, "name": "C", "time_zone": "Etc/GMT+6" },
+        ])
+        .await?;
+    let (status, created) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/campaigns",
+        Some(json!({
+            "name": "windowed", "list_id": list_id, "template": "Hi {{name}}",
+            "window_start": hhmm(minute - 59), "window_end": hhmm(minute + 60),
+            "end_at": (now + chrono::Duration::minutes(20)).to_rfc3339(),
+        })),
+    )
+    .await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    api(
+        &stack,
+        reqwest::Method::POST,
+        &format!("/api/campaigns/{id}/start"),
+        None,
+    )
+    .await?;
+
+    let counters = result(&stack, &id).await?;
+    assert_eq!(counters.skipped, 1, "{counters:?}");
+    assert_eq!(stack.ledger(open).await?.len(), 1);
+    assert_eq!(
+        stack.ledger(soon).await?.len(),
+        1,
+        "sent once its window opened"
+    );
+    assert!(stack.ledger(late).await?.is_empty());
+    let sent_soon = stack.ledger(soon).await?[0]["date_created"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let opened = chrono::DateTime::parse_from_rfc3339(&sent_soon)?;
+    assert!(
+        (opened.with_timezone(&chrono::Utc).hour() * 60 + opened.minute()) as i64
+            >= (minute + 1).rem_euclid(24 * 60)
+            || minute == 24 * 60 - 1,
+        "sent at {sent_soon}, before its window opened"
+    );
+    let late_item = stack
+        .mongo
+        .collection::<Document>("campaign_items")
+        .find_one(doc! { "campaign_id": &id, "phone": late })
+        .await?
+        .expect("item");
+    assert_eq!(late_item.get_str("status")?, "skipped");
+    assert!(
+        late_item.get_str("reason")?.contains("window"),
+        "{late_item}"
+    );
+    Ok(())
+}
