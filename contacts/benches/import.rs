@@ -4,13 +4,15 @@
 //! ```text
 //! cargo bench -p voice-agent-contacts --bench import -- generate FILE [ROWS]
 //! cargo bench -p voice-agent-contacts --bench import -- import FILE MONGODB_URI [REGION]
+//! cargo bench -p voice-agent-contacts --bench import -- parse FILE [REGION]
 //! ```
 //!
 //! `generate` writes a workbook of mixed phone formats (number cells, parentheses, dashes,
 //! spaces, dots, a leading apostrophe, `+1`, `001`, scientific notation), about 5% invalid
 //! numbers and about 3% repeats of earlier numbers in another format. `import` reads the file,
 //! parses it, and merges it into a new list in MongoDB, exactly as the API's upload does, then
-//! prints one `key=value` line per figure.
+//! prints one `key=value` line per figure. `parse` stops before the database: the same work as the
+//! Python peer, which writes nothing either.
 
 use std::time::Instant;
 
@@ -30,7 +32,12 @@ fn main() {
         ["generate", path, rows] => generate(path, rows.parse().expect("ROWS is a number")),
         ["import", path, uri] => import(path, uri, "US"),
         ["import", path, uri, region] => import(path, uri, region),
-        _ => Err("usage: import (generate FILE [ROWS] | import FILE MONGODB_URI [REGION])".into()),
+        ["parse", path] => parse_only(path, "US"),
+        ["parse", path, region] => parse_only(path, region),
+        _ => Err(
+            "usage: import (generate FILE [ROWS] | import FILE MONGODB_URI [REGION] | parse FILE [REGION])"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("import bench: {e}");
@@ -246,6 +253,21 @@ fn import(path: &str, uri: &str, region: &str) -> BenchResult {
         store.database().drop().await?;
         Ok(())
     })
+}
+
+fn parse_only(path: &str, region: &str) -> BenchResult {
+    let started = Instant::now();
+    let bytes = std::fs::read(path)?;
+    let parsed = parse_file(path, &bytes, &ImportOptions::new(region))?;
+    let total_s = started.elapsed().as_secs_f64();
+    println!("rows={}", parsed.rows);
+    println!("imported={}", parsed.contacts.len());
+    println!("merged={}", parsed.merged);
+    println!("rejected={}", parsed.rejected);
+    println!("import_seconds={total_s:.3}");
+    println!("rows_per_second={:.0}", parsed.rows as f64 / total_s);
+    println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
+    Ok(())
 }
 
 /// Peak resident set size of this process (VmHWM), in KiB.
