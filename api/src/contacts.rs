@@ -939,7 +939,9 @@ impl IntoResponse for HttpError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             UploadError::File(e) => match e {
-                ImportError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"),
+                ImportError::TooLarge { .. } | ImportError::TooLargeUncompressed { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
+                }
                 ImportError::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
                 ImportError::WrongType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong_file_type")

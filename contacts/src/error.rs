@@ -23,6 +23,15 @@ pub enum ImportError {
         /// The configured limit.
         max: u64,
     },
+    /// The workbook would expand to more than the allowed size when decompressed (a zip bomb,
+    /// or a huge workbook saved with extreme compression); split it into smaller files.
+    #[error("the workbook expands to {size} bytes; at most {max} are accepted")]
+    TooLargeUncompressed {
+        /// Declared uncompressed size of the archive's parts.
+        size: u64,
+        /// The limit ([`crate::ImportOptions::max_uncompressed_bytes`]).
+        max: u64,
+    },
     /// The file has more data rows than the configured limit; split it into smaller files.
     #[error("the file has more than {max} rows")]
     TooManyRows {

@@ -14,6 +14,9 @@ use crate::read::{RawRow, number_text, read_csv, read_xlsx};
 pub const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
 /// Default limit of data rows in one upload.
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+/// By default a workbook may expand to at most this many times [`ImportOptions::max_bytes`]
+/// once decompressed. Typical contact sheets compress 5 to 10 times.
+pub const UNCOMPRESSED_RATIO: u64 = 32;
 /// Default number of rejected rows kept with their details (all are counted).
 pub const DEFAULT_MAX_REPORTED_REJECTIONS: usize = 10_000;
 
@@ -26,6 +29,9 @@ pub struct ImportOptions {
     pub max_bytes: u64,
     /// Files with more data rows than this fail with [`ImportError::TooManyRows`].
     pub max_rows: usize,
+    /// Largest decompressed size of a workbook; `None` means [`UNCOMPRESSED_RATIO`] times
+    /// `max_bytes`.
+    pub max_uncompressed_bytes: Option<u64>,
     /// Sheet to read; `None` reads the first one. Ignored for CSV.
     pub sheet: Option<String>,
     /// How many rejected rows keep their details; the rest are only counted, so a file of
@@ -40,6 +46,7 @@ impl ImportOptions {
             default_region: default_region.into(),
             max_bytes: DEFAULT_MAX_BYTES,
             max_rows: DEFAULT_MAX_ROWS,
+            max_uncompressed_bytes: None,
             sheet: None,
             max_reported_rejections: DEFAULT_MAX_REPORTED_REJECTIONS,
         }
@@ -154,6 +161,9 @@ pub fn parse_file(
             options.sheet.as_deref(),
             options.max_rows,
             read_limit,
+            options
+                .max_uncompressed_bytes
+                .unwrap_or(options.max_bytes.saturating_mul(UNCOMPRESSED_RATIO)),
         )?,
         FileKind::Csv => read_csv(bytes, options.max_rows, read_limit)?,
     };

@@ -37,7 +37,9 @@ pub(crate) fn read_xlsx(
     sheet: Option<&str>,
     max_rows: usize,
     error_rows: usize,
+    max_uncompressed: u64,
 ) -> Result<RawSheet, ImportError> {
+    check_uncompressed_size(bytes, max_uncompressed)?;
     let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(xlsx_error)?;
     let names = workbook.sheet_names();
     let name = match sheet.map(str::trim).filter(|s| !s.is_empty()) {
@@ -97,6 +99,25 @@ pub(crate) fn read_xlsx(
         name: Some(name),
         rows,
     })
+}
+
+/// calamine decompresses the shared-strings part whole before the first row is read, so the
+/// row limit cannot protect against a small archive that expands to gigabytes; the sizes the
+/// archive declares can, and reading them costs only the central directory.
+fn check_uncompressed_size(bytes: &[u8], max: u64) -> Result<(), ImportError> {
+    let damaged = || ImportError::Unreadable("the workbook's zip archive is damaged".to_owned());
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| damaged())?;
+    let mut size: u64 = 0;
+    for i in 0..archive.len() {
+        // The central directory records every part's size, also for archives written with
+        // data descriptors (where `ZipArchive::decompressed_size` gives up).
+        let part = archive.by_index_raw(i).map_err(|_| damaged())?;
+        size = size.saturating_add(part.size());
+        if size > max {
+            return Err(ImportError::TooLargeUncompressed { size, max });
+        }
+    }
+    Ok(())
 }
 
 fn xlsx_error(e: XlsxError) -> ImportError {

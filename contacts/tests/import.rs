@@ -357,6 +357,26 @@ fn files_over_the_limits_fail_as_a_whole() {
 }
 
 #[test]
+fn a_workbook_that_expands_beyond_the_limit_fails_before_it_is_read() {
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.write_string(0, 0, "Phone").unwrap();
+    for r in 1..2_000 {
+        ws.write_string(r, 0, "4155550100").unwrap();
+    }
+    let book = wb.save_to_buffer().unwrap();
+    let mut options = us();
+    options.max_uncompressed_bytes = Some(book.len() as u64);
+    let err = parse_file("bomb.xlsx", &book, &options).unwrap_err();
+    assert!(
+        matches!(err, ImportError::TooLargeUncompressed { .. }),
+        "{err:?}"
+    );
+    options.max_uncompressed_bytes = None;
+    assert!(parse_file("bomb.xlsx", &book, &options).is_ok());
+}
+
+#[test]
 fn an_unknown_default_region_is_a_configuration_error() {
     assert_eq!(
         parse_file("a.csv", b"Phone\n1\n", &ImportOptions::new("XX")),
