@@ -213,13 +213,15 @@ impl ContactsApi {
             .ok_or_else(|| ApiError::NotFound(format!("contact list {id}")))
     }
 
-    /// Deletes a list with its contacts and reports.
+    /// Deletes a list with its contacts and reports. The deletion runs in its own task: a big
+    /// list takes seconds, and a client that gives up (or the request timeout) must not leave
+    /// it half done.
     pub async fn delete_list(&self, id: &str) -> Result<(), ApiError> {
-        let existed = self
-            .state
-            .store
-            .delete_contact_list(id)
+        let store = self.state.store.clone();
+        let list_id = id.to_owned();
+        let existed = tokio::spawn(async move { store.delete_contact_list(&list_id).await })
             .await
+            .map_err(|e| unavailable(anyhow::anyhow!("the delete task failed: {e}")))?
             .map_err(unavailable)?;
         if !existed {
             return Err(ApiError::NotFound(format!("contact list {id}")));
@@ -411,7 +413,24 @@ impl ContactsApi {
     }
 
     /// Imports an uploaded file into a list and keeps its report.
+    ///
+    /// The import runs in its own task, so a client that disconnects (or the request timeout)
+    /// cannot stop it between writes: it finishes and its report is kept.
     pub async fn upload(
+        &self,
+        list_id: &str,
+        file_name: &str,
+        sheet: Option<String>,
+        bytes: Bytes,
+    ) -> Result<ImportReportDoc, UploadError> {
+        let api = self.clone();
+        let (list_id, file_name) = (list_id.to_owned(), file_name.to_owned());
+        tokio::spawn(async move { api.import_file(&list_id, &file_name, sheet, bytes).await })
+            .await
+            .map_err(|e| unavailable(anyhow::anyhow!("the import task failed: {e}")))?
+    }
+
+    async fn import_file(
         &self,
         list_id: &str,
         file_name: &str,
