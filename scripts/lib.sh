@@ -40,6 +40,10 @@ VA_TEMPORAL_DYNAMIC_CONFIG=(
     --dynamic-config-value history.timerProcessorMaxPollRPS=1000
     --dynamic-config-value history.visibilityProcessorMaxPollRPS=1000
     --dynamic-config-value history.outboundProcessorMaxPollRPS=1000
+    # Campaigns are searchable in the Temporal UI by these (see README).
+    --search-attribute CampaignId=Keyword
+    --search-attribute CampaignChannel=Keyword
+    --search-attribute CampaignStatus=Keyword
 )
 
 # Seconds a stopped service gets between SIGTERM and SIGKILL.

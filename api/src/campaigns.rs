@@ -15,13 +15,16 @@ use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
     WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
+use temporalio_common::search_attributes::SearchAttributes;
 use tonic::{Request, Response as GrpcResponse, Status};
 use voice_agent_activities::template;
 use voice_agent_domain::PhoneNumber;
 use voice_agent_protos::v1 as pb;
 use voice_agent_protos::v1::campaign_service_server::{CampaignService, CampaignServiceServer};
 use voice_agent_store::{CampaignDoc, campaign_status};
-use voice_agent_workflows::{CampaignRun, CampaignWorkflow};
+use voice_agent_workflows::{
+    CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignRun, CampaignWorkflow,
+};
 
 use crate::AppState;
 use crate::grpc::ApiError;
@@ -389,18 +392,47 @@ impl Campaigns {
             c.rate_per_second,
             c.start_at.map(|d| d.timestamp_millis()),
         );
-        let options = WorkflowStartOptions::new(
-            self.state.settings.common.task_queue.clone(),
-            workflow_id(&c.id),
-        )
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .build();
-        match self
+        let attributes = SearchAttributes::new([
+            CAMPAIGN_ID_ATTR.value_set(c.id.clone()),
+            CAMPAIGN_CHANNEL_ATTR.value_set(c.channel.clone()),
+            CAMPAIGN_STATUS_ATTR.value_set(campaign_status::STARTING.to_owned()),
+        ]);
+        let options = |with_attributes: bool| {
+            let builder = WorkflowStartOptions::new(
+                self.state.settings.common.task_queue.clone(),
+                workflow_id(&c.id),
+            )
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate);
+            if with_attributes {
+                builder.search_attributes(attributes.clone()).build()
+            } else {
+                builder.build()
+            }
+        };
+        let mut started = self
             .state
             .temporal
-            .start_workflow(CampaignWorkflow::run, run, options)
-            .await
+            .start_workflow(CampaignWorkflow::run, run.clone(), options(true))
+            .await;
+        // A server without the custom search attributes registered refuses them: start anyway,
+        // and say how to register them.
+        if let Err(WorkflowStartError::Rpc(status)) = &started
+            && status.code() == tonic::Code::InvalidArgument
+            && status
+                .message()
+                .to_ascii_lowercase()
+                .contains("search attribute")
         {
+            tracing::warn!(
+                "Temporal has no CampaignId/CampaignChannel/CampaignStatus search attributes; starting without them (see README: temporal operator search-attribute create)"
+            );
+            started = self
+                .state
+                .temporal
+                .start_workflow(CampaignWorkflow::run, run, options(false))
+                .await;
+        }
+        match started {
             Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
             Err(e) => return Err(unavailable(e)),
         }

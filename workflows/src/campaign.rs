@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -16,6 +17,15 @@ use voice_agent_activities::campaign::{
     BatchInput, BatchOutput, CampaignActivities, MaterializeInput,
 };
 use voice_agent_store::campaign_status;
+
+/// Search attribute with the campaign id, to find campaigns in the Temporal UI.
+pub const CAMPAIGN_ID_ATTR: SearchAttributeKey<String> = SearchAttributeKey::keyword("CampaignId");
+/// Search attribute with the channel (`sms`, `whatsapp`).
+pub const CAMPAIGN_CHANNEL_ATTR: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CampaignChannel");
+/// Search attribute with the campaign's status, kept current by the workflow.
+pub const CAMPAIGN_STATUS_ATTR: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CampaignStatus");
 
 /// Largest batch; at high rates a batch of this size takes about a second.
 pub const MAX_BATCH: i64 = 1_000;
@@ -317,6 +327,11 @@ async fn set_status(
     id: &str,
     status: &str,
 ) -> WorkflowResult<()> {
+    // Only where the starter set the attributes, i.e. the server has them registered: upserting
+    // an unknown attribute would fail every workflow task.
+    if ctx.search_attributes().get(&CAMPAIGN_STATUS_ATTR).is_some() {
+        ctx.upsert_search_attributes([CAMPAIGN_STATUS_ATTR.value_set(status.to_owned())]);
+    }
     ctx.execute_activity(
         CampaignActivities::set_status,
         (id.to_owned(), status.to_owned()),

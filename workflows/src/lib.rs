@@ -17,7 +17,10 @@ pub mod campaign;
 pub mod conversation;
 pub mod send_message;
 
-pub use campaign::{CampaignCounters, CampaignRun, CampaignWorkflow, Phase};
+pub use campaign::{
+    CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignCounters, CampaignRun,
+    CampaignWorkflow, Phase,
+};
 pub use conversation::{ConversationMessage, ConversationState, ConversationWorkflow};
 pub use send_message::SendMessageWorkflow;
 

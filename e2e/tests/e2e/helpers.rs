@@ -113,6 +113,9 @@ impl TemporalServer {
         .args(["--metrics-port", &free_port().to_string()])
         .arg("--db-filename")
         .arg(self.dir.join("temporal.db"));
+        for attr in ["CampaignId", "CampaignChannel", "CampaignStatus"] {
+            cmd.args(["--search-attribute", &format!("{attr}=Keyword")]);
+        }
         for cap in ["transfer", "timer", "visibility", "outbound"] {
             cmd.args([
                 "--dynamic-config-value",
