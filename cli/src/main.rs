@@ -7,8 +7,12 @@
 //! vactl lists create "Spring leads"
 //! vactl contacts upload --list cl_0123… leads.xlsx --rejected-csv rejected.csv
 //! vactl contacts list --list cl_0123… --search 415
+//! vactl campaigns create --name Spring --list cl_0123… --template "Hi {{name}}" --rate 10
+//! vactl campaigns start cmp_0123…
+//! vactl campaigns progress cmp_0123… --watch
 //! ```
 
+mod campaigns;
 mod contacts;
 
 use std::time::{Duration, Instant};
@@ -47,6 +51,11 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: contacts::ContactsCommand,
+    },
+    /// Campaigns: create, start, pause, resume, cancel, rate, progress.
+    Campaigns {
+        #[command(subcommand)]
+        command: campaigns::CampaignsCommand,
     },
     /// Send one SMS through a durable workflow.
     SendSms {
@@ -103,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Lists { command } => return contacts::lists(&cli.api, command).await,
         Command::Contacts { command } => return contacts::contacts(&cli.api, command).await,
+        Command::Campaigns { command } => return campaigns::campaigns(&cli.api, command).await,
         other => other,
     };
     let mut client = MessagingServiceClient::connect(cli.api.clone())
@@ -167,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "next_page_token": page.next_page_token,
             }));
         }
-        Command::Lists { .. } | Command::Contacts { .. } => {
+        Command::Lists { .. } | Command::Contacts { .. } | Command::Campaigns { .. } => {
             unreachable!("contact commands return before the messaging client connects")
         }
     }
