@@ -13,7 +13,9 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
         match after.find("}}") {
             Some(end) => {
                 let key = after[..end].trim();
-                if let Some(v) = vars.get(key) {
+                // Uploaded columns are stored under normalised keys (`Renewal Date` →
+                // `renewal_date`), so `{{Renewal Date}}` must find them too.
+                if let Some(v) = vars.get(key).or_else(|| vars.get(&variable_key(key))) {
                     out.push_str(v);
                 }
                 rest = &after[end + 2..];
@@ -26,6 +28,20 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The key a column header is stored under: lower-case, runs of anything but letters and
+/// digits as one `_`, trimmed (the rule of the contact import).
+pub fn variable_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            key.push(c);
+        } else if !key.ends_with('_') {
+            key.push('_');
+        }
+    }
+    key.trim_matches('_').to_owned()
 }
 
 /// The variable names a template uses, in order of first use.
@@ -60,6 +76,18 @@ mod tests {
         assert_eq!(
             render("Hi {{name}}, see you {{ day }}{{missing}}!", &vars()),
             "Hi Ada, see you Monday!"
+        );
+    }
+
+    #[test]
+    fn column_names_match_whatever_their_case_and_spacing() {
+        let vars: BTreeMap<String, String> = [("plan", "Gold"), ("renewal_date", "May 1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(
+            render("{{Plan}} until {{Renewal Date}}", &vars),
+            "Gold until May 1"
         );
     }
 

@@ -484,3 +484,61 @@ async fn the_sending_window_holds_in_each_recipients_local_time() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_uploaded_spreadsheet_feeds_a_campaign_with_its_columns() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let (status, list) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/contact-lists",
+        Some(json!({"name": "Spring leads"})),
+    )
+    .await?;
+    assert!(status == 200 || status == 201, "{list}");
+    let list_id = list["id"].as_str().expect("list id").to_owned();
+    let csv = "Phone,Name,Renewal Date\n(415) 555-0131,Ada,May 1\n415.555.0132,Grace,June 2\n+1 415 555 0131,Ada L.,May 1\nnot a number,Bad,\n";
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("leads.csv"),
+    );
+    let uploaded: Value = stack
+        .http
+        .post(format!(
+            "{}/api/contact-lists/{list_id}/uploads",
+            stack.api_http
+        ))
+        .multipart(form)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(uploaded["imported"], json!(2), "{uploaded}");
+    assert_eq!(uploaded["merged"], json!(1), "{uploaded}");
+    assert_eq!(uploaded["rejected"], json!(1), "{uploaded}");
+
+    let (status, created) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/campaigns",
+        Some(json!({"name": "renewals", "list_id": list_id, "template": "Hi {{name}}, renewal on {{Renewal Date}}"})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    api(
+        &stack,
+        reqwest::Method::POST,
+        &format!("/api/campaigns/{id}/start"),
+        None,
+    )
+    .await?;
+    let counters = result(&stack, &id).await?;
+    assert_eq!(counters.total, 2, "{counters:?}");
+    let ada = stack.ledger("+14155550131").await?;
+    assert_eq!(ada.len(), 1, "merged duplicates get one message: {ada:?}");
+    assert_eq!(ada[0]["body"], json!("Hi Ada L., renewal on May 1"));
+    let grace = stack.ledger("+14155550132").await?;
+    assert_eq!(grace[0]["body"], json!("Hi Grace, renewal on June 2"));
+    Ok(())
+}
