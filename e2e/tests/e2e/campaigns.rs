@@ -276,6 +276,12 @@ async fn a_campaign_can_be_paused_resumed_sped_up_and_cancelled() -> anyhow::Res
     .await?
     .1;
     assert_eq!(campaign["status"], json!("cancelled"));
+    stack
+        .save_history::<CampaignWorkflow>(
+            &format!("campaign-{id}"),
+            "campaign-paused-resumed-cancelled",
+        )
+        .await?;
     Ok(())
 }
 
@@ -482,6 +488,9 @@ async fn the_sending_window_holds_in_each_recipients_local_time() -> anyhow::Res
         late_item.get_str("reason")?.contains("window"),
         "{late_item}"
     );
+    stack
+        .save_history::<CampaignWorkflow>(&format!("campaign-{id}"), "campaign-window-deferred")
+        .await?;
     Ok(())
 }
 

@@ -311,6 +311,27 @@ impl Stack {
         )?)
     }
 
+    /// With `VA_SAVE_HISTORIES=<dir>`, writes the workflow's history as `<dir>/<name>.json`:
+    /// how the replay fixtures in `workflows/tests/histories/` are made.
+    pub(crate) async fn save_history<W>(&self, workflow_id: &str, name: &str) -> anyhow::Result<()>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+    {
+        let Ok(dir) = std::env::var("VA_SAVE_HISTORIES") else {
+            return Ok(());
+        };
+        let json = self
+            .temporal()
+            .await?
+            .get_workflow_handle::<W>(workflow_id.to_owned())
+            .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
+        Ok(())
+    }
+
     pub(crate) async fn admin(
         &self,
         method: reqwest::Method,

@@ -399,6 +399,12 @@ async fn worker_killed_during_a_send_ends_delivered_and_sends_once() -> anyhow::
     assert_eq!(sid, output.provider_id);
     let ledger = stack.ledger(to).await?;
     assert_eq!(ledger.len(), 1, "sent more than once: {ledger:?}");
+    stack
+        .save_history::<SendMessageWorkflow>(
+            &format!("send-{}", output.message_id),
+            "send-after-worker-crash",
+        )
+        .await?;
     Ok(())
 }
 

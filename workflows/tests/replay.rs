@@ -1,0 +1,41 @@
+//! Replays stored histories of real runs (made by the end-to-end tests with
+//! `VA_SAVE_HISTORIES=workflows/tests/histories`) against the current workflow code. A change
+//! that would break running workflows on deploy fails here: patch it with `ctx.patched(..)`.
+
+use std::path::Path;
+
+use temporalio_client::WorkflowHistory;
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+use voice_agent_workflows::{CampaignWorkflow, ConversationWorkflow, SendMessageWorkflow};
+
+#[tokio::test]
+async fn stored_histories_replay_against_the_current_code() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("histories folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no histories in {}", dir.display());
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<SendMessageWorkflow>()
+            .expect("register")
+            .register_workflow::<ConversationWorkflow>()
+            .expect("register")
+            .register_workflow::<CampaignWorkflow>()
+            .expect("register")
+            .build(),
+    )
+    .expect("replayer");
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read history");
+        let history = WorkflowHistory::from_json(&bytes).expect("history JSON");
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{} no longer replays: {e}", file.display()));
+    }
+}
