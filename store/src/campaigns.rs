@@ -396,13 +396,18 @@ impl MongoStore {
 
     /// The provider accepted the item's message.
     pub async fn record_item_accepted(&self, item_id: &str, sid: &str) -> Result<()> {
+        // One write: if a status callback got here first, it already stored the SID with a
+        // higher status, and this update matches nothing.
         self.items()
             .update_one(
-                doc! { "_id": item_id },
-                doc! { "$set": { "message_sid": sid, "updated_at": DateTime::now() } },
+                doc! { "_id": item_id, "status_rank": { "$lt": item_status::rank(item_status::SENT) } },
+                doc! { "$set": {
+                    "message_sid": sid,
+                    "status": item_status::SENT,
+                    "status_rank": item_status::rank(item_status::SENT),
+                    "updated_at": DateTime::now(),
+                } },
             )
-            .await?;
-        self.advance_item(doc! { "_id": item_id }, item_status::SENT, None, None)
             .await?;
         Ok(())
     }
@@ -438,21 +443,29 @@ impl MongoStore {
         status: &str,
         error_code: Option<i64>,
     ) -> Result<bool> {
-        // The callback may beat the activity that stores the SID.
-        self.items()
+        // One write. The callback may beat the activity that stores the SID, so it may set it;
+        // a callback for another SID than the item's changes nothing.
+        let reason = error_code.and_then(explain_error);
+        let rank = item_status::rank(status);
+        let mut set = doc! { "message_sid": sid, "status": status, "status_rank": rank, "updated_at": DateTime::now() };
+        if let Some(code) = error_code {
+            set.insert("error_code", code);
+        }
+        if let Some(reason) = reason {
+            set.insert("reason", reason);
+        }
+        let r = self
+            .items()
             .update_one(
-                doc! { "_id": item_id, "message_sid": { "$exists": false } },
-                doc! { "$set": { "message_sid": sid } },
+                doc! {
+                    "_id": item_id,
+                    "status_rank": { "$lt": rank },
+                    "$or": [ { "message_sid": sid }, { "message_sid": { "$exists": false } } ],
+                },
+                doc! { "$set": set },
             )
             .await?;
-        let reason = error_code.and_then(explain_error);
-        self.advance_item(
-            doc! { "_id": item_id, "message_sid": sid },
-            status,
-            error_code,
-            reason,
-        )
-        .await
+        Ok(r.modified_count > 0)
     }
 
     async fn advance_item(

@@ -94,19 +94,16 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                     "campaign_contact_unique",
                     doc! { "campaign_id": 1, "contact_id": 1 },
                 ),
-                index("campaign_status", doc! { "campaign_id": 1, "status": 1 }),
-                unique_sparse("message_sid_unique", doc! { "message_sid": 1 }),
+                // No index on status or message_sid: every status change would update it, at
+                // campaign rates the server's main cost; queries by campaign use the index above.
             ],
         ),
         (
             CAMPAIGN_EXECUTIONS,
-            vec![
-                unique(
-                    "item_attempt_unique",
-                    doc! { "campaign_id": 1, "item_id": 1, "attempt": 1 },
-                ),
-                index("campaign_at", doc! { "campaign_id": 1, "at": -1 }),
-            ],
+            vec![unique(
+                "item_attempt_unique",
+                doc! { "campaign_id": 1, "item_id": 1, "attempt": 1 },
+            )],
         ),
         (CONTACT_LISTS, vec![index("name", doc! { "name": 1 })]),
         (
