@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dispatch benchmark: an SMS campaign to CONTACTS contacts through the simulator (no rate limit,
-# no added latency), durable (api + worker + Temporal) and then the plain-loop baseline, side by
-# side. Prints its figures; it is not a test and not part of scripts/test.sh.
+# no added latency): durable (api + worker + Temporal), then a loop doing the durable activity's
+# MongoDB writes without Temporal (diagnostic), then the plain-loop baseline, side by side.
+# Prints its figures; it is not a test and not part of scripts/test.sh. See docs/benchmarks.md.
 #
 #   scripts/bench-dispatch.sh [CONTACTS]        (default 100000)
 #
@@ -9,8 +10,8 @@
 # stops them, by PID, when it ends:
 #   - a Temporal dev server, in memory (TEMPORAL_DB=sqlite: a SQLite file), with the same
 #     dynamic-config poll caps as scripts/lib.sh;
-#   - secantusd-rs (MongoDB wire protocol) with a throw-away store, restarted empty for the
-#     baseline so each run starts from a fresh server and database;
+#   - secantusd-rs (MongoDB wire protocol) with a throw-away store, restarted empty before each
+#     loop run so every run starts from a fresh server and database;
 #   - the Twilio simulator (release, RUST_LOG=warn, default callback delay 20 ms);
 #   - voice-agent-api and voice-agent-worker (release).
 # Results (JSON, per-second lines, logs) land in .data/bench/dispatch-<time>/.

@@ -363,30 +363,11 @@ pub(crate) fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// CPU seconds of each thread of a process, by thread id.
-fn thread_cpu_seconds(pid: u32) -> BTreeMap<u32, f64> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return BTreeMap::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|tid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((tid, (utime + stime) / TICKS_PER_S))
-        })
-        .collect()
-}
-
 /// CPU counters at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct CpuSnapshot {
     at: Instant,
     per_process: Vec<Option<f64>>,
-    per_thread: Vec<BTreeMap<u32, f64>>,
     machine: Option<(f64, f64)>,
 }
 
@@ -394,7 +375,6 @@ pub(crate) fn cpu_snapshot(watched: &[Watched]) -> CpuSnapshot {
     CpuSnapshot {
         at: Instant::now(),
         per_process: watched.iter().map(|w| cpu_seconds(w.pid)).collect(),
-        per_thread: watched.iter().map(|w| thread_cpu_seconds(w.pid)).collect(),
         machine: machine_cpu(),
     }
 }
@@ -412,9 +392,6 @@ pub(crate) struct ProcessFigures {
     pub(crate) cpu_s: f64,
     /// cpu_s / window: 1.0 = one core busy all the time.
     pub(crate) cores: f64,
-    /// CPU seconds of its busiest thread in the window (a thread at `window_s` is saturated).
-    #[serde(default)]
-    pub(crate) busiest_thread_cpu_s: f64,
 }
 
 /// The whole machine over the window.
@@ -447,12 +424,7 @@ pub(crate) fn process_figures(
         if cpu.is_finite() {
             watched_cpu += cpu;
         }
-        let busiest = end.per_thread[i]
-            .iter()
-            .map(|(tid, b)| b - start.per_thread[i].get(tid).copied().unwrap_or_default())
-            .fold(0.0, f64::max);
         out.push(ProcessFigures {
-            busiest_thread_cpu_s: busiest,
             name: w.name.clone(),
             pid: w.pid,
             peak_rss_mib: status_kib(w.pid, "VmHWM").map_or(f64::NAN, |k| k as f64 / 1024.0),

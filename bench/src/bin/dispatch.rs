@@ -617,15 +617,13 @@ fn print_summary(r: &RunResult) {
     );
     for p in &r.processes {
         println!(
-            "  {:<10} pid {:>7}: peak RSS {:>7} MiB (now {:>7}), CPU {:>7} s = {:>5} cores, \
-             busiest thread {:>5} cores",
+            "  {:<10} pid {:>7}: peak RSS {:>7} MiB (now {:>7}), CPU {:>7} s = {:>5} cores",
             p.name,
             p.pid,
             fmt_f(p.peak_rss_mib, 1),
             fmt_f(p.rss_mib, 1),
             fmt_f(p.cpu_s, 1),
-            fmt_f(p.cores, 2),
-            fmt_f(p.busiest_thread_cpu_s / r.machine.window_s, 2)
+            fmt_f(p.cores, 2)
         );
     }
     let v = &r.verification;
@@ -731,16 +729,6 @@ fn report(d: &RunResult, b: &RunResult, m: Option<&RunResult>) {
             1,
         ),
         ("CPU s mongo", Box::new(move |r| cpu(r, &["mongo"])), 1),
-        (
-            "mongo busiest thread, cores",
-            Box::new(|r| {
-                r.processes
-                    .iter()
-                    .find(|p| p.name == "mongo")
-                    .map_or(f64::NAN, |p| p.busiest_thread_cpu_s / r.machine.window_s)
-            }),
-            2,
-        ),
         (
             "CPU s api (callbacks, progress)",
             Box::new(move |r| cpu(r, &["api"])),
