@@ -460,7 +460,9 @@ impl MongoStore {
                 doc! {
                     "_id": item_id,
                     "status_rank": { "$lt": rank },
-                    "$or": [ { "message_sid": sid }, { "message_sid": { "$exists": false } } ],
+                    // `null` also matches a missing field; unlike `$or`, `$in` keeps the `_id`
+                    // lookup (an `$or` made the server scan every item per callback).
+                    "message_sid": { "$in": [sid, mongodb::bson::Bson::Null] },
                 },
                 doc! { "$set": set },
             )
