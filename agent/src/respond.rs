@@ -1,0 +1,78 @@
+//! The profile's limits around any agent.
+
+use crate::types::{AgentAction, AgentReply, AgentRequest};
+use crate::{Agent, AgentError};
+
+/// The agent's next turn within the profile's limits: past `max_turns` the conversation is
+/// closed with the profile's closing line (no model call); the call is bounded by
+/// `timeout_secs`; the reply is cut to `max_reply_chars`.
+pub async fn respond(agent: &dyn Agent, request: &AgentRequest) -> Result<AgentReply, AgentError> {
+    let profile = &request.profile;
+    if request.person_turns() > profile.max_turns as usize {
+        return Ok(AgentReply {
+            text: profile.closing.clone(),
+            actions: vec![AgentAction::EndConversation {
+                reason: Some("turn limit reached".to_owned()),
+            }],
+            ..AgentReply::default()
+        });
+    }
+    let timeout = profile.timeout();
+    let mut reply = tokio::time::timeout(timeout, agent.reply(request))
+        .await
+        .map_err(|_| AgentError::Timeout(timeout))??;
+    reply.text = truncate_reply(reply.text.trim(), profile.max_reply_chars);
+    Ok(reply)
+}
+
+/// `text` cut to at most `max_chars` characters, at a word boundary when there is one, with
+/// an ellipsis.
+pub fn truncate_reply(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let keep: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    let cut = match keep.rfind(char::is_whitespace) {
+        Some(i) if i > keep.len() / 2 => keep[..i].trim_end(),
+        _ => keep.as_str(),
+    };
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ScriptedAgent;
+    use crate::directory::AgentProfile;
+    use crate::types::{AgentChannel, Turn};
+
+    #[test]
+    fn long_replies_are_cut_at_a_word() {
+        assert_eq!(truncate_reply("short", 10), "short");
+        assert_eq!(truncate_reply("one two three four", 12), "one two…");
+        assert_eq!(truncate_reply("abcdefghijklmnop", 6), "abcde…");
+        assert!(truncate_reply(&"é".repeat(50), 20).chars().count() <= 20);
+    }
+
+    #[tokio::test]
+    async fn the_turn_limit_closes_without_asking_the_agent() {
+        let profile = AgentProfile {
+            max_turns: 1,
+            ..AgentProfile::default()
+        };
+        let request = AgentRequest {
+            profile: profile.clone(),
+            channel: AgentChannel::Sms,
+            history: vec![
+                Turn::person("hi"),
+                Turn::agent("hello"),
+                Turn::person("hi again"),
+            ],
+            contact: Default::default(),
+            memory: Default::default(),
+        };
+        let reply = respond(&ScriptedAgent::default(), &request).await.unwrap();
+        assert_eq!(reply.text, profile.closing);
+        assert_eq!(reply.actions[0].kind(), "end_conversation");
+    }
+}
