@@ -128,6 +128,28 @@ pub struct Config {
     #[arg(long, env = "SIMULATOR_DEFAULT_SMS_URL")]
     pub default_sms_url: Option<Url>,
 
+    /// Webhook URL for inbound calls to numbers without their own `voice_url`.
+    #[arg(long, env = "SIMULATOR_DEFAULT_VOICE_URL")]
+    pub default_voice_url: Option<Url>,
+
+    /// Outbound calls dialled per second for the account, as Twilio's CPS limit; calls over it
+    /// wait `queued` and go out in order. 0 disables the limit.
+    #[arg(long, env = "SIMULATOR_CALLS_PER_SECOND", default_value_t = 1)]
+    pub calls_per_second: u32,
+
+    /// How long a call rings before the callee answers (or gives up), in milliseconds.
+    #[arg(long, env = "SIMULATOR_CALL_RING_MS", default_value_t = 100)]
+    pub call_ring_ms: u64,
+
+    /// A callee's default time to think before each answer to a `<Gather>`, in milliseconds.
+    #[arg(long, env = "SIMULATOR_CALL_THINK_MS", default_value_t = 0)]
+    pub call_think_ms: u64,
+
+    /// Real milliseconds one simulated second of a call takes: `<Pause>`, Gather and Record
+    /// timeouts, a dialled party's talk, and the reported call durations all use this scale.
+    #[arg(long, env = "SIMULATOR_CALL_SECOND_MS", default_value_t = 10)]
+    pub call_second_ms: u64,
+
     /// Serve the admin API to any client, not only loopback ones (e.g. inside a container).
     #[arg(long, env = "SIMULATOR_ADMIN_ALLOW_REMOTE", default_value_t = false)]
     pub admin_allow_remote: bool,
@@ -150,6 +172,11 @@ impl Default for Config {
             callback_concurrency: 256,
             twilio_opt_out: true,
             default_sms_url: None,
+            default_voice_url: None,
+            calls_per_second: 1,
+            call_ring_ms: 100,
+            call_think_ms: 0,
+            call_second_ms: 10,
             admin_allow_remote: false,
         }
     }
@@ -177,6 +204,12 @@ pub enum ConfigError {
     /// The default SMS webhook URL is not http(s).
     #[error("default SMS URL must be http or https")]
     DefaultSmsUrl,
+    /// The default voice webhook URL is not http(s).
+    #[error("default voice URL must be http or https")]
+    DefaultVoiceUrl,
+    /// A simulated call second of 0 ms would make durations meaningless.
+    #[error("call second must be at least 1 ms")]
+    CallSecond,
 }
 
 impl Config {
@@ -206,6 +239,14 @@ impl Config {
             && !matches!(url.scheme(), "http" | "https")
         {
             return Err(ConfigError::DefaultSmsUrl);
+        }
+        if let Some(url) = &self.default_voice_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::DefaultVoiceUrl);
+        }
+        if self.call_second_ms == 0 {
+            return Err(ConfigError::CallSecond);
         }
         Ok(())
     }
@@ -237,6 +278,10 @@ mod tests {
         assert_eq!(parsed.host, default.host);
         assert_eq!(parsed.callback_concurrency, default.callback_concurrency);
         assert_eq!(parsed.twilio_opt_out, default.twilio_opt_out);
+        assert_eq!(parsed.calls_per_second, default.calls_per_second);
+        assert_eq!(parsed.call_ring_ms, default.call_ring_ms);
+        assert_eq!(parsed.call_think_ms, default.call_think_ms);
+        assert_eq!(parsed.call_second_ms, default.call_second_ms);
     }
 
     #[test]

@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod calls;
 pub mod config;
 mod optout;
 mod rest;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::calls::CallStore;
 use crate::config::{Config, Secret};
 use crate::store::Store;
 
@@ -21,13 +22,23 @@ pub(crate) struct Shared {
     pub(crate) auth_token: Secret,
     pub(crate) api_key: Option<(String, Secret)>,
     pub(crate) default_sms_url: Option<Url>,
+    pub(crate) default_voice_url: Option<Url>,
     pub(crate) callback_delay: Duration,
+    /// How long calls ring before the callee decides.
+    pub(crate) call_ring: Duration,
+    /// A callee's default time before each answer.
+    pub(crate) call_think: Duration,
+    /// Real time of one simulated call second.
+    pub(crate) call_second: Duration,
     pub(crate) admin_allow_remote: bool,
     initial_faults: Faults,
     /// Kept apart from the store: every REST request and callback reads the faults, and they
     /// should not queue behind a long ledger query holding the store.
     faults: Mutex<Faults>,
     store: Mutex<Store>,
+    /// Calls and callees; separate from the message store so a long ledger query on either
+    /// does not hold up the other.
+    calls: Mutex<CallStore>,
     pub(crate) http: reqwest::Client,
     /// Bounds concurrent status-callback requests, so a campaign cannot open thousands of
     /// connections to a slow receiver; waiting deliveries cost only their task.
@@ -52,6 +63,7 @@ impl Shared {
             callback_loss_rate: 0.0,
             rate_limit_mps: config.rate_limit_mps,
             twilio_opt_out: config.twilio_opt_out,
+            calls_per_second: config.calls_per_second,
         };
         Self {
             account_sid: config.account_sid.clone(),
@@ -61,11 +73,16 @@ impl Shared {
                 .clone()
                 .zip(config.api_key_secret.clone()),
             default_sms_url: config.default_sms_url.clone(),
+            default_voice_url: config.default_voice_url.clone(),
+            call_ring: Duration::from_millis(config.call_ring_ms),
+            call_think: Duration::from_millis(config.call_think_ms),
+            call_second: Duration::from_millis(config.call_second_ms),
             callback_delay: Duration::from_millis(config.callback_delay_ms),
             admin_allow_remote: config.admin_allow_remote,
             initial_faults: faults,
             faults: Mutex::new(faults),
             store: Mutex::new(Store::default()),
+            calls: Mutex::new(CallStore::default()),
             http,
             callback_permits: Semaphore::new(config.callback_concurrency),
             tasks: TaskTracker::new(),
@@ -78,6 +95,11 @@ impl Shared {
     /// that matters to a simulator, so poisoning is ignored.
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks the calls; poisoning is ignored as for the store.
+    pub(crate) fn calls(&self) -> MutexGuard<'_, CallStore> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current faults.
@@ -100,7 +122,8 @@ impl Shared {
             .clone()
     }
 
-    /// Forgets all messages, number settings, templates, sessions, opt-outs and rate windows;
+    /// Forgets all messages, calls, callees, number settings, templates, sessions, opt-outs and
+    /// rate windows;
     /// the clock and the faults return to their start values.
     pub(crate) fn reset(&self) {
         {
@@ -112,6 +135,7 @@ impl Shared {
             *generation = self.shutdown.child_token();
         }
         *self.store() = Store::default();
+        *self.calls() = CallStore::default();
         self.update_faults(|faults| *faults = self.initial_faults);
     }
 }
@@ -135,6 +159,8 @@ pub(crate) struct Faults {
     pub(crate) callback_loss_rate: f64,
     /// Whether SMS to a user who texted STOP to the sender fail with 21610, as on Twilio.
     pub(crate) twilio_opt_out: bool,
+    /// Outbound calls dialled per second; 0 = unlimited. Excess calls wait, as on Twilio.
+    pub(crate) calls_per_second: u32,
 }
 
 /// Message status values the simulator uses (a subset of Twilio's enum).
@@ -269,6 +295,12 @@ pub(crate) struct NumberConfig {
     /// How outbound messages to this number end.
     #[serde(default)]
     pub(crate) outcome: Outcome,
+    /// Webhook for inbound calls to this number (an incoming number's VoiceUrl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) voice_url: Option<Url>,
+    /// Status callback of inbound calls to this number (`completed` only, as Twilio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) voice_status_callback: Option<Url>,
 }
 
 #[cfg(test)]

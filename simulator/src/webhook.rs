@@ -7,6 +7,7 @@ use axum::http::header;
 use chrono::{DateTime, Utc};
 use voice_agent_twilio::signature::compute_signature;
 
+use crate::calls::Method;
 use crate::state::{AppState, MessageStatus, Plan, Shared};
 use crate::store::{Advanced, MessageSid};
 use crate::util::{bare_number, redact_url};
@@ -37,21 +38,71 @@ pub(crate) async fn post_signed(
     idempotency_token: &str,
     forge: bool,
 ) -> Result<WebhookResponse, reqwest::Error> {
-    let signature = if forge {
-        let wrong_key = format!("{}-forged", state.auth_token.expose());
-        compute_signature(&wrong_key, url, params)
+    request_signed(
+        state,
+        Method::Post,
+        url,
+        params,
+        idempotency_token,
+        forge,
+        false,
+    )
+    .await
+}
+
+/// Sends `params` to `url` with Twilio's headers and signature: form-encoded in a POST body, or
+/// appended to the query of a GET (signed over the full URL with nothing appended).
+///
+/// `voice` adds the `; charset=UTF-8` Twilio's voice webhooks carry on their content type.
+pub(crate) async fn request_signed(
+    state: &Shared,
+    method: Method,
+    url: &str,
+    params: &[(String, String)],
+    idempotency_token: &str,
+    forge: bool,
+    voice: bool,
+) -> Result<WebhookResponse, reqwest::Error> {
+    let key = if forge {
+        format!("{}-forged", state.auth_token.expose())
     } else {
-        compute_signature(state.auth_token.expose(), url, params)
+        state.auth_token.expose().to_owned()
     };
-    let response = state
-        .http
-        .post(url)
+    let request = match method {
+        Method::Post => {
+            let content_type = if voice {
+                "application/x-www-form-urlencoded; charset=UTF-8"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            let body = serde_urlencoded::to_string(params).unwrap_or_default();
+            state
+                .http
+                .post(url)
+                .header(header::CONTENT_TYPE, content_type)
+                .header("X-Twilio-Signature", compute_signature(&key, url, params))
+                .body(body)
+        }
+        Method::Get => {
+            let full = match url::Url::parse(url) {
+                Ok(mut parsed) => {
+                    parsed
+                        .query_pairs_mut()
+                        .extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    parsed.to_string()
+                }
+                // reqwest reports the unusable URL when sending.
+                Err(_) => url.to_owned(),
+            };
+            let signature = compute_signature(&key, &full, &[]);
+            state.http.get(full).header("X-Twilio-Signature", signature)
+        }
+    };
+    let response = request
         .header(header::ACCEPT, "*/*")
         .header(header::USER_AGENT, "TwilioProxy/1.1")
         .header("I-Twilio-Idempotency-Token", idempotency_token)
         .header("X-Home-Region", "us1")
-        .header("X-Twilio-Signature", signature)
-        .form(params)
         .timeout(WEBHOOK_TIMEOUT)
         .send()
         .await
@@ -174,6 +225,17 @@ fn status_params(
 }
 
 async fn deliver_callback(state: &Shared, sid: MessageSid, url: &str, params: &[(String, String)]) {
+    deliver_status_callback(state, &sid, Method::Post, url, params).await;
+}
+
+/// Delivers one status callback, retrying connection failures with backoff as Twilio does.
+pub(crate) async fn deliver_status_callback(
+    state: &Shared,
+    sid: &(dyn std::fmt::Display + Sync),
+    method: Method,
+    url: &str,
+    params: &[(String, String)],
+) {
     // Retries reuse the token so receivers can recognise them as the same delivery.
     let token = uuid::Uuid::new_v4().to_string();
     let mut delay = FIRST_RETRY_DELAY;
@@ -183,7 +245,7 @@ async fn deliver_callback(state: &Shared, sid: MessageSid, url: &str, params: &[
             let Ok(_permit) = state.callback_permits.acquire().await else {
                 return;
             };
-            post_signed(state, url, params, &token, false).await
+            request_signed(state, method, url, params, &token, false, false).await
         };
         match result {
             Ok(response) => {

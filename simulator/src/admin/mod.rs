@@ -3,6 +3,7 @@
 //! This module holds the router and the number, inbound, fault and opt-out endpoints;
 //! `ledger` answers what was sent, `whatsapp` manages templates, sessions and the clock.
 
+mod calls;
 mod ledger;
 mod whatsapp;
 
@@ -64,6 +65,16 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             "/admin/clock",
             get(whatsapp::get_clock).put(whatsapp::put_clock),
         )
+        .route("/admin/callees", get(calls::list_callees))
+        .route(
+            "/admin/callees/{number}",
+            get(calls::get_callee)
+                .put(calls::put_callee)
+                .delete(calls::delete_callee),
+        )
+        .route("/admin/calls", get(calls::list_calls))
+        .route("/admin/calls/inbound", post(calls::inbound_call))
+        .route("/admin/calls/{sid}", get(calls::get_call))
         .route("/admin/reset", post(reset))
         .route_layer(middleware::from_fn_with_state(state, loopback_only))
 }
@@ -161,6 +172,10 @@ struct PutNumber {
     sms_url: Option<url::Url>,
     #[serde(default)]
     outcome: crate::state::Outcome,
+    #[serde(default)]
+    voice_url: Option<url::Url>,
+    #[serde(default)]
+    voice_status_callback: Option<url::Url>,
 }
 
 async fn put_number(
@@ -172,12 +187,18 @@ async fn put_number(
     if number.trim().is_empty() {
         return Err(AdminError::BadRequest("number must not be empty".into()));
     }
-    if let Some(url) = &request.sms_url
-        && !matches!(url.scheme(), "http" | "https")
-    {
-        return Err(AdminError::BadRequest(
-            "sms_url must be http or https".into(),
-        ));
+    for (name, url) in [
+        ("sms_url", &request.sms_url),
+        ("voice_url", &request.voice_url),
+        ("voice_status_callback", &request.voice_status_callback),
+    ] {
+        if let Some(url) = url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(AdminError::BadRequest(format!(
+                "{name} must be http or https"
+            )));
+        }
     }
     if request.outcome.error_code.is_some() && request.outcome.error_code().is_none() {
         return Err(AdminError::BadRequest(
@@ -187,6 +208,8 @@ async fn put_number(
     let config = NumberConfig {
         sms_url: request.sms_url,
         outcome: request.outcome,
+        voice_url: request.voice_url,
+        voice_status_callback: request.voice_status_callback,
     };
     tracing::info!(number = %mask(&number), outcome = ?config.outcome.status, "number configured");
     state.store().set_number(number, config.clone());
@@ -390,6 +413,7 @@ struct PutFaults {
     accept_delay_ms: Option<u64>,
     callback_loss_rate: Option<f64>,
     twilio_opt_out: Option<bool>,
+    calls_per_second: Option<u32>,
 }
 
 async fn put_faults(
@@ -420,6 +444,7 @@ async fn put_faults(
             .callback_loss_rate
             .unwrap_or(faults.callback_loss_rate);
         faults.twilio_opt_out = request.twilio_opt_out.unwrap_or(faults.twilio_opt_out);
+        faults.calls_per_second = request.calls_per_second.unwrap_or(faults.calls_per_second);
     });
     tracing::info!(faults = ?faults, "faults changed");
     Ok(Json(faults))

@@ -1,5 +1,7 @@
-//! The Twilio REST surface (API version 2010-04-01): authentication, fault injection, Messages.
+//! The Twilio REST surface (API version 2010-04-01): authentication, fault injection, Messages
+//! and Calls.
 
+mod calls;
 mod error;
 mod messages;
 
@@ -29,6 +31,14 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route(
             "/2010-04-01/Accounts/{account_sid}/Messages/{file}",
             get(messages::fetch).delete(messages::delete),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Calls.json",
+            get(calls::list).post(calls::create),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Calls/{file}",
+            get(calls::fetch).post(calls::update),
         )
         .route_layer(middleware::from_fn_with_state(state, guard))
 }
