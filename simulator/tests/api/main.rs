@@ -1,5 +1,6 @@
 //! Black-box tests of the simulator over HTTP.
 
+mod calls;
 mod campaign;
 mod helpers;
 mod whatsapp;
