@@ -1,9 +1,10 @@
 //! A local Twilio simulator, so campaigns and agents can be exercised end to end before any
 //! real message is paid for.
 //!
-//! It speaks Twilio's wire protocol only: the 2010-04-01 REST Messages resource (HTTP Basic
-//! auth, Twilio's JSON shapes, error codes and paging) for SMS and WhatsApp, signed status
-//! callbacks and signed inbound SMS / WhatsApp webhooks. Test hooks live under `/admin/…`.
+//! It speaks Twilio's wire protocol only: the 2010-04-01 REST Messages and Calls resources
+//! (HTTP Basic auth, Twilio's JSON shapes, error codes and paging) for SMS, WhatsApp and voice,
+//! signed status callbacks, signed inbound SMS / WhatsApp / voice webhooks and a voice TwiML
+//! interpreter talking to scripted callees. Test hooks live under `/admin/…`.
 //!
 //! # Behaviour
 //!
@@ -27,6 +28,42 @@
 //!   hides resources of other accounts.
 //! - Faults (latency, random 429 / 20429 and 500 / 20500, per-sender rate limit) apply to
 //!   authenticated REST requests and can be changed at run time.
+//! - **Calls.** `POST …/Calls.json` (`To`, `From`, `Url` + `Method` or `Twiml`,
+//!   `StatusCallback[Method|Event]`, `MachineDetection`, `Timeout`, `Record`, `TimeLimit`)
+//!   answers 201 `queued` / `outbound-api`. Errors: 21201 no To, 21213 no From, 21205 no or bad
+//!   `Url`, 21211 / 21212 invalid To / From, 21232 `Twiml` over 4000 chars, 21609 bad
+//!   `StatusCallback`, 20001 bad enum or number; To `+15005550001` → 21217, `…2` → 21214,
+//!   `…3` → 21215, `…4` → 21216. `GET …/Calls/{Sid}.json`, `GET …/Calls.json` (`To`, `From`,
+//!   `Status`, `StartTime`, `StartTime>`, `StartTime<`, paging as Messages), and
+//!   `POST …/Calls/{Sid}.json` with `Status=completed` (hangs up a live call, cancels a
+//!   queued or ringing one), `Status=canceled` (queued / ringing only) or `Url` / `Twiml`
+//!   (redirects a live call; otherwise 21220).
+//! - Outbound calls are dialled in creation order at `--calls-per-second` per account (Twilio's
+//!   CPS; over it calls wait `queued`, never rejected), then go `initiated` → `ringing` →
+//!   `in-progress` → `completed`, or `busy` / `no-answer` (also when the callee's answer delay
+//!   exceeds `Timeout`) / `failed` / `canceled`. Status callbacks are signed, sent in that order
+//!   for the subscribed events (none = `completed` only) with `CallbackSource`,
+//!   `SequenceNumber` (from 0), `Timestamp`, and `CallDuration` / `Duration` (+
+//!   `SipResponseCode` when not connected, recording fields with `Record=true`) on the last.
+//! - On answer the TwiML is fetched (signed; POST or GET) with `CallStatus=in-progress`
+//!   (`ringing` for inbound calls) and `AnsweredBy` when AMD was asked (`human`;
+//!   `machine_start` with `Enable`; `machine_end_beep` or the callee's `answered_by` with
+//!   `DetectMessageEnd`, after a greeting). Verbs: `Say`, `Play`, `Pause`, `Gather` (input,
+//!   action, method, timeout, numDigits, actionOnEmptyResult; no input falls through; no
+//!   action posts to the current document), `Redirect`, `Dial` (`Number` / `Client` / `Sip`
+//!   or text; the party talks 5 s; `action` gets `DialCallStatus`, `DialCallDuration`;
+//!   an invalid number logs 13223), `Record` (the callee's next line; `RecordingUrl`,
+//!   `RecordingSid`, `RecordingDuration`), `Hangup`, `Reject` (inbound before answer → `busy`);
+//!   others are skipped. The document's end completes the call. A webhook failing (non-2xx,
+//!   connection error, 15 s timeout) is error 11200 and unparsable TwiML 12100: the caller
+//!   hears an application error, the call completes and the ledger keeps the code.
+//! - Callees are scripted per number (unknown numbers: a human with nothing to say). A human
+//!   gives its next line to each Gather (none left: silence); a machine stays silent and
+//!   everything said to it becomes its `voicemail`; `hangup_mid_call` hangs up at the Gather
+//!   after `hangup_after_turns` answers. Time is simulated: calls ring `--call-ring-ms`,
+//!   callees think `--call-think-ms` (or their `think_ms`), and one simulated second (Pause,
+//!   timeouts, recordings, a dialled party's talk, reported durations) lasts
+//!   `--call-second-ms`.
 //! - State is in memory and lost on exit. It is laid out for campaigns: a message costs about
 //!   300 bytes, per-number queries are indexed, and no request waits on I/O under the lock
 //!   (`examples/load.rs` measures throughput).
@@ -37,10 +74,15 @@
 //! |---|---|---|
 //! | `GET /admin/health` | | `{"status":"ok","account_sid"}` |
 //! | `GET /admin/numbers` | | `{"numbers":{NUMBER: config}}` |
-//! | `GET`/`PUT`/`DELETE /admin/numbers/{number}` | `{"sms_url"?, "outcome"?: {"status"?: "delivered"\|"read"\|"undelivered"\|"failed"\|"sent", "error_code"?}}` | the config / 204 / 404 |
+//! | `GET`/`PUT`/`DELETE /admin/numbers/{number}` | `{"sms_url"?, "voice_url"?, "voice_status_callback"?, "outcome"?: {"status"?: "delivered"\|"read"\|"undelivered"\|"failed"\|"sent", "error_code"?}}` | the config / 204 / 404 |
 //! | `POST /admin/inbound` | `{"from","to","body"?,"media_urls"?,"profile_name"?,"bad_signature"?}` | `{"message_sid","url","status","content_type","body","error"}` |
 //! | `POST /admin/inbound/{sid}/redeliver` | `{"bad_signature"?}` or empty | same as above |
-//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?,"twilio_opt_out"?}` | current faults |
+//! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?,"twilio_opt_out"?,"calls_per_second"?}` | current faults |
+//! | `GET /admin/callees` | | `{"callees":{NUMBER: script}}` |
+//! | `GET`/`PUT`/`DELETE /admin/callees/{number}` | `{"behaviour"?: "human"\|"machine"\|"busy"\|"no_answer"\|"failed"\|"hangup_mid_call", "lines"?: ["text" \| {"speech","confidence"?} \| {"digits"} \| {"silence":true}], "hangup_after_turns"?, "answer_delay_ms"?, "think_ms"?, "answered_by"?: "machine_end_beep"\|"machine_end_silence"\|"machine_end_other"}` | the script / 204 / 404 |
+//! | `POST /admin/calls/inbound` | `{"from","to","lines"?,"think_ms"?,"bad_signature"?}` | `{"call_sid","from","to","url","status":"ringing"}` at once; 422 without a voice URL |
+//! | `GET /admin/calls[?to=&from=]` | | `{"total","calls":[call]}`, oldest first |
+//! | `GET /admin/calls/{sid}` | | `{sid,from,to,direction,status,answered_by,date_created,date_updated,dialled_at,answered_at,ended_at,duration,error_code,error_message,voicemail,transfers,events:[{at,kind,speaker,text,…}]}`; `kind` ∈ say, play, pause, gather, speech, digits, silence, dial, record, hangup, redirect, reject, error, voicemail; `speaker` ∈ agent, callee, system |
 //! | `GET /admin/opt-outs` | | `{"enabled","refused","opt_outs":[{"from":USER,"to":SENDER}]}` |
 //! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,content_sid,content_variables,status,error_code,…}]}` |
 //! | `GET /admin/ledger/counts[?to=NUMBER]` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` |
@@ -49,14 +91,15 @@
 //! | `GET /admin/content`, `GET`/`PUT`/`DELETE /admin/content/{HXsid}` | `{"body":"Hi {{1}}","variables"?:{"1":"default"}}` | `{"templates":{…}}` / `{"sid","body","variables"}` / 204 / 404 |
 //! | `GET`/`PUT /admin/whatsapp/sessions` | `{"from":USER,"to":SENDER,"last_inbound_at"?: RFC 3339 \| null}` | `{"now","sessions":[…]}` / `{"from","to","last_inbound_at","open","expires_at"}` |
 //! | `GET`/`PUT /admin/clock` | `{"offset_seconds"}` | `{"offset_seconds","now"}` |
-//! | `POST /admin/reset` | | 204 |
+//! | `POST /admin/reset` | | 204 (also forgets calls and callees) |
 //!
 //! # Modules
 //!
 //! - [`config`]: command-line / `SIMULATOR_*` settings.
 //! - `rest`: the Twilio REST surface; `admin`: the admin API; `webhook`: signed deliveries;
 //!   `state`: shared settings, faults and the lock; `store`: messages and their indexes;
-//!   `whatsapp`: windows and templates; `optout`: STOP / START keywords.
+//!   `whatsapp`: windows and templates; `optout`: STOP / START keywords; `calls`: calls,
+//!   callees, the dialling rate, the call runner and the TwiML parser.
 //!
 //! # Example
 //!

@@ -123,8 +123,7 @@ impl Shared {
     }
 
     /// Forgets all messages, calls, callees, number settings, templates, sessions, opt-outs and
-    /// rate windows;
-    /// the clock and the faults return to their start values.
+    /// rate windows; the clock and the faults return to their start values.
     pub(crate) fn reset(&self) {
         {
             let mut generation = self

@@ -2,7 +2,7 @@
 
 Starts the simulator binary (env SIMULATOR_BIN, default target/debug/voice-agent-simulator) on a
 free port, points the official client at it and checks create / fetch / list with paging, error
-mapping, WhatsApp sends (24-hour window, Content templates), STOP opt-outs (21610), and that webhook
+mapping, voice calls (create / fetch / update, signed call-progress callbacks), WhatsApp sends (24-hour window, Content templates), STOP opt-outs (21610), and that webhook
 signatures verify with the library's own RequestValidator.
 
 Run: /work/main/.venv/bin/python -m unittest simulator/tests/python/test_official_client.py
@@ -59,6 +59,9 @@ def setUpModule():
         SIMULATOR_ACCOUNT_SID=ACCOUNT_SID,
         SIMULATOR_AUTH_TOKEN=AUTH_TOKEN,
         SIMULATOR_CALLBACK_DELAY_MS="5",
+        SIMULATOR_CALLS_PER_SECOND="0",
+        SIMULATOR_CALL_RING_MS="10",
+        SIMULATOR_CALL_SECOND_MS="1",
     )
     _log = tempfile.TemporaryFile(mode="w+")
     _process = subprocess.Popen(
@@ -267,6 +270,61 @@ class OfficialClientTest(unittest.TestCase):
         self.assertTrue(validator.validate(first["url"], first["params"], first["signature"]))
         self.assertEqual(forged["params"], first["params"])
         self.assertFalse(validator.validate(forged["url"], forged["params"], forged["signature"]))
+
+    def test_a_call_is_created_fetched_and_hung_up_with_signed_progress_callbacks(self):
+        client = _client()
+        validator = RequestValidator(AUTH_TOKEN)
+        to = _unique_number()
+        # The callee takes a minute to answer, so the call waits in the Gather until hung up.
+        _admin("PUT", f"callees/{to}", {"lines": ["hello"], "think_ms": 60000})
+        with _Receiver() as receiver:
+            callback = f"{receiver.base}/call-status"
+
+            created = client.calls.create(
+                to=to,
+                from_=FROM,
+                twiml='<Response><Gather input="speech"><Say>Hi there</Say></Gather></Response>',
+                status_callback=callback,
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+            )
+            progress = [receiver.next() for _ in range(3)]
+            fetched = client.calls(created.sid).fetch()
+            updated = client.calls(created.sid).update(status="completed")
+            completed = receiver.next()
+
+        self.assertRegex(created.sid, r"^CA[0-9a-f]{32}$")
+        self.assertEqual(created.status, "queued")
+        self.assertEqual(created.direction, "outbound-api")
+        self.assertEqual(created.to, to)
+        self.assertEqual(fetched.status, "in-progress")
+        self.assertIsNotNone(fetched.start_time)  # parsed from RFC 2822 by the library
+        self.assertEqual(updated.status, "completed")
+        statuses = [r["params"]["CallStatus"] for r in progress + [completed]]
+        self.assertEqual(statuses, ["initiated", "ringing", "in-progress", "completed"])
+        self.assertEqual(
+            [r["params"]["SequenceNumber"] for r in progress + [completed]], ["0", "1", "2", "3"]
+        )
+        for request in progress + [completed]:
+            self.assertEqual(request["params"]["CallSid"], created.sid)
+            self.assertTrue(
+                validator.validate(request["url"], request["params"], request["signature"])
+            )
+        ledger = _admin("GET", f"calls/{created.sid}")
+        self.assertEqual([e["kind"] for e in ledger["events"]][:2], ["gather", "say"])
+
+    def test_an_invalid_call_raises_twilio_codes(self):
+        client = _client()
+
+        with self.assertRaises(TwilioRestException) as invalid_to:
+            client.calls.create(to="+1asd", from_=FROM, url="http://127.0.0.1:9/voice")
+        with self.assertRaises(TwilioRestException) as no_url:
+            client.calls.create(to=_unique_number(), from_=FROM)
+        with self.assertRaises(TwilioRestException) as missing:
+            client.calls("CA" + "f" * 32).fetch()
+
+        self.assertEqual((invalid_to.exception.status, invalid_to.exception.code), (400, 21211))
+        self.assertEqual((no_url.exception.status, no_url.exception.code), (400, 21205))
+        self.assertEqual((missing.exception.status, missing.exception.code), (404, 20404))
 
     def test_whatsapp_messages_follow_the_session_window(self):
         client = _client()
