@@ -480,7 +480,7 @@ async fn posting_status_completed_hangs_up_a_call_in_progress() {
     let call = app.admin_get(&format!("calls/{sid}")).await;
     assert_eq!(call["status"], "completed");
     assert!(!call["answered_at"].is_null());
-    // A queued call is canceled instead.
+    // Unknown calls are Twilio's 404.
     let (status, missing) = app
         .post_form(
             &app.call_url("CAffffffffffffffffffffffffffffffff"),
@@ -517,7 +517,8 @@ async fn queued_calls_are_dialled_in_order_at_the_calls_per_second_limit() {
 
     for pair in dialled.windows(2) {
         let gap = (pair[1] - pair[0]).num_milliseconds();
-        assert!((450..1000).contains(&gap), "calls dialled {gap} ms apart");
+        // Never faster than the limit; the upper bound only tolerates a loaded machine.
+        assert!((450..1500).contains(&gap), "calls dialled {gap} ms apart");
     }
     let ledger = app.admin_get("calls?to=%2B15558675310").await;
     assert_eq!(ledger["total"], 3);
@@ -655,4 +656,82 @@ async fn reset_forgets_calls_and_callees() {
     assert_eq!(app.admin_get("callees").await["callees"], json!({}));
     let (_, list) = app.get_json(&app.calls_url()).await;
     assert_eq!(list["calls"], json!([]));
+}
+
+#[tokio::test]
+async fn a_callee_who_hangs_up_mid_call_ends_it_completed_after_its_turns() {
+    let app = spawn_voice_sim().await;
+    let voice = spawn_voice_app(|path| match path {
+        "/voice" => twiml(r#"<Gather input="speech" action="/two"><Say>One?</Say></Gather>"#),
+        "/two" => twiml(r#"<Gather input="speech" action="/three"><Say>Two?</Say></Gather>"#),
+        _ => twiml("<Say>Three.</Say>"),
+    })
+    .await;
+    app.script_callee(
+        TO,
+        json!({"behaviour": "hangup_mid_call", "lines": ["one", "two"], "hangup_after_turns": 1}),
+    )
+    .await;
+
+    let created = app
+        .create_call(&[("To", TO), ("From", FROM), ("Url", &voice.url("/voice"))])
+        .await;
+    let call = app
+        .wait_for_call_end(created["sid"].as_str().unwrap())
+        .await;
+
+    assert_eq!(call["status"], "completed");
+    assert_eq!(
+        events(&call),
+        vec![
+            event("gather", "system", ""),
+            event("say", "agent", "One?"),
+            event("speech", "callee", "one"),
+            event("gather", "system", ""),
+            event("say", "agent", "Two?"),
+            event("hangup", "callee", ""),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn posting_twiml_to_a_live_call_redirects_it() {
+    let app = spawn_voice_sim().await;
+    let voice = spawn_voice_app(|_| {
+        twiml(r#"<Gather input="speech" action="/next"><Say>Waiting.</Say></Gather>"#)
+    })
+    .await;
+    app.script_callee(TO, json!({"lines": ["hm"], "think_ms": 60_000}))
+        .await;
+    let created = app
+        .create_call(&[("To", TO), ("From", FROM), ("Url", &voice.url("/voice"))])
+        .await;
+    let sid = created["sid"].as_str().unwrap();
+    app.wait_for_call(sid, |call| {
+        events(call).iter().any(|(kind, _, _)| kind == "say")
+    })
+    .await;
+
+    let (status, body) = app
+        .post_form(
+            &app.call_url(sid),
+            &[(
+                "Twiml",
+                "<Response><Say>Sorry, we must go.</Say></Response>",
+            )],
+        )
+        .await;
+    let call = app.wait_for_call_end(sid).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(call["status"], "completed");
+    assert_eq!(
+        events(&call).last().unwrap(),
+        &event("say", "agent", "Sorry, we must go.")
+    );
+    let (status, refused) = app
+        .post_form(&app.call_url(sid), &[("Url", &voice.url("/voice"))])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["code"], 21220);
 }
