@@ -5,6 +5,7 @@
 //! | [`channel`] | the pluggable [`MessageChannel`] trait and its provider registry |
 //! | [`twilio_channel`] | the Twilio implementation of [`MessageChannel`] |
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
+//! | [`agent`] | [`AgentActivities`]: the agent's turns, summaries, opt-outs and records |
 //! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
 //! | [`template`] | `{{variable}}` rendering |
 //! | [`window`] | sending windows in the recipient's local time |
@@ -17,6 +18,7 @@
 //! [`messaging::permanent_failure`].
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod campaign;
 pub mod channel;
 pub mod messaging;
@@ -24,6 +26,7 @@ pub mod template;
 pub mod twilio_channel;
 pub mod window;
 
+pub use agent::AgentActivities;
 pub use campaign::CampaignActivities;
 pub use channel::{
     ChannelError, ChannelRegistry, MessageChannel, OutboundSend, ProviderAccept, SentProbe,

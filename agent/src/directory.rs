@@ -84,7 +84,7 @@ pub struct AgentProfile {
     pub reprompt: String,
     /// Silences in a row after which a call ends politely.
     pub max_silences: u32,
-    /// Sent (or said) when a scheduled callback comes due; `{{slots}}` from the contact.
+    /// Sent (or said) when a scheduled callback comes due.
     pub callback_message: String,
     /// Idle time after which a conversation is summarised, in seconds.
     pub summary_after_idle_secs: u64,

@@ -147,7 +147,7 @@ fn parse_hhmm(field: &'static str, raw: &str) -> Result<i32, ApiError> {
     Ok(h * 60 + m)
 }
 
-fn rfc3339(d: DateTime) -> String {
+pub(crate) fn rfc3339(d: DateTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(d.to_system_time()).to_rfc3339()
 }
 

@@ -14,6 +14,7 @@
 
 pub mod campaigns;
 pub mod contacts;
+pub mod conversations;
 pub mod grpc;
 pub mod ops;
 pub mod webhooks;
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(contacts::routes())
         .merge(campaigns::routes())
+        .merge(conversations::routes())
         .merge(ops::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(

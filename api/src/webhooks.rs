@@ -213,6 +213,7 @@ async fn inbound_message(
         direction: "inbound".to_owned(),
         body: text,
         at: chrono::Utc::now().to_rfc3339(),
+        keyword: keyword.map(|k| k.name().to_owned()),
     };
     state
         .temporal
@@ -264,6 +265,14 @@ enum OptKeyword {
 }
 
 impl OptKeyword {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stop(_) => "stop",
+            Self::Start => "start",
+            Self::Help => "help",
+        }
+    }
+
     fn parse(body: &str) -> Option<Self> {
         const STOP: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
         let word = body

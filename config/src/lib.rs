@@ -18,7 +18,7 @@ pub mod telemetry;
 
 mod temporal;
 
-pub use settings::{ConfigError, Env, MongoSettings, Settings, TwilioSettings};
+pub use settings::{AgentSettings, ConfigError, Env, MongoSettings, Settings, TwilioSettings};
 pub use temporal::connect_temporal;
 
 /// Installs the ring TLS provider for rustls. HTTP clients are built without a default

@@ -163,6 +163,105 @@ impl TwilioSettings {
     }
 }
 
+/// The AI agent: which numbers have one (the agents file) and which model answers.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// `AGENTS_FILE`: TOML file of agent profiles and the numbers they answer; no agent answers
+    /// any number when unset.
+    pub agents_file: Option<std::path::PathBuf>,
+    /// `AGENT_MODEL_BASE_URL` (+ `AGENT_MODEL`, `AGENT_MODEL_API_KEY`, `AGENT_MODEL_STREAM`,
+    /// `AGENT_MODEL_MAX_RETRIES`): an OpenAI-compatible Chat Completions endpoint; the scripted
+    /// agent answers when unset.
+    pub model: Option<voice_agent_agent::ModelSettings>,
+    /// `AGENT_MODEL_TIMEOUT_MS`: per HTTP attempt.
+    pub request_timeout: Duration,
+}
+
+impl AgentSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let model = match env.get("AGENT_MODEL_BASE_URL") {
+            None => None,
+            Some(_) => {
+                let base_url = env.url("AGENT_MODEL_BASE_URL", "")?;
+                if base_url.cannot_be_a_base() {
+                    return Err(ConfigError::Invalid {
+                        var: "AGENT_MODEL_BASE_URL",
+                        reason:
+                            "expected an absolute http(s) URL such as https://api.openai.com/v1"
+                                .to_owned(),
+                    });
+                }
+                let model = env.get("AGENT_MODEL").ok_or(ConfigError::Missing {
+                    var: "AGENT_MODEL",
+                    hint: "name the model to use with AGENT_MODEL_BASE_URL (for example gpt-4o-mini)",
+                })?;
+                let stream = match env.get_or("AGENT_MODEL_STREAM", "false").as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ConfigError::Invalid {
+                            var: "AGENT_MODEL_STREAM",
+                            reason: format!("expected true or false, got {other}"),
+                        });
+                    }
+                };
+                Some(voice_agent_agent::ModelSettings {
+                    base_url,
+                    api_key: env.get("AGENT_MODEL_API_KEY").map(SecretString::from),
+                    model,
+                    stream,
+                    max_retries: env.number("AGENT_MODEL_MAX_RETRIES", 2)?,
+                    initial_backoff: Duration::from_millis(500),
+                    temperature: None,
+                })
+            }
+        };
+        Ok(Self {
+            agents_file: env.get("AGENTS_FILE").map(Into::into),
+            model,
+            request_timeout: Duration::from_millis(env.number("AGENT_MODEL_TIMEOUT_MS", 15_000)?),
+        })
+    }
+
+    /// Loads the agents file (an empty directory when none is set).
+    pub fn directory(&self) -> Result<voice_agent_agent::AgentDirectory, ConfigError> {
+        match &self.agents_file {
+            None => Ok(voice_agent_agent::AgentDirectory::empty()),
+            Some(path) => {
+                voice_agent_agent::AgentDirectory::load(path).map_err(|e| ConfigError::Invalid {
+                    var: "AGENTS_FILE",
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// The agent: the model when one is configured, else the scripted agent with each
+    /// profile's rules.
+    pub fn agent(
+        &self,
+        directory: &voice_agent_agent::AgentDirectory,
+    ) -> Result<std::sync::Arc<dyn voice_agent_agent::Agent>, ConfigError> {
+        match &self.model {
+            Some(model) => Ok(std::sync::Arc::new(
+                voice_agent_agent::ChatCompletionsAgent::new(model.clone(), self.request_timeout)
+                    .map_err(|e| ConfigError::Invalid {
+                    var: "AGENT_MODEL_BASE_URL",
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => Ok(std::sync::Arc::new(
+                voice_agent_agent::ScriptedAgent::from_directory(directory).map_err(|e| {
+                    ConfigError::Invalid {
+                        var: "AGENTS_FILE",
+                        reason: e.to_string(),
+                    }
+                })?,
+            )),
+        }
+    }
+}
+
 /// Settings every process needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -177,6 +276,8 @@ pub struct Settings {
     pub public_base_url: Url,
     /// `DEFAULT_REGION`: ISO country code for numbers written without `+`.
     pub default_region: String,
+    /// The AI agent.
+    pub agent: AgentSettings,
 }
 
 impl Settings {
@@ -275,6 +376,7 @@ impl Settings {
             task_queue: env.get_or("TEMPORAL_TASK_QUEUE", "voice-agent"),
             public_base_url,
             default_region,
+            agent: AgentSettings::from_env(env)?,
         })
     }
 }
@@ -314,6 +416,23 @@ mod tests {
     }
 
     #[test]
+    fn a_model_needs_a_name_and_keeps_its_key_secret() {
+        let mut vars = base();
+        vars.push(("AGENT_MODEL_BASE_URL", "http://127.0.0.1:11434/v1"));
+        let err = Settings::from_env(&Env::from_pairs(vars.clone())).unwrap_err();
+        assert!(err.to_string().contains("AGENT_MODEL"), "{err}");
+        vars.push(("AGENT_MODEL", "llama3"));
+        let mut streaming = vars.clone();
+        streaming.push(("AGENT_MODEL_STREAM", "maybe"));
+        let err = Settings::from_env(&Env::from_pairs(streaming)).unwrap_err();
+        assert!(err.to_string().contains("AGENT_MODEL_STREAM"), "{err}");
+        vars.push(("AGENT_MODEL_API_KEY", "sk-very-secret"));
+        let s = Settings::from_env(&Env::from_pairs(vars)).unwrap();
+        assert_eq!(s.agent.model.as_ref().unwrap().model, "llama3");
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
     fn bad_values_are_rejected_at_start_up() {
         for (var, value) in [
             ("TWILIO_ACCOUNT_SID", "nope"),
@@ -322,6 +441,8 @@ mod tests {
             ("TWILIO_TIMEOUT_MS", "soon"),
             ("PUBLIC_BASE_URL", "not a url"),
             ("TWILIO_API_KEY_SID", "SK123"),
+            ("AGENT_MODEL_BASE_URL", "nope"),
+            ("AGENT_MODEL_TIMEOUT_MS", "soon"),
         ] {
             let mut vars = base();
             vars.retain(|(k, _)| *k != var);

@@ -2,10 +2,11 @@
 //!
 //! | module | collections |
 //! |---|---|
-//! | [`schema`] | the seven collections and their indexes, created at start-up |
+//! | [`schema`] | every collection and their indexes, created at start-up |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
 //! | [`contacts`] | `contact_lists`, `contacts` |
+//! | [`conversations`] | `conversations`: the agent's actions, usage and summary per conversation |
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
 //! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
 //!
@@ -25,6 +26,7 @@
 
 pub mod campaigns;
 pub mod contacts;
+pub mod conversations;
 pub mod messages;
 pub mod schema;
 pub mod suppressions;
@@ -33,6 +35,7 @@ pub mod whatsapp;
 use mongodb::{Client, Database, options::ClientOptions};
 
 pub use campaigns::{CampaignDoc, CampaignItemDoc, ExecutionDoc, campaign_status, item_status};
+pub use conversations::{AgentTurnRecord, ConversationDoc, conversation_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
 
 /// What went wrong talking to MongoDB.

@@ -20,6 +20,8 @@ pub const CONTACT_LISTS: &str = "contact_lists";
 pub const CONTACTS: &str = "contacts";
 /// `call_logs`: call records and transcripts.
 pub const CALL_LOGS: &str = "call_logs";
+/// `conversations`: the agent's side of each SMS / WhatsApp conversation.
+pub const CONVERSATIONS: &str = "conversations";
 /// `suppressions`: numbers that opted out, on every channel.
 pub const SUPPRESSIONS: &str = "suppressions";
 /// `whatsapp_sessions`: last inbound WhatsApp message per (our number, their number).
@@ -122,6 +124,13 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 index("campaign", doc! { "campaign_id": 1 }),
             ],
         ),
+        (
+            CONVERSATIONS,
+            vec![index(
+                "needs_human_updated",
+                doc! { "needs_human": 1, "updated_at": -1 },
+            )],
+        ),
         // Keyed by phone number (`_id`); no further index needed.
         (SUPPRESSIONS, vec![]),
         (WHATSAPP_SESSIONS, vec![]),
@@ -175,7 +184,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 9] = [
+pub const ALL_COLLECTIONS: [&str; 10] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -183,6 +192,7 @@ pub const ALL_COLLECTIONS: [&str; 9] = [
     CONTACT_LISTS,
     CONTACTS,
     CALL_LOGS,
+    CONVERSATIONS,
     SUPPRESSIONS,
     WHATSAPP_SESSIONS,
 ];

@@ -21,11 +21,13 @@ use secrecy::ExposeSecret;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use voice_agent_activities::{
-    CampaignActivities, ChannelRegistry, MessagingActivities, TwilioChannel,
+    AgentActivities, CampaignActivities, ChannelRegistry, MessagingActivities, TwilioChannel,
 };
 use voice_agent_config::Settings;
 use voice_agent_store::MongoStore;
-use voice_agent_workflows::{CampaignWorkflow, ConversationWorkflow, SendMessageWorkflow};
+use voice_agent_workflows::{
+    CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
+};
 
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -36,6 +38,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .ensure_schema()
         .await
         .context("Failed to create MongoDB collections and indexes")?;
+    let directory = Arc::new(settings.agent.directory()?);
+    let agent = settings.agent.agent(&directory)?;
+    tracing::info!(
+        agent = %agent.name(),
+        numbers = directory.number_count(),
+        "agent configured"
+    );
+    let agents = AgentActivities::new(agent, directory, store.clone());
     let twilio = settings.twilio.client()?;
     let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
     let messaging = MessagingActivities::new(
@@ -56,9 +66,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(messaging)
         .register_activities(campaigns)
+        .register_activities(agents)
         .register_workflow::<SendMessageWorkflow>()?
         .register_workflow::<CampaignWorkflow>()?
         .register_workflow::<ConversationWorkflow>()?
+        .register_workflow::<FollowUpWorkflow>()?
         // A crashed worker's sticky queue delays the next workflow task by this much.
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
         .graceful_shutdown_period(Duration::from_secs(10))

@@ -1,22 +1,33 @@
-//! The conversation with one person on one of our numbers.
+//! The conversation with one person on one of our numbers, answered by the agent when the
+//! number has one.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityOptions, CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions,
+    ParentClosePolicy, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    workflows::select,
 };
-use voice_agent_domain::Channel;
+use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput, SummaryInput};
+use voice_agent_activities::messaging::{MessagingActivities, SendMessageInput};
+use voice_agent_agent::{
+    AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Turn, Usage,
+};
+use voice_agent_domain::{Channel, MessageId};
+use voice_agent_store::{AgentTurnRecord, conversation_status};
+
+use crate::followup::{FollowUpInput, FollowUpWorkflow};
 
 /// How long a conversation stays open without a new message before it completes. The next
 /// message starts a fresh run under the same workflow id (signal-with-start).
 pub const IDLE_CLOSE: Duration = Duration::from_secs(24 * 3600);
 /// Messages kept in workflow state; older ones live in MongoDB only. Keeps every payload and
-/// continue-as-new input small.
+/// continue-as-new input small, and is the context the agent sees.
 pub const MAX_RECENT_MESSAGES: usize = 50;
 /// Provider ids remembered to drop duplicate webhook deliveries.
 const MAX_SEEN_IDS: usize = 200;
@@ -34,10 +45,27 @@ pub struct ConversationMessage {
     pub body: String,
     /// When the webhook arrived, RFC 3339 (set by the API, not read from a clock here).
     pub at: String,
+    /// `stop`, `start` or `help` when the message was one of those keywords: the API has
+    /// already acted on it and the agent does not answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+}
+
+/// Whether the agent is answering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    /// Answering.
+    #[default]
+    Open,
+    /// Handed to a person; the agent stays quiet.
+    Handoff,
+    /// Ended by the agent or an opt-out.
+    Ended,
 }
 
 /// The conversation's durable state; also the input of each run, so continue-as-new carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConversationState {
     /// Our number (E.164).
     pub ours: String,
@@ -53,6 +81,33 @@ pub struct ConversationState {
     pub inbound_count: u64,
     /// Runs before this one (continue-as-new count).
     pub generation: u32,
+    /// The latest inbound message not answered yet.
+    #[serde(default)]
+    pub pending_turn: Option<String>,
+    /// What the agent remembered (slots), across runs.
+    #[serde(default)]
+    pub memory: BTreeMap<String, String>,
+    /// Whether the agent is answering.
+    #[serde(default)]
+    pub mode: AgentMode,
+    /// Agent turns in this run (continue-as-new after the profile's `turns_per_run`).
+    #[serde(default)]
+    pub turns_this_run: u32,
+    /// Agent turns over the conversation's life.
+    #[serde(default)]
+    pub turns: u64,
+    /// Something happened since the last summary.
+    #[serde(default)]
+    pub needs_summary: bool,
+    /// Model tokens used.
+    #[serde(default)]
+    pub usage: Usage,
+    /// The latest disposition.
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
+    /// The latest summary.
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
 impl ConversationState {
@@ -67,6 +122,9 @@ impl ConversationState {
         }
         if msg.direction == "inbound" {
             self.inbound_count += 1;
+            if msg.keyword.is_none() {
+                self.pending_turn = Some(msg.id.clone());
+            }
         }
         self.recent.push_back(msg);
         if self.recent.len() > MAX_RECENT_MESSAGES {
@@ -74,16 +132,52 @@ impl ConversationState {
         }
         true
     }
+
+    /// The recent messages as the agent's turns (keyword messages left out).
+    pub fn turns(&self) -> Vec<Turn> {
+        self.recent
+            .iter()
+            .filter(|m| m.keyword.is_none())
+            .map(|m| {
+                if m.direction == "inbound" {
+                    Turn::person(m.body.clone())
+                } else {
+                    Turn::agent(m.body.clone())
+                }
+            })
+            .collect()
+    }
+
+    fn agent_channel(&self) -> AgentChannel {
+        match self.channel {
+            Some(Channel::Whatsapp) => AgentChannel::Whatsapp,
+            _ => AgentChannel::Sms,
+        }
+    }
+
+    fn conversation_id(&self) -> String {
+        let digits = |n: &str| n.trim_start_matches('+').to_owned();
+        format!(
+            "conversation-{}-{}",
+            digits(&self.ours),
+            digits(&self.theirs)
+        )
+    }
 }
 
-/// Holds the conversation's state and receives each inbound message as a signal. The AI agent
-/// issue adds the reply turn here; until then the workflow records, deduplicates and answers
-/// queries. It completes after [`IDLE_CLOSE`] without messages and continues-as-new before its
-/// history grows large.
+/// Holds the conversation and receives each inbound message as a signal. When our number has
+/// an agent profile, each new inbound message gets the agent's reply through the idempotent
+/// send path (opt-outs and the WhatsApp window apply there), and the agent's actions are
+/// carried out: opt-out, hand-over to a person, end, or a callback later (a child workflow
+/// that outlives this run). An idle conversation is summarised; after [`IDLE_CLOSE`] it
+/// completes. It continues-as-new before its history grows large, carrying its messages and
+/// memory, so the agent keeps its context.
 #[workflow]
 pub struct ConversationWorkflow {
     state: ConversationState,
     unprocessed: usize,
+    /// This run's agent profile (looked up when the run starts).
+    profile: Option<AgentProfile>,
 }
 
 #[workflow_methods]
@@ -93,27 +187,75 @@ impl ConversationWorkflow {
         Self {
             state,
             unprocessed: 0,
+            profile: None,
         }
     }
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ConversationState> {
+        let ours = ctx.state(|s| s.state.ours.clone());
+        // A failed lookup means no agent for this run, never a stuck conversation.
+        let profile = ctx
+            .execute_activity(AgentActivities::agent_profile, ours, quick_options())
+            .await
+            .ok()
+            .flatten();
+        ctx.state_mut(|s| s.profile.clone_from(&profile));
+
         loop {
-            let mut idle = pin!(ctx.timer(IDLE_CLOSE));
-            let woke = select! {
-                _ = ctx.wait_condition(|s| s.unprocessed > 0) => true,
-                _ = idle.as_mut() => false,
+            let summary_due = profile.is_some() && ctx.state(|s| s.state.needs_summary);
+            let wait = match &profile {
+                Some(p) if summary_due => Duration::from_secs(p.summary_after_idle_secs.max(1)),
+                _ => IDLE_CLOSE,
+            };
+            let woke = {
+                let mut idle = pin!(ctx.timer(wait));
+                let woke = select! {
+                    _ = ctx.wait_condition(|s| s.unprocessed > 0) => true,
+                    _ = idle.as_mut() => false,
+                };
+                if woke {
+                    // A pending timer would stay in history; cancel it before the next round.
+                    idle.cancel();
+                }
+                woke
             };
             if !woke {
+                if summary_due {
+                    summarise(ctx).await;
+                    continue;
+                }
                 return Ok(ctx.state(|s| s.state.clone()));
             }
-            // A pending timer would stay in history; cancel it before the next round.
-            idle.cancel();
             ctx.state_mut(|s| s.unprocessed = 0);
 
-            if ctx.continue_as_new_suggested() || ctx.history_length() > MAX_HISTORY_EVENTS {
+            if let Some(profile) = &profile {
+                let turn = ctx.state_mut(|s| {
+                    if s.state.mode == AgentMode::Open {
+                        s.state.pending_turn.take()
+                    } else {
+                        None
+                    }
+                });
+                if let Some(turn_id) = turn {
+                    agent_turn(ctx, profile, &turn_id).await;
+                }
+                if ctx.state(|s| s.state.mode == AgentMode::Ended) {
+                    summarise(ctx).await;
+                    return Ok(ctx.state(|s| s.state.clone()));
+                }
+            }
+
+            let per_run = profile
+                .as_ref()
+                .map_or(u32::MAX, |p| p.turns_per_run.max(1));
+            if ctx.continue_as_new_suggested()
+                || ctx.history_length() > MAX_HISTORY_EVENTS
+                || ctx.state(|s| s.state.turns_this_run >= per_run)
+            {
                 let mut next = ctx.state(|s| s.state.clone());
                 next.generation += 1;
+                next.turns_this_run = 0;
                 ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
             }
         }
@@ -134,6 +276,287 @@ impl ConversationWorkflow {
     }
 }
 
+/// Asks the agent for the reply to `turn_id`, sends it, carries out the actions and records
+/// the turn. Nothing here fails the workflow: a failed model call gets the fallback reply, a
+/// refused send is recorded.
+async fn agent_turn(
+    ctx: &mut WorkflowContext<ConversationWorkflow>,
+    profile: &AgentProfile,
+    turn_id: &str,
+) {
+    let (request, conversation_id, ours, theirs, channel) = ctx.state(|s| {
+        let st = &s.state;
+        (
+            AgentRequest {
+                profile: profile.clone(),
+                channel: st.agent_channel(),
+                history: st.turns(),
+                contact: BTreeMap::new(),
+                memory: st.memory.clone(),
+            },
+            st.conversation_id(),
+            st.ours.clone(),
+            st.theirs.clone(),
+            st.channel.unwrap_or(Channel::Sms),
+        )
+    });
+    let mut records: Vec<(String, Option<String>)> = Vec::new();
+    let input = AgentTurnInput {
+        conversation_id: conversation_id.clone(),
+        theirs: theirs.clone(),
+        request,
+    };
+    let (reply, agent) = match ctx
+        .execute_activity(AgentActivities::agent_reply, input, agent_options(profile))
+        .await
+    {
+        Ok(out) => (out.reply, out.agent),
+        Err(e) => {
+            records.push(("fallback".to_owned(), Some(e.to_string())));
+            (
+                AgentReply {
+                    text: profile.fallback_reply.clone(),
+                    ..AgentReply::default()
+                },
+                "fallback".to_owned(),
+            )
+        }
+    };
+
+    if !reply.text.trim().is_empty() {
+        let message_id =
+            MessageId::from_idempotency_key(&format!("{conversation_id}/reply/{turn_id}"))
+                .to_string();
+        let send = SendMessageInput {
+            message_id: message_id.clone(),
+            channel,
+            to: theirs.clone(),
+            from: Some(ours.clone()),
+            messaging_service_sid: None,
+            body: reply.text.clone(),
+            conversation_id: Some(conversation_id.clone()),
+        };
+        match ctx
+            .execute_activity(
+                MessagingActivities::send_message,
+                send,
+                reply_send_options(),
+            )
+            .await
+        {
+            Ok(_) => {
+                let at = rfc3339(ctx);
+                ctx.state_mut(|s| {
+                    s.state.push(ConversationMessage {
+                        id: message_id,
+                        direction: "outbound".to_owned(),
+                        body: reply.text.clone(),
+                        at,
+                        keyword: None,
+                    });
+                });
+            }
+            Err(e) => records.push(("reply_failed".to_owned(), Some(e.to_string()))),
+        }
+    }
+
+    for action in &reply.actions {
+        match action {
+            AgentAction::OptOut => {
+                let input = OptOutInput {
+                    phone: theirs.clone(),
+                    channel: channel.as_str().to_owned(),
+                };
+                let detail = ctx
+                    .execute_activity(AgentActivities::opt_out, input, quick_options())
+                    .await
+                    .err()
+                    .map(|e| format!("failed: {e}"));
+                ctx.state_mut(|s| s.state.mode = AgentMode::Ended);
+                records.push(("opt_out".to_owned(), detail));
+            }
+            AgentAction::Transfer { reason } => {
+                ctx.state_mut(|s| s.state.mode = AgentMode::Handoff);
+                records.push(("transfer".to_owned(), reason.clone()));
+            }
+            AgentAction::EndConversation { reason } => {
+                ctx.state_mut(|s| {
+                    if s.state.mode == AgentMode::Open {
+                        s.state.mode = AgentMode::Ended;
+                    }
+                });
+                records.push(("end_conversation".to_owned(), reason.clone()));
+            }
+            AgentAction::ScheduleCallback {
+                delay_seconds,
+                note,
+            } => {
+                let input = FollowUpInput {
+                    conversation_id: conversation_id.clone(),
+                    channel,
+                    ours: ours.clone(),
+                    theirs: theirs.clone(),
+                    delay_seconds: *delay_seconds,
+                    message: profile.callback_message.clone(),
+                    note: note.clone(),
+                };
+                // The id derives from the turn, so a replayed or retried turn schedules once.
+                let options = ChildWorkflowOptions::builder()
+                    .workflow_id(format!(
+                        "followup-{}-{turn_id}",
+                        &conversation_id["conversation-".len()..]
+                    ))
+                    .parent_close_policy(ParentClosePolicy::Abandon)
+                    .build();
+                let started = ctx
+                    .start_child_workflow(FollowUpWorkflow::run, input, options)
+                    .await;
+                let detail = match started {
+                    Ok(_) => format!(
+                        "in {delay_seconds} s{}",
+                        note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+                    ),
+                    Err(e) => format!("could not schedule: {e:?}"),
+                };
+                records.push(("schedule_callback".to_owned(), Some(detail)));
+            }
+        }
+    }
+
+    let record = ctx.state_mut(|s| {
+        let st = &mut s.state;
+        st.memory.extend(reply.remember.clone());
+        st.usage.add(reply.usage);
+        if reply.disposition.is_some() {
+            st.disposition = reply.disposition;
+        }
+        st.needs_summary = true;
+        st.turns_this_run += 1;
+        st.turns += 1;
+        AgentTurnRecord {
+            conversation_id: conversation_id.clone(),
+            ours: ours.clone(),
+            theirs: theirs.clone(),
+            channel: channel.as_str().to_owned(),
+            profile: profile.name.clone(),
+            agent,
+            turn_id: turn_id.to_owned(),
+            actions: records,
+            prompt_tokens: reply.usage.prompt_tokens,
+            completion_tokens: reply.usage.completion_tokens,
+            status: match st.mode {
+                AgentMode::Open => conversation_status::OPEN,
+                AgentMode::Handoff => conversation_status::HANDOFF,
+                AgentMode::Ended => conversation_status::ENDED,
+            }
+            .to_owned(),
+            disposition: st.disposition.map(|d| d.as_str().to_owned()),
+        }
+    });
+    // The record is for people reading the conversation; losing it must not stop the reply
+    // loop, and the activity retries on its own.
+    let _ = ctx
+        .execute_activity(AgentActivities::record_agent_turn, record, record_options())
+        .await;
+}
+
+/// Summarises the conversation and stores the summary on it; a failure leaves the previous
+/// summary in place.
+async fn summarise(ctx: &mut WorkflowContext<ConversationWorkflow>) {
+    let Some(profile) = ctx.state(|s| s.profile.clone()) else {
+        return;
+    };
+    let input = ctx.state(|s| SummaryInput {
+        conversation_id: s.state.conversation_id(),
+        request: AgentRequest {
+            profile: profile.clone(),
+            channel: s.state.agent_channel(),
+            history: s.state.turns(),
+            contact: BTreeMap::new(),
+            memory: s.state.memory.clone(),
+        },
+    });
+    let result = ctx
+        .execute_activity(
+            AgentActivities::agent_summary,
+            input,
+            agent_options(&profile),
+        )
+        .await;
+    ctx.state_mut(|s| {
+        s.state.needs_summary = false;
+        if let Ok(summary) = result {
+            s.state.usage.add(summary.usage);
+            s.state.disposition = Some(summary.disposition);
+            s.state.summary = Some(summary.summary);
+        }
+    });
+}
+
+fn rfc3339(ctx: &WorkflowContext<ConversationWorkflow>) -> String {
+    ctx.workflow_time()
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// Store lookups and writes: quick, retried a few times.
+fn quick_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build()
+}
+
+fn record_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(20)
+                .build(),
+        )
+        .build()
+}
+
+/// A person is waiting: one retry at most (the provider retries 429 / 5xx itself within the
+/// profile's time limit), then the fallback reply.
+pub(crate) fn agent_options(profile: &AgentProfile) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(profile.timeout() + Duration::from_secs(5))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(2)
+                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
+                .build(),
+        )
+        .build()
+}
+
+/// A reply is only worth sending while the conversation is current: transient failures retry
+/// for up to ten minutes; permanent ones (opted out, outside the WhatsApp window) do not.
+pub(crate) fn reply_send_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(600),
+            start_to_close: Duration::from_secs(20),
+        },
+    )
+    .retry_policy(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(1))
+            .backoff_coefficient(2.0)
+            .maximum_interval(Duration::from_secs(60))
+            .non_retryable_error_types([voice_agent_activities::messaging::PERMANENT_SEND_FAILURE])
+            .build(),
+    )
+    .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +567,7 @@ mod tests {
             direction: "inbound".to_owned(),
             body: "hi".to_owned(),
             at: "2026-01-01T00:00:00Z".to_owned(),
+            keyword: None,
         }
     }
 
@@ -155,6 +579,20 @@ mod tests {
         assert!(s.push(msg("SM2")));
         assert_eq!(s.recent.len(), 2);
         assert_eq!(s.inbound_count, 2);
+        assert_eq!(s.pending_turn.as_deref(), Some("SM2"));
+    }
+
+    #[test]
+    fn keywords_are_not_turns_for_the_agent() {
+        let mut s = ConversationState::default();
+        s.push(msg("SM1"));
+        s.pending_turn = None;
+        s.push(ConversationMessage {
+            keyword: Some("stop".to_owned()),
+            ..msg("SM2")
+        });
+        assert_eq!(s.pending_turn, None);
+        assert_eq!(s.turns(), vec![Turn::person("hi")]);
     }
 
     #[test]
@@ -167,5 +605,20 @@ mod tests {
         assert_eq!(s.seen_ids.len(), MAX_SEEN_IDS);
         assert_eq!(s.inbound_count, 1_000);
         assert_eq!(s.recent.back().unwrap().id, "SM999");
+    }
+
+    #[test]
+    fn conversation_ids_match_the_api() {
+        let s = ConversationState {
+            ours: "+15005550006".to_owned(),
+            theirs: "+14155552671".to_owned(),
+            ..ConversationState::default()
+        };
+        let ours = voice_agent_domain::PhoneNumber::parse_e164(&s.ours).unwrap();
+        let theirs = voice_agent_domain::PhoneNumber::parse_e164(&s.theirs).unwrap();
+        assert_eq!(
+            s.conversation_id(),
+            voice_agent_domain::conversation_workflow_id(&ours, &theirs)
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | [`SendMessageWorkflow`] | `send-<message id>` | one outbound SMS/WhatsApp, sent exactly once |
 //! | [`CampaignWorkflow`] | `campaign-<campaign id>` | a campaign: materialise items, send them in rate-limited batches; pause, resume, cancel, rate as signals |
-//! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it |
+//! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it; the agent answers when the number has one |
+//! | [`FollowUpWorkflow`] | `followup-<our digits>-<their digits>-<turn id>` | a callback the agent promised: a durable timer, then a message |
 //!
 //! Workflow code does no I/O and reads no clock: everything that touches the world is an
 //! activity from `voice-agent-activities`; time comes from `ctx.workflow_time()` and timers.
@@ -15,13 +16,15 @@
 
 pub mod campaign;
 pub mod conversation;
+pub mod followup;
 pub mod send_message;
 
 pub use campaign::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignCounters, CampaignRun,
     CampaignWorkflow, Phase,
 };
-pub use conversation::{ConversationMessage, ConversationState, ConversationWorkflow};
+pub use conversation::{AgentMode, ConversationMessage, ConversationState, ConversationWorkflow};
+pub use followup::{FollowUpInput, FollowUpOutcome, FollowUpWorkflow};
 pub use send_message::SendMessageWorkflow;
 
 /// The task queue the worker polls and the API starts workflows on, unless configured.

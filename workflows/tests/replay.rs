@@ -6,7 +6,9 @@ use std::path::Path;
 
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
-use voice_agent_workflows::{CampaignWorkflow, ConversationWorkflow, SendMessageWorkflow};
+use voice_agent_workflows::{
+    CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
+};
 
 #[tokio::test]
 async fn stored_histories_replay_against_the_current_code() {
@@ -26,6 +28,8 @@ async fn stored_histories_replay_against_the_current_code() {
             .register_workflow::<ConversationWorkflow>()
             .expect("register")
             .register_workflow::<CampaignWorkflow>()
+            .expect("register")
+            .register_workflow::<FollowUpWorkflow>()
             .expect("register")
             .build(),
     )

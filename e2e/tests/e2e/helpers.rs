@@ -200,6 +200,18 @@ impl Stack {
 
     /// The stack against a given Temporal server.
     pub(crate) async fn start_with(temporal_address: &str) -> anyhow::Result<Self> {
+        Self::start_configured(temporal_address, &[]).await
+    }
+
+    /// The stack with extra environment for the API and the worker (agents file, model).
+    pub(crate) async fn start_with_env(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), extra).await
+    }
+
+    async fn start_configured(
+        temporal_address: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("e2e_{}", &suffix[..12]);
@@ -242,6 +254,14 @@ impl Stack {
             ("PUBLIC_BASE_URL".to_owned(), api_http.clone()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
+        let common: Vec<(String, String)> = common
+            .into_iter()
+            .chain(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .collect();
         let mut api = Command::new(bin("voice-agent-api"))
             .envs(common.iter().cloned())
             .env("API_HTTP_ADDR", format!("127.0.0.1:{http_port}"))

@@ -1,5 +1,6 @@
 //! End-to-end tests: real processes, real Temporal, real MongoDB-wire server, the simulator.
 
+mod agent;
 mod campaigns;
 mod chaos;
 mod helpers;

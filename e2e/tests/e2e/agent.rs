@@ -1,0 +1,328 @@
+//! The agent answering SMS conversations: replies in order, actions (transfer, callback,
+//! opt-out), the fallback when the model fails, and context kept across continue-as-new.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
+use temporalio_client::WorkflowQueryOptions;
+use voice_agent_workflows::ConversationWorkflow;
+
+use crate::helpers::{Stack, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+const OURS: &str = "+15005550006";
+
+/// Rules for the action tests: short callback delays so the test sees the follow-up.
+const RULES: &str = r#"
+fallback = "Sorry, could you rephrase?"
+
+[[rules]]
+keywords = ["human"]
+reply = "Connecting you to a person."
+actions = [{ type = "transfer", reason = "asked for a human" }]
+disposition = "transferred"
+
+[[rules]]
+keywords = ["later"]
+reply = "Sure, talk soon."
+actions = [{ type = "schedule_callback", delay_seconds = 2, note = "asked for later" }]
+disposition = "callback"
+
+[[rules]]
+keywords = ["remove me"]
+reply = "Done, you won't hear from us again."
+actions = [{ type = "opt_out" }, { type = "end_conversation" }]
+disposition = "not_interested"
+"#;
+
+/// Writes an agents file (and the rules file when `rules` is given) to a fresh folder.
+fn agents_file(profile_extra: &str, rules: Option<&str>) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("va-agents-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let rules_line = match rules {
+        Some(text) => {
+            std::fs::write(dir.join("rules.toml"), text)?;
+            "rules = \"rules.toml\"\n"
+        }
+        None => "",
+    };
+    let file = dir.join("agents.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[profiles.support]\ninstructions = \"Help people.\"\n{rules_line}{profile_extra}\n[numbers]\n\"{OURS}\" = \"support\"\n"
+        ),
+    )?;
+    Ok(file)
+}
+
+/// A number of its own per test run: conversation workflow ids are global on the Temporal
+/// server, and a conversation of an earlier run may still be open there.
+fn person() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("+1415{}{:04}", 200 + n % 800, (n >> 16) % 10_000)
+}
+
+fn conversation_id(theirs: &str) -> String {
+    format!(
+        "conversation-{}-{}",
+        OURS.trim_start_matches('+'),
+        theirs.trim_start_matches('+')
+    )
+}
+
+async fn text(stack: &Stack, from: &str, body: &str) -> anyhow::Result<()> {
+    let r = stack
+        .admin(
+            reqwest::Method::POST,
+            "/admin/inbound",
+            Some(json!({"from": from, "to": OURS, "body": body})),
+        )
+        .await?;
+    anyhow::ensure!(r["status"] == json!(200), "webhook answered {r}");
+    Ok(())
+}
+
+/// Waits until the simulator has accepted `n` messages to `to`, and returns their bodies.
+async fn replies(stack: &Stack, to: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    eventually(&format!("{n} replies to {to}"), WAIT, || async {
+        let ledger = stack.ledger(to).await?;
+        Ok((ledger.len() >= n).then(|| {
+            ledger
+                .iter()
+                .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        }))
+    })
+    .await
+}
+
+async fn conversation(stack: &Stack, theirs: &str) -> anyhow::Result<Value> {
+    let id = conversation_id(theirs);
+    let resp = stack
+        .http
+        .get(format!("{}/api/conversations/{id}", stack.api_http))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "GET {id}: {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+#[tokio::test]
+async fn a_multi_turn_sms_conversation_keeps_its_context_across_continue_as_new()
+-> anyhow::Result<()> {
+    // Three turns per run: the fourth question is answered by a new run.
+    let file = agents_file("turns_per_run = 3\nsummary_after_idle_secs = 1\n", None)?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let person = &person();
+
+    let turns = [
+        ("Hello", "Hello there! How can I help you today?"),
+        (
+            "my name is Grace",
+            "Nice to meet you, Grace! How can I help?",
+        ),
+        (
+            "tell me more",
+            "Great! Our offer is simple: one plan, no contract. Would you like a person to follow up?",
+        ),
+        ("what's my name?", "You told me your name is Grace."),
+    ];
+    for (i, (said, _)) in turns.iter().enumerate() {
+        text(&stack, person, said).await?;
+        // One reply per message, in order: wait for this one before the next message.
+        replies(&stack, person, i + 1).await?;
+    }
+    let got = replies(&stack, person, turns.len()).await?;
+    let want: Vec<&str> = turns.iter().map(|(_, r)| *r).collect();
+    assert_eq!(got, want);
+
+    // The workflow continued as new and still answered from the remembered name.
+    let temporal = stack.temporal().await?;
+    let id = conversation_id(person);
+    let state = temporal
+        .get_workflow_handle::<ConversationWorkflow>(id)
+        .query(
+            ConversationWorkflow::transcript,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
+    assert!(
+        state.generation >= 1,
+        "expected a continue-as-new: {state:?}"
+    );
+    assert_eq!(state.memory.get("name").map(String::as_str), Some("Grace"));
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(person),
+            "conversation-agent-continued",
+        )
+        .await?;
+
+    // The API shows the conversation in order, and the idle summary arrives.
+    let conv = eventually("the summary", WAIT, || async {
+        let c = conversation(&stack, person).await?;
+        Ok(c["agent"]["summary"].is_string().then_some(c))
+    })
+    .await?;
+    let messages = conv["messages"].as_array().unwrap();
+    let flow: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["direction"].as_str().unwrap(),
+                m["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (said, reply) in turns {
+        expected.push(("inbound", said));
+        expected.push(("outbound", reply));
+    }
+    assert_eq!(flow, expected);
+    assert_eq!(conv["agent"]["turns"], json!(4));
+    assert_eq!(conv["agent"]["agent"], json!("scripted"));
+    assert_eq!(conv["agent"]["disposition"], json!("interested"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_actions_transfer_schedule_a_callback_and_opt_out() -> anyhow::Result<()> {
+    let file = agents_file(
+        "callback_message = \"Hi again, as promised!\"\n",
+        Some(RULES),
+    )?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let (transfer, callback, opt_out) = (&person(), &person(), &person());
+
+    text(&stack, transfer, "can I talk to a human").await?;
+    text(&stack, callback, "text me later please").await?;
+    text(&stack, opt_out, "please remove me").await?;
+
+    assert_eq!(
+        replies(&stack, transfer, 1).await?,
+        ["Connecting you to a person."]
+    );
+    // The follow-up comes from a durable timer two seconds later.
+    assert_eq!(
+        replies(&stack, callback, 2).await?,
+        ["Sure, talk soon.", "Hi again, as promised!"]
+    );
+    assert_eq!(
+        replies(&stack, opt_out, 1).await?,
+        ["Done, you won't hear from us again."]
+    );
+
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(callback),
+            "conversation-agent-callback",
+        )
+        .await?;
+
+    // Transfer: flagged for a person, and the agent stays quiet afterwards.
+    let conv = eventually("the hand-over to be recorded", WAIT, || async {
+        let c = conversation(&stack, transfer).await?;
+        Ok((c["agent"]["needs_human"] == json!(true)).then_some(c))
+    })
+    .await?;
+    assert_eq!(conv["agent"]["status"], json!("handoff"));
+    assert_eq!(conv["agent"]["actions"][0]["kind"], json!("transfer"));
+    let waiting = stack
+        .http
+        .get(format!(
+            "{}/api/conversations?needs_human=true",
+            stack.api_http
+        ))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    assert_eq!(waiting.as_array().map(Vec::len), Some(1), "{waiting}");
+    text(&stack, transfer, "hello? anyone?").await?;
+    let temporal = stack.temporal().await?;
+    let handle = temporal.get_workflow_handle::<ConversationWorkflow>(conversation_id(transfer));
+    eventually("the second message to reach the workflow", WAIT, || async {
+        let s = handle
+            .query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await?;
+        Ok((s.inbound_count == 2).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stack.ledger(transfer).await?.len(),
+        1,
+        "the agent replied after a hand-over"
+    );
+
+    // Opt-out: suppressed on every channel, conversation ended.
+    let suppressed = stack
+        .mongo
+        .collection::<Document>("suppressions")
+        .find_one(doc! { "_id": opt_out.as_str() })
+        .await?;
+    assert!(suppressed.is_some(), "the opt-out was not stored");
+    let conv = eventually("the opt-out to be recorded", WAIT, || async {
+        let c = conversation(&stack, opt_out).await?;
+        Ok((c["agent"]["status"] == json!("ended")).then_some(c))
+    })
+    .await?;
+    let kinds: Vec<&str> = conv["agent"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opt_out", "end_conversation"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_model_gets_the_fallback_reply() -> anyhow::Result<()> {
+    // A Chat Completions endpoint that always fails.
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "{\"error\":{\"message\":\"model overloaded\"}}",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let model_url = format!("http://{}/v1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let fallback = "Sorry, our assistant is unavailable. A person will reply soon.";
+    let file = agents_file(&format!("fallback_reply = \"{fallback}\"\n"), None)?;
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("AGENT_MODEL_BASE_URL", &model_url),
+        ("AGENT_MODEL", "test-model"),
+        ("AGENT_MODEL_MAX_RETRIES", "0"),
+    ])
+    .await?;
+    let person = &person();
+    text(&stack, person, "Hi, what are your opening hours?").await?;
+    assert_eq!(replies(&stack, person, 1).await?, [fallback]);
+    let conv = eventually("the fallback to be recorded", WAIT, || async {
+        let c = conversation(&stack, person).await?;
+        Ok(c["agent"]["actions"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(c))
+    })
+    .await?;
+    assert_eq!(conv["agent"]["actions"][0]["kind"], json!("fallback"));
+    assert_eq!(conv["agent"]["agent"], json!("fallback"));
+    Ok(())
+}

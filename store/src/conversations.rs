@@ -1,0 +1,265 @@
+//! `conversations`: what the agent did in each SMS / WhatsApp conversation.
+//!
+//! The messages themselves live in `messages` (tagged with the conversation id); this
+//! collection holds the agent's side: profile, status, actions, token usage, summary and
+//! disposition. Turns are recorded under their id, so a retried activity records once.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, doc};
+use mongodb::options::{FindOptions, UpdateOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::contacts::ContactDoc;
+use crate::schema::{CONTACTS, CONVERSATIONS};
+use crate::{MongoStore, Result, is_duplicate_key};
+
+/// Conversation statuses.
+pub mod conversation_status {
+    /// The agent is answering.
+    pub const OPEN: &str = "open";
+    /// Flagged for a person; the agent stays quiet.
+    pub const HANDOFF: &str = "handoff";
+    /// The agent ended it (or the person opted out).
+    pub const ENDED: &str = "ended";
+}
+
+/// Something the agent did, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationActionDoc {
+    /// The turn (inbound message id) it belongs to.
+    pub turn_id: String,
+    /// `opt_out`, `transfer`, `end_conversation`, `schedule_callback`, `fallback`,
+    /// `reply_failed`.
+    pub kind: String,
+    /// Reason, note or error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it was recorded.
+    pub at: DateTime,
+}
+
+/// A stored conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationDoc {
+    /// The conversation workflow id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Our number (E.164).
+    pub ours: String,
+    /// Their number (E.164).
+    pub theirs: String,
+    /// `sms` or `whatsapp`.
+    pub channel: String,
+    /// The agent profile answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Which agent (`scripted`, `model:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// See [`conversation_status`].
+    pub status: String,
+    /// Flagged for a person.
+    #[serde(default)]
+    pub needs_human: bool,
+    /// Agent turns recorded (ids of the inbound messages answered).
+    #[serde(default)]
+    pub turn_ids: Vec<String>,
+    /// Actions in order.
+    #[serde(default)]
+    pub actions: Vec<ConversationActionDoc>,
+    /// Model tokens used, summed.
+    #[serde(default)]
+    pub prompt_tokens: i64,
+    /// Model tokens used, summed.
+    #[serde(default)]
+    pub completion_tokens: i64,
+    /// The latest summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The latest disposition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+    /// When the summary was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summarized_at: Option<DateTime>,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// One agent turn to record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTurnRecord {
+    /// Conversation id.
+    pub conversation_id: String,
+    /// Our number.
+    pub ours: String,
+    /// Their number.
+    pub theirs: String,
+    /// `sms` / `whatsapp`.
+    pub channel: String,
+    /// Profile name.
+    pub profile: String,
+    /// Agent name.
+    pub agent: String,
+    /// The inbound message answered.
+    pub turn_id: String,
+    /// (kind, detail) of each action taken.
+    pub actions: Vec<(String, Option<String>)>,
+    /// Tokens.
+    pub prompt_tokens: u64,
+    /// Tokens.
+    pub completion_tokens: u64,
+    /// Status after the turn.
+    pub status: String,
+    /// Disposition the turn established, if any.
+    pub disposition: Option<String>,
+}
+
+impl MongoStore {
+    fn conversations(&self) -> mongodb::Collection<ConversationDoc> {
+        self.db.collection(CONVERSATIONS)
+    }
+
+    /// Records one agent turn, once per `turn_id`.
+    pub async fn record_agent_turn(&self, turn: &AgentTurnRecord) -> Result<bool> {
+        let now = DateTime::now();
+        self.conversations()
+            .update_one(
+                doc! { "_id": &turn.conversation_id },
+                doc! { "$setOnInsert": {
+                    "ours": &turn.ours, "theirs": &turn.theirs, "channel": &turn.channel,
+                    "status": &turn.status, "needs_human": false, "turn_ids": [], "actions": [],
+                    "prompt_tokens": 0_i64, "completion_tokens": 0_i64, "created_at": now,
+                    "updated_at": now,
+                } },
+            )
+            .with_options(UpdateOptions::builder().upsert(true).build())
+            .await
+            .or_else(|e| {
+                if is_duplicate_key(&e) {
+                    Ok(Default::default())
+                } else {
+                    Err(e)
+                }
+            })?;
+        let actions: Vec<_> = turn
+            .actions
+            .iter()
+            .map(|(kind, detail)| {
+                let mut d = doc! { "turn_id": &turn.turn_id, "kind": kind, "at": now };
+                if let Some(detail) = detail {
+                    d.insert("detail", detail);
+                }
+                d
+            })
+            .collect();
+        let mut set = doc! {
+            "profile": &turn.profile, "agent": &turn.agent, "status": &turn.status,
+            "needs_human": turn.status == conversation_status::HANDOFF, "updated_at": now,
+        };
+        if let Some(d) = &turn.disposition {
+            set.insert("disposition", d);
+        }
+        let result = self
+            .conversations()
+            .update_one(
+                doc! { "_id": &turn.conversation_id, "turn_ids": { "$ne": &turn.turn_id } },
+                doc! {
+                    "$set": set,
+                    "$push": { "turn_ids": &turn.turn_id, "actions": { "$each": actions } },
+                    "$inc": {
+                        "prompt_tokens": i64::try_from(turn.prompt_tokens).unwrap_or(i64::MAX),
+                        "completion_tokens": i64::try_from(turn.completion_tokens).unwrap_or(i64::MAX),
+                    },
+                },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    /// Stores a summary and disposition (the latest wins).
+    pub async fn set_conversation_summary(
+        &self,
+        conversation_id: &str,
+        summary: &str,
+        disposition: &str,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> Result<()> {
+        let now = DateTime::now();
+        self.conversations()
+            .update_one(
+                doc! { "_id": conversation_id },
+                doc! {
+                    "$set": { "summary": summary, "disposition": disposition, "summarized_at": now, "updated_at": now },
+                    "$inc": {
+                        "prompt_tokens": i64::try_from(prompt_tokens).unwrap_or(i64::MAX),
+                        "completion_tokens": i64::try_from(completion_tokens).unwrap_or(i64::MAX),
+                    },
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One conversation.
+    pub async fn get_conversation(&self, id: &str) -> Result<Option<ConversationDoc>> {
+        Ok(self.conversations().find_one(doc! { "_id": id }).await?)
+    }
+
+    /// Conversations, latest change first; only those flagged for a person when `needs_human`.
+    pub async fn list_conversations(
+        &self,
+        needs_human: Option<bool>,
+        limit: i64,
+    ) -> Result<Vec<ConversationDoc>> {
+        let filter = match needs_human {
+            Some(flag) => doc! { "needs_human": flag },
+            None => doc! {},
+        };
+        let options = FindOptions::builder()
+            .sort(doc! { "updated_at": -1 })
+            .limit(limit.clamp(1, 500))
+            .projection(doc! { "turn_ids": 0 })
+            .build();
+        Ok(self
+            .conversations()
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// The variables of the most recently changed contact with this number, on any list: what
+    /// the agent may use about the person (`first_name`, imported columns, …).
+    pub async fn contact_variables(&self, phone: &str) -> Result<BTreeMap<String, String>> {
+        let contact = self
+            .db
+            .collection::<ContactDoc>(CONTACTS)
+            .find_one(doc! { "phone": phone })
+            .sort(doc! { "updated_at": -1 })
+            .await?;
+        let Some(c) = contact else {
+            return Ok(BTreeMap::new());
+        };
+        let mut vars = c.variables;
+        for (key, value) in [
+            ("name", c.name),
+            ("first_name", c.first_name),
+            ("last_name", c.last_name),
+            ("email", c.email),
+            ("language", c.language),
+            ("time_zone", c.time_zone),
+        ] {
+            if let Some(v) = value {
+                vars.insert(key.to_owned(), v);
+            }
+        }
+        Ok(vars)
+    }
+}
