@@ -13,6 +13,8 @@
 #   MONGODB_URI=...                use this MongoDB; start no local server
 #   TWILIO_ACCOUNT_SID=AC...       use real Twilio (with TWILIO_AUTH_TOKEN); start no simulator
 #   PUBLIC_BASE_URL=...            the base URL Twilio calls back (default http://127.0.0.1:$API_HTTP_PORT)
+#   AGENTS_FILE=...                agent profiles and their numbers (default agent/agents.example.toml;
+#                                  /dev/null for no agent); AGENT_MODEL_* pass through (docs/agents.md)
 #   RUST_LOG=info                  log filter of the project's binaries
 #   MONGO_SERVER=auto|rs|py        which SecantusDB server (see scripts/lib.sh)
 #   STOP_TIMEOUT_S=15              grace period between SIGTERM and SIGKILL on shutdown
@@ -107,6 +109,7 @@ app_env=(
     "API_HTTP_ADDR=127.0.0.1:$API_HTTP_PORT"
     "API_GRPC_ADDR=127.0.0.1:$API_GRPC_PORT"
     "PUBLIC_BASE_URL=$PUBLIC_BASE_URL"
+    "AGENTS_FILE=${AGENTS_FILE:-$VA_ROOT/agent/agents.example.toml}"
     "RUST_LOG=${RUST_LOG:-info}"
 )
 if ((REAL_TWILIO)); then
@@ -150,10 +153,22 @@ fi
 vactl_api=""
 [[ "$API_GRPC_PORT" == 50051 ]] || vactl_api=" --api http://127.0.0.1:$API_GRPC_PORT"
 mask_uri() { sed -E 's#//[^/@]*@#//***@#' <<<"$1"; }
+agent_hint=""
 if ((REAL_TWILIO)); then
     twilio_line="real Twilio (account ${TWILIO_ACCOUNT_SID:0:6}…), webhooks via $PUBLIC_BASE_URL"
 else
     twilio_line="http://127.0.0.1:$SIMULATOR_PORT  (account $SIM_ACCOUNT_SID)"
+fi
+if [[ -n "${AGENTS_FILE:-}" ]]; then
+    agent_hint="
+    agents file: $AGENTS_FILE (docs/agents.md)"
+elif ((!REAL_TWILIO)); then
+    agent_hint="
+    text the example agent (agent/agents.example.toml) and read its reply and the conversation:
+    curl -s -X POST http://127.0.0.1:$SIMULATOR_PORT/admin/inbound -H 'content-type: application/json' \\
+      -d '{\"from\": \"+14155550123\", \"to\": \"+15005550006\", \"body\": \"Hi!\"}'
+    curl -s 'http://127.0.0.1:$SIMULATOR_PORT/admin/ledger?to=%2B14155550123'   # the reply
+    curl -s http://127.0.0.1:$API_HTTP_PORT/api/conversations/conversation-15005550006-14155550123"
 fi
 cat <<EOF
 
@@ -170,7 +185,7 @@ cat <<EOF
     ${BIN_DIR#"$VA_ROOT"/}/vactl${vactl_api} send-sms --to +14155550100 --body hello --wait
     ${BIN_DIR#"$VA_ROOT"/}/vactl${vactl_api} list-messages --phone +14155550100
     curl http://127.0.0.1:$API_HTTP_PORT/healthz
-    then open the Temporal Web UI to see the workflow.
+    then open the Temporal Web UI to see the workflow.$agent_hint
 
   Press Ctrl-C to stop everything.
 
