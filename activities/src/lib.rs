@@ -8,6 +8,7 @@
 //! | [`agent`] | [`AgentActivities`]: the agent's turns, summaries, opt-outs and records |
 //! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
 //! | [`template`] | `{{variable}}` rendering |
+//! | [`voice`] | [`VoiceActivities`]: dial exactly once per attempt, fetch and end calls, call logs |
 //! | [`window`] | sending windows in the recipient's local time |
 //!
 //! Activities run at least once: a worker killed during a send makes Temporal run it again.
@@ -24,6 +25,7 @@ pub mod channel;
 pub mod messaging;
 pub mod template;
 pub mod twilio_channel;
+pub mod voice;
 pub mod window;
 
 pub use agent::AgentActivities;
@@ -33,3 +35,4 @@ pub use channel::{
 };
 pub use messaging::{MessagingActivities, SendMessageInput, SendMessageOutput};
 pub use twilio_channel::TwilioChannel;
+pub use voice::VoiceActivities;

@@ -17,6 +17,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod grpc;
 pub mod ops;
+pub mod voice;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -169,6 +170,8 @@ pub fn router(state: AppState) -> Router {
         .merge(contacts::routes())
         .merge(campaigns::routes())
         .merge(conversations::routes())
+        .merge(voice::webhook_routes())
+        .merge(voice::api_routes())
         .merge(ops::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(

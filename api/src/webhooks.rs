@@ -75,10 +75,10 @@ impl WebhookError {
 }
 
 /// The form parameters of a webhook whose signature checked out.
-struct SignedForm(Vec<(String, String)>);
+pub(crate) struct SignedForm(Vec<(String, String)>);
 
 impl SignedForm {
-    fn verify(
+    pub(crate) fn verify(
         state: &AppState,
         uri: &OriginalUri,
         headers: &HeaderMap,
@@ -117,21 +117,24 @@ impl SignedForm {
         Ok(Self(params))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn require(&self, name: &str) -> Result<&str, WebhookError> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, WebhookError> {
         self.get(name)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| WebhookError::BadRequest(format!("missing {name}")))
     }
 }
 
-fn twilio_address(raw: &str, field: &str) -> Result<(Channel, PhoneNumber), WebhookError> {
+pub(crate) fn twilio_address(
+    raw: &str,
+    field: &str,
+) -> Result<(Channel, PhoneNumber), WebhookError> {
     let (channel, number) = Channel::from_address(raw);
     let number = PhoneNumber::parse_e164(number)
         .map_err(|_| WebhookError::BadRequest(format!("{field} is not an E.164 number")))?;
@@ -343,13 +346,13 @@ async fn status_callback(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn is_twilio_sid(sid: &str, prefixes: &[&str]) -> bool {
+pub(crate) fn is_twilio_sid(sid: &str, prefixes: &[&str]) -> bool {
     sid.len() == 34
         && prefixes.iter().any(|p| sid.starts_with(p))
         && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn twiml(xml: String) -> Response {
+pub(crate) fn twiml(xml: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
 }
 

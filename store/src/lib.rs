@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`schema`] | every collection and their indexes, created at start-up |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
+//! | [`calls`] | `call_logs`: one document per call, with the transcript |
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
 //! | [`contacts`] | `contact_lists`, `contacts` |
 //! | [`conversations`] | `conversations`: the agent's actions, usage and summary per conversation |
@@ -24,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod campaigns;
 pub mod contacts;
 pub mod conversations;
@@ -34,6 +36,7 @@ pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};
 
+pub use calls::{CallLogDoc, NewCallAttempt, TranscriptEntry};
 pub use campaigns::{CampaignDoc, CampaignItemDoc, ExecutionDoc, campaign_status, item_status};
 pub use conversations::{AgentTurnRecord, ConversationDoc, conversation_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
@@ -51,6 +54,9 @@ pub enum StoreError {
     /// A stored document does not have the shape this version expects.
     #[error("unexpected document shape: {0}")]
     Decode(#[from] mongodb::bson::de::Error),
+    /// A value could not be turned into a document.
+    #[error("cannot encode a document: {0}")]
+    Encode(#[from] mongodb::bson::ser::Error),
 }
 
 /// Result with [`StoreError`].

@@ -22,11 +22,12 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use voice_agent_activities::{
     AgentActivities, CampaignActivities, ChannelRegistry, MessagingActivities, TwilioChannel,
+    VoiceActivities,
 };
 use voice_agent_config::Settings;
 use voice_agent_store::MongoStore;
 use voice_agent_workflows::{
-    CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
+    CallWorkflow, CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
 };
 
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
@@ -47,6 +48,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     );
     let agents = AgentActivities::new(agent, directory, store.clone());
     let twilio = settings.twilio.client()?;
+    let voice = VoiceActivities::new(
+        store.clone(),
+        twilio.clone(),
+        settings.public_base_url.clone(),
+    );
     let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
     let messaging = MessagingActivities::new(
         store.clone(),
@@ -67,10 +73,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .register_activities(messaging)
         .register_activities(campaigns)
         .register_activities(agents)
+        .register_activities(voice)
         .register_workflow::<SendMessageWorkflow>()?
         .register_workflow::<CampaignWorkflow>()?
         .register_workflow::<ConversationWorkflow>()?
         .register_workflow::<FollowUpWorkflow>()?
+        .register_workflow::<CallWorkflow>()?
         // A crashed worker's sticky queue delays the next workflow task by this much.
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
         .graceful_shutdown_period(Duration::from_secs(10))

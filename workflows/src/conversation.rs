@@ -399,6 +399,7 @@ async fn agent_turn(
                     delay_seconds: *delay_seconds,
                     message: profile.callback_message.clone(),
                     note: note.clone(),
+                    call: false,
                 };
                 // The id derives from the turn, so a replayed or retried turn schedules once.
                 let options = ChildWorkflowOptions::builder()

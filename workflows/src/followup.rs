@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowResult};
+use temporalio_sdk::{ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowResult};
 use voice_agent_activities::agent::{AgentActivities, WindowInput};
 use voice_agent_activities::messaging::{MessagingActivities, SendMessageInput};
 use voice_agent_domain::{Channel, MessageId};
 
+use crate::call::{CallInput, CallWorkflow};
 use crate::conversation::reply_send_options;
 
 /// Input of [`FollowUpWorkflow`].
@@ -28,6 +29,9 @@ pub struct FollowUpInput {
     pub message: String,
     /// Why, for the record.
     pub note: Option<String>,
+    /// Call back (an outbound call with the agent) instead of sending `message`.
+    #[serde(default)]
+    pub call: bool,
 }
 
 /// How a follow-up ended.
@@ -39,6 +43,11 @@ pub enum FollowUpOutcome {
         /// Our message id.
         message_id: String,
     },
+    /// Called back; the call workflow's id.
+    Called {
+        /// The call workflow id.
+        call_id: String,
+    },
     /// Not sent, and why.
     Skipped {
         /// Why.
@@ -46,8 +55,8 @@ pub enum FollowUpOutcome {
     },
 }
 
-/// Waits on a durable timer (days if need be, surviving any restart), then sends the
-/// follow-up through the idempotent send path: an opted-out person is not contacted, and on
+/// Waits on a durable timer (days if need be, surviving any restart), then calls back (an
+/// outbound [`CallWorkflow`]) or sends the follow-up through the idempotent send path: an opted-out person is not contacted, and on
 /// WhatsApp a closed session window skips the free-form message (it would fail with 63016).
 #[workflow]
 #[derive(Default)]
@@ -61,6 +70,33 @@ impl FollowUpWorkflow {
         input: FollowUpInput,
     ) -> WorkflowResult<FollowUpOutcome> {
         ctx.timer(Duration::from_secs(input.delay_seconds)).await;
+        if input.call {
+            let call_id = format!("call-{}", ctx.workflow_id());
+            let options = ChildWorkflowOptions::builder()
+                .workflow_id(call_id.clone())
+                .parent_close_policy(ParentClosePolicy::Abandon)
+                .build();
+            let started = ctx
+                .start_child_workflow(
+                    CallWorkflow::run,
+                    CallInput {
+                        call_id: call_id.clone(),
+                        direction: "outbound".to_owned(),
+                        ours: input.ours,
+                        theirs: input.theirs,
+                        max_attempts: 1,
+                        ..CallInput::default()
+                    },
+                    options,
+                )
+                .await;
+            return Ok(match started {
+                Ok(_) => FollowUpOutcome::Called { call_id },
+                Err(e) => FollowUpOutcome::Skipped {
+                    reason: format!("could not start the call: {e:?}"),
+                },
+            });
+        }
         if input.channel == Channel::Whatsapp {
             let open = ctx
                 .execute_activity(

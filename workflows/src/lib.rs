@@ -5,6 +5,7 @@
 //! | [`SendMessageWorkflow`] | `send-<message id>` | one outbound SMS/WhatsApp, sent exactly once |
 //! | [`CampaignWorkflow`] | `campaign-<campaign id>` | a campaign: materialise items, send them in rate-limited batches; pause, resume, cancel, rate as signals |
 //! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it; the agent answers when the number has one |
+//! | [`CallWorkflow`] | `call-<CallSid>` (inbound), `call-<our id>` (outbound) | one phone call: the agent's turns as updates, status callbacks as signals, retries, the call log |
 //! | [`FollowUpWorkflow`] | `followup-<our digits>-<their digits>-<turn id>` | a callback the agent promised: a durable timer, then a message |
 //!
 //! Workflow code does no I/O and reads no clock: everything that touches the world is an
@@ -14,11 +15,16 @@
 // The workflow macros generate public items without docs and with crate-local visibility.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod call;
 pub mod campaign;
 pub mod conversation;
 pub mod followup;
 pub mod send_message;
 
+pub use call::{
+    AnswerInput, CallInput, CallResult, CallStatusEvent, CallView, CallWorkflow, GatherInput,
+    VoiceNext, VoiceTurn,
+};
 pub use campaign::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignCounters, CampaignRun,
     CampaignWorkflow, Phase,

@@ -7,7 +7,7 @@ use std::path::Path;
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use voice_agent_workflows::{
-    CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
+    CallWorkflow, CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
 };
 
 #[tokio::test]
@@ -30,6 +30,8 @@ async fn stored_histories_replay_against_the_current_code() {
             .register_workflow::<CampaignWorkflow>()
             .expect("register")
             .register_workflow::<FollowUpWorkflow>()
+            .expect("register")
+            .register_workflow::<CallWorkflow>()
             .expect("register")
             .build(),
     )

@@ -4,6 +4,7 @@ mod agent;
 mod campaigns;
 mod chaos;
 mod helpers;
+mod voice;
 mod whatsapp;
 
 use std::time::Duration;

@@ -250,7 +250,60 @@ pub struct Call {
     pub uri: Option<String>,
 }
 
+/// Filters of `GET …/Calls.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListCalls {
+    /// `To`.
+    pub to: Option<String>,
+    /// `From`.
+    pub from: Option<String>,
+    /// `StartTime>`: calls started after this date (`YYYY-MM-DD`, Twilio's day granularity).
+    pub started_after: Option<String>,
+    /// `PageSize` (Twilio's maximum 1000).
+    pub page_size: Option<u32>,
+}
+
+impl ListCalls {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(v) = &self.to {
+            q.push(("To", v.clone()));
+        }
+        if let Some(v) = &self.from {
+            q.push(("From", v.clone()));
+        }
+        if let Some(v) = &self.started_after {
+            q.push(("StartTime>", v.clone()));
+        }
+        if let Some(v) = self.page_size {
+            q.push(("PageSize", v.to_string()));
+        }
+        q
+    }
+}
+
+/// One page of `GET …/Calls.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallPage {
+    /// Calls on this page, newest first.
+    #[serde(default)]
+    pub calls: Vec<Call>,
+    /// Path of the next page, `None` on the last one.
+    #[serde(default)]
+    pub next_page_uri: Option<String>,
+}
+
 impl TwilioClient {
+    /// The first page of calls matching `filter` (`GET …/Calls.json`): how a retried dial finds
+    /// a call an earlier attempt placed.
+    pub async fn list_calls(&self, filter: &ListCalls) -> Result<CallPage> {
+        let request = self
+            .http
+            .get(self.account_url(&["Calls.json"]))
+            .query(&filter.query());
+        self.execute(request).await
+    }
+
     /// Places an outbound call (`POST …/Calls.json`, 201).
     pub async fn create_call(&self, params: &CreateCall) -> Result<Call> {
         tracing::debug!(to = %mask_phone(&params.to), "creating Twilio call");

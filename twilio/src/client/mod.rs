@@ -22,7 +22,8 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 pub use self::calls::{
-    Call, CallStatus, CreateCall, MachineDetection, UpdateCall, UpdateCallStatus,
+    Call, CallPage, CallStatus, CreateCall, ListCalls, MachineDetection, UpdateCall,
+    UpdateCallStatus,
 };
 pub use self::error::TwilioError;
 pub use self::messages::{CreateMessage, ListMessages, Message, MessagePage, MessageStatus};

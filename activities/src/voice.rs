@@ -1,0 +1,341 @@
+//! Voice activities: dial an outbound call exactly once per attempt, look up and end calls
+//! (reconciliation after a crash), and write call logs.
+
+// `#[activities]` generates an undocumented public constant per activity.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::DateTime;
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::{info, warn};
+use voice_agent_domain::mask_phone;
+use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry};
+use voice_agent_twilio::client::{
+    CallStatus, CreateCall, ListCalls, MachineDetection, TwilioClient, TwilioError, UpdateCall,
+    UpdateCallStatus,
+};
+
+/// Failure type of a call Twilio refused for good (invalid number, unverified caller id, …).
+pub const PERMANENT_CALL_FAILURE: &str = "PermanentCallFailure";
+
+/// How far before the first dial request a reconciliation looks, for clock skew.
+const RECONCILE_SKEW: Duration = Duration::from_secs(120);
+
+/// Input of [`VoiceActivities::place_call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceCallInput {
+    /// The attempt, recorded before dialling.
+    pub attempt: NewCallAttempt,
+    /// Ask Twilio for answering-machine detection (`DetectMessageEnd`).
+    pub machine_detection: bool,
+    /// Seconds to let it ring.
+    pub ring_timeout_secs: u32,
+    /// Record the call.
+    pub record: bool,
+}
+
+/// Output of [`VoiceActivities::place_call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceCallOutput {
+    /// Twilio's `CA…`.
+    pub call_sid: String,
+    /// The call was found already placed (a retry after a crash), not placed by this attempt.
+    pub reconciled: bool,
+}
+
+/// What Twilio says about a call now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    /// Twilio's status (`in-progress`, `completed`, …).
+    pub status: String,
+    /// Seconds, once ended.
+    pub duration_secs: Option<u64>,
+    /// `AnsweredBy`, when detection ran.
+    pub answered_by: Option<String>,
+}
+
+/// A finished call, as the workflow knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallLogRecord {
+    /// `<call id>/<attempt>`.
+    pub id: String,
+    /// Call workflow id.
+    pub call_id: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Twilio's SID.
+    pub call_sid: Option<String>,
+    /// `inbound` / `outbound`.
+    pub direction: String,
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// Final Twilio status.
+    pub status: String,
+    /// Outcome.
+    pub outcome: Option<String>,
+    /// `AnsweredBy`.
+    pub answered_by: Option<String>,
+    /// RFC 3339 times.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub answered_at: Option<String>,
+    /// RFC 3339.
+    pub ended_at: Option<String>,
+    /// Seconds.
+    pub duration_secs: Option<u64>,
+    /// Turns.
+    pub transcript: Vec<TranscriptEntry>,
+    /// Agent's disposition.
+    pub disposition: Option<String>,
+    /// Agent's summary.
+    pub summary: Option<String>,
+    /// Recording URL.
+    pub recording_url: Option<String>,
+    /// Campaign.
+    pub campaign_id: Option<String>,
+    /// Campaign item.
+    pub item_id: Option<String>,
+}
+
+/// Dialling and call records. Register one instance per worker.
+pub struct VoiceActivities {
+    store: MongoStore,
+    twilio: TwilioClient,
+    public_base_url: url::Url,
+}
+
+impl VoiceActivities {
+    /// Activities over the store, a Twilio client and the API's public base URL (where Twilio
+    /// fetches TwiML and posts call status).
+    pub fn new(store: MongoStore, twilio: TwilioClient, public_base_url: url::Url) -> Self {
+        Self {
+            store,
+            twilio,
+            public_base_url,
+        }
+    }
+
+    fn url(&self, path: &str, pairs: &[(&str, &str)]) -> String {
+        let mut url = self.public_base_url.clone();
+        url.set_path(path);
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.to_string()
+    }
+}
+
+fn permanent(e: &TwilioError) -> ActivityError {
+    let message = match e.code() {
+        Some(code) => format!("Twilio error {code}: {e}"),
+        None => e.to_string(),
+    };
+    ActivityError::application(
+        ApplicationFailure::builder(anyhow::anyhow!(message))
+            .type_name(PERMANENT_CALL_FAILURE.to_owned())
+            .non_retryable(true)
+            .build(),
+    )
+}
+
+fn status_name(status: CallStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[activities]
+impl VoiceActivities {
+    /// Dials one attempt exactly once, however often it runs: the attempt is recorded first;
+    /// a stored SID means it was placed; if an earlier request may have reached Twilio, the
+    /// call list is searched for it before dialling again.
+    #[activity]
+    pub async fn place_call(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PlaceCallInput,
+    ) -> Result<PlaceCallOutput, ActivityError> {
+        let a = &input.attempt;
+        let before = self.store.begin_dial(a).await?;
+        if let Some(sid) = before.as_ref().and_then(|d| d.call_sid.clone()) {
+            return Ok(PlaceCallOutput {
+                call_sid: sid,
+                reconciled: true,
+            });
+        }
+        if let Some(started) = before.as_ref().and_then(|d| d.dial_started_at) {
+            let since =
+                chrono::DateTime::<chrono::Utc>::from(started.to_system_time()) - RECONCILE_SKEW;
+            let page = self
+                .twilio
+                .list_calls(&ListCalls {
+                    to: Some(a.to.clone()),
+                    from: Some(a.from.clone()),
+                    started_after: Some(
+                        (since - chrono::Duration::days(1))
+                            .format("%Y-%m-%d")
+                            .to_string(),
+                    ),
+                    page_size: Some(100),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("reconciliation lookup failed: {e}"))?;
+            for call in page.calls {
+                let created = call
+                    .date_created
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
+                if created.is_none_or(|c| c < since) {
+                    continue;
+                }
+                // A call another attempt already owns is not this one.
+                if self.store.call_log_by_sid(&call.sid).await?.is_some() {
+                    continue;
+                }
+                info!(call_id = %a.call_id, attempt = a.attempt, "dial reconciled: Twilio had already placed this call");
+                self.store.record_call_sid(&a.id, &call.sid).await?;
+                return Ok(PlaceCallOutput {
+                    call_sid: call.sid,
+                    reconciled: true,
+                });
+            }
+        }
+        let wf = a.call_id.as_str();
+        let attempt = a.attempt.to_string();
+        let params = CreateCall {
+            to: a.to.clone(),
+            from: a.from.clone(),
+            url: Some(self.url("/twilio/voice/answer", &[("wf", wf)])),
+            status_callback: Some(
+                self.url("/twilio/voice/status", &[("wf", wf), ("attempt", &attempt)]),
+            ),
+            status_callback_event: ["initiated", "ringing", "answered", "completed"]
+                .map(str::to_owned)
+                .to_vec(),
+            machine_detection: input
+                .machine_detection
+                .then_some(MachineDetection::DetectMessageEnd),
+            timeout: Some(input.ring_timeout_secs),
+            record: input.record.then_some(true),
+            ..CreateCall::default()
+        };
+        match self.twilio.create_call(&params).await {
+            Ok(call) => {
+                info!(call_id = %a.call_id, attempt = a.attempt, to = %mask_phone(&a.to), "call placed");
+                self.store.record_call_sid(&a.id, &call.sid).await?;
+                Ok(PlaceCallOutput {
+                    call_sid: call.sid,
+                    reconciled: false,
+                })
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(call_id = %a.call_id, error = %e, "dial failed, will retry");
+                Err(anyhow::Error::new(e)
+                    .context("Twilio create call failed")
+                    .into())
+            }
+            Err(e) => Err(permanent(&e)),
+        }
+    }
+
+    /// What Twilio says about a call now (reconciliation of a call we lost track of).
+    #[activity]
+    pub async fn fetch_call(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        call_sid: String,
+    ) -> Result<CallSnapshot, ActivityError> {
+        let call = self
+            .twilio
+            .fetch_call(&call_sid)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("Twilio fetch call failed"))?;
+        Ok(CallSnapshot {
+            status: status_name(call.status),
+            duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
+            answered_by: call.answered_by,
+        })
+    }
+
+    /// Ends a call that should not be going on any more; a call already over is fine.
+    #[activity]
+    pub async fn end_call(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        call_sid: String,
+    ) -> Result<CallSnapshot, ActivityError> {
+        let update = UpdateCall {
+            status: Some(UpdateCallStatus::Completed),
+            ..UpdateCall::default()
+        };
+        match self.twilio.update_call(&call_sid, &update).await {
+            Ok(call) => Ok(CallSnapshot {
+                status: status_name(call.status),
+                duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
+                answered_by: call.answered_by,
+            }),
+            Err(e) if e.is_retryable() => Err(anyhow::Error::new(e)
+                .context("Twilio end call failed")
+                .into()),
+            // 21220 and friends: not in progress any more. Report what it is now.
+            Err(_) => {
+                let call = self
+                    .twilio
+                    .fetch_call(&call_sid)
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context("Twilio fetch call failed"))?;
+                Ok(CallSnapshot {
+                    status: status_name(call.status),
+                    duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
+                    answered_by: call.answered_by,
+                })
+            }
+        }
+    }
+
+    /// Writes the call's log.
+    #[activity]
+    pub async fn save_call_log(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        r: CallLogRecord,
+    ) -> Result<(), ActivityError> {
+        let now = DateTime::now();
+        self.store
+            .save_call_log(&CallLogDoc {
+                id: r.id,
+                call_id: r.call_id,
+                attempt: r.attempt,
+                call_sid: r.call_sid,
+                direction: r.direction,
+                from: r.from,
+                to: r.to,
+                status: r.status,
+                outcome: r.outcome,
+                answered_by: r.answered_by,
+                started_at: r.started_at,
+                answered_at: r.answered_at,
+                ended_at: r.ended_at,
+                duration_secs: r
+                    .duration_secs
+                    .map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
+                transcript: r.transcript,
+                disposition: r.disposition,
+                summary: r.summary,
+                recording_url: r.recording_url,
+                campaign_id: r.campaign_id,
+                item_id: r.item_id,
+                dial_started_at: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! Voice: Twilio's signed voice webhooks drive [`CallWorkflow`]s, and `/api/calls` places
+//! outbound calls.
+//!
+//! | route | from | does |
+//! |---|---|---|
+//! | `POST /twilio/voice` | Twilio, a call to one of our numbers (its Voice URL) | update-with-start of `call-<CallSid>`; answers with the greeting and a `<Gather>` |
+//! | `POST /twilio/voice/answer?wf=` | Twilio, an outbound call answered | `answer` update (with `AnsweredBy`) |
+//! | `POST /twilio/voice/gather?wf=` | Twilio, a `<Gather>` result | `gather` update; answers with the agent's turn |
+//! | `POST /twilio/voice/status[?wf=&attempt=]` | Twilio, call progress | `status` signal |
+//! | `POST /api/calls`, `GET /api/calls/{id}` | campaign managers | place a call; read it (live state and logs) |
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowUpdateError};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+};
+use tracing::{info, warn};
+use voice_agent_domain::{PhoneNumber, mask_phone};
+use voice_agent_store::CallLogDoc;
+use voice_agent_twilio::HttpMethod;
+use voice_agent_twilio::twiml::{
+    Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout, VoiceResponse,
+};
+use voice_agent_workflows::{
+    AnswerInput, CallInput, CallStatusEvent, CallView, CallWorkflow, GatherInput, VoiceNext,
+    VoiceTurn,
+};
+
+use crate::AppState;
+use crate::campaigns::HttpError;
+use crate::grpc::ApiError;
+use crate::webhooks::{SignedForm, WebhookError, is_twilio_sid, twilio_address, twiml};
+
+/// Said when the call's workflow cannot be reached: never dead air, never an error page.
+const TROUBLE: &str = "Sorry, we are having trouble right now. Please call again later.";
+/// Seconds a `<Gather>` waits for the person to start talking.
+const GATHER_TIMEOUT: u32 = 5;
+
+/// Voice webhooks.
+pub fn webhook_routes() -> Router<AppState> {
+    Router::new()
+        .route("/twilio/voice", post(inbound_call))
+        .route("/twilio/voice/answer", post(answered))
+        .route("/twilio/voice/gather", post(gathered))
+        .route("/twilio/voice/status", post(call_status))
+}
+
+/// Outbound calls.
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/calls", post(place_call))
+        .route("/api/calls/{id}", get(get_call))
+}
+
+#[derive(Debug, Deserialize)]
+struct CallRef {
+    wf: Option<String>,
+    attempt: Option<u32>,
+}
+
+fn call_workflow_id(r: &CallRef, call_sid: &str) -> Result<String, WebhookError> {
+    match &r.wf {
+        Some(wf) if wf.starts_with("call-") && wf.len() <= 128 => Ok(wf.clone()),
+        Some(_) => Err(WebhookError::BadRequest("wf is not a call id".to_owned())),
+        None => Ok(format!("call-{call_sid}")),
+    }
+}
+
+fn call_sid(form: &SignedForm) -> Result<String, WebhookError> {
+    let sid = form.require("CallSid")?;
+    if !is_twilio_sid(sid, &["CA"]) {
+        return Err(WebhookError::BadRequest("CallSid is malformed".to_owned()));
+    }
+    Ok(sid.to_owned())
+}
+
+fn gather_url(state: &AppState, workflow_id: &str) -> String {
+    let mut url = state.settings.common.public_base_url.clone();
+    url.set_path("/twilio/voice/gather");
+    url.query_pairs_mut().clear().append_pair("wf", workflow_id);
+    url.to_string()
+}
+
+/// The TwiML for a turn: the lines, then gather, dial or hang up. Lines go inside the
+/// `<Gather>` so the person can talk over them.
+fn render(turn: &VoiceTurn, gather_action: &str) -> String {
+    let say = |text: &str| {
+        let mut s = Say::new(text).language(turn.language.clone());
+        if let Some(v) = &turn.voice {
+            s = s.voice(v.clone());
+        }
+        s
+    };
+    let mut response = VoiceResponse::new();
+    match &turn.next {
+        VoiceNext::Gather => {
+            let mut gather = Gather::new()
+                .input(TwimlGatherInput::DtmfSpeech)
+                .action(gather_action)
+                .method(HttpMethod::Post)
+                .timeout(GATHER_TIMEOUT)
+                .speech_timeout(SpeechTimeout::Auto)
+                .language(turn.language.clone())
+                .action_on_empty_result(true);
+            for line in &turn.say {
+                gather = gather.say(say(line));
+            }
+            response = response.gather(gather);
+        }
+        VoiceNext::Dial { number, caller_id } => {
+            for line in &turn.say {
+                response = response.say(say(line));
+            }
+            response = response.dial(Dial::new(number.clone()).caller_id(caller_id.clone()));
+        }
+        VoiceNext::Hangup => {
+            for line in &turn.say {
+                response = response.say(say(line));
+            }
+            response = response.hangup();
+        }
+    }
+    response.to_xml()
+}
+
+fn trouble() -> Response {
+    twiml(
+        VoiceResponse::new()
+            .say(Say::new(TROUBLE))
+            .hangup()
+            .to_xml(),
+    )
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// A call to one of our numbers rings in: start its workflow and answer with the greeting.
+async fn inbound_call(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    let started = Instant::now();
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let sid = call_sid(&form)?;
+    let (_, theirs) = twilio_address(form.require("From")?, "From")?;
+    let (_, ours) = twilio_address(form.require("To")?, "To")?;
+    let workflow_id = format!("call-{sid}");
+    let at = now();
+    let input = CallInput {
+        call_id: workflow_id.clone(),
+        direction: "inbound".to_owned(),
+        ours: ours.as_str().to_owned(),
+        theirs: theirs.as_str().to_owned(),
+        call_sid: Some(sid.clone()),
+        started_at: Some(at.clone()),
+        ..CallInput::default()
+    };
+    let answer = AnswerInput {
+        call_sid: sid.clone(),
+        answered_by: None,
+        at,
+    };
+    let result = state
+        .temporal
+        .execute_update_with_start_workflow(
+            CallWorkflow::run,
+            input,
+            CallWorkflow::answer,
+            answer,
+            WorkflowUpdateWithStartOptions::new(
+                state.settings.common.task_queue.clone(),
+                workflow_id.clone(),
+                WorkflowIdConflictPolicy::UseExisting,
+            )
+            .build(),
+        )
+        .await;
+    info!(call_sid = %sid, from = %mask_phone(theirs.as_str()), "inbound call");
+    let response = match result {
+        Ok(turn) => twiml(render(&turn, &gather_url(&state, &workflow_id))),
+        Err(e) => {
+            warn!(call_sid = %sid, error = %e, "could not start the call workflow");
+            trouble()
+        }
+    };
+    record_turn("answer", started);
+    Ok(response)
+}
+
+/// An outbound call was answered (by a person or a machine).
+async fn answered(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(r): Query<CallRef>,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    let started = Instant::now();
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let sid = call_sid(&form)?;
+    let workflow_id = call_workflow_id(&r, &sid)?;
+    let answer = AnswerInput {
+        call_sid: sid.clone(),
+        answered_by: form.get("AnsweredBy").map(str::to_owned),
+        at: now(),
+    };
+    let result = state
+        .temporal
+        .get_workflow_handle::<CallWorkflow>(workflow_id.clone())
+        .execute_update(
+            CallWorkflow::answer,
+            answer,
+            WorkflowExecuteUpdateOptions::default(),
+        )
+        .await;
+    let response = turn_response(&state, &workflow_id, &sid, result);
+    record_turn("answer", started);
+    Ok(response)
+}
+
+/// A `<Gather>` result: the person's turn.
+async fn gathered(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(r): Query<CallRef>,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    let started = Instant::now();
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let sid = call_sid(&form)?;
+    let workflow_id = call_workflow_id(&r, &sid)?;
+    let input = GatherInput {
+        call_sid: sid.clone(),
+        speech: form.get("SpeechResult").map(str::to_owned),
+        confidence: form.get("Confidence").and_then(|c| c.parse().ok()),
+        digits: form.get("Digits").map(str::to_owned),
+        at: now(),
+    };
+    let result = state
+        .temporal
+        .get_workflow_handle::<CallWorkflow>(workflow_id.clone())
+        .execute_update(
+            CallWorkflow::gather,
+            input,
+            WorkflowExecuteUpdateOptions::default(),
+        )
+        .await;
+    let response = turn_response(&state, &workflow_id, &sid, result);
+    record_turn("gather", started);
+    Ok(response)
+}
+
+fn turn_response(
+    state: &AppState,
+    workflow_id: &str,
+    sid: &str,
+    result: Result<VoiceTurn, WorkflowUpdateError>,
+) -> Response {
+    match result {
+        Ok(turn) => twiml(render(&turn, &gather_url(state, workflow_id))),
+        Err(e) => {
+            warn!(call_sid = %sid, error = %e, "call turn failed");
+            trouble()
+        }
+    }
+}
+
+/// The time from the webhook arriving to the TwiML leaving, per kind of turn.
+fn record_turn(kind: &'static str, started: Instant) {
+    metrics::histogram!("voice_agent_voice_turn_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Call progress: a signal to the call's workflow.
+async fn call_status(
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(r): Query<CallRef>,
+    body: Bytes,
+) -> Result<StatusCode, WebhookError> {
+    let form = SignedForm::verify(&state, &uri, &headers, &body)?;
+    let sid = call_sid(&form)?;
+    let workflow_id = call_workflow_id(&r, &sid)?;
+    let status = form.require("CallStatus")?.to_owned();
+    let event = CallStatusEvent {
+        call_sid: sid.clone(),
+        status: status.clone(),
+        attempt: r.attempt,
+        duration_secs: form.get("CallDuration").and_then(|d| d.parse().ok()),
+        answered_by: form.get("AnsweredBy").map(str::to_owned),
+        recording_url: form.get("RecordingUrl").map(str::to_owned),
+        at: now(),
+    };
+    let sent = state
+        .temporal
+        .get_workflow_handle::<CallWorkflow>(workflow_id.clone())
+        .signal(
+            CallWorkflow::status,
+            event,
+            WorkflowSignalOptions::default(),
+        )
+        .await;
+    match sent {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        // A call we never started a workflow for (or one long finished): nothing to update.
+        Err(WorkflowInteractionError::NotFound(_)) => {
+            info!(call_sid = %sid, status = %status, "status of an unknown call ignored");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => Err(WebhookError::Unavailable(
+            anyhow::Error::new(e).context("Failed to signal the call"),
+        )),
+    }
+}
+
+// ---- /api/calls ----------------------------------------------------------------------------
+
+/// `POST /api/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCall {
+    /// Callee.
+    pub to: String,
+    /// Caller; `TWILIO_FROM_NUMBER` by default.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Agent profile; our number's by default.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Said to an answering machine; a machine gets a hang-up without it.
+    #[serde(default)]
+    pub voicemail: Option<String>,
+    /// Detect answering machines (default true).
+    #[serde(default)]
+    pub machine_detection: Option<bool>,
+    /// Attempts for busy / no-answer / failed (default 1, at most 10).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Seconds between attempts (default 600).
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+}
+
+/// A placed call.
+#[derive(Debug, Serialize)]
+pub struct PlacedCall {
+    call_id: String,
+}
+
+/// `GET /api/calls/{id}`.
+#[derive(Debug, Serialize)]
+pub struct CallDetail {
+    call_id: String,
+    /// The workflow's live view (status, transcript so far); `null` once it is gone.
+    live: Option<CallView>,
+    /// One log per finished attempt.
+    logs: Vec<CallLogDoc>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> HttpError {
+    ApiError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+async fn place_call(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PlacedCall>), HttpError> {
+    let req: NewCall =
+        serde_json::from_slice(&body).map_err(|e| invalid("body", format!("not a call: {e}")))?;
+    let region = &state.settings.common.default_region;
+    let to = PhoneNumber::parse(&req.to, region).map_err(|e| invalid("to", e.to_string()))?;
+    let from = match &req.from {
+        Some(f) => PhoneNumber::parse(f, region).map_err(|e| invalid("from", e.to_string()))?,
+        None => state
+            .settings
+            .common
+            .twilio
+            .from_number
+            .clone()
+            .ok_or_else(|| invalid("from", "no sender given and TWILIO_FROM_NUMBER is not set"))?,
+    };
+    let max_attempts = req.max_attempts.unwrap_or(1);
+    if !(1..=10).contains(&max_attempts) {
+        return Err(invalid("max_attempts", "must be between 1 and 10"));
+    }
+    if req
+        .voicemail
+        .as_ref()
+        .is_some_and(|v| v.chars().count() > 1_000)
+    {
+        return Err(invalid("voicemail", "at most 1000 characters"));
+    }
+    let call_id = format!("call-{}", uuid::Uuid::new_v4().simple());
+    let input = CallInput {
+        call_id: call_id.clone(),
+        direction: "outbound".to_owned(),
+        ours: from.as_str().to_owned(),
+        theirs: to.as_str().to_owned(),
+        profile: req.profile,
+        voicemail: req.voicemail,
+        machine_detection: req.machine_detection.unwrap_or(true),
+        max_attempts,
+        retry_after_secs: req.retry_after_secs.unwrap_or(600),
+        ring_timeout_secs: 30,
+        ..CallInput::default()
+    };
+    state
+        .temporal
+        .start_workflow(
+            CallWorkflow::run,
+            input,
+            WorkflowStartOptions::new(state.settings.common.task_queue.clone(), call_id.clone())
+                .build(),
+        )
+        .await
+        .map_err(|e| HttpError::from(ApiError::Unavailable(e.into())))?;
+    info!(call_id = %call_id, to = %mask_phone(to.as_str()), "outbound call started");
+    Ok((StatusCode::CREATED, Json(PlacedCall { call_id })))
+}
+
+async fn get_call(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CallDetail>, HttpError> {
+    if !id.starts_with("call-") || id.len() > 128 {
+        return Err(invalid("id", "expected call-…"));
+    }
+    let logs = state
+        .store
+        .call_logs_of(&id)
+        .await
+        .map_err(|e| HttpError::from(ApiError::Unavailable(e.into())))?;
+    let live = state
+        .temporal
+        .get_workflow_handle::<CallWorkflow>(id.clone())
+        .query(CallWorkflow::call, (), WorkflowQueryOptions::default())
+        .await
+        .ok();
+    if live.is_none() && logs.is_empty() {
+        return Err(ApiError::NotFound(format!("call {id}")).into());
+    }
+    Ok(Json(CallDetail {
+        call_id: id,
+        live,
+        logs,
+    }))
+}

@@ -1,0 +1,333 @@
+//! Voice: an inbound call of several turns, forged webhooks, outbound calls to people,
+//! machines, busy and unanswered numbers with retries, and a worker killed mid-call.
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
+
+use voice_agent_workflows::CallWorkflow;
+
+use crate::helpers::{Stack, eventually};
+
+const WAIT: Duration = Duration::from_secs(90);
+const OURS: &str = "+15005550006";
+
+/// A number of its own per test run (call workflow ids of earlier runs may still exist).
+fn person() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("+1628{}{:04}", 200 + n % 800, (n >> 16) % 10_000)
+}
+
+fn enc(number: &str) -> String {
+    number.replace('+', "%2B")
+}
+
+/// Points our number's voice webhooks at the API, as one configures a Twilio number.
+async fn route_our_number(stack: &Stack) -> anyhow::Result<()> {
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/numbers/{}", enc(OURS)),
+            Some(json!({
+                "sms_url": format!("{}/twilio/sms", stack.api_http),
+                "voice_url": format!("{}/twilio/voice", stack.api_http),
+                "voice_status_callback": format!("{}/twilio/voice/status", stack.api_http),
+            })),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn ring_in(
+    stack: &Stack,
+    from: &str,
+    lines: &[&str],
+    think_ms: u64,
+) -> anyhow::Result<String> {
+    let r = stack
+        .admin(
+            reqwest::Method::POST,
+            "/admin/calls/inbound",
+            Some(json!({"from": from, "to": OURS, "lines": lines, "think_ms": think_ms})),
+        )
+        .await?;
+    Ok(r["call_sid"].as_str().expect("call sid").to_owned())
+}
+
+async fn simulator_call(stack: &Stack, sid: &str) -> anyhow::Result<Value> {
+    stack
+        .admin(reqwest::Method::GET, &format!("/admin/calls/{sid}"), None)
+        .await
+}
+
+/// The call logs of a call workflow once `n` attempts are logged with a final status.
+async fn call_logs(stack: &Stack, call_id: &str, n: usize) -> anyhow::Result<Vec<Document>> {
+    eventually(&format!("{n} call logs of {call_id}"), WAIT, || async {
+        let logs: Vec<Document> = futures::TryStreamExt::try_collect(
+            stack
+                .mongo
+                .collection::<Document>("call_logs")
+                .find(doc! { "call_id": call_id, "outcome": { "$exists": true } })
+                .sort(doc! { "attempt": 1 })
+                .await?,
+        )
+        .await?;
+        Ok((logs.len() >= n).then_some(logs))
+    })
+    .await
+}
+
+fn transcript(log: &Document) -> Vec<(String, String)> {
+    log.get_array("transcript")
+        .map(|t| {
+            t.iter()
+                .filter_map(|e| e.as_document())
+                .map(|e| {
+                    (
+                        e.get_str("speaker").unwrap_or_default().to_owned(),
+                        e.get_str("text").unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn expected_conversation() -> Vec<(String, String)> {
+    [
+        (
+            "agent",
+            "Hello there! This is the Voice Agent assistant. How can I help you today?",
+        ),
+        ("caller", "Hello"),
+        ("agent", "Hello there! How can I help you today?"),
+        ("caller", "my name is Grace"),
+        ("agent", "Nice to meet you, Grace! How can I help?"),
+        ("caller", "what's my name?"),
+        ("agent", "You told me your name is Grace."),
+        ("caller", "bye"),
+        ("agent", "Thanks for talking with us. Goodbye!"),
+    ]
+    .iter()
+    .map(|(s, t)| ((*s).to_owned(), (*t).to_owned()))
+    .collect()
+}
+
+#[tokio::test]
+async fn an_inbound_call_of_several_turns_ends_with_its_transcript_in_call_logs()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    let sid = ring_in(
+        &stack,
+        &caller,
+        &["Hello", "my name is Grace", "what's my name?", "bye"],
+        0,
+    )
+    .await?;
+
+    let logs = call_logs(&stack, &format!("call-{sid}"), 1).await?;
+    stack
+        .save_history::<CallWorkflow>(&format!("call-{sid}"), "call-inbound-turns")
+        .await?;
+    let log = &logs[0];
+    assert_eq!(transcript(log), expected_conversation());
+    assert_eq!(log.get_str("direction")?, "inbound");
+    assert_eq!(log.get_str("from")?, caller);
+    assert_eq!(log.get_str("to")?, OURS);
+    assert_eq!(log.get_str("status")?, "completed");
+    assert_eq!(log.get_str("outcome")?, "completed");
+    assert_eq!(log.get_str("call_sid")?, sid);
+    assert!(
+        log.get("started_at").is_some() && log.get("ended_at").is_some(),
+        "{log}"
+    );
+    assert!(log.get("duration_secs").is_some(), "{log}");
+    assert!(log.get_str("summary").is_ok(), "{log}");
+
+    // The simulator heard the same conversation, and the call ended with our hang-up.
+    let call = simulator_call(&stack, &sid).await?;
+    assert_eq!(call["status"], json!("completed"), "{call}");
+    let said: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == json!("say"))
+        .map(|e| e["text"].as_str().unwrap_or_default())
+        .collect();
+    let agent_lines: Vec<String> = expected_conversation()
+        .into_iter()
+        .filter(|(s, _)| s == "agent")
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(said, agent_lines);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_forged_voice_webhook_gets_403_and_starts_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    let r = stack
+        .admin(
+            reqwest::Method::POST,
+            "/admin/calls/inbound",
+            Some(json!({"from": caller, "to": OURS, "lines": ["hi"], "bad_signature": true})),
+        )
+        .await?;
+    let sid = r["call_sid"].as_str().unwrap().to_owned();
+    let call = eventually("the forged call to end", WAIT, || async {
+        let c = simulator_call(&stack, &sid).await?;
+        Ok((c["status"] != json!("ringing") && c["status"] != json!("in-progress")).then_some(c))
+    })
+    .await?;
+    assert_eq!(call["error_code"], json!(11200), "{call}");
+
+    // Unsigned, straight to the API.
+    let resp = stack
+        .http
+        .post(format!("{}/twilio/voice", stack.api_http))
+        .form(&[
+            ("CallSid", sid.as_str()),
+            ("From", caller.as_str()),
+            ("To", OURS),
+        ])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(
+        stack
+            .mongo
+            .collection::<Document>("call_logs")
+            .count_documents(doc! {})
+            .await?,
+        0
+    );
+    let temporal = stack.temporal().await?;
+    let described = temporal
+        .get_workflow_handle::<CallWorkflow>(format!("call-{sid}"))
+        .describe(Default::default())
+        .await;
+    assert!(described.is_err(), "a forged webhook started a workflow");
+    Ok(())
+}
+
+#[tokio::test]
+async fn outbound_calls_end_with_the_right_outcome_voicemail_and_retries() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let (human, machine, busy, silent) = (person(), person(), person(), person());
+    for (number, script) in [
+        (
+            &human,
+            json!({"behaviour": "human", "lines": ["tell me more", "bye"]}),
+        ),
+        (&machine, json!({"behaviour": "machine"})),
+        (&busy, json!({"behaviour": "busy"})),
+        (&silent, json!({"behaviour": "no_answer"})),
+    ] {
+        stack
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/callees/{}", enc(number)),
+                Some(script),
+            )
+            .await?;
+    }
+    let voicemail = "Hi, this is Acme. Please call us back.";
+    let mut ids = Vec::new();
+    for number in [&human, &machine, &busy, &silent] {
+        let resp = stack
+            .http
+            .post(format!("{}/api/calls", stack.api_http))
+            .json(&json!({
+                "to": number, "voicemail": voicemail, "max_attempts": 2, "retry_after_secs": 1
+            }))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+        let body: Value = resp.json().await?;
+        ids.push(body["call_id"].as_str().unwrap().to_owned());
+    }
+
+    let human_log = &call_logs(&stack, &ids[0], 1).await?[0];
+    assert_eq!(human_log.get_str("outcome")?, "human");
+    let t = transcript(human_log);
+    assert_eq!(t[1], ("caller".to_owned(), "tell me more".to_owned()));
+    assert_eq!(t.last().unwrap().0, "agent");
+
+    let machine_log = &call_logs(&stack, &ids[1], 1).await?[0];
+    assert_eq!(machine_log.get_str("outcome")?, "voicemail_left");
+    let sid = machine_log.get_str("call_sid")?;
+    let call = simulator_call(&stack, sid).await?;
+    assert_eq!(call["voicemail"], json!(voicemail), "{call}");
+
+    // Busy and unanswered: retried once, as configured; each attempt is its own call.
+    for (id, outcome) in [(&ids[2], "busy"), (&ids[3], "no_answer")] {
+        let logs = call_logs(&stack, id, 2).await?;
+        assert_eq!(logs.len(), 2);
+        for log in &logs {
+            assert_eq!(log.get_str("outcome")?, outcome);
+        }
+        assert_ne!(logs[0].get_str("call_sid")?, logs[1].get_str("call_sid")?);
+    }
+    stack
+        .save_history::<CallWorkflow>(&ids[2], "call-outbound-busy-retried")
+        .await?;
+    stack
+        .save_history::<CallWorkflow>(&ids[1], "call-outbound-voicemail")
+        .await?;
+    // Nobody was dialled more than the attempts allow.
+    for (number, most) in [(&human, 1), (&machine, 1), (&busy, 2), (&silent, 2)] {
+        let calls = stack
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/calls?to={}", enc(number)),
+                None,
+            )
+            .await?;
+        assert_eq!(calls["total"], json!(most), "{number}: {calls}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_call_loses_no_turn() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    // Two seconds between the caller's lines leave room to kill and restart the worker.
+    let sid = ring_in(
+        &stack,
+        &caller,
+        &["Hello", "my name is Grace", "what's my name?", "bye"],
+        2_000,
+    )
+    .await?;
+    eventually("the first turn", WAIT, || async {
+        let call = simulator_call(&stack, &sid).await?;
+        let said = call["events"].as_array().map_or(0, |e| {
+            e.iter().filter(|e| e["kind"] == json!("say")).count()
+        });
+        Ok((said >= 2).then_some(()))
+    })
+    .await?;
+    stack.kill_worker().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.start_worker()?;
+
+    let logs = call_logs(&stack, &format!("call-{sid}"), 1).await?;
+    assert_eq!(transcript(&logs[0]), expected_conversation());
+    let call = simulator_call(&stack, &sid).await?;
+    let errors: Vec<&Value> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == json!("error"))
+        .collect();
+    assert!(errors.is_empty(), "the caller heard an error: {errors:?}");
+    Ok(())
+}

@@ -1,0 +1,920 @@
+//! One phone call (inbound or outbound, with its retry attempts) as a durable workflow.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::pin::pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, CancellableFuture, ChildWorkflowOptions, LocalActivityOptions,
+    ParentClosePolicy, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    workflows::select,
+};
+use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput, SummaryInput};
+use voice_agent_activities::voice::{
+    CallLogRecord, PERMANENT_CALL_FAILURE, PlaceCallInput, VoiceActivities,
+};
+use voice_agent_agent::{
+    AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Speaker, Turn,
+    Usage,
+};
+use voice_agent_domain::Channel;
+use voice_agent_store::{NewCallAttempt, TranscriptEntry};
+
+use crate::followup::{FollowUpInput, FollowUpWorkflow};
+
+/// Longest a call may go on before the workflow asks Twilio what became of it.
+const MAX_CALL: Duration = Duration::from_secs(2 * 3600);
+
+/// What starts a call workflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInput {
+    /// The workflow id (`call-…`); also the prefix of each attempt's log id.
+    pub call_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Our number (E.164).
+    pub ours: String,
+    /// Their number (E.164).
+    pub theirs: String,
+    /// Twilio's SID, known up front for inbound calls.
+    #[serde(default)]
+    pub call_sid: Option<String>,
+    /// Agent profile by name; by default the profile of our number, else the default profile.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Said to an answering machine (outbound); without it machines get a hang-up.
+    #[serde(default)]
+    pub voicemail: Option<String>,
+    /// Ask for answering-machine detection (outbound).
+    #[serde(default)]
+    pub machine_detection: bool,
+    /// Attempts for busy / no-answer / failed (outbound), at least 1.
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// Wait between attempts, seconds.
+    #[serde(default)]
+    pub retry_after_secs: u64,
+    /// Seconds to let it ring (outbound).
+    #[serde(default)]
+    pub ring_timeout_secs: u32,
+    /// Campaign of the call.
+    #[serde(default)]
+    pub campaign_id: Option<String>,
+    /// Campaign item of the call.
+    #[serde(default)]
+    pub item_id: Option<String>,
+    /// When the call rang in (inbound), RFC 3339, set by the API.
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+/// What the API answers Twilio with: lines to say, then gather, dial or hang up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoiceTurn {
+    /// Lines to `<Say>`.
+    pub say: Vec<String>,
+    /// `<Say voice>`.
+    pub voice: Option<String>,
+    /// `<Say language>` / `<Gather language>`.
+    pub language: String,
+    /// What comes after.
+    pub next: VoiceNext,
+}
+
+/// After the lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VoiceNext {
+    /// Listen for the person's next turn.
+    Gather,
+    /// Transfer to a human.
+    Dial {
+        /// Number to dial.
+        number: String,
+        /// Caller id shown.
+        caller_id: String,
+    },
+    /// End the call.
+    Hangup,
+}
+
+/// A `<Gather>` result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatherInput {
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `SpeechResult`.
+    pub speech: Option<String>,
+    /// `Confidence`.
+    pub confidence: Option<f64>,
+    /// `Digits`.
+    pub digits: Option<String>,
+    /// When the webhook arrived, RFC 3339 (set by the API).
+    pub at: String,
+}
+
+/// The call was answered (or rang in): `CallSid` and `AnsweredBy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerInput {
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `AnsweredBy`, when detection ran.
+    pub answered_by: Option<String>,
+    /// When the webhook arrived, RFC 3339 (set by the API).
+    pub at: String,
+}
+
+/// A call status callback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStatusEvent {
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `CallStatus`.
+    pub status: String,
+    /// Our attempt number, from the callback URL (outbound).
+    pub attempt: Option<u32>,
+    /// `CallDuration`.
+    pub duration_secs: Option<u64>,
+    /// `AnsweredBy`.
+    pub answered_by: Option<String>,
+    /// `RecordingUrl`.
+    pub recording_url: Option<String>,
+    /// When the webhook arrived, RFC 3339 (set by the API).
+    pub at: String,
+}
+
+impl CallStatusEvent {
+    fn is_final(&self) -> bool {
+        is_final_status(&self.status)
+    }
+}
+
+fn is_final_status(status: &str) -> bool {
+    matches!(
+        status,
+        "completed" | "busy" | "no-answer" | "failed" | "canceled"
+    )
+}
+
+/// One attempt, as the result reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Twilio's SID.
+    pub call_sid: Option<String>,
+    /// Final status.
+    pub status: String,
+    /// Outcome.
+    pub outcome: String,
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// The last attempt's outcome: human, machine, voicemail_left, busy, no_answer, failed,
+    /// canceled, completed (inbound).
+    pub outcome: String,
+    /// Every attempt.
+    pub attempts: Vec<AttemptResult>,
+    /// The agent's disposition.
+    pub disposition: Option<Disposition>,
+}
+
+/// The call as the workflow holds it; also what the `call` query answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallView {
+    /// Input.
+    pub input: CallInput,
+    /// Current attempt, from 1.
+    pub attempt: u32,
+    /// Current SID.
+    pub call_sid: Option<String>,
+    /// Latest status.
+    pub status: String,
+    /// `AnsweredBy`.
+    pub answered_by: Option<String>,
+    /// RFC 3339.
+    pub answered_at: Option<String>,
+    /// This attempt's turns.
+    pub transcript: Vec<TranscriptEntry>,
+    /// Outcome decided during the call (voicemail_left, machine).
+    pub outcome: Option<String>,
+    /// Disposition.
+    pub disposition: Option<Disposition>,
+    /// Finished attempts.
+    pub attempts: Vec<AttemptResult>,
+}
+
+/// One call. Inbound calls start with the API's update-with-start (`answer`) when Twilio's
+/// voice webhook arrives; outbound calls dial in the workflow, with a retry ladder for busy,
+/// no-answer and failed. Each `<Gather>` result is a `gather` update answered with the next
+/// [`VoiceTurn`], computed by the agent in a local activity (the caller is waiting); status
+/// callbacks are `status` signals. The transcript lives in workflow state, so a worker killed
+/// mid-call loses no turn. A call whose final status never arrives is reconciled with Twilio
+/// after [`MAX_CALL`]: its real status is fetched and, if still live, it is ended. Each attempt
+/// ends with a `call_logs` document.
+#[workflow]
+pub struct CallWorkflow {
+    view: CallView,
+    profile: Option<AgentProfile>,
+    memory: BTreeMap<String, String>,
+    silences: u32,
+    usage: Usage,
+    final_status: Option<CallStatusEvent>,
+    recording_url: Option<String>,
+    duration_secs: Option<u64>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    followups: u32,
+}
+
+#[workflow_methods]
+impl CallWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: CallInput) -> Self {
+        Self {
+            view: CallView {
+                call_sid: input.call_sid.clone(),
+                status: if input.direction == "inbound" {
+                    "ringing"
+                } else {
+                    "queued"
+                }
+                .to_owned(),
+                attempt: 1,
+                input: input.clone(),
+                ..CallView::default()
+            },
+            profile: None,
+            memory: BTreeMap::new(),
+            silences: 0,
+            usage: Usage::default(),
+            final_status: None,
+            recording_url: None,
+            duration_secs: None,
+            started_at: input.started_at,
+            ended_at: None,
+            followups: 0,
+        }
+    }
+
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<CallResult> {
+        let input = ctx.state(|s| s.view.input.clone());
+        let profile = load_profile(ctx, &input).await;
+        ctx.state_mut(|s| s.profile = Some(profile));
+        let inbound = input.direction == "inbound";
+        let max_attempts = if inbound {
+            1
+        } else {
+            input.max_attempts.max(1)
+        };
+
+        loop {
+            let attempt = ctx.state(|s| s.view.attempt);
+            let log_id = format!("{}/{attempt}", input.call_id);
+            if !inbound {
+                let started = now(ctx.workflow_time());
+                ctx.state_mut(|s| s.started_at = Some(started));
+                let placed = ctx
+                    .execute_activity(
+                        VoiceActivities::place_call,
+                        PlaceCallInput {
+                            attempt: NewCallAttempt {
+                                id: log_id.clone(),
+                                call_id: input.call_id.clone(),
+                                attempt,
+                                direction: "outbound".to_owned(),
+                                from: input.ours.clone(),
+                                to: input.theirs.clone(),
+                                campaign_id: input.campaign_id.clone(),
+                                item_id: input.item_id.clone(),
+                            },
+                            machine_detection: input.machine_detection,
+                            ring_timeout_secs: if input.ring_timeout_secs == 0 {
+                                30
+                            } else {
+                                input.ring_timeout_secs
+                            },
+                            record: false,
+                        },
+                        dial_options(),
+                    )
+                    .await;
+                match placed {
+                    Ok(out) => ctx.state_mut(|s| s.view.call_sid = Some(out.call_sid)),
+                    Err(e) => {
+                        // Refused for good (invalid number…): no call happened.
+                        ctx.state_mut(|s| {
+                            s.final_status = Some(CallStatusEvent {
+                                status: "failed".to_owned(),
+                                ..CallStatusEvent::default()
+                            });
+                            s.view.outcome = Some("failed".to_owned());
+                            s.view.disposition = None;
+                        });
+                        tracing::warn!(error = %e, "call could not be placed");
+                    }
+                }
+            }
+
+            wait_for_end(ctx).await;
+            let result = finish_attempt(ctx, &log_id).await;
+            let retry = matches!(result.outcome.as_str(), "busy" | "no_answer" | "failed")
+                && attempt < max_attempts
+                && result.call_sid.is_some();
+            ctx.state_mut(|s| s.view.attempts.push(result));
+            if !retry {
+                break;
+            }
+            ctx.timer(Duration::from_secs(input.retry_after_secs.max(1)))
+                .await;
+            ctx.state_mut(|s| {
+                s.view.attempt += 1;
+                s.view.call_sid = None;
+                s.view.status = "queued".to_owned();
+                s.view.answered_by = None;
+                s.view.answered_at = None;
+                s.view.transcript.clear();
+                s.view.outcome = None;
+                s.final_status = None;
+                s.silences = 0;
+                s.recording_url = None;
+                s.duration_secs = None;
+                s.ended_at = None;
+            });
+        }
+        Ok(ctx.state(|s| CallResult {
+            outcome: s
+                .view
+                .attempts
+                .last()
+                .map(|a| a.outcome.clone())
+                .unwrap_or_default(),
+            attempts: s.view.attempts.clone(),
+            disposition: s.view.disposition,
+        }))
+    }
+
+    /// The call was answered (outbound) or rang in (inbound): the first thing to say.
+    #[update]
+    pub async fn answer(
+        ctx: &mut WorkflowContext<Self>,
+        input: AnswerInput,
+    ) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
+        ctx.wait_condition(|s| s.profile.is_some()).await?;
+        let machine = input
+            .answered_by
+            .as_deref()
+            .is_some_and(|a| a.starts_with("machine") || a == "fax");
+        let voicemail = ctx.state_mut(|s| {
+            s.view.call_sid = Some(input.call_sid.clone());
+            s.view.status = "in-progress".to_owned();
+            s.view.answered_by.clone_from(&input.answered_by);
+            s.view.answered_at = Some(input.at.clone());
+            if s.started_at.is_none() {
+                s.started_at = Some(input.at.clone());
+            }
+            s.view.input.voicemail.clone()
+        });
+        let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+        if machine {
+            return Ok(match voicemail {
+                Some(text) => {
+                    ctx.state_mut(|s| {
+                        s.view.outcome = Some("voicemail_left".to_owned());
+                        push(
+                            &mut s.view.transcript,
+                            Speaker::Agent,
+                            &text,
+                            &input.at,
+                            None,
+                        );
+                    });
+                    VoiceTurn {
+                        say: vec![text],
+                        voice: profile.voice.clone(),
+                        language: profile.language.clone(),
+                        next: VoiceNext::Hangup,
+                    }
+                }
+                None => {
+                    ctx.state_mut(|s| s.view.outcome = Some("machine".to_owned()));
+                    VoiceTurn {
+                        say: Vec::new(),
+                        voice: None,
+                        language: profile.language.clone(),
+                        next: VoiceNext::Hangup,
+                    }
+                }
+            });
+        }
+        Ok(agent_turn(ctx, &profile, &input.at).await)
+    }
+
+    /// A `<Gather>` result: the person's turn, answered with the agent's.
+    #[update]
+    pub async fn gather(
+        ctx: &mut WorkflowContext<Self>,
+        input: GatherInput,
+    ) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
+        ctx.wait_condition(|s| s.profile.is_some()).await?;
+        let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+        let said = input
+            .speech
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                input
+                    .digits
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!("(pressed {d})"))
+            });
+        let Some(text) = said else {
+            // Silence: re-prompt, then end politely.
+            let silences = ctx.state_mut(|s| {
+                s.silences += 1;
+                s.silences
+            });
+            let (line, next) = if silences > profile.max_silences {
+                (profile.closing.clone(), VoiceNext::Hangup)
+            } else {
+                (profile.reprompt.clone(), VoiceNext::Gather)
+            };
+            ctx.state_mut(|s| {
+                push(
+                    &mut s.view.transcript,
+                    Speaker::Agent,
+                    &line,
+                    &input.at,
+                    None,
+                )
+            });
+            return Ok(VoiceTurn {
+                say: vec![line],
+                voice: profile.voice.clone(),
+                language: profile.language.clone(),
+                next,
+            });
+        };
+        ctx.state_mut(|s| {
+            s.silences = 0;
+            push(
+                &mut s.view.transcript,
+                Speaker::Person,
+                &text,
+                &input.at,
+                input.confidence,
+            );
+        });
+        Ok(agent_turn(ctx, &profile, &input.at).await)
+    }
+
+    /// A status callback.
+    #[signal]
+    pub fn status(&mut self, _ctx: &mut SyncWorkflowContext<Self>, ev: CallStatusEvent) {
+        // Callbacks of an earlier attempt arrive late sometimes; they are not this call's.
+        if ev.attempt.is_some_and(|a| a != self.view.attempt) {
+            return;
+        }
+        if let Some(sid) = &self.view.call_sid
+            && !ev.call_sid.is_empty()
+            && sid != &ev.call_sid
+        {
+            return;
+        }
+        if self.view.call_sid.is_none() && !ev.call_sid.is_empty() {
+            self.view.call_sid = Some(ev.call_sid.clone());
+        }
+        if ev.answered_by.is_some() {
+            self.view.answered_by.clone_from(&ev.answered_by);
+        }
+        if ev.recording_url.is_some() {
+            self.recording_url.clone_from(&ev.recording_url);
+        }
+        if self.final_status.is_some() {
+            return;
+        }
+        self.view.status.clone_from(&ev.status);
+        if ev.is_final() {
+            self.duration_secs = ev.duration_secs;
+            self.ended_at = Some(ev.at.clone());
+            self.final_status = Some(ev);
+        }
+    }
+
+    /// The call now.
+    #[query]
+    pub fn call(&self, _ctx: &WorkflowContextView) -> CallView {
+        self.view.clone()
+    }
+}
+
+fn now(t: Option<std::time::SystemTime>) -> String {
+    t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+        .unwrap_or_default()
+}
+
+fn push(
+    transcript: &mut Vec<TranscriptEntry>,
+    speaker: Speaker,
+    text: &str,
+    at: &str,
+    confidence: Option<f64>,
+) {
+    transcript.push(TranscriptEntry {
+        speaker: match speaker {
+            Speaker::Person => "caller",
+            Speaker::Agent => "agent",
+        }
+        .to_owned(),
+        text: text.to_owned(),
+        at: at.to_owned(),
+        confidence,
+    });
+}
+
+fn turns(transcript: &[TranscriptEntry]) -> Vec<Turn> {
+    transcript
+        .iter()
+        .map(|t| {
+            if t.speaker == "caller" {
+                Turn::person(t.text.clone())
+            } else {
+                Turn::agent(t.text.clone())
+            }
+        })
+        .collect()
+}
+
+/// The profile named by the input, else our number's, else the default profile.
+async fn load_profile(ctx: &mut WorkflowContext<CallWorkflow>, input: &CallInput) -> AgentProfile {
+    let found = match &input.profile {
+        Some(name) => {
+            ctx.execute_local_activity(
+                AgentActivities::agent_profile_by_name,
+                name.clone(),
+                local_options(Duration::from_secs(5)),
+            )
+            .await
+        }
+        None => {
+            ctx.execute_local_activity(
+                AgentActivities::agent_profile,
+                input.ours.clone(),
+                local_options(Duration::from_secs(5)),
+            )
+            .await
+        }
+    };
+    found.ok().flatten().unwrap_or_default()
+}
+
+/// The agent's turn on the current transcript, with its actions carried out.
+async fn agent_turn(
+    ctx: &mut WorkflowContext<CallWorkflow>,
+    profile: &AgentProfile,
+    at: &str,
+) -> VoiceTurn {
+    let (request, call_id, theirs, ours) = ctx.state(|s| {
+        (
+            AgentRequest {
+                profile: profile.clone(),
+                channel: AgentChannel::Voice,
+                history: turns(&s.view.transcript),
+                contact: BTreeMap::new(),
+                memory: s.memory.clone(),
+            },
+            s.view.input.call_id.clone(),
+            s.view.input.theirs.clone(),
+            s.view.input.ours.clone(),
+        )
+    });
+    let input = AgentTurnInput {
+        conversation_id: call_id.clone(),
+        theirs: theirs.clone(),
+        request,
+    };
+    let reply = match ctx
+        .execute_local_activity(
+            AgentActivities::agent_reply,
+            input,
+            local_options(profile.timeout() + Duration::from_secs(2)),
+        )
+        .await
+    {
+        Ok(out) => out.reply,
+        Err(e) => {
+            tracing::warn!(error = %e, "agent turn failed on a call; saying the fallback");
+            AgentReply {
+                text: profile.fallback_reply.clone(),
+                ..AgentReply::default()
+            }
+        }
+    };
+    let mut say = Vec::new();
+    if !reply.text.trim().is_empty() {
+        say.push(reply.text.clone());
+    }
+    let mut next = VoiceNext::Gather;
+    for action in &reply.actions {
+        match action {
+            AgentAction::EndConversation { .. } => next = VoiceNext::Hangup,
+            AgentAction::OptOut => {
+                let _ = ctx
+                    .execute_local_activity(
+                        AgentActivities::opt_out,
+                        OptOutInput {
+                            phone: theirs.clone(),
+                            channel: "voice".to_owned(),
+                        },
+                        local_options(Duration::from_secs(5)),
+                    )
+                    .await;
+                next = VoiceNext::Hangup;
+            }
+            AgentAction::Transfer { .. } => match &profile.transfer_number {
+                Some(number) => {
+                    if say.is_empty() {
+                        say.push(profile.transfer_message.clone());
+                    }
+                    next = VoiceNext::Dial {
+                        number: number.clone(),
+                        caller_id: ours.clone(),
+                    };
+                }
+                None => {
+                    // Nobody to transfer to: tell them someone will call back.
+                    say.push("A member of our team will call you back.".to_owned());
+                }
+            },
+            AgentAction::ScheduleCallback {
+                delay_seconds,
+                note,
+            } => {
+                let n = ctx.state_mut(|s| {
+                    s.followups += 1;
+                    s.followups
+                });
+                let options = ChildWorkflowOptions::builder()
+                    .workflow_id(format!("followup-{call_id}-{n}"))
+                    .parent_close_policy(ParentClosePolicy::Abandon)
+                    .build();
+                let _ = ctx
+                    .start_child_workflow(
+                        FollowUpWorkflow::run,
+                        FollowUpInput {
+                            conversation_id: call_id.clone(),
+                            channel: Channel::Sms,
+                            ours: ours.clone(),
+                            theirs: theirs.clone(),
+                            delay_seconds: *delay_seconds,
+                            message: profile.callback_message.clone(),
+                            note: note.clone(),
+                            call: true,
+                        },
+                        options,
+                    )
+                    .await;
+            }
+        }
+    }
+    ctx.state_mut(|s| {
+        for line in &say {
+            push(&mut s.view.transcript, Speaker::Agent, line, at, None);
+        }
+        s.memory.extend(reply.remember.clone());
+        s.usage.add(reply.usage);
+        if reply.disposition.is_some() {
+            s.view.disposition = reply.disposition;
+        }
+    });
+    VoiceTurn {
+        say,
+        voice: profile.voice.clone(),
+        language: profile.language.clone(),
+        next,
+    }
+}
+
+/// Waits for the attempt's final status; a call that never reports one is reconciled with
+/// Twilio (fetched, ended if still live).
+async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
+    let ended = {
+        let mut limit = pin!(ctx.timer(MAX_CALL));
+        let ended = select! {
+            _ = ctx.wait_condition(|s| s.final_status.is_some()) => true,
+            _ = limit.as_mut() => false,
+        };
+        if ended {
+            limit.cancel();
+        }
+        ended
+    };
+    if ended {
+        return;
+    }
+    let Some(sid) = ctx.state(|s| s.view.call_sid.clone()) else {
+        ctx.state_mut(|s| {
+            s.final_status = Some(CallStatusEvent {
+                status: "failed".to_owned(),
+                ..CallStatusEvent::default()
+            })
+        });
+        return;
+    };
+    let options = store_options();
+    let mut snapshot = ctx
+        .execute_activity(VoiceActivities::fetch_call, sid.clone(), options.clone())
+        .await
+        .ok();
+    if snapshot
+        .as_ref()
+        .is_none_or(|s| !is_final_status(&s.status))
+    {
+        snapshot = ctx
+            .execute_activity(VoiceActivities::end_call, sid.clone(), options)
+            .await
+            .ok();
+    }
+    let at = now(ctx.workflow_time());
+    ctx.state_mut(|s| {
+        if s.final_status.is_none() {
+            let snap = snapshot.unwrap_or(voice_agent_activities::voice::CallSnapshot {
+                status: "completed".to_owned(),
+                duration_secs: None,
+                answered_by: None,
+            });
+            s.duration_secs = snap.duration_secs;
+            s.ended_at = Some(at.clone());
+            s.view.status = if is_final_status(&snap.status) {
+                snap.status
+            } else {
+                "completed".to_owned()
+            };
+            s.final_status = Some(CallStatusEvent {
+                call_sid: sid,
+                status: s.view.status.clone(),
+                at,
+                ..CallStatusEvent::default()
+            });
+        }
+    });
+}
+
+/// Classifies the attempt, summarises it and writes its log.
+async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -> AttemptResult {
+    let (status, mut outcome, has_person, profile) = ctx.state(|s| {
+        let status = s
+            .final_status
+            .as_ref()
+            .map_or_else(|| "completed".to_owned(), |f| f.status.clone());
+        let machine = s
+            .view
+            .answered_by
+            .as_deref()
+            .is_some_and(|a| a.starts_with("machine") || a == "fax");
+        let outcome = s
+            .view
+            .outcome
+            .clone()
+            .unwrap_or_else(|| match status.as_str() {
+                "busy" => "busy".to_owned(),
+                "no-answer" => "no_answer".to_owned(),
+                "failed" => "failed".to_owned(),
+                "canceled" => "canceled".to_owned(),
+                _ if machine => "machine".to_owned(),
+                _ if s.view.input.direction == "inbound" => "completed".to_owned(),
+                _ => "human".to_owned(),
+            });
+        let has_person = s.view.transcript.iter().any(|t| t.speaker == "caller");
+        (
+            status,
+            outcome,
+            has_person,
+            s.profile.clone().unwrap_or_default(),
+        )
+    });
+    if outcome == "failed" && status == "completed" {
+        outcome = "human".to_owned();
+    }
+    let mut summary = None;
+    if has_person {
+        let request = ctx.state(|s| AgentRequest {
+            profile: profile.clone(),
+            channel: AgentChannel::Voice,
+            history: turns(&s.view.transcript),
+            contact: BTreeMap::new(),
+            memory: s.memory.clone(),
+        });
+        if let Ok(sum) = ctx
+            .execute_activity(
+                AgentActivities::agent_summary,
+                SummaryInput {
+                    conversation_id: log_id.to_owned(),
+                    request,
+                },
+                store_options(),
+            )
+            .await
+        {
+            ctx.state_mut(|s| {
+                if s.view.disposition.is_none() {
+                    s.view.disposition = Some(sum.disposition);
+                }
+            });
+            summary = Some(sum.summary);
+        }
+    }
+    let record = ctx.state(|s| CallLogRecord {
+        id: log_id.to_owned(),
+        call_id: s.view.input.call_id.clone(),
+        attempt: s.view.attempt,
+        call_sid: s.view.call_sid.clone(),
+        direction: s.view.input.direction.clone(),
+        from: if s.view.input.direction == "inbound" {
+            s.view.input.theirs.clone()
+        } else {
+            s.view.input.ours.clone()
+        },
+        to: if s.view.input.direction == "inbound" {
+            s.view.input.ours.clone()
+        } else {
+            s.view.input.theirs.clone()
+        },
+        status: status.clone(),
+        outcome: Some(outcome.clone()),
+        answered_by: s.view.answered_by.clone(),
+        started_at: s.started_at.clone().filter(|t| !t.is_empty()),
+        answered_at: s.view.answered_at.clone(),
+        ended_at: s.ended_at.clone().filter(|t| !t.is_empty()),
+        duration_secs: s.duration_secs,
+        transcript: s.view.transcript.clone(),
+        disposition: s.view.disposition.map(|d| d.as_str().to_owned()),
+        summary: summary.clone(),
+        recording_url: s.recording_url.clone(),
+        campaign_id: s.view.input.campaign_id.clone(),
+        item_id: s.view.input.item_id.clone(),
+    });
+    let _ = ctx
+        .execute_activity(VoiceActivities::save_call_log, record, store_options())
+        .await;
+    ctx.state(|s| AttemptResult {
+        attempt: s.view.attempt,
+        call_sid: s.view.call_sid.clone(),
+        status,
+        outcome,
+    })
+}
+
+fn local_options(timeout: Duration) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_attempts(2)
+                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
+                .build(),
+        )
+        .build()
+}
+
+fn store_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(20)
+                .build(),
+        )
+        .build()
+}
+
+/// Transient Twilio failures retry for up to an hour; a refused call does not.
+fn dial_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(3600),
+            start_to_close: Duration::from_secs(20),
+        },
+    )
+    .retry_policy(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(1))
+            .backoff_coefficient(2.0)
+            .maximum_interval(Duration::from_secs(60))
+            .non_retryable_error_types([PERMANENT_CALL_FAILURE])
+            .build(),
+    )
+    .build()
+}
