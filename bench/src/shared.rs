@@ -1,6 +1,7 @@
-//! Code shared by the `dispatch` and `baseline` binaries (included with `#[path]`; the crate
-//! has no library): the contact list, the once-a-second sampler, process statistics from
-//! `/proc`, the simulator's ledger checks, and the result record both binaries write.
+//! Code shared by the `dispatch`, `baseline` and `voice` binaries (included with `#[path]`;
+//! the crate has no library): the contact list, the once-a-second sampler, process statistics
+//! from `/proc`, the simulator's admin API and ledger checks, and the result record the
+//! dispatch binaries write.
 
 // Each binary uses a different part of this module.
 #![allow(dead_code)]
@@ -150,6 +151,16 @@ impl Simulator {
         } else {
             serde_json::from_str(&text)?
         })
+    }
+
+    /// Any admin request (`/admin/...`): the JSON answer, `null` for an empty one.
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        self.admin(method, path, body).await
     }
 
     /// Clears the ledger (and everything else the simulator holds).
