@@ -98,6 +98,45 @@ pub struct BatchOutput {
     pub next_window_in_secs: Option<u64>,
 }
 
+/// Input of [`CampaignActivities::next_call_items`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallItemsInput {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Last item id of the previous page in this pass.
+    pub after: Option<String>,
+    /// Items to take.
+    pub limit: i64,
+}
+
+/// A contact to call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallItem {
+    /// The campaign item.
+    pub item_id: String,
+    /// E.164 number.
+    pub phone: String,
+    /// The campaign's template rendered for this contact, said to answering machines.
+    pub voicemail: Option<String>,
+}
+
+/// A page of contacts to call, screened like a messaging batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallItemsOutput {
+    /// To call now (marked `sending`).
+    pub items: Vec<CallItem>,
+    /// Cursor for the next page; `None` at the end of the pass.
+    pub after: Option<String>,
+    /// Items looked at.
+    pub processed: u64,
+    /// Skipped (opted out, invalid number, past the window before the end).
+    pub skipped: u64,
+    /// Outside their calling window now; left for a later pass.
+    pub deferred: u64,
+    /// Seconds until the earliest deferred item's window opens.
+    pub next_window_in_secs: Option<u64>,
+}
+
 /// Campaign activities with their dependencies.
 pub struct CampaignActivities {
     store: MongoStore,
@@ -257,6 +296,92 @@ impl CampaignActivities {
             .set_campaign_status(&campaign_id, campaign_status::CANCELLED, &[])
             .await?;
         Ok(n)
+    }
+
+    /// The next page of contacts of a voice campaign to call: opted-out and invalid numbers
+    /// are skipped, contacts outside their calling window are deferred (or skipped when the
+    /// window will not open before the campaign ends), the rest are marked `sending` and
+    /// returned with their voicemail text. The calls themselves are child workflows.
+    #[activity]
+    pub async fn next_call_items(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CallItemsInput,
+    ) -> Result<CallItemsOutput, ActivityError> {
+        let campaign = self.campaign(&input.campaign_id).await?;
+        let items = self
+            .store
+            .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
+            .await?;
+        let Some(last) = items.last() else {
+            return Ok(CallItemsOutput::default());
+        };
+        let mut out = CallItemsOutput {
+            after: Some(last.id.clone()),
+            processed: items.len() as u64,
+            ..Default::default()
+        };
+        let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
+        let suppressed = self.store.suppressed_among(&phones).await?;
+        let window = match (campaign.window_start_minute, campaign.window_end_minute) {
+            (Some(start), Some(end)) => Some(window::Window {
+                start: u32::try_from(start).unwrap_or(0),
+                end: u32::try_from(end).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        let now = chrono::Utc::now();
+        let end_at = campaign
+            .end_at
+            .map(|d| chrono::DateTime::<chrono::Utc>::from(d.to_system_time()));
+        let mut skipped = Vec::new();
+        for item in items {
+            if suppressed.contains(&item.phone) {
+                skipped.push((item, "opted out"));
+                continue;
+            }
+            let Ok(phone) = PhoneNumber::parse(&item.phone, &self.default_region) else {
+                skipped.push((item, "invalid number"));
+                continue;
+            };
+            if let Some(window) = window {
+                let zones = window::zones(item.time_zone.as_deref(), phone.region().as_deref());
+                if !window::is_open(window, &zones, now) {
+                    let next = window::next_open(window, &zones, now);
+                    let too_late = match (next, end_at) {
+                        (None, _) => true,
+                        (Some(next), Some(end)) => next >= end,
+                        (Some(_), None) => false,
+                    };
+                    if too_late {
+                        skipped.push((item, OUTSIDE_WINDOW));
+                    } else {
+                        out.deferred += 1;
+                        if let Some(next) = next {
+                            let secs = (next - now).num_seconds().max(0) as u64;
+                            out.next_window_in_secs =
+                                Some(out.next_window_in_secs.map_or(secs, |s| s.min(secs)));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let voicemail = render(&campaign.template, &item.variables);
+            out.items.push(CallItem {
+                item_id: item.id.clone(),
+                phone: phone.as_str().to_owned(),
+                voicemail: (!voicemail.trim().is_empty()).then_some(voicemail),
+            });
+        }
+        for (item, reason) in &skipped {
+            self.store
+                .finish_item(&item.id, item_status::SKIPPED, None, reason)
+                .await?;
+        }
+        out.skipped = skipped.len() as u64;
+        let ids: Vec<String> = out.items.iter().map(|i| i.item_id.clone()).collect();
+        self.store.begin_item_sends(&ids).await?;
+        Ok(out)
     }
 
     /// Sends one batch of open items. See the module docs.

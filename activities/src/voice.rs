@@ -14,7 +14,7 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 use voice_agent_domain::mask_phone;
-use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry};
+use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry, item_status};
 use voice_agent_twilio::client::{
     CallStatus, CreateCall, ListCalls, MachineDetection, TwilioClient, TwilioError, UpdateCall,
     UpdateCallStatus,
@@ -297,6 +297,29 @@ impl VoiceActivities {
                 })
             }
         }
+    }
+
+    /// Sets a voice campaign item's final status from its call's outcome.
+    #[activity]
+    pub async fn finish_call_item(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: (String, String),
+    ) -> Result<(), ActivityError> {
+        let (item_id, outcome) = input;
+        let status = match outcome.as_str() {
+            "human" | "completed" => item_status::ANSWERED,
+            "voicemail_left" => item_status::VOICEMAIL_LEFT,
+            "machine" => item_status::MACHINE,
+            "busy" => item_status::BUSY,
+            "no_answer" => item_status::NO_ANSWER,
+            "canceled" => item_status::CANCELLED,
+            _ => item_status::FAILED,
+        };
+        self.store
+            .finish_item(&item_id, status, None, &format!("call outcome: {outcome}"))
+            .await?;
+        Ok(())
     }
 
     /// Writes the call's log.

@@ -24,6 +24,7 @@ use voice_agent_protos::v1::campaign_service_server::{CampaignService, CampaignS
 use voice_agent_store::{CampaignDoc, campaign_status};
 use voice_agent_workflows::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignRun, CampaignWorkflow,
+    VoiceCampaign,
 };
 
 use crate::AppState;
@@ -66,6 +67,12 @@ pub struct NewCampaign {
     pub window_end: String,
     /// End of the campaign, RFC 3339.
     pub end_at: Option<String>,
+    /// Voice: agent profile on the calls.
+    pub agent_profile: String,
+    /// Voice: seconds between dial attempts (0 = 3600).
+    pub retry_after_secs: i64,
+    /// Voice: most calls in flight (0 = 5).
+    pub max_in_flight: i32,
 }
 
 /// A campaign as the HTTP API shows it.
@@ -86,6 +93,12 @@ pub struct CampaignView {
     start_at: Option<String>,
     rate_per_second: f64,
     max_attempts: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_secs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_in_flight: Option<i32>,
     status: String,
     total_items: i64,
     workflow_id: String,
@@ -110,6 +123,9 @@ impl From<&CampaignDoc> for CampaignView {
             start_at: c.start_at.map(rfc3339),
             rate_per_second: c.rate_per_second,
             max_attempts: c.max_attempts,
+            agent_profile: c.agent_profile.clone(),
+            retry_after_secs: c.retry_after_secs,
+            max_in_flight: c.max_in_flight,
             status: c.status.clone(),
             total_items: c.total_items,
             workflow_id: workflow_id(&c.id),
@@ -184,14 +200,17 @@ impl Campaigns {
         let channel = match req.channel.trim() {
             "" | "sms" => "sms",
             "whatsapp" => "whatsapp",
+            "voice" => "voice",
             other => {
                 return Err(invalid(
                     "channel",
-                    format!("{other:?} is not sms or whatsapp"),
+                    format!("{other:?} is not sms, whatsapp or voice"),
                 ));
             }
         };
-        if req.template.trim().is_empty() {
+        let voice = channel == "voice";
+        // A voice campaign's template is its voicemail, which is optional.
+        if req.template.trim().is_empty() && !voice {
             return Err(invalid("template", "must not be empty"));
         }
         if req.template.chars().count() > 1_600 {
@@ -203,10 +222,42 @@ impl Campaigns {
                 "between 0 (unlimited) and 10000",
             ));
         }
-        let max_attempts = match req.max_attempts {
-            0 => 5,
-            n @ 1..=20 => n,
-            _ => return Err(invalid("max_attempts", "between 1 and 20 (0 = 5)")),
+        let max_attempts = match (voice, req.max_attempts) {
+            (true, 0) => 3,
+            (true, n @ 1..=10) => n,
+            (true, _) => {
+                return Err(invalid(
+                    "max_attempts",
+                    "between 1 and 10 dial attempts (0 = 3)",
+                ));
+            }
+            (false, 0) => 5,
+            (false, n @ 1..=20) => n,
+            (false, _) => return Err(invalid("max_attempts", "between 1 and 20 (0 = 5)")),
+        };
+        let (agent_profile, retry_after_secs, max_in_flight) = if voice {
+            let retry = match req.retry_after_secs {
+                0 => 3_600,
+                n @ 1..=604_800 => n,
+                _ => {
+                    return Err(invalid(
+                        "retry_after_secs",
+                        "between 1 and 604800 (0 = 3600)",
+                    ));
+                }
+            };
+            let in_flight = match req.max_in_flight {
+                0 => 5,
+                n @ 1..=100 => n,
+                _ => return Err(invalid("max_in_flight", "between 1 and 100 (0 = 5)")),
+            };
+            if req.rate_per_second > 100.0 {
+                return Err(invalid("rate_per_second", "at most 100 calls per second"));
+            }
+            let profile = Some(req.agent_profile.trim().to_owned()).filter(|p| !p.is_empty());
+            (profile, Some(retry), Some(in_flight))
+        } else {
+            (None, None, None)
         };
         let content_sid = match req.content_sid.trim() {
             "" => None,
@@ -254,6 +305,12 @@ impl Campaigns {
                     .to_owned(),
             ),
         };
+        if voice && from.is_none() {
+            return Err(invalid("from", "a voice campaign needs a caller number"));
+        }
+        if voice && content_sid.is_some() {
+            return Err(invalid("content_sid", "only for WhatsApp campaigns"));
+        }
         if channel == "whatsapp" && from.is_none() {
             return Err(invalid(
                 "from",
@@ -350,6 +407,9 @@ impl Campaigns {
             end_at,
             rate_per_second: req.rate_per_second,
             max_attempts,
+            agent_profile,
+            retry_after_secs,
+            max_in_flight,
             status: campaign_status::DRAFT.to_owned(),
             total_items: 0,
             created_at: now,
@@ -387,11 +447,23 @@ impl Campaigns {
                 "the campaign was cancelled".to_owned(),
             ));
         }
-        let run = CampaignRun::new(
+        let mut run = CampaignRun::new(
             c.id.clone(),
             c.rate_per_second,
             c.start_at.map(|d| d.timestamp_millis()),
         );
+        if c.channel == "voice" {
+            run.voice = Some(VoiceCampaign {
+                from: c.from.clone().unwrap_or_default(),
+                profile: c.agent_profile.clone(),
+                max_attempts: u32::try_from(c.max_attempts).unwrap_or(1).max(1),
+                retry_after_secs: u64::try_from(c.retry_after_secs.unwrap_or(3_600))
+                    .unwrap_or(3_600),
+                max_in_flight: u32::try_from(c.max_in_flight.unwrap_or(5))
+                    .unwrap_or(5)
+                    .max(1),
+            });
+        }
         let attributes = SearchAttributes::new([
             CAMPAIGN_ID_ATTR.value_set(c.id.clone()),
             CAMPAIGN_CHANNEL_ATTR.value_set(c.channel.clone()),
@@ -766,6 +838,9 @@ impl CampaignService for Campaigns {
                         .unwrap_or_default()
                         .to_rfc3339()
                 }),
+                agent_profile: r.agent_profile,
+                retry_after_secs: r.retry_after_secs,
+                max_in_flight: r.max_in_flight,
             })
             .await?;
         Ok(GrpcResponse::new(to_proto(&c)))

@@ -52,6 +52,16 @@ pub mod item_status {
     pub const SKIPPED: &str = "skipped";
     /// The campaign was cancelled before it was sent.
     pub const CANCELLED: &str = "cancelled";
+    /// Voice: a person answered.
+    pub const ANSWERED: &str = "answered";
+    /// Voice: an answering machine took the campaign's voicemail.
+    pub const VOICEMAIL_LEFT: &str = "voicemail_left";
+    /// Voice: an answering machine, no voicemail left.
+    pub const MACHINE: &str = "machine";
+    /// Voice: busy on every attempt.
+    pub const BUSY: &str = "busy";
+    /// Voice: not answered on any attempt.
+    pub const NO_ANSWER: &str = "no_answer";
 
     /// Rank used to refuse backwards moves from late or repeated callbacks.
     pub fn rank(status: &str) -> i32 {
@@ -59,7 +69,8 @@ pub mod item_status {
             PENDING => 0,
             SENDING => 1,
             SENT => 2,
-            DELIVERED | UNDELIVERED | FAILED | SKIPPED | CANCELLED => 3,
+            DELIVERED | UNDELIVERED | FAILED | SKIPPED | CANCELLED | ANSWERED | VOICEMAIL_LEFT
+            | MACHINE | BUSY | NO_ANSWER => 3,
             READ => 4,
             _ => 0,
         }
@@ -109,6 +120,15 @@ pub struct CampaignDoc {
     pub rate_per_second: f64,
     /// Attempts per item on transient failures before it is `failed`.
     pub max_attempts: i32,
+    /// Voice: the agent profile on the calls (our number's by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_profile: Option<String>,
+    /// Voice: seconds between dial attempts after busy, no-answer or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<i64>,
+    /// Voice: most calls in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<i32>,
     /// See [`campaign_status`].
     pub status: String,
     /// Items when materialised.

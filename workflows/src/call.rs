@@ -10,8 +10,8 @@ use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, CancellableFuture, ChildWorkflowOptions, LocalActivityOptions,
-    ParentClosePolicy, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
-    workflows::select,
+    ParentClosePolicy, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult, workflows::select,
 };
 use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput, SummaryInput};
 use voice_agent_activities::voice::{
@@ -24,6 +24,7 @@ use voice_agent_agent::{
 use voice_agent_domain::Channel;
 use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 
+use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
 
 /// Longest a call may go on before the workflow asks Twilio what became of it.
@@ -349,7 +350,7 @@ impl CallWorkflow {
                 s.ended_at = None;
             });
         }
-        Ok(ctx.state(|s| CallResult {
+        let result = ctx.state(|s| CallResult {
             outcome: s
                 .view
                 .attempts
@@ -358,7 +359,28 @@ impl CallWorkflow {
                 .unwrap_or_default(),
             attempts: s.view.attempts.clone(),
             disposition: s.view.disposition,
-        }))
+        });
+        if let (Some(campaign_id), Some(item_id)) = (&input.campaign_id, &input.item_id) {
+            ctx.execute_activity(
+                VoiceActivities::finish_call_item,
+                (item_id.clone(), result.outcome.clone()),
+                store_options(),
+            )
+            .await?;
+            // The campaign counts its calls in flight; a campaign already over ignores this.
+            let _ = ctx
+                .external_workflow(format!("campaign-{campaign_id}"), None)
+                .signal(
+                    CampaignWorkflow::call_finished,
+                    CallFinished {
+                        item_id: item_id.clone(),
+                        outcome: result.outcome.clone(),
+                    },
+                    SignalWorkflowOptions::default(),
+                )
+                .await;
+        }
+        Ok(result)
     }
 
     /// The call was answered (outbound) or rang in (inbound): the first thing to say.

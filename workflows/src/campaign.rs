@@ -3,6 +3,7 @@
 //! query. History stays bounded: each batch is a handful of events, and the run continues as
 //! new (carrying its cursor and counters) long before the server's limits.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,13 +11,17 @@ use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityOptions, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy,
+    WorkflowResult, workflows::select,
 };
 use voice_agent_activities::campaign::{
-    BatchInput, BatchOutput, CampaignActivities, MaterializeInput,
+    BatchInput, BatchOutput, CallItemsInput, CampaignActivities, MaterializeInput,
 };
+use voice_agent_activities::voice::VoiceActivities;
 use voice_agent_store::campaign_status;
+
+use crate::call::{CallInput, CallWorkflow};
 
 /// Search attribute with the campaign id, to find campaigns in the Temporal UI.
 pub const CAMPAIGN_ID_ATTR: SearchAttributeKey<String> = SearchAttributeKey::keyword("CampaignId");
@@ -77,6 +82,37 @@ pub struct CampaignCounters {
     pub deferred: u64,
     /// Batches run.
     pub batches: u64,
+    /// Voice: calls started.
+    #[serde(default)]
+    pub calls_started: u64,
+    /// Voice: finished calls by outcome (human, voicemail_left, machine, busy, no_answer,
+    /// failed).
+    #[serde(default)]
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// How a voice campaign calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoiceCampaign {
+    /// Our number.
+    pub from: String,
+    /// Agent profile on the calls.
+    pub profile: Option<String>,
+    /// Dial attempts per contact (busy, no-answer, failed retry).
+    pub max_attempts: u32,
+    /// Seconds between attempts.
+    pub retry_after_secs: u64,
+    /// Most calls in flight at once.
+    pub max_in_flight: u32,
+}
+
+/// A call of a voice campaign finished (signalled by the call's workflow).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFinished {
+    /// The campaign item.
+    pub item_id: String,
+    /// The call's outcome.
+    pub outcome: String,
 }
 
 /// The workflow's state, which is also its input: continue-as-new carries it whole.
@@ -108,6 +144,12 @@ pub struct CampaignRun {
     pub generation: u32,
     /// When sending began (workflow time, Unix ms), for rate and finish estimates.
     pub sending_started_ms: Option<i64>,
+    /// Voice campaigns: how to call (each contact's call is a child workflow).
+    #[serde(default)]
+    pub voice: Option<VoiceCampaign>,
+    /// Voice: calls started and not finished yet.
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 impl CampaignRun {
@@ -223,15 +265,21 @@ impl CampaignWorkflow {
             if ctx.state(|s| s.run.cancel_requested) {
                 return cancel(ctx, &id).await;
             }
-            let input = ctx.state(|s| BatchInput {
-                campaign_id: id.clone(),
-                after: s.run.cursor.clone(),
-                limit: s.run.batch_size(),
-                rate_per_second: s.run.rate_per_second,
-            });
-            let out = ctx
-                .execute_activity(CampaignActivities::send_batch, input, batch_options())
-                .await?;
+            let out = if let Some(voice) = ctx.state(|s| s.run.voice.clone()) {
+                match call_page(ctx, &id, &voice).await? {
+                    Some(out) => out,
+                    None => return cancel(ctx, &id).await,
+                }
+            } else {
+                let input = ctx.state(|s| BatchInput {
+                    campaign_id: id.clone(),
+                    after: s.run.cursor.clone(),
+                    limit: s.run.batch_size(),
+                    rate_per_second: s.run.rate_per_second,
+                });
+                ctx.execute_activity(CampaignActivities::send_batch, input, batch_options())
+                    .await?
+            };
             let end_of_pass = out.after.is_none();
             let next_pass_in = ctx.state_mut(|s| {
                 s.run.absorb(&out);
@@ -267,8 +315,21 @@ impl CampaignWorkflow {
             maybe_continue_as_new(ctx)?;
         }
 
+        // Voice: the campaign is done when its last call is.
+        ctx.wait_condition(|s| s.run.in_flight == 0 || s.run.cancel_requested)
+            .await?;
+        if ctx.state(|s| s.run.cancel_requested && s.run.voice.is_some()) {
+            return cancel(ctx, &id).await;
+        }
         set_status(ctx, &id, campaign_status::COMPLETED).await?;
         Ok(ctx.state(|s| s.run.counters.clone()))
+    }
+
+    /// A voice campaign's call finished.
+    #[signal]
+    pub fn call_finished(&mut self, _ctx: &mut SyncWorkflowContext<Self>, done: CallFinished) {
+        self.run.in_flight = self.run.in_flight.saturating_sub(1);
+        *self.run.counters.outcomes.entry(done.outcome).or_default() += 1;
     }
 
     /// Stops sending after the batch in flight.
@@ -302,6 +363,96 @@ impl CampaignWorkflow {
     pub fn progress(&self, _ctx: &WorkflowContextView) -> CampaignRun {
         self.run.clone()
     }
+}
+
+/// Voice: takes the next page of contacts and starts a call workflow for each, at most
+/// `max_in_flight` at a time and at the campaign's calls-per-second. Returns the page as a
+/// batch's output, or `None` when the campaign was cancelled meanwhile (contacts taken but not
+/// called are marked cancelled).
+async fn call_page(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    id: &str,
+    voice: &VoiceCampaign,
+) -> WorkflowResult<Option<BatchOutput>> {
+    let input = ctx.state(|s| CallItemsInput {
+        campaign_id: id.to_owned(),
+        after: s.run.cursor.clone(),
+        limit: i64::from(voice.max_in_flight.clamp(1, 50)) * 2,
+    });
+    let page = ctx
+        .execute_activity(
+            CampaignActivities::next_call_items,
+            input,
+            activity_options(Duration::from_secs(60)),
+        )
+        .await?;
+    let max_in_flight = voice.max_in_flight.max(1);
+    let mut items = page.items.iter();
+    while let Some(item) = items.next() {
+        ctx.wait_condition(|s| {
+            s.run.cancel_requested || (!s.run.paused && s.run.in_flight < max_in_flight)
+        })
+        .await?;
+        if ctx.state(|s| s.run.cancel_requested) {
+            // Taken for calling but never called: they end cancelled, like unsent items.
+            for left in std::iter::once(item).chain(items) {
+                ctx.execute_activity(
+                    VoiceActivities::finish_call_item,
+                    (left.item_id.clone(), "canceled".to_owned()),
+                    activity_options(Duration::from_secs(30)),
+                )
+                .await?;
+            }
+            return Ok(None);
+        }
+        let call_id = format!("call-{}", item.item_id.replace(':', "-"));
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(call_id.clone())
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            // A contact's call runs once: after a crash the page may be taken again.
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        let started = ctx
+            .start_child_workflow(
+                CallWorkflow::run,
+                CallInput {
+                    call_id,
+                    direction: "outbound".to_owned(),
+                    ours: voice.from.clone(),
+                    theirs: item.phone.clone(),
+                    profile: voice.profile.clone(),
+                    voicemail: item.voicemail.clone(),
+                    machine_detection: true,
+                    max_attempts: voice.max_attempts,
+                    retry_after_secs: voice.retry_after_secs,
+                    ring_timeout_secs: 30,
+                    campaign_id: Some(id.to_owned()),
+                    item_id: Some(item.item_id.clone()),
+                    ..CallInput::default()
+                },
+                options,
+            )
+            .await;
+        if started.is_ok() {
+            ctx.state_mut(|s| {
+                s.run.in_flight += 1;
+                s.run.counters.calls_started += 1;
+            });
+        }
+        // Calls per second (Twilio's default account limit is 1).
+        let rate = ctx.state(|s| s.run.rate_per_second);
+        let rate = if rate > 0.0 { rate } else { 1.0 };
+        ctx.timer(Duration::from_secs_f64(1.0 / rate)).await;
+    }
+    Ok(Some(BatchOutput {
+        after: page.after,
+        processed: page.processed,
+        accepted: page.items.len() as u64,
+        skipped: page.skipped,
+        deferred: page.deferred,
+        next_window_in_secs: page.next_window_in_secs,
+        ..BatchOutput::default()
+    }))
 }
 
 async fn cancel(

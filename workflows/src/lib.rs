@@ -26,8 +26,8 @@ pub use call::{
     VoiceNext, VoiceTurn,
 };
 pub use campaign::{
-    CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CampaignCounters, CampaignRun,
-    CampaignWorkflow, Phase,
+    CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CallFinished, CampaignCounters,
+    CampaignRun, CampaignWorkflow, Phase, VoiceCampaign,
 };
 pub use conversation::{AgentMode, ConversationMessage, ConversationState, ConversationWorkflow};
 pub use followup::{FollowUpInput, FollowUpOutcome, FollowUpWorkflow};

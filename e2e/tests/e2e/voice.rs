@@ -331,3 +331,148 @@ async fn a_worker_killed_mid_call_loses_no_turn() -> anyhow::Result<()> {
     assert!(errors.is_empty(), "the caller heard an error: {errors:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let (human, machine, busy, silent, opted_out) =
+        (person(), person(), person(), person(), person());
+    for (number, script) in [
+        (
+            &human,
+            json!({"behaviour": "human", "lines": ["yes, tell me more", "bye"]}),
+        ),
+        (&machine, json!({"behaviour": "machine"})),
+        (&busy, json!({"behaviour": "busy"})),
+        (&silent, json!({"behaviour": "no_answer"})),
+    ] {
+        stack
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/callees/{}", enc(number)),
+                Some(script),
+            )
+            .await?;
+    }
+    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    stack
+        .mongo
+        .collection::<Document>("contact_lists")
+        .insert_one(doc! { "_id": &list_id, "name": "voice list" })
+        .await?;
+    let contacts: Vec<Document> = [
+        (&human, "Hana"),
+        (&machine, "Max"),
+        (&busy, "Bea"),
+        (&silent, "Sid"),
+        (&opted_out, "Otto"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (phone, name))| {
+        doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": *phone, "name": *name, "variables": {} }
+    })
+    .collect();
+    stack
+        .mongo
+        .collection::<Document>("contacts")
+        .insert_many(contacts)
+        .await?;
+    stack
+        .mongo
+        .collection::<Document>("suppressions")
+        .insert_one(doc! { "_id": &opted_out, "keyword": "STOP", "channel": "sms" })
+        .await?;
+
+    let resp = stack
+        .http
+        .post(format!("{}/api/campaigns", stack.api_http))
+        .json(&json!({
+            "name": "Voice check-in",
+            "channel": "voice",
+            "list_id": list_id,
+            "template": "Hi {{name}}, this is Acme. Please call us back.",
+            "rate_per_second": 5,
+            "max_attempts": 2,
+            "retry_after_secs": 1,
+            "max_in_flight": 2,
+        }))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let created: Value = resp.json().await?;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let resp = stack
+        .http
+        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
+        .send()
+        .await?;
+    assert!(resp.status().is_success(), "{}", resp.text().await?);
+
+    let counters = stack
+        .temporal()
+        .await?
+        .get_workflow_handle::<voice_agent_workflows::CampaignWorkflow>(format!("campaign-{id}"))
+        .get_result(temporalio_client::WorkflowGetResultOptions::default())
+        .await?;
+    assert_eq!(counters.calls_started, 4, "{counters:?}");
+    assert_eq!(counters.skipped, 1, "{counters:?}");
+    let outcomes: Vec<(&str, u64)> = counters
+        .outcomes
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("busy", 1),
+            ("human", 1),
+            ("no_answer", 1),
+            ("voicemail_left", 1)
+        ]
+    );
+
+    // Every item in exactly one final state, and the progress endpoint agrees.
+    let progress: Value = stack
+        .http
+        .get(format!("{}/api/campaigns/{id}/progress", stack.api_http))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let counts = &progress["counts"];
+    for (status, n) in [
+        ("answered", 1),
+        ("voicemail_left", 1),
+        ("busy", 1),
+        ("no_answer", 1),
+        ("skipped", 1),
+    ] {
+        assert_eq!(counts[status], json!(n), "{status}: {progress}");
+    }
+
+    // The machine got its own voicemail; busy and unanswered numbers were dialled twice;
+    // the opted-out contact never.
+    let calls = |number: &String| {
+        let path = format!("/admin/calls?to={}", enc(number));
+        let stack = &stack;
+        async move { stack.admin(reqwest::Method::GET, &path, None).await }
+    };
+    let machine_calls = calls(&machine).await?;
+    assert_eq!(
+        machine_calls["calls"][0]["voicemail"],
+        json!("Hi Max, this is Acme. Please call us back."),
+        "{machine_calls}"
+    );
+    for (number, n) in [
+        (&human, 1),
+        (&machine, 1),
+        (&busy, 2),
+        (&silent, 2),
+        (&opted_out, 0),
+    ] {
+        assert_eq!(calls(number).await?["total"], json!(n), "{number}");
+    }
+    Ok(())
+}
