@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/voiceagent/v1/messaging.proto",
         "proto/voiceagent/v1/contacts.proto",
         "proto/voiceagent/v1/campaigns.proto",
+        "proto/voiceagent/v1/calls.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -82,6 +82,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(crate::campaigns::grpc_service(state.clone()))
         .add_service(crate::contacts::grpc_service(state.clone()))
+        .add_service(crate::voice::grpc_service(state.clone()))
         .add_service(MessagingServiceServer::new(MessagingApi { state }))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
         .await?;

@@ -26,7 +26,9 @@ use temporalio_client::{
 };
 use tracing::{info, warn};
 use voice_agent_domain::{PhoneNumber, mask_phone};
-use voice_agent_store::CallLogDoc;
+use voice_agent_protos::v1 as pb;
+use voice_agent_protos::v1::call_service_server::{CallService, CallServiceServer};
+use voice_agent_store::{CallLogDoc, TranscriptEntry};
 use voice_agent_twilio::HttpMethod;
 use voice_agent_twilio::twiml::{
     Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout, VoiceResponse,
@@ -367,7 +369,9 @@ pub struct PlacedCall {
 #[derive(Debug, Serialize)]
 pub struct CallDetail {
     call_id: String,
-    /// The workflow's live view (status, transcript so far); `null` once it is gone.
+    /// The call's workflow is running (dialling, talking, or waiting to retry).
+    running: bool,
+    /// The workflow's live view (status, transcript so far) while it runs.
     live: Option<CallView>,
     /// One log per finished attempt.
     logs: Vec<CallLogDoc>,
@@ -381,34 +385,43 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> HttpError {
     .into()
 }
 
-async fn place_call(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<PlacedCall>), HttpError> {
-    let req: NewCall =
-        serde_json::from_slice(&body).map_err(|e| invalid("body", format!("not a call: {e}")))?;
+/// Validates and starts an outbound call; returns its id.
+pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiError> {
+    let bad = |field: &'static str, reason: String| ApiError::InvalidArgument { field, reason };
     let region = &state.settings.common.default_region;
-    let to = PhoneNumber::parse(&req.to, region).map_err(|e| invalid("to", e.to_string()))?;
-    let from = match &req.from {
-        Some(f) => PhoneNumber::parse(f, region).map_err(|e| invalid("from", e.to_string()))?,
+    let to = PhoneNumber::parse(&req.to, region).map_err(|e| bad("to", e.to_string()))?;
+    let from = match req.from.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => PhoneNumber::parse(f, region).map_err(|e| bad("from", e.to_string()))?,
         None => state
             .settings
             .common
             .twilio
             .from_number
             .clone()
-            .ok_or_else(|| invalid("from", "no sender given and TWILIO_FROM_NUMBER is not set"))?,
+            .ok_or_else(|| {
+                bad(
+                    "from",
+                    "no caller given and TWILIO_FROM_NUMBER is not set".to_owned(),
+                )
+            })?,
     };
     let max_attempts = req.max_attempts.unwrap_or(1);
     if !(1..=10).contains(&max_attempts) {
-        return Err(invalid("max_attempts", "must be between 1 and 10"));
+        return Err(bad("max_attempts", "must be between 1 and 10".to_owned()));
+    }
+    let retry_after_secs = req.retry_after_secs.unwrap_or(600);
+    if !(1..=604_800).contains(&retry_after_secs) {
+        return Err(bad(
+            "retry_after_secs",
+            "must be between 1 and 604800".to_owned(),
+        ));
     }
     if req
         .voicemail
         .as_ref()
         .is_some_and(|v| v.chars().count() > 1_000)
     {
-        return Err(invalid("voicemail", "at most 1000 characters"));
+        return Err(bad("voicemail", "at most 1000 characters".to_owned()));
     }
     let call_id = format!("call-{}", uuid::Uuid::new_v4().simple());
     let input = CallInput {
@@ -416,11 +429,11 @@ async fn place_call(
         direction: "outbound".to_owned(),
         ours: from.as_str().to_owned(),
         theirs: to.as_str().to_owned(),
-        profile: req.profile,
-        voicemail: req.voicemail,
+        profile: req.profile.filter(|p| !p.trim().is_empty()),
+        voicemail: req.voicemail.filter(|v| !v.trim().is_empty()),
         machine_detection: req.machine_detection.unwrap_or(true),
         max_attempts,
-        retry_after_secs: req.retry_after_secs.unwrap_or(600),
+        retry_after_secs,
         ring_timeout_secs: 30,
         ..CallInput::default()
     };
@@ -433,8 +446,57 @@ async fn place_call(
                 .build(),
         )
         .await
-        .map_err(|e| HttpError::from(ApiError::Unavailable(e.into())))?;
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     info!(call_id = %call_id, to = %mask_phone(to.as_str()), "outbound call started");
+    Ok(call_id)
+}
+
+/// A call's live view and logs, or NotFound.
+pub async fn find_call(state: &AppState, id: &str) -> Result<CallDetail, ApiError> {
+    if !id.starts_with("call-") || id.len() > 128 {
+        return Err(ApiError::InvalidArgument {
+            field: "call_id",
+            reason: "expected call-…".to_owned(),
+        });
+    }
+    let logs = state
+        .store
+        .call_logs_of(id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let handle = state
+        .temporal
+        .get_workflow_handle::<CallWorkflow>(id.to_owned());
+    let running = matches!(
+        handle.describe(Default::default()).await,
+        Ok(d) if d.status() == temporalio_client::WorkflowExecutionStatus::Running
+    );
+    let live = if running {
+        handle
+            .query(CallWorkflow::call, (), WorkflowQueryOptions::default())
+            .await
+            .ok()
+    } else {
+        None
+    };
+    if live.is_none() && logs.is_empty() && !running {
+        return Err(ApiError::NotFound(format!("call {id}")));
+    }
+    Ok(CallDetail {
+        call_id: id.to_owned(),
+        running,
+        live,
+        logs,
+    })
+}
+
+async fn place_call(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PlacedCall>), HttpError> {
+    let req: NewCall =
+        serde_json::from_slice(&body).map_err(|e| invalid("body", format!("not a call: {e}")))?;
+    let call_id = start_call(&state, req).await?;
     Ok((StatusCode::CREATED, Json(PlacedCall { call_id })))
 }
 
@@ -442,26 +504,92 @@ async fn get_call(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CallDetail>, HttpError> {
-    if !id.starts_with("call-") || id.len() > 128 {
-        return Err(invalid("id", "expected call-…"));
+    Ok(Json(find_call(&state, &id).await?))
+}
+
+// ---- gRPC ----------------------------------------------------------------------------------
+
+/// The gRPC `CallService`.
+pub struct CallsApi {
+    state: AppState,
+}
+
+/// The gRPC service over `state`.
+pub fn grpc_service(state: AppState) -> CallServiceServer<CallsApi> {
+    CallServiceServer::new(CallsApi { state })
+}
+
+fn turn_to_proto(t: &TranscriptEntry) -> pb::TranscriptTurn {
+    pb::TranscriptTurn {
+        speaker: t.speaker.clone(),
+        text: t.text.clone(),
+        at: t.at.clone(),
+        confidence: t.confidence.unwrap_or(0.0),
     }
-    let logs = state
-        .store
-        .call_logs_of(&id)
-        .await
-        .map_err(|e| HttpError::from(ApiError::Unavailable(e.into())))?;
-    let live = state
-        .temporal
-        .get_workflow_handle::<CallWorkflow>(id.clone())
-        .query(CallWorkflow::call, (), WorkflowQueryOptions::default())
-        .await
-        .ok();
-    if live.is_none() && logs.is_empty() {
-        return Err(ApiError::NotFound(format!("call {id}")).into());
+}
+
+#[tonic::async_trait]
+impl CallService for CallsApi {
+    async fn place_call(
+        &self,
+        request: tonic::Request<pb::PlaceCallRequest>,
+    ) -> Result<tonic::Response<pb::PlaceCallResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let call_id = start_call(
+            &self.state,
+            NewCall {
+                to: r.to,
+                from: Some(r.from),
+                profile: Some(r.agent_profile),
+                voicemail: Some(r.voicemail),
+                machine_detection: Some(!r.disable_machine_detection),
+                max_attempts: Some(u32::try_from(r.max_attempts.max(1)).unwrap_or(1)),
+                retry_after_secs: Some(if r.retry_after_secs <= 0 {
+                    600
+                } else {
+                    u64::try_from(r.retry_after_secs).unwrap_or(600)
+                }),
+            },
+        )
+        .await?;
+        Ok(tonic::Response::new(pb::PlaceCallResponse { call_id }))
     }
-    Ok(Json(CallDetail {
-        call_id: id,
-        live,
-        logs,
-    }))
+
+    async fn get_call(
+        &self,
+        request: tonic::Request<pb::GetCallRequest>,
+    ) -> Result<tonic::Response<pb::Call>, tonic::Status> {
+        let d = find_call(&self.state, &request.into_inner().call_id).await?;
+        Ok(tonic::Response::new(pb::Call {
+            call_id: d.call_id,
+            running: d.running,
+            live_status: d
+                .live
+                .as_ref()
+                .map(|l| l.status.clone())
+                .unwrap_or_default(),
+            live_transcript: d
+                .live
+                .as_ref()
+                .map(|l| l.transcript.iter().map(turn_to_proto).collect())
+                .unwrap_or_default(),
+            attempts: d
+                .logs
+                .iter()
+                .map(|l| pb::CallAttempt {
+                    attempt: l.attempt,
+                    call_sid: l.call_sid.clone().unwrap_or_default(),
+                    status: l.status.clone(),
+                    outcome: l.outcome.clone().unwrap_or_default(),
+                    answered_by: l.answered_by.clone().unwrap_or_default(),
+                    duration_secs: l.duration_secs.unwrap_or(0),
+                    transcript: l.transcript.iter().map(turn_to_proto).collect(),
+                    summary: l.summary.clone().unwrap_or_default(),
+                    disposition: l.disposition.clone().unwrap_or_default(),
+                    started_at: l.started_at.clone().unwrap_or_default(),
+                    ended_at: l.ended_at.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
 }

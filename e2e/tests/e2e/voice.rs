@@ -476,3 +476,67 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Result<()> {
+    use voice_agent_protos::v1::call_service_client::CallServiceClient;
+    use voice_agent_protos::v1::{GetCallRequest, PlaceCallRequest};
+
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let callee = person();
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/callees/{}", enc(&callee)),
+            Some(json!({"behaviour": "human", "lines": ["hello", "bye"]})),
+        )
+        .await?;
+    let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
+    let bad = grpc
+        .place_call(PlaceCallRequest {
+            to: "12".to_owned(),
+            ..PlaceCallRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let unknown = grpc
+        .get_call(GetCallRequest {
+            call_id: "call-nothing-here".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    let call_id = grpc
+        .place_call(PlaceCallRequest {
+            to: callee.clone(),
+            ..PlaceCallRequest::default()
+        })
+        .await?
+        .into_inner()
+        .call_id;
+    let call = eventually("the call to finish", WAIT, || {
+        let mut grpc = grpc.clone();
+        let call_id = call_id.clone();
+        async move {
+            let c = grpc
+                .get_call(GetCallRequest { call_id })
+                .await?
+                .into_inner();
+            Ok((!c.running && !c.attempts.is_empty()).then_some(c))
+        }
+    })
+    .await?;
+    let attempt = &call.attempts[0];
+    assert_eq!(attempt.outcome, "human");
+    let said: Vec<(&str, &str)> = attempt
+        .transcript
+        .iter()
+        .map(|t| (t.speaker.as_str(), t.text.as_str()))
+        .collect();
+    assert_eq!(said[1], ("caller", "hello"));
+    assert_eq!(said[3], ("caller", "bye"));
+    Ok(())
+}
