@@ -118,6 +118,9 @@ pub struct CallItem {
     pub phone: String,
     /// The campaign's template rendered for this contact, said to answering machines.
     pub voicemail: Option<String>,
+    /// The contact's IANA time zone, when known (for the calling window of retries).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// A page of contacts to call, screened like a messaging batch.
@@ -371,6 +374,7 @@ impl CampaignActivities {
                 item_id: item.id.clone(),
                 phone: phone.as_str().to_owned(),
                 voicemail: (!voicemail.trim().is_empty()).then_some(voicemail),
+                time_zone: item.time_zone.clone(),
             });
         }
         for (item, reason) in &skipped {

@@ -70,6 +70,7 @@ mod tests {
             ],
             contact: Default::default(),
             memory: Default::default(),
+            earlier_person_turns: 0,
         };
         let reply = respond(&ScriptedAgent::default(), &request).await.unwrap();
         assert_eq!(reply.text, profile.closing);

@@ -367,6 +367,7 @@ mod tests {
             history,
             contact: BTreeMap::from([("first_name".to_owned(), "Ada".to_owned())]),
             memory: BTreeMap::new(),
+            earlier_person_turns: 0,
         }
     }
 

@@ -84,15 +84,21 @@ pub struct AgentRequest {
     /// What the agent remembered from earlier turns (kept by the workflow across runs).
     #[serde(default)]
     pub memory: BTreeMap<String, String>,
+    /// The person's turns that are no longer in `history` (a long conversation keeps only its
+    /// latest messages), so turn limits count the whole conversation.
+    #[serde(default)]
+    pub earlier_person_turns: usize,
 }
 
 impl AgentRequest {
-    /// How many turns the person has taken.
+    /// How many turns the person has taken, over the whole conversation.
     pub fn person_turns(&self) -> usize {
-        self.history
-            .iter()
-            .filter(|t| t.speaker == Speaker::Person)
-            .count()
+        self.earlier_person_turns
+            + self
+                .history
+                .iter()
+                .filter(|t| t.speaker == Speaker::Person)
+                .count()
     }
 
     /// The person's latest turn, if the last turn is theirs.

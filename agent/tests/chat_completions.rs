@@ -98,6 +98,7 @@ fn request() -> AgentRequest {
         history: vec![Turn::person("How much is a check-up?")],
         contact: [("first_name".to_owned(), "Ada".to_owned())].into(),
         memory: Default::default(),
+        earlier_person_turns: 0,
     }
 }
 

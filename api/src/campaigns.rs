@@ -462,6 +462,8 @@ impl Campaigns {
                 max_in_flight: u32::try_from(c.max_in_flight.unwrap_or(5))
                     .unwrap_or(5)
                     .max(1),
+                window_start_minute: c.window_start_minute.and_then(|m| u32::try_from(m).ok()),
+                window_end_minute: c.window_end_minute.and_then(|m| u32::try_from(m).ok()),
             });
         }
         let attributes = SearchAttributes::new([

@@ -357,6 +357,9 @@ pub struct NewCall {
     /// Seconds between attempts (default 600).
     #[serde(default)]
     pub retry_after_secs: Option<u64>,
+    /// Record the call; the recording URL lands in the call log (default false).
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// A placed call.
@@ -435,6 +438,7 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
         max_attempts,
         retry_after_secs,
         ring_timeout_secs: 30,
+        record: req.record.unwrap_or(false),
         ..CallInput::default()
     };
     state
@@ -549,6 +553,7 @@ impl CallService for CallsApi {
                 } else {
                     u64::try_from(r.retry_after_secs).unwrap_or(600)
                 }),
+                record: Some(r.record),
             },
         )
         .await?;

@@ -17,6 +17,7 @@ use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput
 use voice_agent_activities::voice::{
     CallLogRecord, PERMANENT_CALL_FAILURE, PlaceCallInput, VoiceActivities,
 };
+use voice_agent_activities::window;
 use voice_agent_agent::{
     AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Speaker, Turn,
     Usage,
@@ -71,6 +72,52 @@ pub struct CallInput {
     /// When the call rang in (inbound), RFC 3339, set by the API.
     #[serde(default)]
     pub started_at: Option<String>,
+    /// Calling window in the person's local time (campaigns): retries wait for it.
+    #[serde(default)]
+    pub window: Option<CallWindow>,
+    /// Record the call (outbound).
+    #[serde(default)]
+    pub record: bool,
+}
+
+/// A calling window: minutes after local midnight, and the contact's time zone if known
+/// (else the number's region decides).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallWindow {
+    /// Opening minute.
+    pub start_minute: u32,
+    /// Closing minute (exclusive; before the opening one when the window spans midnight).
+    pub end_minute: u32,
+    /// IANA zone of the contact.
+    pub time_zone: Option<String>,
+}
+
+/// When the next attempt may dial: `delay` from now, moved to the window's next opening when
+/// that falls outside it; `None` when the window never opens.
+fn retry_delay(
+    window: Option<&CallWindow>,
+    theirs: &str,
+    now: Option<std::time::SystemTime>,
+    delay: Duration,
+) -> Option<Duration> {
+    let (Some(w), Some(now)) = (window, now) else {
+        return Some(delay);
+    };
+    let now = chrono::DateTime::<chrono::Utc>::from(now);
+    let at = now + chrono::Duration::from_std(delay).ok()?;
+    let region = voice_agent_domain::PhoneNumber::parse_e164(theirs)
+        .ok()
+        .and_then(|p| p.region());
+    let zones = window::zones(w.time_zone.as_deref(), region.as_deref());
+    let win = window::Window {
+        start: w.start_minute,
+        end: w.end_minute,
+    };
+    if window::is_open(win, &zones, at) {
+        return Some(delay);
+    }
+    let next = window::next_open(win, &zones, at)?;
+    (next - now).to_std().ok()
 }
 
 /// What the API answers Twilio with: lines to say, then gather, dial or hang up.
@@ -302,7 +349,7 @@ impl CallWorkflow {
                             } else {
                                 input.ring_timeout_secs
                             },
-                            record: false,
+                            record: input.record,
                         },
                         dial_options(),
                     )
@@ -333,8 +380,15 @@ impl CallWorkflow {
             if !retry {
                 break;
             }
-            ctx.timer(Duration::from_secs(input.retry_after_secs.max(1)))
-                .await;
+            let Some(delay) = retry_delay(
+                input.window.as_ref(),
+                &input.theirs,
+                ctx.workflow_time(),
+                Duration::from_secs(input.retry_after_secs.max(1)),
+            ) else {
+                break;
+            };
+            ctx.timer(delay).await;
             ctx.state_mut(|s| {
                 s.view.attempt += 1;
                 s.view.call_sid = None;
@@ -614,6 +668,7 @@ async fn agent_turn(
                 history: turns(&s.view.transcript),
                 contact: BTreeMap::new(),
                 memory: s.memory.clone(),
+                earlier_person_turns: 0,
             },
             s.view.input.call_id.clone(),
             s.view.input.theirs.clone(),
@@ -836,6 +891,7 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
             history: turns(&s.view.transcript),
             contact: BTreeMap::new(),
             memory: s.memory.clone(),
+            earlier_person_turns: 0,
         });
         if let Ok(sum) = ctx
             .execute_activity(
@@ -939,4 +995,53 @@ fn dial_options() -> ActivityOptions {
             .build(),
     )
     .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> Option<std::time::SystemTime> {
+        Some(
+            chrono::DateTime::parse_from_rfc3339(rfc3339)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+                .into(),
+        )
+    }
+
+    #[test]
+    fn retries_wait_for_the_calling_window() {
+        let window = CallWindow {
+            start_minute: 9 * 60,
+            end_minute: 17 * 60,
+            time_zone: Some("America/New_York".to_owned()),
+        };
+        let hour = Duration::from_secs(3600);
+        // 15:00 in New York: an hour later is still inside.
+        assert_eq!(
+            retry_delay(
+                Some(&window),
+                "+12125550100",
+                at("2026-06-01T19:00:00Z"),
+                hour
+            ),
+            Some(hour)
+        );
+        // 16:30 in New York: an hour later is outside; wait for 09:00 the next day.
+        assert_eq!(
+            retry_delay(
+                Some(&window),
+                "+12125550100",
+                at("2026-06-01T20:30:00Z"),
+                hour
+            ),
+            Some(Duration::from_secs((16 * 60 + 30) * 60))
+        );
+        // No window: the delay as asked.
+        assert_eq!(
+            retry_delay(None, "+12125550100", at("2026-06-01T20:30:00Z"), hour),
+            Some(hour)
+        );
+    }
 }

@@ -21,7 +21,7 @@ use voice_agent_activities::campaign::{
 use voice_agent_activities::voice::VoiceActivities;
 use voice_agent_store::campaign_status;
 
-use crate::call::{CallInput, CallWorkflow};
+use crate::call::{CallInput, CallWindow, CallWorkflow};
 
 /// Search attribute with the campaign id, to find campaigns in the Temporal UI.
 pub const CAMPAIGN_ID_ATTR: SearchAttributeKey<String> = SearchAttributeKey::keyword("CampaignId");
@@ -104,6 +104,12 @@ pub struct VoiceCampaign {
     pub retry_after_secs: u64,
     /// Most calls in flight at once.
     pub max_in_flight: u32,
+    /// Calling window opening, minutes after local midnight.
+    #[serde(default)]
+    pub window_start_minute: Option<u32>,
+    /// Calling window closing, minutes after local midnight.
+    #[serde(default)]
+    pub window_end_minute: Option<u32>,
 }
 
 /// A call of a voice campaign finished (signalled by the call's workflow).
@@ -428,6 +434,14 @@ async fn call_page(
                     ring_timeout_secs: 30,
                     campaign_id: Some(id.to_owned()),
                     item_id: Some(item.item_id.clone()),
+                    window: match (voice.window_start_minute, voice.window_end_minute) {
+                        (Some(start_minute), Some(end_minute)) => Some(CallWindow {
+                            start_minute,
+                            end_minute,
+                            time_zone: item.time_zone.clone(),
+                        }),
+                        _ => None,
+                    },
                     ..CallInput::default()
                 },
                 options,

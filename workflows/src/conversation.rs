@@ -148,6 +148,16 @@ impl ConversationState {
             .collect()
     }
 
+    /// Person turns that fell out of [`Self::recent`].
+    fn earlier_person_turns(&self) -> usize {
+        let kept = self
+            .recent
+            .iter()
+            .filter(|m| m.direction == "inbound")
+            .count() as u64;
+        usize::try_from(self.inbound_count.saturating_sub(kept)).unwrap_or(usize::MAX)
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         match self.channel {
             Some(Channel::Whatsapp) => AgentChannel::Whatsapp,
@@ -293,6 +303,7 @@ async fn agent_turn(
                 history: st.turns(),
                 contact: BTreeMap::new(),
                 memory: st.memory.clone(),
+                earlier_person_turns: st.earlier_person_turns(),
             },
             st.conversation_id(),
             st.ours.clone(),
@@ -475,6 +486,7 @@ async fn summarise(ctx: &mut WorkflowContext<ConversationWorkflow>) {
             history: s.state.turns(),
             contact: BTreeMap::new(),
             memory: s.state.memory.clone(),
+            earlier_person_turns: s.state.earlier_person_turns(),
         },
     });
     let result = ctx

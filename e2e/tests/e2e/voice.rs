@@ -540,3 +540,56 @@ async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Res
     assert_eq!(said[3], ("caller", "bye"));
     Ok(())
 }
+
+#[tokio::test]
+async fn silence_gets_reprompts_then_a_polite_end_and_recordings_are_logged() -> anyhow::Result<()>
+{
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    let r = stack
+        .admin(
+            reqwest::Method::POST,
+            "/admin/calls/inbound",
+            Some(json!({"from": caller, "to": OURS, "lines": [
+                {"silence": true}, {"silence": true}, {"silence": true}, "never heard"
+            ]})),
+        )
+        .await?;
+    let sid = r["call_sid"].as_str().unwrap().to_owned();
+    let logs = call_logs(&stack, &format!("call-{sid}"), 1).await?;
+    let said: Vec<String> = transcript(&logs[0]).into_iter().map(|(_, t)| t).collect();
+    let profile = voice_agent_agent::AgentProfile::default();
+    assert_eq!(
+        said,
+        [
+            "Hello there! This is the Voice Agent assistant. How can I help you today?".to_owned(),
+            profile.reprompt.clone(),
+            profile.reprompt.clone(),
+            profile.closing.clone(),
+        ]
+    );
+
+    // An outbound call with recording on: the recording URL is in the call log.
+    let callee = person();
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/callees/{}", enc(&callee)),
+            Some(json!({"behaviour": "human", "lines": ["bye"]})),
+        )
+        .await?;
+    let resp: Value = stack
+        .http
+        .post(format!("{}/api/calls", stack.api_http))
+        .json(&json!({"to": callee, "record": true}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let call_id = resp["call_id"].as_str().unwrap().to_owned();
+    let logs = call_logs(&stack, &call_id, 1).await?;
+    let url = logs[0].get_str("recording_url")?;
+    assert!(url.starts_with("http"), "{url}");
+    Ok(())
+}
