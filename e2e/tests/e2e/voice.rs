@@ -593,3 +593,131 @@ async fn silence_gets_reprompts_then_a_polite_end_and_recordings_are_logged() ->
     assert!(url.starts_with("http"), "{url}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_voice_campaign_can_be_paused_resumed_and_cancelled() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let numbers: Vec<String> = (0..6).map(|_| person()).collect();
+    for n in &numbers {
+        // Each call lasts a few seconds, so the campaign is still going when we act.
+        stack
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/callees/{}", enc(n)),
+                Some(json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 700})),
+            )
+            .await?;
+    }
+    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    stack
+        .mongo
+        .collection::<Document>("contact_lists")
+        .insert_one(doc! { "_id": &list_id, "name": "voice list" })
+        .await?;
+    let contacts: Vec<Document> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": p, "variables": {} })
+        .collect();
+    stack
+        .mongo
+        .collection::<Document>("contacts")
+        .insert_many(contacts)
+        .await?;
+    let created: Value = stack
+        .http
+        .post(format!("{}/api/campaigns", stack.api_http))
+        .json(&json!({"name": "Pausable", "channel": "voice", "list_id": list_id, "max_in_flight": 1}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let post = |action: &str| {
+        let url = format!("{}/api/campaigns/{id}/{action}", stack.api_http);
+        let http = stack.http.clone();
+        async move {
+            let r = http.post(url).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{}", r.text().await?);
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    let dialled = || async {
+        let mut n = 0;
+        for number in &numbers {
+            let calls = stack
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/admin/calls?to={}", enc(number)),
+                    None,
+                )
+                .await?;
+            n += calls["total"].as_u64().unwrap_or(0);
+        }
+        Ok::<_, anyhow::Error>(n)
+    };
+    post("start").await?;
+    eventually("the first call", WAIT, || async {
+        Ok((dialled().await? >= 1).then_some(()))
+    })
+    .await?;
+    post("pause").await?;
+    // The call in flight finishes; no new call starts while paused.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let while_paused = dialled().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        dialled().await?,
+        while_paused,
+        "a call started while paused"
+    );
+    assert!(
+        while_paused < 6,
+        "everyone was called before the pause took effect"
+    );
+
+    post("resume").await?;
+    eventually("a call after resuming", WAIT, || async {
+        Ok((dialled().await? > while_paused).then_some(()))
+    })
+    .await?;
+    post("cancel").await?;
+    let counters = stack
+        .temporal()
+        .await?
+        .get_workflow_handle::<voice_agent_workflows::CampaignWorkflow>(format!("campaign-{id}"))
+        .get_result(temporalio_client::WorkflowGetResultOptions::default())
+        .await?;
+    // Every contact is either called (and ends with an outcome) or cancelled, never both.
+    let called = dialled().await?;
+    let progress: Value = eventually("every item to be final", WAIT, || async {
+        let p: Value = stack
+            .http
+            .get(format!("{}/api/campaigns/{id}/progress", stack.api_http))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let counts = p["counts"].as_object().cloned().unwrap_or_default();
+        let open = ["pending", "sending"]
+            .iter()
+            .map(|s| counts.get(*s).and_then(Value::as_i64).unwrap_or(0))
+            .sum::<i64>();
+        Ok((open == 0).then_some(p))
+    })
+    .await?;
+    let counts = &progress["counts"];
+    assert_eq!(
+        counts["answered"].as_u64().unwrap_or(0),
+        called,
+        "{progress}"
+    );
+    assert_eq!(
+        counts["cancelled"].as_u64().unwrap_or(0),
+        6 - called,
+        "{progress} {counters:?}"
+    );
+    assert!(called < 6, "the cancel came too late to matter: {progress}");
+    Ok(())
+}
