@@ -37,6 +37,9 @@ pub struct PlaceCallInput {
     pub ring_timeout_secs: u32,
     /// Record the call.
     pub record: bool,
+    /// Twilio's `TimeLimit`, seconds.
+    #[serde(default)]
+    pub time_limit_secs: Option<u64>,
 }
 
 /// Output of [`VoiceActivities::place_call`].
@@ -223,6 +226,9 @@ impl VoiceActivities {
                 .then_some(MachineDetection::DetectMessageEnd),
             timeout: Some(input.ring_timeout_secs),
             record: input.record.then_some(true),
+            time_limit: input
+                .time_limit_secs
+                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
             ..CreateCall::default()
         };
         match self.twilio.create_call(&params).await {

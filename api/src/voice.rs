@@ -360,6 +360,12 @@ pub struct NewCall {
     /// Record the call; the recording URL lands in the call log (default false).
     #[serde(default)]
     pub record: Option<bool>,
+    /// Longest call in seconds (Twilio's `TimeLimit`, default 4 hours).
+    #[serde(default)]
+    pub max_duration_secs: Option<u64>,
+    /// Seconds to let it ring (Twilio's `Timeout`, 5-600, default 30).
+    #[serde(default)]
+    pub ring_timeout_secs: Option<u32>,
 }
 
 /// A placed call.
@@ -408,6 +414,13 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
                 )
             })?,
     };
+    let ring_timeout_secs = req.ring_timeout_secs.unwrap_or(30);
+    if !(5..=600).contains(&ring_timeout_secs) {
+        return Err(bad(
+            "ring_timeout_secs",
+            "must be between 5 and 600".to_owned(),
+        ));
+    }
     let max_attempts = req.max_attempts.unwrap_or(1);
     if !(1..=10).contains(&max_attempts) {
         return Err(bad("max_attempts", "must be between 1 and 10".to_owned()));
@@ -437,8 +450,9 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
         machine_detection: req.machine_detection.unwrap_or(true),
         max_attempts,
         retry_after_secs,
-        ring_timeout_secs: 30,
+        ring_timeout_secs,
         record: req.record.unwrap_or(false),
+        max_duration_secs: req.max_duration_secs,
         ..CallInput::default()
     };
     state
@@ -554,6 +568,9 @@ impl CallService for CallsApi {
                     u64::try_from(r.retry_after_secs).unwrap_or(600)
                 }),
                 record: Some(r.record),
+                ring_timeout_secs: (r.ring_timeout_secs > 0).then_some(r.ring_timeout_secs),
+                max_duration_secs: (r.max_duration_secs > 0)
+                    .then(|| u64::try_from(r.max_duration_secs).unwrap_or(14_400)),
             },
         )
         .await?;

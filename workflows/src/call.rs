@@ -28,8 +28,11 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
 
-/// Longest a call may go on before the workflow asks Twilio what became of it.
-const MAX_CALL: Duration = Duration::from_secs(2 * 3600);
+/// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
+const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
+/// How long after its longest possible end (ringing plus time limit) the workflow waits for
+/// a final status before asking Twilio what became of the call.
+const STATUS_GRACE: Duration = Duration::from_secs(10);
 
 /// What starts a call workflow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +81,17 @@ pub struct CallInput {
     /// Record the call (outbound).
     #[serde(default)]
     pub record: bool,
+    /// Longest call in seconds (Twilio's `TimeLimit`); 4 hours when unset.
+    #[serde(default)]
+    pub max_duration_secs: Option<u64>,
+}
+
+impl CallInput {
+    /// When to stop waiting for the final status and ask Twilio instead.
+    fn status_deadline(&self) -> Duration {
+        let talk = self.max_duration_secs.map_or(MAX_CALL, Duration::from_secs);
+        Duration::from_secs(u64::from(self.ring_timeout_secs)) + talk + STATUS_GRACE
+    }
 }
 
 /// A calling window: minutes after local midnight, and the contact's time zone if known
@@ -263,8 +277,10 @@ pub struct CallView {
 /// no-answer and failed. Each `<Gather>` result is a `gather` update answered with the next
 /// [`VoiceTurn`], computed by the agent in a local activity (the caller is waiting); status
 /// callbacks are `status` signals. The transcript lives in workflow state, so a worker killed
-/// mid-call loses no turn. A call whose final status never arrives is reconciled with Twilio
-/// after [`MAX_CALL`]: its real status is fetched and, if still live, it is ended. Each attempt
+/// mid-call loses no turn. A call whose final status never arrives (the API was down when
+/// Twilio posted it) is reconciled with Twilio once it cannot be going on any more (ringing
+/// plus its time limit plus a grace): its real status is fetched and, if still live, it is
+/// ended. Each attempt
 /// ends with a `call_logs` document.
 #[workflow]
 pub struct CallWorkflow {
@@ -350,6 +366,7 @@ impl CallWorkflow {
                                 input.ring_timeout_secs
                             },
                             record: input.record,
+                            time_limit_secs: input.max_duration_secs,
                         },
                         dial_options(),
                     )
@@ -786,7 +803,8 @@ async fn agent_turn(
 /// Twilio (fetched, ended if still live).
 async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
     let ended = {
-        let mut limit = pin!(ctx.timer(MAX_CALL));
+        let deadline = ctx.state(|s| s.view.input.status_deadline());
+        let mut limit = pin!(ctx.timer(deadline));
         let ended = select! {
             _ = ctx.wait_condition(|s| s.final_status.is_some()) => true,
             _ = limit.as_mut() => false,

@@ -68,6 +68,7 @@ pub(crate) struct Stack {
     pub(crate) http: reqwest::Client,
     simulator: Child,
     api: Child,
+    api_env: Vec<(String, String)>,
     worker: Option<Child>,
     worker_env: Vec<(String, String)>,
 }
@@ -200,17 +201,23 @@ impl Stack {
 
     /// The stack against a given Temporal server.
     pub(crate) async fn start_with(temporal_address: &str) -> anyhow::Result<Self> {
-        Self::start_configured(temporal_address, &[]).await
+        Self::start_configured(temporal_address, &[], &[]).await
     }
 
     /// The stack with extra environment for the API and the worker (agents file, model).
     pub(crate) async fn start_with_env(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), extra).await
+        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), extra, &[]).await
+    }
+
+    /// The stack with extra command-line flags for the simulator.
+    pub(crate) async fn start_with_simulator_args(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), &[], args).await
     }
 
     async fn start_configured(
         temporal_address: &str,
         extra: &[(&str, &str)],
+        simulator_args: &[&str],
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -231,6 +238,7 @@ impl Stack {
             ])
             .args(["--default-sms-url", &format!("{api_http}/twilio/sms")])
             .args(["--callback-delay-ms", "10"])
+            .args(simulator_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -262,10 +270,16 @@ impl Stack {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             )
             .collect();
+        let api_env: Vec<(String, String)> = common
+            .iter()
+            .cloned()
+            .chain([
+                ("API_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
+                ("API_GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
+            ])
+            .collect();
         let mut api = Command::new(bin("voice-agent-api"))
-            .envs(common.iter().cloned())
-            .env("API_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env("API_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .envs(api_env.iter().cloned())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -284,6 +298,7 @@ impl Stack {
                 .build()?,
             simulator,
             api,
+            api_env,
             worker: None,
             worker_env: common,
         };
@@ -298,6 +313,26 @@ impl Stack {
             .spawn()
             .context("Failed to start the worker")?;
         self.worker = Some(worker);
+        Ok(())
+    }
+
+    /// SIGKILL of the API, as a crash: Twilio's webhooks fail until it is back.
+    pub(crate) async fn kill_api(&mut self) -> anyhow::Result<()> {
+        self.api.start_kill()?;
+        self.api.wait().await?;
+        Ok(())
+    }
+
+    /// Starts the API again on the same ports.
+    pub(crate) async fn start_api(&mut self) -> anyhow::Result<()> {
+        let mut api = Command::new(bin("voice-agent-api"))
+            .envs(self.api_env.iter().cloned())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start the API")?;
+        read_url(&mut api, "voice-agent-api http on ").await?;
+        self.api = api;
         Ok(())
     }
 

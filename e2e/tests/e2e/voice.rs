@@ -721,3 +721,73 @@ async fn a_voice_campaign_can_be_paused_resumed_and_cancelled() -> anyhow::Resul
     assert!(called < 6, "the cancel came too late to matter: {progress}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_lost_while_the_api_was_down_is_reconciled_with_twilio() -> anyhow::Result<()> {
+    // Simulated call time runs at real speed here, so the call's time limit means seconds.
+    let mut stack = Stack::start_with_simulator_args(&["--call-second-ms", "1000"]).await?;
+    route_our_number(&stack).await?;
+    let callee = person();
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/callees/{}", enc(&callee)),
+            Some(json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 1500})),
+        )
+        .await?;
+    let resp: Value = stack
+        .http
+        .post(format!("{}/api/calls", stack.api_http))
+        .json(&json!({"to": callee, "max_duration_secs": 5, "ring_timeout_secs": 5}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let call_id = resp["call_id"].as_str().unwrap().to_owned();
+    // Answered and greeted; then the API goes down: the next webhook and the final status
+    // callback never reach us.
+    let sid = eventually("the greeting", WAIT, || async {
+        let calls = stack
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/calls?to={}", enc(&callee)),
+                None,
+            )
+            .await?;
+        let call = &calls["calls"][0];
+        let greeted = call["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == json!("say")));
+        Ok(greeted.then(|| call["sid"].as_str().unwrap_or_default().to_owned()))
+    })
+    .await?;
+    stack.kill_api().await?;
+    let ended = eventually("the call to end at Twilio", WAIT, || async {
+        let c = simulator_call(&stack, &sid).await?;
+        Ok((c["status"] == json!("completed")).then_some(c))
+    })
+    .await?;
+    // The workflow asks Twilio once the call cannot be going on any more, and records it;
+    // the API stays down meanwhile, so no status callback can be what settles it.
+    let logs = call_logs(&stack, &call_id, 1).await?;
+    stack.start_api().await?;
+    assert_eq!(logs[0].get_str("status")?, "completed");
+    assert_eq!(logs[0].get_str("call_sid")?, sid);
+    assert_eq!(
+        transcript(&logs[0])[0],
+        (
+            "agent".to_owned(),
+            "Hello there! This is the Voice Agent assistant. How can I help you today?".to_owned()
+        )
+    );
+    assert_eq!(ended["error_code"], json!(11200), "{ended}");
+    let calls = stack
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/calls?to={}", enc(&callee)),
+            None,
+        )
+        .await?;
+    assert_eq!(calls["total"], json!(1), "dialled twice: {calls}");
+    Ok(())
+}
