@@ -45,10 +45,13 @@ pub struct PlaceCallInput {
 /// Output of [`VoiceActivities::place_call`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaceCallOutput {
-    /// Twilio's `CA…`.
+    /// Twilio's `CA…`; empty when the call was not placed.
     pub call_sid: String,
     /// The call was found already placed (a retry after a crash), not placed by this attempt.
     pub reconciled: bool,
+    /// Not dialled on purpose, and why (the person opted out).
+    #[serde(default)]
+    pub not_dialled: Option<String>,
 }
 
 /// What Twilio says about a call now.
@@ -170,6 +173,7 @@ impl VoiceActivities {
             return Ok(PlaceCallOutput {
                 call_sid: sid,
                 reconciled: true,
+                not_dialled: None,
             });
         }
         if let Some(started) = before.as_ref().and_then(|d| d.dial_started_at) {
@@ -206,8 +210,19 @@ impl VoiceActivities {
                 return Ok(PlaceCallOutput {
                     call_sid: call.sid,
                     reconciled: true,
+                    not_dialled: None,
                 });
             }
+        }
+        // Checked at the moment of dialling, on every path (campaigns, single calls,
+        // callbacks): an opt-out on any channel wins.
+        if self.store.is_suppressed(&a.to).await? {
+            info!(call_id = %a.call_id, to = %mask_phone(&a.to), "not dialled: the person opted out");
+            return Ok(PlaceCallOutput {
+                call_sid: String::new(),
+                reconciled: false,
+                not_dialled: Some("opted out".to_owned()),
+            });
         }
         let wf = a.call_id.as_str();
         let attempt = a.attempt.to_string();
@@ -238,6 +253,7 @@ impl VoiceActivities {
                 Ok(PlaceCallOutput {
                     call_sid: call.sid,
                     reconciled: false,
+                    not_dialled: None,
                 })
             }
             Err(e) if e.is_retryable() => {
@@ -320,6 +336,7 @@ impl VoiceActivities {
             "busy" => item_status::BUSY,
             "no_answer" => item_status::NO_ANSWER,
             "canceled" => item_status::CANCELLED,
+            "opted_out" => item_status::SKIPPED,
             _ => item_status::FAILED,
         };
         self.store

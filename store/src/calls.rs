@@ -46,9 +46,10 @@ pub struct CallLogDoc {
     pub from: String,
     /// Callee (E.164).
     pub to: String,
-    /// `dialing`, then Twilio's final call status.
+    /// `dialing`, then Twilio's final call status (`not_dialled` for an opted-out person).
     pub status: String,
-    /// human, machine, voicemail_left, busy, no_answer, failed, canceled, or completed.
+    /// human, machine, voicemail_left, busy, no_answer, failed, canceled, opted_out (not
+    /// dialled), or completed (inbound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Twilio's `AnsweredBy` when answering-machine detection ran.
@@ -127,7 +128,7 @@ impl MongoStore {
         let mut on_insert = doc! {
             "call_id": &new.call_id, "attempt": new.attempt, "direction": &new.direction,
             "from": &new.from, "to": &new.to, "status": "dialing", "transcript": [],
-            "created_at": now,
+            "created_at": now, "updated_at": now,
         };
         if let Some(c) = &new.campaign_id {
             on_insert.insert("campaign_id", c);

@@ -157,3 +157,41 @@ async fn inbound_messages_are_stored_once_per_message_sid() {
 // Contact lists and contacts; under tests/mongo/ so cargo does not build it as a target of its own.
 #[path = "mongo/contacts.rs"]
 mod contacts;
+
+#[tokio::test]
+async fn a_dial_attempt_is_recorded_once_and_tells_a_retry_an_earlier_request_started() {
+    use voice_agent_store::NewCallAttempt;
+    let store = store().await;
+    let attempt = NewCallAttempt {
+        id: "call-x/1".to_owned(),
+        call_id: "call-x".to_owned(),
+        attempt: 1,
+        direction: "outbound".to_owned(),
+        from: "+15005550006".to_owned(),
+        to: "+14155550100".to_owned(),
+        campaign_id: None,
+        item_id: None,
+    };
+    let first = store.begin_dial(&attempt).await.expect("first dial");
+    let first = first.expect("the intent is recorded before the dial request");
+    assert_eq!(first.status, "dialing");
+    assert!(
+        first.dial_started_at.is_none(),
+        "no earlier request: {first:?}"
+    );
+    assert!(first.call_sid.is_none());
+
+    let again = store.begin_dial(&attempt).await.unwrap().unwrap();
+    assert!(
+        again.dial_started_at.is_some(),
+        "a retry must reconcile first"
+    );
+    store.record_call_sid(&attempt.id, "CA0123").await.unwrap();
+    let third = store.begin_dial(&attempt).await.unwrap().unwrap();
+    assert_eq!(third.call_sid.as_deref(), Some("CA0123"));
+    assert_eq!(store.call_logs_of("call-x").await.unwrap().len(), 1);
+    assert_eq!(
+        store.call_log_by_sid("CA0123").await.unwrap().map(|l| l.id),
+        Some("call-x/1".to_owned())
+    );
+}

@@ -239,7 +239,7 @@ pub struct AttemptResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallResult {
     /// The last attempt's outcome: human, machine, voicemail_left, busy, no_answer, failed,
-    /// canceled, completed (inbound).
+    /// canceled, opted_out (not dialled), completed (inbound).
     pub outcome: String,
     /// Every attempt.
     pub attempts: Vec<AttemptResult>,
@@ -372,6 +372,15 @@ impl CallWorkflow {
                     )
                     .await;
                 match placed {
+                    Ok(out) if out.not_dialled.is_some() => {
+                        ctx.state_mut(|s| {
+                            s.final_status = Some(CallStatusEvent {
+                                status: "not_dialled".to_owned(),
+                                ..CallStatusEvent::default()
+                            });
+                            s.view.outcome = Some("opted_out".to_owned());
+                        });
+                    }
                     Ok(out) => ctx.state_mut(|s| s.view.call_sid = Some(out.call_sid)),
                     Err(e) => {
                         // Refused for good (invalid number…): no call happened.

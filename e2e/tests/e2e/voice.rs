@@ -280,6 +280,32 @@ async fn outbound_calls_end_with_the_right_outcome_voicemail_and_retries() -> an
     stack
         .save_history::<CallWorkflow>(&ids[1], "call-outbound-voicemail")
         .await?;
+    // Someone who opted out (on any channel) is not dialled, even by a single call.
+    let opted_out = person();
+    stack
+        .mongo
+        .collection::<Document>("suppressions")
+        .insert_one(doc! { "_id": &opted_out, "keyword": "STOP", "channel": "sms" })
+        .await?;
+    let resp: Value = stack
+        .http
+        .post(format!("{}/api/calls", stack.api_http))
+        .json(&json!({"to": opted_out}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let logs = call_logs(&stack, resp["call_id"].as_str().unwrap(), 1).await?;
+    assert_eq!(logs[0].get_str("outcome")?, "opted_out");
+    let calls = stack
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/calls?to={}", enc(&opted_out)),
+            None,
+        )
+        .await?;
+    assert_eq!(calls["total"], json!(0), "{calls}");
+
     // Nobody was dialled more than the attempts allow.
     for (number, most) in [(&human, 1), (&machine, 1), (&busy, 2), (&silent, 2)] {
         let calls = stack
