@@ -129,7 +129,14 @@ impl AgentActivities {
         input: AgentTurnInput,
     ) -> Result<AgentTurnOutput, ActivityError> {
         let mut request = input.request;
-        request.contact = self.store.contact_variables(&input.theirs).await?;
+        // The contact's details make replies personal; without them the agent still answers.
+        request.contact = match self.store.contact_variables(&input.theirs).await {
+            Ok(vars) => vars,
+            Err(e) => {
+                warn!(conversation_id = %input.conversation_id, error = %e, "contact details unavailable for the agent");
+                Default::default()
+            }
+        };
         let reply = respond(self.agent.as_ref(), &request).await.map_err(|e| {
             warn!(conversation_id = %input.conversation_id, error = %e, "agent turn failed");
             agent_failure(e)

@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use mongodb::bson::{DateTime, doc};
+use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::{FindOptions, UpdateOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::contacts::ContactDoc;
 use crate::schema::{CONTACTS, CONVERSATIONS};
 use crate::{MongoStore, Result, is_duplicate_key};
 
@@ -236,28 +235,36 @@ impl MongoStore {
     }
 
     /// The variables of the most recently changed contact with this number, on any list: what
-    /// the agent may use about the person (`first_name`, imported columns, …).
+    /// the agent may use about the person (`first_name`, imported columns, …). Read leniently:
+    /// a field of an unexpected type is left out rather than failing the turn.
     pub async fn contact_variables(&self, phone: &str) -> Result<BTreeMap<String, String>> {
         let contact = self
             .db
-            .collection::<ContactDoc>(CONTACTS)
+            .collection::<Document>(CONTACTS)
             .find_one(doc! { "phone": phone })
             .sort(doc! { "updated_at": -1 })
             .await?;
         let Some(c) = contact else {
             return Ok(BTreeMap::new());
         };
-        let mut vars = c.variables;
-        for (key, value) in [
-            ("name", c.name),
-            ("first_name", c.first_name),
-            ("last_name", c.last_name),
-            ("email", c.email),
-            ("language", c.language),
-            ("time_zone", c.time_zone),
+        let mut vars: BTreeMap<String, String> = c
+            .get_document("variables")
+            .map(|v| {
+                v.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in [
+            "name",
+            "first_name",
+            "last_name",
+            "email",
+            "language",
+            "time_zone",
         ] {
-            if let Some(v) = value {
-                vars.insert(key.to_owned(), v);
+            if let Ok(v) = c.get_str(key) {
+                vars.insert(key.to_owned(), v.to_owned());
             }
         }
         Ok(vars)

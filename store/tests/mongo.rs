@@ -195,3 +195,29 @@ async fn a_dial_attempt_is_recorded_once_and_tells_a_retry_an_earlier_request_st
         Some("call-x/1".to_owned())
     );
 }
+
+#[tokio::test]
+async fn the_agent_reads_a_contacts_details_leniently() {
+    let store = store().await;
+    assert!(
+        store
+            .contact_variables("+14155550100")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Written by hand (no timestamps, a number where text is expected): still readable.
+    store
+        .database()
+        .collection::<mongodb::bson::Document>("contacts")
+        .insert_one(doc! {
+            "_id": "ct_1", "list_id": "cl_1", "phone": "+14155550100",
+            "first_name": "Ada", "variables": { "plan": "gold", "visits": 3 },
+        })
+        .await
+        .unwrap();
+    let vars = store.contact_variables("+14155550100").await.unwrap();
+    assert_eq!(vars.get("first_name").map(String::as_str), Some("Ada"));
+    assert_eq!(vars.get("plan").map(String::as_str), Some("gold"));
+    assert!(!vars.contains_key("visits"));
+}
