@@ -324,51 +324,21 @@ impl CampaignActivities {
             processed: items.len() as u64,
             ..Default::default()
         };
-        let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
-        let suppressed = self.store.suppressed_among(&phones).await?;
-        let window = match (campaign.window_start_minute, campaign.window_end_minute) {
-            (Some(start), Some(end)) => Some(window::Window {
-                start: u32::try_from(start).unwrap_or(0),
-                end: u32::try_from(end).unwrap_or(0),
-            }),
-            _ => None,
-        };
-        let now = chrono::Utc::now();
-        let end_at = campaign
-            .end_at
-            .map(|d| chrono::DateTime::<chrono::Utc>::from(d.to_system_time()));
+        let screen = Screen::new(&self.store, &campaign, &items, &self.default_region).await?;
         let mut skipped = Vec::new();
         for item in items {
-            if suppressed.contains(&item.phone) {
-                skipped.push((item, "opted out"));
-                continue;
-            }
-            let Ok(phone) = PhoneNumber::parse(&item.phone, &self.default_region) else {
-                skipped.push((item, "invalid number"));
-                continue;
-            };
-            if let Some(window) = window {
-                let zones = window::zones(item.time_zone.as_deref(), phone.region().as_deref());
-                if !window::is_open(window, &zones, now) {
-                    let next = window::next_open(window, &zones, now);
-                    let too_late = match (next, end_at) {
-                        (None, _) => true,
-                        (Some(next), Some(end)) => next >= end,
-                        (Some(_), None) => false,
-                    };
-                    if too_late {
-                        skipped.push((item, OUTSIDE_WINDOW));
-                    } else {
-                        out.deferred += 1;
-                        if let Some(next) = next {
-                            let secs = (next - now).num_seconds().max(0) as u64;
-                            out.next_window_in_secs =
-                                Some(out.next_window_in_secs.map_or(secs, |s| s.min(secs)));
-                        }
-                    }
+            let phone = match screen.check(&item) {
+                Screened::Go(phone) => phone,
+                Screened::Skip(reason) => {
+                    skipped.push((item, reason));
                     continue;
                 }
-            }
+                Screened::Defer(secs) => {
+                    out.deferred += 1;
+                    out.next_window_in_secs = earliest(out.next_window_in_secs, secs);
+                    continue;
+                }
+            };
             let voicemail = render(&campaign.template, &item.variables);
             out.items.push(CallItem {
                 item_id: item.id.clone(),
@@ -418,9 +388,8 @@ impl CampaignActivities {
             _ => Channel::Sms,
         };
 
-        // Suppression is checked now, at the moment of sending, not when the campaign was made.
+        let screen = Screen::new(&self.store, &campaign, &items, &self.default_region).await?;
         let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
-        let suppressed = self.store.suppressed_among(&phones).await?;
 
         // WhatsApp: free text only inside the person's 24-hour session window.
         let open_sessions = match (channel, campaign.from.as_deref()) {
@@ -430,52 +399,22 @@ impl CampaignActivities {
             _ => Default::default(),
         };
 
-        let window = match (campaign.window_start_minute, campaign.window_end_minute) {
-            (Some(start), Some(end)) => Some(window::Window {
-                start: u32::try_from(start).unwrap_or(0),
-                end: u32::try_from(end).unwrap_or(0),
-            }),
-            _ => None,
-        };
-        let now = chrono::Utc::now();
-        let end_at = campaign
-            .end_at
-            .map(|d| chrono::DateTime::<chrono::Utc>::from(d.to_system_time()));
-
         let mut to_send: Vec<(CampaignItemDoc, PhoneNumber, Content)> =
             Vec::with_capacity(items.len());
         let mut outcomes: Vec<(CampaignItemDoc, ItemOutcome)> = Vec::new();
         for item in items {
-            if suppressed.contains(&item.phone) {
-                outcomes.push((item, ItemOutcome::Skipped("opted out")));
-                continue;
-            }
-            let Ok(phone) = PhoneNumber::parse(&item.phone, &self.default_region) else {
-                outcomes.push((item, ItemOutcome::Skipped("invalid number")));
-                continue;
-            };
-            if let Some(window) = window {
-                let zones = window::zones(item.time_zone.as_deref(), phone.region().as_deref());
-                if !window::is_open(window, &zones, now) {
-                    let next = window::next_open(window, &zones, now);
-                    let too_late = match (next, end_at) {
-                        (None, _) => true,
-                        (Some(next), Some(end)) => next >= end,
-                        (Some(_), None) => false,
-                    };
-                    if too_late {
-                        outcomes.push((item, ItemOutcome::Skipped(OUTSIDE_WINDOW)));
-                    } else {
-                        out.deferred += 1;
-                        if let Some(next) = next {
-                            let secs = (next - now).num_seconds().max(0) as u64;
-                            out.next_window_in_secs =
-                                Some(out.next_window_in_secs.map_or(secs, |s| s.min(secs)));
-                        }
-                    }
+            let phone = match screen.check(&item) {
+                Screened::Go(phone) => phone,
+                Screened::Skip(reason) => {
+                    outcomes.push((item, ItemOutcome::Skipped(reason)));
                     continue;
                 }
-            }
+                Screened::Defer(secs) => {
+                    out.deferred += 1;
+                    out.next_window_in_secs = earliest(out.next_window_in_secs, secs);
+                    continue;
+                }
+            };
             let content = match channel {
                 Channel::Sms => Content::Text,
                 Channel::Whatsapp if open_sessions.contains(&item.phone) => Content::Text,
@@ -571,6 +510,83 @@ impl CampaignActivities {
             "campaign batch"
         );
         Ok(out)
+    }
+}
+
+/// What may happen to an item now, by the campaign's rules.
+enum Screened {
+    /// Send or call it.
+    Go(PhoneNumber),
+    /// Not now and not later, for this reason.
+    Skip(&'static str),
+    /// Outside its window; it opens in this many seconds (if known).
+    Defer(Option<u64>),
+}
+
+/// The checks made at the moment of sending or calling, not when the campaign was made:
+/// opt-outs, a valid number, the sending window in the recipient's local time (skipped when it
+/// will not open before the campaign's end).
+struct Screen {
+    suppressed: std::collections::HashSet<String>,
+    window: Option<window::Window>,
+    end_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    region: String,
+}
+
+impl Screen {
+    async fn new(
+        store: &MongoStore,
+        campaign: &CampaignDoc,
+        items: &[CampaignItemDoc],
+        region: &str,
+    ) -> Result<Self, voice_agent_store::StoreError> {
+        let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
+        Ok(Self {
+            suppressed: store.suppressed_among(&phones).await?,
+            window: match (campaign.window_start_minute, campaign.window_end_minute) {
+                (Some(start), Some(end)) => Some(window::Window {
+                    start: u32::try_from(start).unwrap_or(0),
+                    end: u32::try_from(end).unwrap_or(0),
+                }),
+                _ => None,
+            },
+            end_at: campaign
+                .end_at
+                .map(|d| chrono::DateTime::<chrono::Utc>::from(d.to_system_time())),
+            now: chrono::Utc::now(),
+            region: region.to_owned(),
+        })
+    }
+
+    fn check(&self, item: &CampaignItemDoc) -> Screened {
+        if self.suppressed.contains(&item.phone) {
+            return Screened::Skip("opted out");
+        }
+        let Ok(phone) = PhoneNumber::parse(&item.phone, &self.region) else {
+            return Screened::Skip("invalid number");
+        };
+        let Some(window) = self.window else {
+            return Screened::Go(phone);
+        };
+        let zones = window::zones(item.time_zone.as_deref(), phone.region().as_deref());
+        if window::is_open(window, &zones, self.now) {
+            return Screened::Go(phone);
+        }
+        let next = window::next_open(window, &zones, self.now);
+        match (next, self.end_at) {
+            (None, _) => Screened::Skip(OUTSIDE_WINDOW),
+            (Some(next), Some(end)) if next >= end => Screened::Skip(OUTSIDE_WINDOW),
+            (Some(next), _) => Screened::Defer(Some((next - self.now).num_seconds().max(0) as u64)),
+        }
+    }
+}
+
+/// The sooner of two optional waits.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

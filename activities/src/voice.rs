@@ -110,6 +110,16 @@ pub struct CallLogRecord {
     pub item_id: Option<String>,
 }
 
+impl From<voice_agent_twilio::client::Call> for CallSnapshot {
+    fn from(call: voice_agent_twilio::client::Call) -> Self {
+        Self {
+            status: status_name(call.status),
+            duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
+            answered_by: call.answered_by,
+        }
+    }
+}
+
 /// Dialling and call records. Register one instance per worker.
 pub struct VoiceActivities {
     store: MongoStore,
@@ -126,6 +136,15 @@ impl VoiceActivities {
             twilio,
             public_base_url,
         }
+    }
+
+    async fn snapshot(&self, call_sid: &str) -> Result<CallSnapshot, ActivityError> {
+        let call = self
+            .twilio
+            .fetch_call(call_sid)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("Twilio fetch call failed"))?;
+        Ok(CallSnapshot::from(call))
     }
 
     fn url(&self, path: &str, pairs: &[(&str, &str)]) -> String {
@@ -273,16 +292,7 @@ impl VoiceActivities {
         _ctx: ActivityContext,
         call_sid: String,
     ) -> Result<CallSnapshot, ActivityError> {
-        let call = self
-            .twilio
-            .fetch_call(&call_sid)
-            .await
-            .map_err(|e| anyhow::Error::new(e).context("Twilio fetch call failed"))?;
-        Ok(CallSnapshot {
-            status: status_name(call.status),
-            duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
-            answered_by: call.answered_by,
-        })
+        self.snapshot(&call_sid).await
     }
 
     /// Ends a call that should not be going on any more; a call already over is fine.
@@ -297,27 +307,12 @@ impl VoiceActivities {
             ..UpdateCall::default()
         };
         match self.twilio.update_call(&call_sid, &update).await {
-            Ok(call) => Ok(CallSnapshot {
-                status: status_name(call.status),
-                duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
-                answered_by: call.answered_by,
-            }),
+            Ok(call) => Ok(CallSnapshot::from(call)),
             Err(e) if e.is_retryable() => Err(anyhow::Error::new(e)
                 .context("Twilio end call failed")
                 .into()),
             // 21220 and friends: not in progress any more. Report what it is now.
-            Err(_) => {
-                let call = self
-                    .twilio
-                    .fetch_call(&call_sid)
-                    .await
-                    .map_err(|e| anyhow::Error::new(e).context("Twilio fetch call failed"))?;
-                Ok(CallSnapshot {
-                    status: status_name(call.status),
-                    duration_secs: call.duration.as_deref().and_then(|d| d.parse().ok()),
-                    answered_by: call.answered_by,
-                })
-            }
+            Err(_) => self.snapshot(&call_sid).await,
         }
     }
 
