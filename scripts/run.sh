@@ -121,7 +121,9 @@ else
         "SIMULATOR_ACCOUNT_SID=$SIM_ACCOUNT_SID" "SIMULATOR_AUTH_TOKEN=$SIM_AUTH_TOKEN" \
         "RUST_LOG=${RUST_LOG:-info}" \
         "$BIN_DIR/voice-agent-simulator" --host 127.0.0.1 --port "$SIMULATOR_PORT" \
-        --default-sms-url "http://127.0.0.1:$API_HTTP_PORT/twilio/sms"
+        --default-sms-url "http://127.0.0.1:$API_HTTP_PORT/twilio/sms" \
+        --default-voice-url "http://127.0.0.1:$API_HTTP_PORT/twilio/voice" \
+        --default-voice-status-callback "http://127.0.0.1:$API_HTTP_PORT/twilio/voice/status"
     wait_for_port 127.0.0.1 "$SIMULATOR_PORT" "Twilio simulator" 30 "$VA_LAST_PID"
     app_env+=(
         "TWILIO_BASE_URL=http://127.0.0.1:$SIMULATOR_PORT"
@@ -186,6 +188,10 @@ cat <<EOF
     ${BIN_DIR#"$VA_ROOT"/}/vactl${vactl_api} list-messages --phone +14155550100
     curl http://127.0.0.1:$API_HTTP_PORT/healthz
     then open the Temporal Web UI to see the workflow.$agent_hint
+    call the agent (a simulated caller says two lines) and read the transcript:
+    curl -s -X POST http://127.0.0.1:$SIMULATOR_PORT/admin/calls/inbound -H 'content-type: application/json' \\
+      -d '{"from": "+14155550124", "to": "+15005550006", "lines": ["Hello", "bye"]}'
+    curl -s http://127.0.0.1:$API_HTTP_PORT/api/calls/call-<call_sid from the answer>
 
   Press Ctrl-C to stop everything.
 

@@ -132,6 +132,10 @@ pub struct Config {
     #[arg(long, env = "SIMULATOR_DEFAULT_VOICE_URL")]
     pub default_voice_url: Option<Url>,
 
+    /// Status callback of inbound calls to numbers without their own `voice_status_callback`.
+    #[arg(long, env = "SIMULATOR_DEFAULT_VOICE_STATUS_CALLBACK")]
+    pub default_voice_status_callback: Option<Url>,
+
     /// Outbound calls dialled per second for the account, as Twilio's CPS limit; calls over it
     /// wait `queued` and go out in order. 0 disables the limit.
     #[arg(long, env = "SIMULATOR_CALLS_PER_SECOND", default_value_t = 1)]
@@ -173,6 +177,7 @@ impl Default for Config {
             twilio_opt_out: true,
             default_sms_url: None,
             default_voice_url: None,
+            default_voice_status_callback: None,
             calls_per_second: 1,
             call_ring_ms: 100,
             call_think_ms: 0,
@@ -240,10 +245,13 @@ impl Config {
         {
             return Err(ConfigError::DefaultSmsUrl);
         }
-        if let Some(url) = &self.default_voice_url
-            && !matches!(url.scheme(), "http" | "https")
+        for url in [&self.default_voice_url, &self.default_voice_status_callback]
+            .into_iter()
+            .flatten()
         {
-            return Err(ConfigError::DefaultVoiceUrl);
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::DefaultVoiceUrl);
+            }
         }
         if self.call_second_ms == 0 {
             return Err(ConfigError::CallSecond);

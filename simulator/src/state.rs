@@ -23,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) api_key: Option<(String, Secret)>,
     pub(crate) default_sms_url: Option<Url>,
     pub(crate) default_voice_url: Option<Url>,
+    pub(crate) default_voice_status_callback: Option<Url>,
     pub(crate) callback_delay: Duration,
     /// How long calls ring before the callee decides.
     pub(crate) call_ring: Duration,
@@ -74,6 +75,7 @@ impl Shared {
                 .zip(config.api_key_secret.clone()),
             default_sms_url: config.default_sms_url.clone(),
             default_voice_url: config.default_voice_url.clone(),
+            default_voice_status_callback: config.default_voice_status_callback.clone(),
             call_ring: Duration::from_millis(config.call_ring_ms),
             call_think: Duration::from_millis(config.call_think_ms),
             call_second: Duration::from_millis(config.call_second_ms),

@@ -171,7 +171,9 @@ pub(super) async fn inbound_call(
                     request.to
                 ))
             })?;
-        let callback = config.and_then(|config| config.voice_status_callback.clone());
+        let callback = config
+            .and_then(|config| config.voice_status_callback.clone())
+            .or_else(|| state.default_voice_status_callback.clone());
         (url.to_string(), callback.map(|url| url.to_string()))
     };
     let sid = CallStore::new_sid();
