@@ -25,10 +25,11 @@ pub(crate) enum CampaignsCommand {
         /// Contact list (`cl_…`).
         #[arg(long)]
         list: String,
-        /// Text with {{variable}} placeholders (name, first_name, any column of the list).
-        #[arg(long)]
+        /// Text with {{variable}} placeholders (name, first_name, any column of the list); for
+        /// voice, the voicemail left on answering machines (empty: hang up on machines).
+        #[arg(long, default_value = "")]
         template: String,
-        /// `sms` or `whatsapp`.
+        /// `sms`, `whatsapp` or `voice`.
         #[arg(long, default_value = "sms")]
         channel: String,
         /// Sender number (default: the API's TWILIO_FROM_NUMBER).
@@ -49,6 +50,18 @@ pub(crate) enum CampaignsCommand {
         /// A template variable as NUMBER=TEXT (repeatable), e.g. 1={{name}}.
         #[arg(long = "content-variable")]
         content_variables: Vec<String>,
+        /// Voice: dial attempts per contact for busy / no-answer / failed (0 = 3).
+        #[arg(long, default_value_t = 0)]
+        attempts: i32,
+        /// Voice: seconds between attempts (0 = 3600).
+        #[arg(long, default_value_t = 0)]
+        retry_after: i64,
+        /// Voice: most calls in flight (0 = 5).
+        #[arg(long, default_value_t = 0)]
+        max_in_flight: i32,
+        /// Voice: agent profile on the calls (default: our number's).
+        #[arg(long, default_value = "")]
+        agent_profile: String,
     },
     /// List campaigns, newest first.
     List,
@@ -112,6 +125,10 @@ pub(crate) async fn campaigns(api: &str, command: CampaignsCommand) -> anyhow::R
             window_end,
             content_sid,
             content_variables,
+            attempts,
+            retry_after,
+            max_in_flight,
+            agent_profile,
         } => {
             let mut vars = std::collections::HashMap::new();
             for pair in content_variables {
@@ -132,6 +149,10 @@ pub(crate) async fn campaigns(api: &str, command: CampaignsCommand) -> anyhow::R
                     window_end,
                     content_sid,
                     content_variables: vars,
+                    max_attempts: attempts,
+                    retry_after_secs: retry_after,
+                    max_in_flight,
+                    agent_profile,
                     ..Default::default()
                 })
                 .await

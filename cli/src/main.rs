@@ -10,8 +10,11 @@
 //! vactl campaigns create --name Spring --list cl_0123… --template "Hi {{name}}" --rate 10
 //! vactl campaigns start cmp_0123…
 //! vactl campaigns progress cmp_0123… --watch
+//! vactl calls place --to +14155550100 --voicemail "Please call us back" --wait
+//! vactl calls get call-0123…
 //! ```
 
+mod calls;
 mod campaigns;
 mod contacts;
 
@@ -56,6 +59,11 @@ enum Command {
     Campaigns {
         #[command(subcommand)]
         command: campaigns::CampaignsCommand,
+    },
+    /// Phone calls with the agent: place one, show one.
+    Calls {
+        #[command(subcommand)]
+        command: calls::CallsCommand,
     },
     /// Send one SMS through a durable workflow.
     SendSms {
@@ -113,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lists { command } => return contacts::lists(&cli.api, command).await,
         Command::Contacts { command } => return contacts::contacts(&cli.api, command).await,
         Command::Campaigns { command } => return campaigns::campaigns(&cli.api, command).await,
+        Command::Calls { command } => return calls::calls(&cli.api, command).await,
         other => other,
     };
     let mut client = MessagingServiceClient::connect(cli.api.clone())
@@ -177,7 +186,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "next_page_token": page.next_page_token,
             }));
         }
-        Command::Lists { .. } | Command::Contacts { .. } | Command::Campaigns { .. } => {
+        Command::Lists { .. }
+        | Command::Contacts { .. }
+        | Command::Campaigns { .. }
+        | Command::Calls { .. } => {
             unreachable!("contact commands return before the messaging client connects")
         }
     }

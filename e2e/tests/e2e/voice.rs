@@ -817,3 +817,50 @@ async fn a_call_lost_while_the_api_was_down_is_reconciled_with_twilio() -> anyho
     assert_eq!(calls["total"], json!(1), "dialled twice: {calls}");
     Ok(())
 }
+
+#[tokio::test]
+async fn vactl_places_a_call_and_prints_its_transcript() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let callee = person();
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/callees/{}", enc(&callee)),
+            Some(json!({"behaviour": "human", "lines": ["hello", "bye"]})),
+        )
+        .await?;
+    let vactl = std::path::PathBuf::from(std::env::var("VA_BIN_DIR")?).join("vactl");
+    let out = tokio::process::Command::new(&vactl)
+        .args([
+            "--api",
+            &stack.api_grpc,
+            "calls",
+            "place",
+            "--to",
+            &callee,
+            "--wait",
+        ])
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    // Two JSON documents: the placed call, then the finished one.
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()?;
+    assert_eq!(docs.len(), 2, "{text}");
+    let call = &docs[1];
+    assert_eq!(call["running"], json!(false), "{call}");
+    assert_eq!(call["attempts"][0]["outcome"], json!("human"), "{call}");
+    assert_eq!(
+        call["attempts"][0]["transcript"][1]["text"],
+        json!("hello"),
+        "{call}"
+    );
+    Ok(())
+}
