@@ -15,6 +15,8 @@ use voice_agent_protos::v1::{
 use crate::{print, status_error};
 
 /// `vactl campaigns …`
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum CampaignsCommand {
     /// Create a campaign (in draft; nothing is sent until `start`).
