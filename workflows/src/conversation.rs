@@ -31,6 +31,8 @@ pub const IDLE_CLOSE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_RECENT_MESSAGES: usize = 50;
 /// Provider ids remembered to drop duplicate webhook deliveries.
 const MAX_SEEN_IDS: usize = 200;
+/// Patch id of the agent's replies (the profile lookup at the start of each run).
+const AGENT_REPLIES_PATCH: &str = "agent-replies";
 /// Continue-as-new after this many history events even if the server has not suggested it yet.
 const MAX_HISTORY_EVENTS: u32 = 2_000;
 
@@ -205,11 +207,16 @@ impl ConversationWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ConversationState> {
         let ours = ctx.state(|s| s.state.ours.clone());
         // A failed lookup means no agent for this run, never a stuck conversation.
-        let profile = ctx
-            .execute_activity(AgentActivities::agent_profile, ours, quick_options())
-            .await
-            .ok()
-            .flatten();
+        // Conversations started by a version without the agent replay without the lookup (and
+        // answer nothing until their next run); new runs record the patch and look it up.
+        let profile = if ctx.patched(AGENT_REPLIES_PATCH) {
+            ctx.execute_activity(AgentActivities::agent_profile, ours, quick_options())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         ctx.state_mut(|s| s.profile.clone_from(&profile));
 
         loop {
