@@ -188,6 +188,8 @@ async fn inbound_call(
                 workflow_id.clone(),
                 WorkflowIdConflictPolicy::UseExisting,
             )
+            // A repeated webhook for the same call gets the first answer, not a second greeting.
+            .update_id(format!("answer-{sid}"))
             .build(),
         )
         .await;
@@ -226,7 +228,9 @@ async fn answered(
         .execute_update(
             CallWorkflow::answer,
             answer,
-            WorkflowExecuteUpdateOptions::default(),
+            WorkflowExecuteUpdateOptions::builder()
+                .update_id(format!("answer-{sid}"))
+                .build(),
         )
         .await;
     let response = turn_response(&state, &workflow_id, &sid, result);
@@ -259,12 +263,25 @@ async fn gathered(
         .execute_update(
             CallWorkflow::gather,
             input,
-            WorkflowExecuteUpdateOptions::default(),
+            WorkflowExecuteUpdateOptions::builder()
+                .maybe_update_id(idempotency_token(&headers).map(|t| format!("gather-{t}")))
+                .build(),
         )
         .await;
     let response = turn_response(&state, &workflow_id, &sid, result);
     record_turn("gather", started);
     Ok(response)
+}
+
+/// Twilio's `I-Twilio-Idempotency-Token`: the same on every retry of one webhook request, so a
+/// retried Gather result is answered once (a Gather payload has no sequence number of its own).
+fn idempotency_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("i-twilio-idempotency-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+        .map(str::to_owned)
 }
 
 fn turn_response(

@@ -864,3 +864,78 @@ async fn vactl_places_a_call_and_prints_its_transcript() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn repeated_voice_webhooks_are_answered_once() -> anyhow::Result<()> {
+    use voice_agent_twilio::signature::compute_signature;
+
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    // The caller waits before speaking, leaving time to repeat webhooks mid-call.
+    let sid = ring_in(&stack, &caller, &["Hello", "bye"], 2_000).await?;
+    eventually("the greeting", WAIT, || async {
+        let call = simulator_call(&stack, &sid).await?;
+        Ok(call["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == json!("say")))
+            .then_some(()))
+    })
+    .await?;
+
+    let post = |path: String, params: Vec<(String, String)>, token: Option<&'static str>| {
+        let url = format!("{}{path}", stack.api_http);
+        let signature = compute_signature(crate::helpers::AUTH_TOKEN, &url, &params);
+        let mut req = stack
+            .http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(&params);
+        if let Some(t) = token {
+            req = req.header("I-Twilio-Idempotency-Token", t);
+        }
+        async move {
+            let r = req.send().await?;
+            anyhow::ensure!(r.status().is_success(), "{}", r.status());
+            Ok::<_, anyhow::Error>(r.text().await?)
+        }
+    };
+    let pairs = |extra: &[(&str, &str)]| {
+        let mut p: Vec<(String, String)> = [
+            ("CallSid", sid.as_str()),
+            ("From", caller.as_str()),
+            ("To", OURS),
+            ("AccountSid", crate::helpers::ACCOUNT_SID),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        p.sort();
+        p
+    };
+    // The call's first webhook again: the same greeting, not a second one.
+    let again = post(
+        "/twilio/voice".to_owned(),
+        pairs(&[("CallStatus", "ringing"), ("Direction", "inbound")]),
+        None,
+    )
+    .await?;
+    assert!(
+        again.contains("This is the Voice Agent assistant"),
+        "{again}"
+    );
+    // A Gather result retried by Twilio (same idempotency token): one turn.
+    let gather = format!("/twilio/voice/gather?wf=call-{sid}");
+    let params = pairs(&[("SpeechResult", "tell me more"), ("Confidence", "0.9")]);
+    let first = post(gather.clone(), params.clone(), Some("retry-token-1")).await?;
+    let second = post(gather, params, Some("retry-token-1")).await?;
+    assert_eq!(first, second);
+
+    let logs = call_logs(&stack, &format!("call-{sid}"), 1).await?;
+    let t = transcript(&logs[0]);
+    let count = |text: &str| t.iter().filter(|(_, x)| x.contains(text)).count();
+    assert_eq!(count("This is the Voice Agent assistant"), 1, "{t:?}");
+    assert_eq!(count("tell me more"), 1, "{t:?}");
+    Ok(())
+}
