@@ -30,19 +30,7 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The key a column header is stored under: lower-case, runs of anything but letters and
-/// digits as one `_`, trimmed (the rule of the contact import).
-pub fn variable_key(name: &str) -> String {
-    let mut key = String::with_capacity(name.len());
-    for c in name.trim().chars().flat_map(char::to_lowercase) {
-        if c.is_alphanumeric() {
-            key.push(c);
-        } else if !key.ends_with('_') {
-            key.push('_');
-        }
-    }
-    key.trim_matches('_').to_owned()
-}
+pub use voice_agent_domain::variable_key;
 
 /// The variable names a template uses, in order of first use.
 pub fn variables(template: &str) -> Vec<String> {

@@ -146,22 +146,14 @@ fn normalise(header: &str) -> String {
         .collect()
 }
 
-/// A template-friendly key: lower-case, runs of anything but letters and digits become `_`
-/// (MongoDB keys may contain neither `.` nor a leading `$`).
+/// A template-friendly key ([`voice_agent_domain::variable_key`]), or `column_<letter>` for a
+/// header with no letters or digits.
 fn variable_key(header: &str, index: usize) -> String {
-    let mut key = String::with_capacity(header.len());
-    for c in header.trim().chars().flat_map(char::to_lowercase) {
-        if c.is_alphanumeric() {
-            key.push(c);
-        } else if !key.ends_with('_') {
-            key.push('_');
-        }
-    }
-    let key = key.trim_matches('_');
+    let key = voice_agent_domain::variable_key(header);
     if key.is_empty() {
         format!("column_{}", column_letter(index).to_ascii_lowercase())
     } else {
-        key.to_owned()
+        key
     }
 }
 
