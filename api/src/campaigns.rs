@@ -254,7 +254,9 @@ impl Campaigns {
             if req.rate_per_second > 100.0 {
                 return Err(invalid("rate_per_second", "at most 100 calls per second"));
             }
-            let profile = Some(req.agent_profile.trim().to_owned()).filter(|p| !p.is_empty());
+            let profile = self
+                .state
+                .agent_profile("agent_profile", &req.agent_profile)?;
             (profile, Some(retry), Some(in_flight))
         } else {
             (None, None, None)

@@ -89,6 +89,8 @@ pub struct AppState {
     pub temporal: temporalio_client::Client,
     /// Settings.
     pub settings: Arc<ApiSettings>,
+    /// Agent profiles (`AGENTS_FILE`), to refuse a campaign or call naming an unknown one.
+    pub agents: Arc<voice_agent_agent::AgentDirectory>,
 }
 
 /// The bound, ready-to-run API.
@@ -96,6 +98,27 @@ pub struct Application {
     http: TcpListener,
     grpc: TcpListener,
     state: AppState,
+}
+
+impl AppState {
+    /// `name` when it names a profile of the agents file; empty means none.
+    pub(crate) fn agent_profile(
+        &self,
+        field: &'static str,
+        name: &str,
+    ) -> Result<Option<String>, grpc::ApiError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if self.agents.profile(name).is_none() {
+            return Err(grpc::ApiError::InvalidArgument {
+                field,
+                reason: format!("no agent profile named {name:?} in AGENTS_FILE"),
+            });
+        }
+        Ok(Some(name.to_owned()))
+    }
 }
 
 impl Application {
@@ -113,6 +136,11 @@ impl Application {
             .ensure_schema()
             .await
             .context("Failed to create MongoDB collections and indexes")?;
+        let agents = settings
+            .common
+            .agent
+            .directory()
+            .context("Failed to load the agents file")?;
         let temporal = voice_agent_config::connect_temporal("voice-agent-api").await?;
         let http = TcpListener::bind(settings.http_addr)
             .await
@@ -127,6 +155,7 @@ impl Application {
                 store,
                 temporal,
                 settings: Arc::new(settings),
+                agents: Arc::new(agents),
             },
         })
     }

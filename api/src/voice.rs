@@ -462,7 +462,7 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
         direction: "outbound".to_owned(),
         ours: from.as_str().to_owned(),
         theirs: to.as_str().to_owned(),
-        profile: req.profile.filter(|p| !p.trim().is_empty()),
+        profile: state.agent_profile("profile", req.profile.as_deref().unwrap_or(""))?,
         voicemail: req.voicemail.filter(|v| !v.trim().is_empty()),
         machine_detection: req.machine_detection.unwrap_or(true),
         max_attempts,

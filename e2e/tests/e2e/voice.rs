@@ -527,6 +527,29 @@ async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Res
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let no_profile = grpc
+        .place_call(PlaceCallRequest {
+            to: callee.clone(),
+            agent_profile: "nobody".to_owned(),
+            ..PlaceCallRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        no_profile.code(),
+        tonic::Code::InvalidArgument,
+        "{no_profile:?}"
+    );
+    assert!(no_profile.message().contains("nobody"), "{no_profile:?}");
+    let http_no_profile = stack
+        .http
+        .post(format!("{}/api/campaigns", stack.api_http))
+        .json(
+            &json!({"name": "x", "channel": "voice", "list_id": "cl_x", "agent_profile": "nobody"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(http_no_profile.status(), reqwest::StatusCode::BAD_REQUEST);
     let unknown = grpc
         .get_call(GetCallRequest {
             call_id: "call-nothing-here".to_owned(),
