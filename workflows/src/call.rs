@@ -6,17 +6,13 @@ use std::pin::pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, ChildWorkflowOptions, LocalActivityOptions,
-    ParentClosePolicy, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
+    CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
 };
 use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput, SummaryInput};
-use voice_agent_activities::voice::{
-    CallLogRecord, PERMANENT_CALL_FAILURE, PlaceCallInput, VoiceActivities,
-};
+use voice_agent_activities::voice::{CallLogRecord, PlaceCallInput, VoiceActivities};
 use voice_agent_activities::window;
 use voice_agent_agent::{
     AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Speaker, Turn,
@@ -27,6 +23,7 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
+use crate::options::{dial_options, local_options, store_options};
 
 /// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
 const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
@@ -444,7 +441,7 @@ impl CallWorkflow {
             ctx.execute_activity(
                 VoiceActivities::finish_call_item,
                 (item_id.clone(), result.outcome.clone()),
-                store_options(),
+                store_options(Duration::from_secs(30)),
             )
             .await?;
             // The campaign counts its calls in flight; a campaign already over ignores this.
@@ -835,7 +832,7 @@ async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
         });
         return;
     };
-    let options = store_options();
+    let options = store_options(Duration::from_secs(30));
     let mut snapshot = ctx
         .execute_activity(VoiceActivities::fetch_call, sid.clone(), options.clone())
         .await
@@ -927,7 +924,7 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
                     conversation_id: log_id.to_owned(),
                     request,
                 },
-                store_options(),
+                store_options(Duration::from_secs(30)),
             )
             .await
         {
@@ -970,7 +967,11 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
         item_id: s.view.input.item_id.clone(),
     });
     let _ = ctx
-        .execute_activity(VoiceActivities::save_call_log, record, store_options())
+        .execute_activity(
+            VoiceActivities::save_call_log,
+            record,
+            store_options(Duration::from_secs(30)),
+        )
         .await;
     ctx.state(|s| AttemptResult {
         attempt: s.view.attempt,
@@ -978,50 +979,6 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
         status,
         outcome,
     })
-}
-
-fn local_options(timeout: Duration) -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .maximum_attempts(2)
-                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
-                .build(),
-        )
-        .build()
-}
-
-fn store_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(20)
-                .build(),
-        )
-        .build()
-}
-
-/// Transient Twilio failures retry for up to an hour; a refused call does not.
-fn dial_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(
-        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
-            schedule_to_close: Duration::from_secs(3600),
-            start_to_close: Duration::from_secs(20),
-        },
-    )
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .non_retryable_error_types([PERMANENT_CALL_FAILURE])
-            .build(),
-    )
-    .build()
 }
 
 #[cfg(test)]

@@ -6,12 +6,10 @@ use std::pin::pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions,
-    ParentClosePolicy, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
-    workflows::select,
+    CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
 };
 use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput, SummaryInput};
 use voice_agent_activities::messaging::{MessagingActivities, SendMessageInput};
@@ -22,6 +20,7 @@ use voice_agent_domain::{Channel, MessageId};
 use voice_agent_store::{AgentTurnRecord, conversation_status};
 
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
+use crate::options::{agent_options, quick_options, reply_send_options, store_options};
 
 /// How long a conversation stays open without a new message before it completes. The next
 /// message starts a fresh run under the same workflow id (signal-with-start).
@@ -475,7 +474,11 @@ async fn agent_turn(
     // The record is for people reading the conversation; losing it must not stop the reply
     // loop, and the activity retries on its own.
     let _ = ctx
-        .execute_activity(AgentActivities::record_agent_turn, record, record_options())
+        .execute_activity(
+            AgentActivities::record_agent_turn,
+            record,
+            store_options(Duration::from_secs(10)),
+        )
         .await;
 }
 
@@ -517,64 +520,6 @@ fn rfc3339(ctx: &WorkflowContext<ConversationWorkflow>) -> String {
     ctx.workflow_time()
         .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
         .unwrap_or_default()
-}
-
-/// Store lookups and writes: quick, retried a few times.
-fn quick_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_attempts(5)
-                .build(),
-        )
-        .build()
-}
-
-fn record_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(20)
-                .build(),
-        )
-        .build()
-}
-
-/// A person is waiting: one retry at most (the provider retries 429 / 5xx itself within the
-/// profile's time limit), then the fallback reply.
-pub(crate) fn agent_options(profile: &AgentProfile) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(profile.timeout() + Duration::from_secs(5))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_attempts(2)
-                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
-                .build(),
-        )
-        .build()
-}
-
-/// A reply is only worth sending while the conversation is current: transient failures retry
-/// for up to ten minutes; permanent ones (opted out, outside the WhatsApp window) do not.
-pub(crate) fn reply_send_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(
-        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
-            schedule_to_close: Duration::from_secs(600),
-            start_to_close: Duration::from_secs(20),
-        },
-    )
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .non_retryable_error_types([voice_agent_activities::messaging::PERMANENT_SEND_FAILURE])
-            .build(),
-    )
-    .build()
 }
 
 #[cfg(test)]

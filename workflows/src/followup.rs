@@ -10,7 +10,7 @@ use voice_agent_activities::messaging::{MessagingActivities, SendMessageInput};
 use voice_agent_domain::{Channel, MessageId};
 
 use crate::call::{CallInput, CallWorkflow};
-use crate::conversation::reply_send_options;
+use crate::options::reply_send_options;
 
 /// Input of [`FollowUpWorkflow`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

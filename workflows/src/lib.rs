@@ -19,6 +19,7 @@ pub mod call;
 pub mod campaign;
 pub mod conversation;
 pub mod followup;
+mod options;
 pub mod send_message;
 
 pub use call::{

@@ -1,0 +1,100 @@
+//! Activity options shared by the conversation, call and follow-up workflows: how long a step
+//! may take and how it is retried, in one place.
+
+use std::time::Duration;
+
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::{ActivityOptions, LocalActivityOptions};
+use voice_agent_activities::voice::PERMANENT_CALL_FAILURE;
+use voice_agent_agent::AgentProfile;
+
+/// Store lookups and writes: quick, retried a few times.
+pub(crate) fn quick_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build()
+}
+
+/// A person is waiting: one retry at most (the provider retries 429 / 5xx itself within the
+/// profile's time limit), then the fallback reply.
+pub(crate) fn agent_options(profile: &AgentProfile) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(profile.timeout() + Duration::from_secs(5))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(2)
+                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
+                .build(),
+        )
+        .build()
+}
+
+/// A reply is only worth sending while the conversation is current: transient failures retry
+/// for up to ten minutes; permanent ones (opted out, outside the WhatsApp window) do not.
+pub(crate) fn reply_send_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(600),
+            start_to_close: Duration::from_secs(20),
+        },
+    )
+    .retry_policy(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(1))
+            .backoff_coefficient(2.0)
+            .maximum_interval(Duration::from_secs(60))
+            .non_retryable_error_types([voice_agent_activities::messaging::PERMANENT_SEND_FAILURE])
+            .build(),
+    )
+    .build()
+}
+
+pub(crate) fn local_options(timeout: Duration) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_attempts(2)
+                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
+                .build(),
+        )
+        .build()
+}
+
+/// MongoDB writes that must happen eventually (logs, records): retried for minutes.
+pub(crate) fn store_options(start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(20)
+                .build(),
+        )
+        .build()
+}
+
+/// Transient Twilio failures retry for up to an hour; a refused call does not.
+pub(crate) fn dial_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(3600),
+            start_to_close: Duration::from_secs(20),
+        },
+    )
+    .retry_policy(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(1))
+            .backoff_coefficient(2.0)
+            .maximum_interval(Duration::from_secs(60))
+            .non_retryable_error_types([PERMANENT_CALL_FAILURE])
+            .build(),
+    )
+    .build()
+}
