@@ -7,12 +7,11 @@ use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use url::form_urlencoded;
 
 use super::ApiError;
+use super::paging::ListQuery;
 use crate::calls::runner::{self, Plan};
 use crate::calls::{
     Call, CallDirection, CallStatus, CallStore, CallbackEvents, Control, MachineDetection, Method,
@@ -22,8 +21,6 @@ use crate::state::AppState;
 use crate::util::{is_e164, mask, rfc2822};
 
 const API_VERSION: &str = "2010-04-01";
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 1000;
 const MAX_TWIML_CHARS: usize = 4000;
 /// How long an update waits for the call to apply a hang-up before answering anyway.
 const UPDATE_ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -497,43 +494,10 @@ pub(crate) async fn list(
 }
 
 fn list_page(state: &AppState, path: &str, query: &str) -> Result<CallPage, ApiError> {
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let first = |name: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
-    let page_size = match first("PageSize") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|size| (1..=MAX_PAGE_SIZE).contains(size))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    20007,
-                    format!("PageSize must be between 1 and {MAX_PAGE_SIZE}, got {raw}."),
-                )
-            })?,
-    };
-    let page = match first("Page") {
-        None => 0,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request(20001, format!("Invalid Page: {raw}")))?,
-    };
-    let date = |name: &'static str| -> Result<Option<NaiveDate>, ApiError> {
-        first(name)
-            .map(|raw| {
-                raw.get(..10)
-                    .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
-                    .ok_or_else(|| ApiError::bad_request(20001, format!("Invalid {name}: {raw}")))
-            })
-            .transpose()
-    };
+    let q = ListQuery::parse(path, query)?;
+    let first = |name: &str| q.first(name);
+    let (page, page_size) = (q.page, q.page_size);
+    let date = |name: &'static str| q.date(name);
     let on = date("StartTime")?;
     let after = date("StartTime>")?;
     let before = date("StartTime<")?;
@@ -541,30 +505,20 @@ fn list_page(state: &AppState, path: &str, query: &str) -> Result<CallPage, ApiE
         .map(|raw| CallStatus::parse(raw).ok_or_else(|| invalid("Status", raw)))
         .transpose()?;
     let (to, from) = (first("To"), first("From"));
-    let page_token = first("PageToken");
-
-    let filters: Vec<(&str, &str)> = [
-        "To",
-        "From",
-        "Status",
-        "StartTime",
-        "StartTime>",
-        "StartTime<",
-    ]
-    .into_iter()
-    .filter_map(|name| first(name).map(|value| (name, value)))
-    .collect();
+    let page_token = q.token();
     let page_uri = |page: usize, token: Option<&str>| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &filters {
-            query.append_pair(name, value);
-        }
-        query.append_pair("PageSize", &page_size.to_string());
-        query.append_pair("Page", &page.to_string());
-        if let Some(token) = token {
-            query.append_pair("PageToken", token);
-        }
-        format!("{path}?{}", query.finish())
+        q.page_uri(
+            &[
+                "To",
+                "From",
+                "Status",
+                "StartTime",
+                "StartTime>",
+                "StartTime<",
+            ],
+            page,
+            token,
+        )
     };
 
     let calls = state.calls();

@@ -8,11 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use serde::Serialize;
-use url::form_urlencoded;
 
 use super::ApiError;
+use super::paging::ListQuery;
 use crate::segments;
 use crate::state::{AppState, Direction, MessageStatus};
 use crate::store::{ListFilter, Message, NewRecord, Store};
@@ -23,8 +23,6 @@ use crate::whatsapp;
 const API_VERSION: &str = "2010-04-01";
 const MAX_BODY_CHARS: usize = 1600;
 const MAX_MEDIA: usize = 10;
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 1000;
 
 /// The Message resource in Twilio's field order.
 #[derive(Serialize)]
@@ -499,68 +497,24 @@ pub(crate) async fn list(
 }
 
 fn list_page(state: &AppState, path: &str, query: &str) -> Result<MessagePage, ApiError> {
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let first = |name: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
-    let page_size = match first("PageSize") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|size| (1..=MAX_PAGE_SIZE).contains(size))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    20007,
-                    format!("PageSize must be between 1 and {MAX_PAGE_SIZE}, got {raw}."),
-                )
-            })?,
-    };
-    let page = match first("Page") {
-        None => 0,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request(20001, format!("Invalid Page: {raw}")))?,
-    };
-    let date = |name: &'static str| -> Result<Option<NaiveDate>, ApiError> {
-        first(name)
-            .map(|raw| {
-                raw.get(..10)
-                    .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
-                    .ok_or_else(|| ApiError::bad_request(20001, format!("Invalid {name}: {raw}")))
-            })
-            .transpose()
-    };
+    let q = ListQuery::parse(path, query)?;
+    let first = |name: &str| q.first(name);
+    let (page, page_size) = (q.page, q.page_size);
     let filter = ListFilter {
         to: first("To").map(str::to_owned),
         from: first("From").map(str::to_owned),
-        date_sent: date("DateSent")?,
-        date_sent_before: date("DateSent<")?,
-        date_sent_after: date("DateSent>")?,
+        date_sent: q.date("DateSent")?,
+        date_sent_before: q.date("DateSent<")?,
+        date_sent_after: q.date("DateSent>")?,
     };
-    let page_token = first("PageToken");
-
+    let page_token = q.token();
     // Filters echoed into every paging URI, in Twilio's order.
-    let filters: Vec<(&str, &str)> = ["To", "From", "DateSent", "DateSent<", "DateSent>"]
-        .into_iter()
-        .filter_map(|name| first(name).map(|value| (name, value)))
-        .collect();
     let page_uri = |page: usize, token: Option<&str>| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in &filters {
-            query.append_pair(name, value);
-        }
-        query.append_pair("PageSize", &page_size.to_string());
-        query.append_pair("Page", &page.to_string());
-        if let Some(token) = token {
-            query.append_pair("PageToken", token);
-        }
-        format!("{path}?{}", query.finish())
+        q.page_uri(
+            &["To", "From", "DateSent", "DateSent<", "DateSent>"],
+            page,
+            token,
+        )
     };
 
     let store = state.store();

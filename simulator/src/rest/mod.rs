@@ -4,6 +4,7 @@
 mod calls;
 mod error;
 mod messages;
+mod paging;
 
 use std::time::Duration;
 
