@@ -735,3 +735,77 @@ async fn posting_twiml_to_a_live_call_redirects_it() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["code"], 21220);
 }
+
+#[tokio::test]
+async fn the_calls_list_filters_and_pages_like_twilio() {
+    let app = spawn_voice_sim().await;
+    let other = "+15558675311";
+    let mut ours = Vec::new();
+    for to in [TO, other, TO, TO] {
+        let call = app
+            .create_call(&[("To", to), ("From", FROM), ("Twiml", "<Response/>")])
+            .await;
+        if to == TO {
+            ours.push(call["sid"].as_str().unwrap().to_owned());
+        }
+    }
+    let (status, page) = app
+        .get_json(&format!("{}?To=%2B15558675310&PageSize=2", app.calls_url()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first: Vec<&str> = page["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sid"].as_str().unwrap())
+        .collect();
+    // Newest first, only the filtered number, two per page.
+    assert_eq!(first, [ours[2].as_str(), ours[1].as_str()]);
+    let next = page["next_page_uri"].as_str().expect("a next page");
+    assert!(
+        next.contains("To=%2B15558675310") && next.contains("PageSize=2"),
+        "{next}"
+    );
+    let (_, second) = app.get_json(&format!("{}{next}", app.base_url)).await;
+    let rest: Vec<&str> = second["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, [ours[0].as_str()]);
+    assert!(second["next_page_uri"].is_null(), "{second}");
+
+    // The typed client (what a retried dial reconciles with) reads the same list.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client =
+        voice_agent_twilio::client::TwilioClient::new(voice_agent_twilio::client::TwilioConfig {
+            base_url: app.base_url.parse().unwrap(),
+            timeout: Duration::from_secs(10),
+            ..voice_agent_twilio::client::TwilioConfig::new(
+                ACCOUNT_SID,
+                voice_agent_twilio::client::Auth::AuthToken(AUTH_TOKEN.to_owned().into()),
+            )
+        })
+        .unwrap();
+    let listed = client
+        .list_calls(&voice_agent_twilio::client::ListCalls {
+            to: Some(TO.to_owned()),
+            from: Some(FROM.to_owned()),
+            started_after: Some("2000-01-01".to_owned()),
+            page_size: Some(100),
+        })
+        .await
+        .unwrap();
+    let sids: Vec<&str> = listed.calls.iter().map(|c| c.sid.as_str()).collect();
+    assert_eq!(sids, [ours[2].as_str(), ours[1].as_str(), ours[0].as_str()]);
+    // Reconciliation compares creation times: RFC 2822, as Twilio writes them.
+    let created = listed.calls[0].date_created.as_deref().unwrap();
+    assert!(DateTime::parse_from_rfc2822(created).is_ok(), "{created}");
+
+    let (status, error) = app
+        .get_json(&format!("{}?PageSize=0", app.calls_url()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["code"], json!(20007), "{error}");
+}
