@@ -35,6 +35,7 @@ pub struct ChatCompletionsAgent {
     http: reqwest::Client,
     endpoint: url::Url,
     settings: ModelSettings,
+    request_timeout: Duration,
 }
 
 /// One completion, streamed or not, before it becomes a reply.
@@ -64,6 +65,7 @@ impl ChatCompletionsAgent {
             http,
             endpoint,
             settings,
+            request_timeout,
         })
     }
 
@@ -173,6 +175,7 @@ impl ChatCompletionsAgent {
         if let Some(key) = &self.settings.api_key {
             req = req.bearer_auth(key.expose_secret());
         }
+        let transport = |e: reqwest::Error| transport(e, self.request_timeout);
         let mut response = req.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
@@ -290,9 +293,9 @@ impl Agent for ChatCompletionsAgent {
     }
 }
 
-fn transport(e: reqwest::Error) -> AgentError {
+fn transport(e: reqwest::Error, timeout: Duration) -> AgentError {
     if e.is_timeout() {
-        AgentError::Timeout(Duration::ZERO)
+        AgentError::Timeout(timeout)
     } else if e.is_decode() || e.is_body() {
         AgentError::Malformed(e.to_string())
     } else {
