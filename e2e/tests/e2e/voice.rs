@@ -39,6 +39,45 @@ async fn route_our_number(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Scripts how the simulator's callee at `number` behaves.
+async fn script_callee(stack: &Stack, number: &str, script: Value) -> anyhow::Result<()> {
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/callees/{}", enc(number)),
+            Some(script),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A contact list of `(number, name)` (no name when empty); returns its id.
+async fn voice_list(stack: &Stack, contacts: &[(&String, &str)]) -> anyhow::Result<String> {
+    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    stack
+        .mongo
+        .collection::<Document>("contact_lists")
+        .insert_one(doc! { "_id": &list_id, "name": "voice list" })
+        .await?;
+    let docs: Vec<Document> = contacts
+        .iter()
+        .enumerate()
+        .map(|(i, (phone, name))| {
+            let mut d = doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": phone.as_str(), "variables": {} };
+            if !name.is_empty() {
+                d.insert("name", *name);
+            }
+            d
+        })
+        .collect();
+    stack
+        .mongo
+        .collection::<Document>("contacts")
+        .insert_many(docs)
+        .await?;
+    Ok(list_id)
+}
+
 async fn ring_in(
     stack: &Stack,
     from: &str,
@@ -229,13 +268,7 @@ async fn outbound_calls_end_with_the_right_outcome_voicemail_and_retries() -> an
         (&busy, json!({"behaviour": "busy"})),
         (&silent, json!({"behaviour": "no_answer"})),
     ] {
-        stack
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/admin/callees/{}", enc(number)),
-                Some(script),
-            )
-            .await?;
+        script_callee(&stack, number, script).await?;
     }
     let voicemail = "Hi, this is Acme. Please call us back.";
     let mut ids = Vec::new();
@@ -373,38 +406,19 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
         (&busy, json!({"behaviour": "busy"})),
         (&silent, json!({"behaviour": "no_answer"})),
     ] {
-        stack
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/admin/callees/{}", enc(number)),
-                Some(script),
-            )
-            .await?;
+        script_callee(&stack, number, script).await?;
     }
-    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
-    stack
-        .mongo
-        .collection::<Document>("contact_lists")
-        .insert_one(doc! { "_id": &list_id, "name": "voice list" })
-        .await?;
-    let contacts: Vec<Document> = [
-        (&human, "Hana"),
-        (&machine, "Max"),
-        (&busy, "Bea"),
-        (&silent, "Sid"),
-        (&opted_out, "Otto"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (phone, name))| {
-        doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": *phone, "name": *name, "variables": {} }
-    })
-    .collect();
-    stack
-        .mongo
-        .collection::<Document>("contacts")
-        .insert_many(contacts)
-        .await?;
+    let list_id = voice_list(
+        &stack,
+        &[
+            (&human, "Hana"),
+            (&machine, "Max"),
+            (&busy, "Bea"),
+            (&silent, "Sid"),
+            (&opted_out, "Otto"),
+        ],
+    )
+    .await?;
     stack
         .mongo
         .collection::<Document>("suppressions")
@@ -511,13 +525,12 @@ async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Res
     let stack = Stack::start().await?;
     route_our_number(&stack).await?;
     let callee = person();
-    stack
-        .admin(
-            reqwest::Method::PUT,
-            &format!("/admin/callees/{}", enc(&callee)),
-            Some(json!({"behaviour": "human", "lines": ["hello", "bye"]})),
-        )
-        .await?;
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["hello", "bye"]}),
+    )
+    .await?;
     let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
     let bad = grpc
         .place_call(PlaceCallRequest {
@@ -621,13 +634,12 @@ async fn silence_gets_reprompts_then_a_polite_end_and_recordings_are_logged() ->
 
     // An outbound call with recording on: the recording URL is in the call log.
     let callee = person();
-    stack
-        .admin(
-            reqwest::Method::PUT,
-            &format!("/admin/callees/{}", enc(&callee)),
-            Some(json!({"behaviour": "human", "lines": ["bye"]})),
-        )
-        .await?;
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["bye"]}),
+    )
+    .await?;
     let resp: Value = stack
         .http
         .post(format!("{}/api/calls", stack.api_http))
@@ -650,30 +662,15 @@ async fn a_voice_campaign_can_be_paused_resumed_and_cancelled() -> anyhow::Resul
     let numbers: Vec<String> = (0..6).map(|_| person()).collect();
     for n in &numbers {
         // Each call lasts a few seconds, so the campaign is still going when we act.
-        stack
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/admin/callees/{}", enc(n)),
-                Some(json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 700})),
-            )
-            .await?;
+        script_callee(
+            &stack,
+            n,
+            json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 700}),
+        )
+        .await?;
     }
-    let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
-    stack
-        .mongo
-        .collection::<Document>("contact_lists")
-        .insert_one(doc! { "_id": &list_id, "name": "voice list" })
-        .await?;
-    let contacts: Vec<Document> = numbers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| doc! { "_id": format!("ct_{i:06}"), "list_id": &list_id, "phone": p, "variables": {} })
-        .collect();
-    stack
-        .mongo
-        .collection::<Document>("contacts")
-        .insert_many(contacts)
-        .await?;
+    let named: Vec<(&String, &str)> = numbers.iter().map(|n| (n, "")).collect();
+    let list_id = voice_list(&stack, &named).await?;
     let created: Value = stack
         .http
         .post(format!("{}/api/campaigns", stack.api_http))
@@ -777,13 +774,12 @@ async fn a_call_lost_while_the_api_was_down_is_reconciled_with_twilio() -> anyho
     let mut stack = Stack::start_with_simulator_args(&["--call-second-ms", "1000"]).await?;
     route_our_number(&stack).await?;
     let callee = person();
-    stack
-        .admin(
-            reqwest::Method::PUT,
-            &format!("/admin/callees/{}", enc(&callee)),
-            Some(json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 1500})),
-        )
-        .await?;
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 1500}),
+    )
+    .await?;
     let resp: Value = stack
         .http
         .post(format!("{}/api/calls", stack.api_http))
@@ -846,13 +842,12 @@ async fn vactl_places_a_call_and_prints_its_transcript() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     route_our_number(&stack).await?;
     let callee = person();
-    stack
-        .admin(
-            reqwest::Method::PUT,
-            &format!("/admin/callees/{}", enc(&callee)),
-            Some(json!({"behaviour": "human", "lines": ["hello", "bye"]})),
-        )
-        .await?;
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["hello", "bye"]}),
+    )
+    .await?;
     let vactl = std::path::PathBuf::from(std::env::var("VA_BIN_DIR")?).join("vactl");
     let out = tokio::process::Command::new(&vactl)
         .args([
