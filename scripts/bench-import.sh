@@ -74,6 +74,8 @@ va_remove_on_exit "$work"
 port="$(free_port)"
 mongo_args=(--host 127.0.0.1 --port "$port" --storage-path "$work" --cache-size 256M)
 [[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 16MB)
+# shellcheck disable=SC2206
+mongo_args+=(${BENCH_MONGO_ARGS:-})
 va_start bench-mongo "$VA_LOG_DIR/bench-mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
 wait_for_port 127.0.0.1 "$port" "MongoDB ($(basename "$MONGO_SERVER_BIN"))" 60 "$VA_LAST_PID"
 MONGO_PID="$VA_LAST_PID"

@@ -181,11 +181,10 @@ pub fn parse_file(
         });
     }
 
-    // Phone parsing dominates (about 9 µs a number). It runs on one thread on purpose: the
-    // phonenumber crate matches every metadata pattern under one global lock (its regex cache
-    // is an `Arc<Mutex<LruCache>>`), so with rayon on two cores the same file took 1.7 times
-    // as long as on one (measured: 2.5 s against 1.5 s for 100,000 rows). Rows are consumed
-    // as they are parsed, their cells moved into the records, so a file is not held twice.
+    // One thread: phone parsing costs about 1 µs a number since the move to rlibphonenumber
+    // (it was 9 µs with the `phonenumber` crate), so 100,000 rows parse in about half a second
+    // and the database writes dominate. Rows are consumed as they are parsed, their cells
+    // moved into the records, so a file is not held twice.
     let region = options.default_region.as_str();
     let mut contacts: Vec<ContactRecord> = Vec::with_capacity(data_rows);
     let mut by_phone: HashMap<PhoneNumber, usize> = HashMap::with_capacity(data_rows);

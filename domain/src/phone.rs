@@ -1,7 +1,11 @@
-//! E.164 phone numbers, parsed with a libphonenumber port rather than regexes.
+//! E.164 phone numbers, parsed with a libphonenumber port (`rlibphonenumber`) rather than
+//! hand-written rules.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
+
+use rlibphonenumber::enums::Region;
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,25 +35,28 @@ impl PhoneNumber {
     /// `default_region`, with spaces, dashes, dots, parentheses, a leading apostrophe (Excel's
     /// text marker) or a leading international `00`.
     pub fn parse(input: &str, default_region: &str) -> Result<Self, PhoneError> {
-        let region = phonenumber::country::Id::from_str(&default_region.to_ascii_uppercase())
-            .map_err(|_| PhoneError::UnknownRegion(default_region.to_owned()))?;
+        let region = known_region(default_region)
+            .ok_or_else(|| PhoneError::UnknownRegion(default_region.to_owned()))?;
         let trimmed = input.trim().trim_start_matches('\'').trim();
         // libphonenumber treats "00" as an international prefix only for regions that use it;
         // people everywhere write it for "+", so normalise it first.
         let cleaned = match trimmed.strip_prefix("00") {
-            Some(rest) if !rest.is_empty() => format!("+{rest}"),
-            _ => trimmed.to_owned(),
+            Some(rest) if !rest.is_empty() => Cow::Owned(format!("+{rest}")),
+            _ => Cow::Borrowed(trimmed),
         };
         if cleaned.is_empty() {
             return Err(PhoneError::Unparseable(mask_phone(input)));
         }
-        let parsed = phonenumber::parse(Some(region), &cleaned)
+        let parsed = PHONE_NUMBER_UTIL
+            .parse(cleaned.as_ref(), Some(region))
             .map_err(|_| PhoneError::Unparseable(mask_phone(input)))?;
-        if !phonenumber::is_valid(&parsed) {
+        if !PHONE_NUMBER_UTIL.is_valid_number(&parsed) {
             return Err(PhoneError::Invalid(mask_phone(input)));
         }
         Ok(Self(
-            parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            PHONE_NUMBER_UTIL
+                .format(&parsed, PhoneNumberFormat::E164)
+                .into_owned(),
         ))
     }
 
@@ -75,8 +82,11 @@ impl PhoneNumber {
 
     /// The ISO 3166-1 region the number belongs to (`US`, `GB`, …), when libphonenumber knows it.
     pub fn region(&self) -> Option<String> {
-        let parsed = phonenumber::parse(None, &self.0).ok()?;
-        parsed.country().id().map(|id| id.as_ref().to_owned())
+        let parsed = PHONE_NUMBER_UTIL.parse(&self.0, None).ok()?;
+        PHONE_NUMBER_UTIL
+            .get_region_for_number(&parsed)
+            .filter(|r| *r != Region::World)
+            .map(|r| r.as_region_str().as_str().to_owned())
     }
 
     /// The digits without the leading `+`, used in workflow ids.
@@ -103,6 +113,16 @@ impl From<PhoneNumber> for String {
     fn from(value: PhoneNumber) -> Self {
         value.0
     }
+}
+
+/// The region for an ISO 3166-1 alpha-2 code (any case), if the phone metadata has it: the
+/// library's `Region` accepts any two letters, so unknown codes are refused here.
+fn known_region(code: &str) -> Option<Region> {
+    let region = Region::from_code(code).ok()?;
+    PHONE_NUMBER_UTIL
+        .get_country_code_for_region(region)
+        .is_some()
+        .then_some(region)
 }
 
 /// Masks anything that may be a phone number or a channel address (`whatsapp:+1…`) for logs:

@@ -24,12 +24,13 @@ use crate::{MongoStore, Result, is_duplicate_key};
 /// only (no secondary index needed); deleted with its list.
 pub const CONTACT_IMPORTS: &str = "contact_imports";
 
-/// Documents per `insert_many` call: large enough that round trips do not matter; the driver
-/// splits a batch that exceeds the server's message size anyway.
-const INSERT_CHUNK: usize = 10_000;
-/// Concurrent `insert_many` batches. One: concurrent batches into the same indexes were
-/// slower on the local MongoDB-wire server (they contend for the same index pages).
-const INSERT_CONCURRENCY: usize = 1;
+/// Documents per `insert_many` call: large enough that round trips do not matter, small enough
+/// that two batches overlap for most of an import.
+const INSERT_CHUNK: usize = 5_000;
+/// Concurrent `insert_many` batches. Two keep both of the local server's cores busy (measured
+/// on 100,000 rows: writes 2.2 s against 3.1 s with one; three or smaller batches were no
+/// faster). Batches go in phone order, so the two write neighbouring index pages.
+const INSERT_CONCURRENCY: usize = 2;
 /// Concurrent single-contact updates while merging into existing contacts.
 const UPDATE_CONCURRENCY: usize = 16;
 /// Phones per `$in` lookup of existing contacts.

@@ -37,6 +37,36 @@ async fn schema_creation_is_idempotent_and_creates_all_collections() {
 }
 
 #[tokio::test]
+async fn schema_drops_the_retired_contact_name_index() {
+    let store = store().await;
+    let contacts = store
+        .database()
+        .collection::<mongodb::bson::Document>(voice_agent_store::schema::CONTACTS);
+    // What an earlier version created.
+    contacts
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "list_id": 1, "name": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("list_name".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    store
+        .ensure_schema()
+        .await
+        .expect("schema over an old store");
+    let names = contacts.list_index_names().await.unwrap();
+    assert!(!names.iter().any(|n| n == "list_name"), "{names:?}");
+    assert!(names.iter().any(|n| n == "list_phone_unique"), "{names:?}");
+    assert!(names.iter().any(|n| n == "phone"), "{names:?}");
+}
+
+#[tokio::test]
 async fn recording_an_intent_twice_keeps_the_first() {
     let store = store().await;
     let first = store
