@@ -3,8 +3,9 @@
 //! A batch is the unit of Temporal work (the brief's "work per contact far below one action"):
 //! one activity pages up to a few thousand open items from MongoDB, records the intent of every
 //! send (`sending`) before calling the provider, sends them concurrently at the campaign's rate,
-//! and records each outcome. A retried batch (after a crash) skips items already accepted and
-//! reconciles items left `sending` with the provider before sending them again.
+//! and records each outcome. Accepted sends, the hot path, are recorded in groups by a writer
+//! task (see [`OutcomeWriter`]). A retried batch (after a crash) skips items already accepted
+//! and reconciles items left `sending` with the provider before sending them again.
 //!
 //! Only one batch of a campaign runs at a time (the workflow awaits each), so the rate limit,
 //! enforced inside the batch, holds however many workers there are.
@@ -33,6 +34,10 @@ use crate::window;
 
 /// Sends in flight at once within a batch.
 const SEND_CONCURRENCY: usize = 64;
+/// Most outcomes one grouped write of [`OutcomeWriter`] takes.
+const WRITE_GROUP: usize = 500;
+/// Outcomes that may wait for the writer; a full queue holds the sends back.
+const WRITE_QUEUE: usize = 256;
 /// Contacts copied into items per materialisation call.
 const MATERIALIZE_PAGE: i64 = 5_000;
 /// Twilio's "too many requests" code: the request was refused, nothing was sent.
@@ -438,33 +443,54 @@ impl CampaignActivities {
         let started = Instant::now();
         let interval = (input.rate_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
-        // Each item's future sends and records its own outcome, so a crash mid-batch leaves
-        // every accepted item recorded except the few in flight.
-        let sends = futures::stream::iter(to_send.into_iter().enumerate().map(
-            |(n, (item, phone, content))| {
-                let provider = provider.clone();
-                let campaign = &campaign;
-                let this = &self;
-                async move {
-                    if let Some(step) = interval {
-                        tokio::time::sleep_until(
-                            started + step * u32::try_from(n).unwrap_or(u32::MAX),
-                        )
-                        .await;
+        let writer = OutcomeWriter::start(self.store.clone());
+        let mut sends = Box::pin(
+            futures::stream::iter(to_send.into_iter().enumerate().map(
+                |(n, (item, phone, content))| {
+                    let provider = provider.clone();
+                    let campaign = &campaign;
+                    let this = &self;
+                    let writer = &writer;
+                    async move {
+                        if let Some(step) = interval {
+                            tokio::time::sleep_until(
+                                started + step * u32::try_from(n).unwrap_or(u32::MAX),
+                            )
+                            .await;
+                        }
+                        let outcome = this
+                            .send_item(provider.as_ref(), campaign, channel, &item, &phone, content)
+                            .await;
+                        let label = match &outcome {
+                            // The hot path: grouped with other acceptances by the writer.
+                            ItemOutcome::Accepted { sid, reconciled } => {
+                                let label = if *reconciled {
+                                    "reconciled"
+                                } else {
+                                    "accepted"
+                                };
+                                writer
+                                    .push(
+                                        execution(campaign, &item, &outcome, label),
+                                        Some((item.id.clone(), sid.clone())),
+                                    )
+                                    .await?;
+                                label
+                            }
+                            _ => {
+                                let label = this.record_outcome(campaign, &item, &outcome).await?;
+                                writer
+                                    .push(execution(campaign, &item, &outcome, label), None)
+                                    .await?;
+                                label
+                            }
+                        };
+                        Ok::<_, voice_agent_store::StoreError>((item, outcome, label))
                     }
-                    let outcome = this
-                        .send_item(provider.as_ref(), campaign, channel, &item, &phone, content)
-                        .await;
-                    let label = this.record_outcome(campaign, &item, &outcome).await?;
-                    this.store
-                        .record_executions(&[execution(campaign, &item, &outcome, label)])
-                        .await?;
-                    Ok::<_, voice_agent_store::StoreError>((item, outcome, label))
-                }
-            },
-        ))
-        .buffer_unordered(SEND_CONCURRENCY);
-        futures::pin_mut!(sends);
+                },
+            ))
+            .buffer_unordered(SEND_CONCURRENCY),
+        );
         let mut done = Vec::with_capacity(outcomes.len() + ids.len());
         let mut skipped_executions = Vec::with_capacity(outcomes.len());
         for (item, outcome) in outcomes {
@@ -474,16 +500,28 @@ impl CampaignActivities {
         }
         self.store.record_executions(&skipped_executions).await?;
         let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+        let mut failure = None;
         loop {
             tokio::select! {
                 next = sends.next() => match next {
-                    Some(result) => done.push(result?),
+                    Some(Ok(result)) => done.push(result),
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
                     None => break,
                 },
                 _ = heartbeat.tick() => {
                     let _ = ctx.record_heartbeat(done.len() as u64).await;
                 }
             }
+        }
+        drop(sends);
+        // Everything accepted is stored before the batch reports it; the writer's own error
+        // (the cause) wins over the "writer stopped" a send saw.
+        writer.finish().await?;
+        if let Some(e) = failure {
+            return Err(e.into());
         }
 
         for (_, outcome, label) in &done {
@@ -510,6 +548,69 @@ impl CampaignActivities {
             "campaign batch"
         );
         Ok(out)
+    }
+}
+
+/// Records the outcomes of a batch's sends in groups, off the sends' path: each group is one
+/// `insert_many` of `campaign_executions` and one multi-statement update of the accepted items
+/// (about half the server's cost of writing them one by one, and the sends do not wait for it).
+///
+/// Groups form by themselves: while one is written the next queues up, so a slow database gets
+/// bigger groups and a quiet batch writes each outcome at once. The executions go first, so an
+/// item marked `sent` always has its attempt record. A crash loses at most the queue and the
+/// group being written: those items stay `sending` and the retried batch reconciles them with
+/// the provider before sending anything again, as for sends that were in flight.
+struct OutcomeWriter {
+    queue: tokio::sync::mpsc::Sender<(ExecutionDoc, Option<(String, String)>)>,
+    task: tokio::task::JoinHandle<Result<(), voice_agent_store::StoreError>>,
+}
+
+impl OutcomeWriter {
+    fn start(store: MongoStore) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        let task = tokio::spawn(async move {
+            let mut group = Vec::with_capacity(WRITE_GROUP);
+            while rx.recv_many(&mut group, WRITE_GROUP).await > 0 {
+                let (executions, accepted): (Vec<ExecutionDoc>, Vec<Option<(String, String)>>) =
+                    group.drain(..).unzip();
+                store.record_executions(&executions).await?;
+                let accepted: Vec<(String, String)> = accepted.into_iter().flatten().collect();
+                if !accepted.is_empty() {
+                    store.record_items_accepted(&accepted).await?;
+                }
+            }
+            Ok(())
+        });
+        Self { queue, task }
+    }
+
+    /// Queues one outcome: its attempt record and, when the provider accepted it, the item and
+    /// its message SID.
+    async fn push(
+        &self,
+        execution: ExecutionDoc,
+        accepted: Option<(String, String)>,
+    ) -> Result<(), voice_agent_store::StoreError> {
+        self.queue.send((execution, accepted)).await.map_err(|_| {
+            voice_agent_store::StoreError::Writes {
+                failed: 1,
+                total: 1,
+                first: "the outcome writer stopped".to_owned(),
+            }
+        })
+    }
+
+    /// Waits until everything queued is written.
+    async fn finish(self) -> Result<(), voice_agent_store::StoreError> {
+        drop(self.queue);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(voice_agent_store::StoreError::Writes {
+                failed: 1,
+                total: 1,
+                first: format!("the outcome writer failed: {e}"),
+            }),
+        }
     }
 }
 

@@ -91,6 +91,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Agent profiles (`AGENTS_FILE`), to refuse a campaign or call naming an unknown one.
     pub agents: Arc<voice_agent_agent::AgentDirectory>,
+    /// Campaign items' status callbacks, written in groups.
+    pub item_callbacks: webhooks::ItemCallbackWriter,
 }
 
 /// The bound, ready-to-run API.
@@ -152,6 +154,7 @@ impl Application {
             http,
             grpc,
             state: AppState {
+                item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
                 store,
                 temporal,
                 settings: Arc::new(settings),

@@ -37,7 +37,9 @@ pub mod whatsapp;
 use mongodb::{Client, Database, options::ClientOptions};
 
 pub use calls::{CallLogDoc, NewCallAttempt, TranscriptEntry};
-pub use campaigns::{CampaignDoc, CampaignItemDoc, ExecutionDoc, campaign_status, item_status};
+pub use campaigns::{
+    CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, campaign_status, item_status,
+};
 pub use conversations::{AgentTurnRecord, ConversationDoc, conversation_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
 
@@ -57,6 +59,17 @@ pub enum StoreError {
     /// A value could not be turned into a document.
     #[error("cannot encode a document: {0}")]
     Encode(#[from] mongodb::bson::ser::Error),
+    /// Some statements of a grouped write failed (the others were applied); worth retrying,
+    /// since every grouped write here is idempotent.
+    #[error("{failed} of {total} grouped writes failed, first: {first}")]
+    Writes {
+        /// Statements that failed.
+        failed: usize,
+        /// Statements sent.
+        total: usize,
+        /// The first failure's code and message.
+        first: String,
+    },
 }
 
 /// Result with [`StoreError`].

@@ -67,6 +67,83 @@ async fn schema_drops_the_retired_contact_name_index() {
 }
 
 #[tokio::test]
+async fn grouped_item_writes_move_items_forward_only() {
+    use voice_agent_store::{CampaignItemDoc, ItemCallback, item_status};
+    let store = store().await;
+    let items = store
+        .database()
+        .collection::<CampaignItemDoc>(voice_agent_store::schema::CAMPAIGN_ITEMS);
+    for id in ["cp:a", "cp:b", "cp:c"] {
+        items
+            .insert_one(CampaignItemDoc {
+                id: id.to_owned(),
+                campaign_id: "cp".to_owned(),
+                contact_id: id[3..].to_owned(),
+                phone: "+14155550100".to_owned(),
+                variables: Default::default(),
+                time_zone: None,
+                status: item_status::SENDING.to_owned(),
+                status_rank: item_status::rank(item_status::SENDING),
+                message_sid: None,
+                error_code: None,
+                reason: None,
+                attempts: 1,
+                send_started_at: None,
+                updated_at: mongodb::bson::DateTime::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let callback = |item: &str, sid: &str, status: &str| ItemCallback {
+        item_id: item.to_owned(),
+        sid: sid.to_owned(),
+        status: status.to_owned(),
+        error_code: None,
+    };
+    // b's delivery report beats the worker's record of its acceptance.
+    store
+        .apply_item_callbacks(&[callback("cp:b", "SMb", "delivered")])
+        .await
+        .unwrap();
+    let changed = store
+        .record_items_accepted(&[
+            ("cp:a".to_owned(), "SMa".to_owned()),
+            ("cp:b".to_owned(), "SMb".to_owned()),
+            ("cp:c".to_owned(), "SMc".to_owned()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(changed, 2, "b is past sent already");
+    // One group: a's reports in reverse order, and a report for a message c never sent.
+    store
+        .apply_item_callbacks(&[
+            callback("cp:a", "SMa", "delivered"),
+            callback("cp:a", "SMa", "sent"),
+            callback("cp:c", "SMx", "failed"),
+        ])
+        .await
+        .unwrap();
+    let get = |id: &'static str| {
+        let store = store.clone();
+        async move { store.get_item(id).await.unwrap().unwrap() }
+    };
+    let (a, b, c) = (get("cp:a").await, get("cp:b").await, get("cp:c").await);
+    assert_eq!(
+        (a.status.as_str(), a.message_sid.as_deref()),
+        ("delivered", Some("SMa"))
+    );
+    assert_eq!(
+        (b.status.as_str(), b.message_sid.as_deref()),
+        ("delivered", Some("SMb"))
+    );
+    assert_eq!(
+        (c.status.as_str(), c.message_sid.as_deref()),
+        ("sent", Some("SMc"))
+    );
+    assert_eq!(store.apply_item_callbacks(&[]).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn recording_an_intent_twice_keeps_the_first() {
     let store = store().await;
     let first = store
