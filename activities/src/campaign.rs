@@ -4,7 +4,7 @@
 //! one activity pages up to a few thousand open items from MongoDB, records the intent of every
 //! send (`sending`) before calling the provider, sends them concurrently at the campaign's rate,
 //! and records each outcome. Accepted sends, the hot path, are recorded in groups by a writer
-//! task (see [`OutcomeWriter`]). A retried batch (after a crash) skips items already accepted
+//! task (see [`voice_agent_store::OutcomeWriter`]). A retried batch (after a crash) skips items already accepted
 //! and reconciles items left `sending` with the provider before sending them again.
 //!
 //! Only one batch of a campaign runs at a time (the workflow awaits each), so the rate limit,
@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 use voice_agent_domain::{Channel, PhoneNumber};
 use voice_agent_store::{
-    CampaignDoc, CampaignItemDoc, ExecutionDoc, MongoStore, campaign_status, item_status,
+    CampaignDoc, CampaignItemDoc, ExecutionDoc, MongoStore, OutcomeWriter, campaign_status,
+    item_status,
 };
 
 use crate::channel::{ChannelError, ChannelRegistry, MessageChannel, OutboundSend, SentProbe};
@@ -34,10 +35,7 @@ use crate::window;
 
 /// Sends in flight at once within a batch.
 const SEND_CONCURRENCY: usize = 64;
-/// Most outcomes one grouped write of [`OutcomeWriter`] takes.
-const WRITE_GROUP: usize = 500;
-/// Outcomes that may wait for the writer; a full queue holds the sends back.
-const WRITE_QUEUE: usize = 256;
+
 /// Contacts copied into items per materialisation call.
 const MATERIALIZE_PAGE: i64 = 5_000;
 /// Twilio's "too many requests" code: the request was refused, nothing was sent.
@@ -443,7 +441,7 @@ impl CampaignActivities {
         let started = Instant::now();
         let interval = (input.rate_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
-        let writer = OutcomeWriter::start(self.store.clone());
+        let writer = OutcomeWriter::start(&self.store);
         let mut sends = Box::pin(
             futures::stream::iter(to_send.into_iter().enumerate().map(
                 |(n, (item, phone, content))| {
@@ -548,69 +546,6 @@ impl CampaignActivities {
             "campaign batch"
         );
         Ok(out)
-    }
-}
-
-/// Records the outcomes of a batch's sends in groups, off the sends' path: each group is one
-/// `insert_many` of `campaign_executions` and one multi-statement update of the accepted items
-/// (about half the server's cost of writing them one by one, and the sends do not wait for it).
-///
-/// Groups form by themselves: while one is written the next queues up, so a slow database gets
-/// bigger groups and a quiet batch writes each outcome at once. The executions go first, so an
-/// item marked `sent` always has its attempt record. A crash loses at most the queue and the
-/// group being written: those items stay `sending` and the retried batch reconciles them with
-/// the provider before sending anything again, as for sends that were in flight.
-struct OutcomeWriter {
-    queue: tokio::sync::mpsc::Sender<(ExecutionDoc, Option<(String, String)>)>,
-    task: tokio::task::JoinHandle<Result<(), voice_agent_store::StoreError>>,
-}
-
-impl OutcomeWriter {
-    fn start(store: MongoStore) -> Self {
-        let (queue, mut rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
-        let task = tokio::spawn(async move {
-            let mut group = Vec::with_capacity(WRITE_GROUP);
-            while rx.recv_many(&mut group, WRITE_GROUP).await > 0 {
-                let (executions, accepted): (Vec<ExecutionDoc>, Vec<Option<(String, String)>>) =
-                    group.drain(..).unzip();
-                store.record_executions(&executions).await?;
-                let accepted: Vec<(String, String)> = accepted.into_iter().flatten().collect();
-                if !accepted.is_empty() {
-                    store.record_items_accepted(&accepted).await?;
-                }
-            }
-            Ok(())
-        });
-        Self { queue, task }
-    }
-
-    /// Queues one outcome: its attempt record and, when the provider accepted it, the item and
-    /// its message SID.
-    async fn push(
-        &self,
-        execution: ExecutionDoc,
-        accepted: Option<(String, String)>,
-    ) -> Result<(), voice_agent_store::StoreError> {
-        self.queue.send((execution, accepted)).await.map_err(|_| {
-            voice_agent_store::StoreError::Writes {
-                failed: 1,
-                total: 1,
-                first: "the outcome writer stopped".to_owned(),
-            }
-        })
-    }
-
-    /// Waits until everything queued is written.
-    async fn finish(self) -> Result<(), voice_agent_store::StoreError> {
-        drop(self.queue);
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(voice_agent_store::StoreError::Writes {
-                failed: 1,
-                total: 1,
-                first: format!("the outcome writer failed: {e}"),
-            }),
-        }
     }
 }
 

@@ -644,6 +644,77 @@ impl MongoStore {
     }
 }
 
+/// Most outcomes one grouped write of [`OutcomeWriter`] takes.
+const WRITE_GROUP: usize = 500;
+/// Outcomes that may wait for the writer; a full queue holds the sends back.
+const WRITE_QUEUE: usize = 256;
+
+/// Records the outcomes of a campaign batch's sends in groups, off the sends' path: each group is one
+/// `insert_many` of `campaign_executions` and one multi-statement update of the accepted items
+/// (about half the server's cost of writing them one by one, and the sends do not wait for it).
+///
+/// Groups form by themselves: while one is written the next queues up, so a slow database gets
+/// bigger groups and a quiet batch writes each outcome at once. The executions go first, so an
+/// item marked `sent` always has its attempt record. A crash loses at most the queue and the
+/// group being written: those items stay `sending` and the retried batch reconciles them with
+/// the provider before sending anything again, as for sends that were in flight.
+pub struct OutcomeWriter {
+    queue: tokio::sync::mpsc::Sender<(ExecutionDoc, Option<(String, String)>)>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl OutcomeWriter {
+    /// Starts the writer task (on the current Tokio runtime).
+    pub fn start(store: &MongoStore) -> Self {
+        let store = store.clone();
+        let (queue, mut rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        let task = tokio::spawn(async move {
+            let mut group = Vec::with_capacity(WRITE_GROUP);
+            while rx.recv_many(&mut group, WRITE_GROUP).await > 0 {
+                let (executions, accepted): (Vec<ExecutionDoc>, Vec<Option<(String, String)>>) =
+                    group.drain(..).unzip();
+                store.record_executions(&executions).await?;
+                let accepted: Vec<(String, String)> = accepted.into_iter().flatten().collect();
+                if !accepted.is_empty() {
+                    store.record_items_accepted(&accepted).await?;
+                }
+            }
+            Ok(())
+        });
+        Self { queue, task }
+    }
+
+    /// Queues one outcome: its attempt record and, when the provider accepted it, the item and
+    /// its message SID.
+    pub async fn push(
+        &self,
+        execution: ExecutionDoc,
+        accepted: Option<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send((execution, accepted))
+            .await
+            .map_err(|_| StoreError::Writes {
+                failed: 1,
+                total: 1,
+                first: "the outcome writer stopped".to_owned(),
+            })
+    }
+
+    /// Waits until everything queued is written; the first failed write's error, if any.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        drop(self.queue);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Writes {
+                failed: 1,
+                total: 1,
+                first: format!("the outcome writer failed: {e}"),
+            }),
+        }
+    }
+}
+
 /// A delivery status reported for a campaign item's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemCallback {

@@ -10,8 +10,9 @@
 //!
 //! `--writes durable` is a diagnostic in between: the same loop without Temporal, but with the
 //! batch activity's MongoDB bookkeeping, through the same store calls, in batches of 1,000
-//! (suppression lookup and `sending` intent per batch; per item the accepted record and the
-//! `campaign_executions` entry). Durable minus this is what Temporal and the workflow cost;
+//! (suppression lookup and `sending` intent per batch; the accepted records and
+//! `campaign_executions` entries through the store's grouping `OutcomeWriter`, as the activity
+//! writes them). Durable minus this is what Temporal and the workflow cost;
 //! this minus the plain loop is what the bookkeeping writes cost.
 
 #[path = "../shared.rs"]
@@ -29,7 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{DateTime, doc};
 use secrecy::SecretString;
 use voice_agent_activities::template::render;
-use voice_agent_store::{CampaignItemDoc, ExecutionDoc, MongoStore, item_status};
+use voice_agent_store::{CampaignItemDoc, ExecutionDoc, MongoStore, OutcomeWriter, item_status};
 use voice_agent_twilio::client::{Auth, CreateMessage, TwilioClient, TwilioConfig};
 
 use shared::{
@@ -344,40 +345,45 @@ async fn main() -> anyhow::Result<()> {
                     .collect();
                 let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
                 store.begin_item_sends(&ids).await?;
-                futures::stream::iter(batch.into_iter().map(|item| {
+                // Outcomes recorded as send_batch records them: accepted sends grouped by the
+                // store's writer, failures one by one.
+                let writer = OutcomeWriter::start(&store);
+                let sent = futures::stream::iter(batch.into_iter().map(|item| {
                     let sender = &sender;
                     let store = &store;
+                    let writer = &writer;
                     let campaign_id = &campaign_id;
                     async move {
-                        let outcome = match sender.send(&item).await {
+                        let execution = |outcome: &str| ExecutionDoc {
+                            campaign_id: campaign_id.clone(),
+                            item_id: item.id.clone(),
+                            attempt: 1,
+                            at: DateTime::now(),
+                            outcome: outcome.to_owned(),
+                            error_code: None,
+                        };
+                        match sender.send(&item).await {
                             Ok(sid) => {
-                                store.record_item_accepted(&item.id, &sid).await?;
-                                "accepted"
+                                writer
+                                    .push(execution("accepted"), Some((item.id.clone(), sid)))
+                                    .await?;
                             }
                             Err(reason) => {
                                 store
                                     .finish_item(&item.id, item_status::FAILED, None, &reason)
                                     .await?;
-                                "rejected"
+                                writer.push(execution("rejected"), None).await?;
                             }
-                        };
-                        store
-                            .record_executions(&[ExecutionDoc {
-                                campaign_id: campaign_id.clone(),
-                                item_id: item.id.clone(),
-                                attempt: 1,
-                                at: DateTime::now(),
-                                outcome: outcome.to_owned(),
-                                error_code: None,
-                            }])
-                            .await?;
+                        }
                         Ok::<_, anyhow::Error>(())
                     }
                 }))
                 .buffer_unordered(concurrency)
                 .try_collect::<()>()
                 .await
-                .context("the send loop")?;
+                .context("the send loop");
+                writer.finish().await?;
+                sent?;
             }
         }
     }
