@@ -18,6 +18,7 @@
 #   ROWS=100000       rows of the generated workbook
 #   REGION=US         default region for numbers without +
 #   MONGO_SERVER=auto|rs|py  which SecantusDB server (see scripts/lib.sh)
+#   BENCH_MONGO_ARGS=""      extra secantusd-rs flags, e.g. "--oplog-async --data-nonlogged"
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
