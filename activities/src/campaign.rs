@@ -4,8 +4,9 @@
 //! one activity pages up to a few thousand open items from MongoDB, records the intent of every
 //! send (`sending`) before calling the provider, sends them concurrently at the campaign's rate,
 //! and records each outcome. Accepted sends, the hot path, are recorded in groups by a writer
-//! task (see [`voice_agent_store::OutcomeWriter`]). A retried batch (after a crash) skips items already accepted
-//! and reconciles items left `sending` with the provider before sending them again.
+//! task ([`voice_agent_store::OutcomeWriter`]). A retried batch (after a crash) skips items
+//! already accepted and reconciles items left `sending` with the provider before sending them
+//! again.
 //!
 //! Only one batch of a campaign runs at a time (the workflow awaits each), so the rate limit,
 //! enforced inside the batch, holds however many workers there are.
@@ -35,7 +36,6 @@ use crate::window;
 
 /// Sends in flight at once within a batch.
 const SEND_CONCURRENCY: usize = 64;
-
 /// Contacts copied into items per materialisation call.
 const MATERIALIZE_PAGE: i64 = 5_000;
 /// Twilio's "too many requests" code: the request was refused, nothing was sent.

@@ -649,9 +649,9 @@ const WRITE_GROUP: usize = 500;
 /// Outcomes that may wait for the writer; a full queue holds the sends back.
 const WRITE_QUEUE: usize = 256;
 
-/// Records the outcomes of a campaign batch's sends in groups, off the sends' path: each group is one
-/// `insert_many` of `campaign_executions` and one multi-statement update of the accepted items
-/// (about half the server's cost of writing them one by one, and the sends do not wait for it).
+/// Records the outcomes of a campaign batch's sends in groups, off the sends' path: each group
+/// is one `insert_many` of `campaign_executions` and one multi-statement update of the accepted
+/// items (about half the server's cost of writing them one by one, and the sends do not wait).
 ///
 /// Groups form by themselves: while one is written the next queues up, so a slow database gets
 /// bigger groups and a quiet batch writes each outcome at once. The executions go first, so an

@@ -199,8 +199,12 @@ impl MongoStore {
     }
 }
 
+/// IndexNotFound (27), or NamespaceNotFound (26) for a collection that does not exist.
 fn is_index_not_found(err: &mongodb::error::Error) -> bool {
-    matches!(err.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 27 || c.code == 26)
+    matches!(
+        err.kind.as_ref(),
+        mongodb::error::ErrorKind::Command(c) if matches!(c.code, 26 | 27)
+    )
 }
 
 fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
