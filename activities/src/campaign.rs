@@ -234,6 +234,24 @@ fn execution(
     }
 }
 
+/// The outcome label of an attempt whose record was lost, read from the item it finished: a
+/// stored SID means the provider accepted it (learned afterwards, hence `reconciled`).
+fn lost_outcome(item: &CampaignItemDoc) -> &'static str {
+    if item.message_sid.is_some() {
+        "reconciled"
+    } else if item.status == item_status::SKIPPED {
+        "skipped"
+    } else if item
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("gave up"))
+    {
+        "gave_up"
+    } else {
+        "rejected"
+    }
+}
+
 /// The result of one item's send.
 enum ItemOutcome {
     Accepted { sid: String, reconciled: bool },
@@ -373,6 +391,15 @@ impl CampaignActivities {
             .store
             .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
             .await?;
+        if ctx.info().attempt > 1 {
+            self.restore_lost_executions(
+                &campaign,
+                input.after.as_deref(),
+                items.last().map(|i| i.id.as_str()),
+                input.limit,
+            )
+            .await?;
+        }
         let Some(last) = items.last() else {
             return Ok(BatchOutput::default());
         };
@@ -627,6 +654,46 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 impl CampaignActivities {
+    /// A retried batch's first attempt may have died after the provider accepted some sends and
+    /// before their records were written (they wait in the [`OutcomeWriter`]'s queue). Items
+    /// still `sending` are reconciled by this attempt; those a status callback has moved on
+    /// since are not open any more, so their attempt records are written here, from the item.
+    /// The first attempt's page lies between the cursor and the end of this attempt's page.
+    async fn restore_lost_executions(
+        &self,
+        campaign: &CampaignDoc,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        limit: i64,
+    ) -> Result<(), voice_agent_store::StoreError> {
+        let lost = self
+            .store
+            .items_missing_executions(&campaign.id, after, up_to, limit.saturating_mul(10))
+            .await?;
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let now = DateTime::now();
+        let records: Vec<ExecutionDoc> = lost
+            .iter()
+            .map(|item| ExecutionDoc {
+                campaign_id: campaign.id.clone(),
+                item_id: item.id.clone(),
+                attempt: item.attempts,
+                at: now,
+                outcome: lost_outcome(item).to_owned(),
+                error_code: item.error_code,
+            })
+            .collect();
+        self.store.record_executions(&records).await?;
+        info!(
+            campaign_id = %campaign.id,
+            restored = records.len(),
+            "attempt records restored after a retried batch"
+        );
+        Ok(())
+    }
+
     /// Writes one item's outcome to MongoDB and names it for `campaign_executions`.
     async fn record_outcome(
         &self,

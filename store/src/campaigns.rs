@@ -394,6 +394,60 @@ impl MongoStore {
             .await?)
     }
 
+    /// Items of the campaign after `after`, up to and including `up_to` (or to the end), that
+    /// are past `sending` but whose latest attempt has no `campaign_executions` record: a worker
+    /// that died after the provider accepted a send and before its record was written, while a
+    /// status callback moved the item on, so no retry will look at it again. At most `limit`
+    /// finished items are examined.
+    pub async fn items_missing_executions(
+        &self,
+        campaign_id: &str,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CampaignItemDoc>> {
+        let mut id_filter =
+            doc! { "$gte": format!("{campaign_id}:"), "$lt": format!("{campaign_id};") };
+        if let Some(after) = after {
+            id_filter.insert("$gt", after);
+        }
+        if let Some(up_to) = up_to {
+            id_filter.insert("$lte", up_to);
+        }
+        let finished: Vec<CampaignItemDoc> = self
+            .items()
+            .find(doc! {
+                "_id": id_filter,
+                "status": { "$nin": [item_status::PENDING, item_status::SENDING, item_status::CANCELLED] },
+                "attempts": { "$gte": 1 },
+            })
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        if finished.is_empty() {
+            return Ok(finished);
+        }
+        let ids: Vec<&str> = finished.iter().map(|i| i.id.as_str()).collect();
+        let mut recorded = std::collections::HashSet::new();
+        let mut cursor = self
+            .db
+            .collection::<Document>(CAMPAIGN_EXECUTIONS)
+            .find(doc! { "campaign_id": campaign_id, "item_id": { "$in": ids } })
+            .projection(doc! { "_id": 0, "item_id": 1, "attempt": 1 })
+            .await?;
+        while let Some(d) = cursor.try_next().await? {
+            if let (Ok(item), Ok(attempt)) = (d.get_str("item_id"), d.get_i32("attempt")) {
+                recorded.insert((item.to_owned(), attempt));
+            }
+        }
+        Ok(finished
+            .into_iter()
+            .filter(|i| !recorded.contains(&(i.id.clone(), i.attempts)))
+            .collect())
+    }
+
     /// Marks items `sending` (the intent) and counts the attempt. Returns nothing: the caller
     /// already holds each item's state from before.
     pub async fn begin_item_sends(&self, item_ids: &[String]) -> Result<()> {

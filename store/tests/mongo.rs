@@ -144,6 +144,69 @@ async fn grouped_item_writes_move_items_forward_only() {
 }
 
 #[tokio::test]
+async fn finished_items_without_their_attempt_record_are_found() {
+    use voice_agent_store::{CampaignItemDoc, ExecutionDoc, item_status};
+    let store = store().await;
+    let items = store
+        .database()
+        .collection::<CampaignItemDoc>(voice_agent_store::schema::CAMPAIGN_ITEMS);
+    let item = |id: &str, status: &str, attempts: i32| CampaignItemDoc {
+        id: format!("cq:{id}"),
+        campaign_id: "cq".to_owned(),
+        contact_id: id.to_owned(),
+        phone: "+14155550100".to_owned(),
+        variables: Default::default(),
+        time_zone: None,
+        status: status.to_owned(),
+        status_rank: item_status::rank(status),
+        message_sid: Some(format!("SM{id}")),
+        error_code: None,
+        reason: None,
+        attempts,
+        send_started_at: None,
+        updated_at: mongodb::bson::DateTime::now(),
+    };
+    items
+        .insert_many([
+            item("a", item_status::DELIVERED, 1), // recorded
+            item("b", item_status::DELIVERED, 1), // its record was lost
+            item("c", item_status::SENDING, 1),   // still open: reconciled by the retry
+            item("d", item_status::DELIVERED, 2), // only its first attempt is recorded
+            item("e", item_status::DELIVERED, 1), // past the range
+        ])
+        .await
+        .unwrap();
+    let record = |id: &str, attempt: i32| ExecutionDoc {
+        campaign_id: "cq".to_owned(),
+        item_id: format!("cq:{id}"),
+        attempt,
+        at: mongodb::bson::DateTime::now(),
+        outcome: "accepted".to_owned(),
+        error_code: None,
+    };
+    store
+        .record_executions(&[record("a", 1), record("d", 1)])
+        .await
+        .unwrap();
+    let missing: Vec<String> = store
+        .items_missing_executions("cq", None, Some("cq:d"), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(missing, ["cq:b", "cq:d"]);
+    let after_b: Vec<String> = store
+        .items_missing_executions("cq", Some("cq:b"), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(after_b, ["cq:d", "cq:e"]);
+}
+
+#[tokio::test]
 async fn recording_an_intent_twice_keeps_the_first() {
     let store = store().await;
     let first = store
