@@ -709,9 +709,11 @@ const WRITE_QUEUE: usize = 256;
 ///
 /// Groups form by themselves: while one is written the next queues up, so a slow database gets
 /// bigger groups and a quiet batch writes each outcome at once. The executions go first, so an
-/// item marked `sent` always has its attempt record. A crash loses at most the queue and the
-/// group being written: those items stay `sending` and the retried batch reconciles them with
-/// the provider before sending anything again, as for sends that were in flight.
+/// item marked `sent` by it always has its attempt record. A crash loses at most the queue and
+/// the group being written: those items stay `sending` and the retried batch reconciles them
+/// with the provider before sending anything again, as for sends that were in flight; items a
+/// status callback finished meanwhile are found by
+/// [`MongoStore::items_missing_executions`].
 pub struct OutcomeWriter {
     queue: tokio::sync::mpsc::Sender<(ExecutionDoc, Option<(String, String)>)>,
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
