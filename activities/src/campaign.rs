@@ -185,6 +185,9 @@ impl CampaignActivities {
 /// Why an item was not sent at all because of the sending window.
 const OUTSIDE_WINDOW: &str = "outside the sending window until the campaign's end";
 
+/// Why an item was not sent at all because the campaign's end had passed.
+const PAST_END: &str = "the campaign's end had passed";
+
 /// Why a WhatsApp item outside its window was not sent.
 const NO_WHATSAPP_TEMPLATE: &str =
     "outside the WhatsApp 24-hour session window, and the campaign has no template (content_sid)";
@@ -587,7 +590,8 @@ enum Screened {
 }
 
 /// The checks made at the moment of sending or calling, not when the campaign was made:
-/// opt-outs, a valid number, the sending window in the recipient's local time (skipped when it
+/// opt-outs, a valid number, the campaign's end (nothing goes out at or after it, e.g. after a
+/// pause that outlasted it), the sending window in the recipient's local time (skipped when it
 /// will not open before the campaign's end).
 struct Screen {
     suppressed: std::collections::HashSet<String>,
@@ -629,6 +633,9 @@ impl Screen {
         let Ok(phone) = PhoneNumber::parse(&item.phone, &self.region) else {
             return Screened::Skip("invalid number");
         };
+        if self.end_at.is_some_and(|end| self.now >= end) {
+            return Screened::Skip(PAST_END);
+        }
         let Some(window) = self.window else {
             return Screened::Go(phone);
         };
@@ -823,5 +830,81 @@ impl CampaignActivities {
             }
             Err(e) => ItemOutcome::Rejected(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(phone: &str) -> CampaignItemDoc {
+        CampaignItemDoc {
+            id: "cmp:ct".to_owned(),
+            campaign_id: "cmp".to_owned(),
+            contact_id: "ct".to_owned(),
+            phone: phone.to_owned(),
+            variables: Default::default(),
+            time_zone: Some("America/New_York".to_owned()),
+            status: item_status::PENDING.to_owned(),
+            status_rank: 0,
+            message_sid: None,
+            error_code: None,
+            reason: None,
+            attempts: 0,
+            send_started_at: None,
+            updated_at: DateTime::now(),
+        }
+    }
+
+    fn screen(window: Option<(u32, u32)>, now: &str, end_at: Option<&str>) -> Screen {
+        let at = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        Screen {
+            suppressed: ["+14155550199".to_owned()].into(),
+            window: window.map(|(start, end)| window::Window { start, end }),
+            end_at: end_at.map(at),
+            now: at(now),
+            region: "US".to_owned(),
+        }
+    }
+
+    #[test]
+    fn nothing_goes_out_at_or_after_the_campaigns_end() {
+        // 15:00 in New York, inside a 09:00-17:00 window.
+        let now = "2026-11-25T20:00:00Z";
+        let open = Some((9 * 60, 17 * 60));
+        let go = |s: &Screen| matches!(s.check(&item("+14155550100")), Screened::Go(_));
+        let past_end =
+            |s: &Screen| matches!(s.check(&item("+14155550100")), Screened::Skip(PAST_END));
+        assert!(go(&screen(open, now, Some("2026-11-25T21:00:00Z"))));
+        assert!(go(&screen(None, now, None)));
+        assert!(past_end(&screen(open, now, Some("2026-11-25T20:00:00Z"))));
+        assert!(past_end(&screen(None, now, Some("2026-11-25T19:59:59Z"))));
+        // Opt-outs and bad numbers keep their own reasons.
+        let s = screen(None, now, Some("2026-11-25T19:00:00Z"));
+        assert!(matches!(
+            s.check(&item("+14155550199")),
+            Screened::Skip("opted out")
+        ));
+        assert!(matches!(
+            s.check(&item("12")),
+            Screened::Skip("invalid number")
+        ));
+    }
+
+    #[test]
+    fn a_window_that_opens_only_after_the_end_skips_and_one_before_defers() {
+        // 20:00 in New York, after a 09:00-17:00 window; it opens again at 14:00 UTC tomorrow.
+        let now = "2026-11-26T01:00:00Z";
+        let closed = Some((9 * 60, 17 * 60));
+        let s = screen(closed, now, Some("2026-11-26T12:00:00Z"));
+        assert!(matches!(
+            s.check(&item("+14155550100")),
+            Screened::Skip(OUTSIDE_WINDOW)
+        ));
+        let s = screen(closed, now, Some("2026-11-26T18:00:00Z"));
+        assert!(matches!(
+            s.check(&item("+14155550100")),
+            Screened::Defer(Some(secs)) if secs == 13 * 3600
+        ));
     }
 }

@@ -466,6 +466,7 @@ impl Campaigns {
                     .max(1),
                 window_start_minute: c.window_start_minute.and_then(|m| u32::try_from(m).ok()),
                 window_end_minute: c.window_end_minute.and_then(|m| u32::try_from(m).ok()),
+                end_at_ms: c.end_at.map(|d| d.timestamp_millis()),
             });
         }
         let attributes = SearchAttributes::new([

@@ -81,6 +81,9 @@ pub struct CallInput {
     /// Longest call in seconds (Twilio's `TimeLimit`); 4 hours when unset.
     #[serde(default)]
     pub max_duration_secs: Option<u64>,
+    /// No retry is dialled at or after this time, Unix ms (a campaign's `end_at`).
+    #[serde(default)]
+    pub not_after_ms: Option<i64>,
 }
 
 impl CallInput {
@@ -104,8 +107,26 @@ pub struct CallWindow {
 }
 
 /// When the next attempt may dial: `delay` from now, moved to the window's next opening when
-/// that falls outside it; `None` when the window never opens.
+/// that falls outside it; `None` when the window never opens, or not before `not_after_ms`.
 fn retry_delay(
+    window: Option<&CallWindow>,
+    theirs: &str,
+    now: Option<std::time::SystemTime>,
+    delay: Duration,
+    not_after_ms: Option<i64>,
+) -> Option<Duration> {
+    let delay = delay_in_window(window, theirs, now, delay)?;
+    match (not_after_ms, now) {
+        (Some(end), Some(now)) => {
+            let now_ms = chrono::DateTime::<chrono::Utc>::from(now).timestamp_millis();
+            let at_ms = now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            (at_ms < end).then_some(delay)
+        }
+        _ => Some(delay),
+    }
+}
+
+fn delay_in_window(
     window: Option<&CallWindow>,
     theirs: &str,
     now: Option<std::time::SystemTime>,
@@ -408,6 +429,7 @@ impl CallWorkflow {
                 &input.theirs,
                 ctx.workflow_time(),
                 Duration::from_secs(input.retry_after_secs.max(1)),
+                input.not_after_ms,
             ) else {
                 break;
             };
@@ -1008,7 +1030,8 @@ mod tests {
                 Some(&window),
                 "+12125550100",
                 at("2026-06-01T19:00:00Z"),
-                hour
+                hour,
+                None
             ),
             Some(hour)
         );
@@ -1018,14 +1041,62 @@ mod tests {
                 Some(&window),
                 "+12125550100",
                 at("2026-06-01T20:30:00Z"),
-                hour
+                hour,
+                None
             ),
             Some(Duration::from_secs((16 * 60 + 30) * 60))
         );
         // No window: the delay as asked.
         assert_eq!(
-            retry_delay(None, "+12125550100", at("2026-06-01T20:30:00Z"), hour),
+            retry_delay(None, "+12125550100", at("2026-06-01T20:30:00Z"), hour, None),
             Some(hour)
+        );
+    }
+
+    #[test]
+    fn no_retry_is_dialled_at_or_after_the_campaigns_end() {
+        let hour = Duration::from_secs(3600);
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let now = at("2026-06-01T20:30:00Z");
+        assert_eq!(
+            retry_delay(
+                None,
+                "+12125550100",
+                now,
+                hour,
+                Some(ms("2026-06-01T21:31:00Z"))
+            ),
+            Some(hour)
+        );
+        assert_eq!(
+            retry_delay(
+                None,
+                "+12125550100",
+                now,
+                hour,
+                Some(ms("2026-06-01T21:30:00Z"))
+            ),
+            None
+        );
+        // The window's next opening (09:00 in New York) is what must come before the end.
+        let window = CallWindow {
+            start_minute: 9 * 60,
+            end_minute: 17 * 60,
+            time_zone: Some("America/New_York".to_owned()),
+        };
+        assert_eq!(
+            retry_delay(
+                Some(&window),
+                "+12125550100",
+                now,
+                hour,
+                Some(ms("2026-06-02T06:00:00Z"))
+            ),
+            None
         );
     }
 }

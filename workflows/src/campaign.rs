@@ -110,6 +110,9 @@ pub struct VoiceCampaign {
     /// Calling window closing, minutes after local midnight.
     #[serde(default)]
     pub window_end_minute: Option<u32>,
+    /// The campaign's end, Unix ms: no retry is dialled at or after it.
+    #[serde(default)]
+    pub end_at_ms: Option<i64>,
 }
 
 /// A call of a voice campaign finished (signalled by the call's workflow).
@@ -442,6 +445,7 @@ async fn call_page(
                         }),
                         _ => None,
                     },
+                    not_after_ms: voice.end_at_ms,
                     ..CallInput::default()
                 },
                 options,
