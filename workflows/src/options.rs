@@ -1,5 +1,5 @@
-//! Activity options shared by the conversation, call and follow-up workflows: how long a step
-//! may take and how it is retried, in one place.
+//! Activity options shared by the workflows: how long a step may take and how it is retried,
+//! in one place.
 
 use std::time::Duration;
 
@@ -34,12 +34,17 @@ pub(crate) fn agent_options(profile: &AgentProfile) -> ActivityOptions {
         .build()
 }
 
-/// A reply is only worth sending while the conversation is current: transient failures retry
-/// for up to ten minutes; permanent ones (opted out, outside the WhatsApp window) do not.
-pub(crate) fn reply_send_options() -> ActivityOptions {
+/// A call to Twilio (a send or a dial): a short start-to-close timeout bounds how long a
+/// crashed worker delays the retry (Twilio answers in well under a second, and the HTTP client's
+/// own timeout is shorter); transient failures retry with backoff until `give_up_after`; errors
+/// of type `permanent` (a refusal) do not retry.
+pub(crate) fn provider_call_options(
+    give_up_after: Duration,
+    permanent: &'static str,
+) -> ActivityOptions {
     ActivityOptions::with_close_timeouts(
         temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
-            schedule_to_close: Duration::from_secs(600),
+            schedule_to_close: give_up_after,
             start_to_close: Duration::from_secs(20),
         },
     )
@@ -48,10 +53,19 @@ pub(crate) fn reply_send_options() -> ActivityOptions {
             .initial_interval(Duration::from_secs(1))
             .backoff_coefficient(2.0)
             .maximum_interval(Duration::from_secs(60))
-            .non_retryable_error_types([voice_agent_activities::messaging::PERMANENT_SEND_FAILURE])
+            .non_retryable_error_types([permanent])
             .build(),
     )
     .build()
+}
+
+/// A reply is only worth sending while the conversation is current: transient failures retry
+/// for up to ten minutes; permanent ones (opted out, outside the WhatsApp window) do not.
+pub(crate) fn reply_send_options() -> ActivityOptions {
+    provider_call_options(
+        Duration::from_secs(600),
+        voice_agent_activities::messaging::PERMANENT_SEND_FAILURE,
+    )
 }
 
 pub(crate) fn local_options(timeout: Duration) -> LocalActivityOptions {
@@ -82,19 +96,5 @@ pub(crate) fn store_options(start_to_close: Duration) -> ActivityOptions {
 
 /// Transient Twilio failures retry for up to an hour; a refused call does not.
 pub(crate) fn dial_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(
-        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
-            schedule_to_close: Duration::from_secs(3600),
-            start_to_close: Duration::from_secs(20),
-        },
-    )
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .non_retryable_error_types([PERMANENT_CALL_FAILURE])
-            .build(),
-    )
-    .build()
+    provider_call_options(Duration::from_secs(3600), PERMANENT_CALL_FAILURE)
 }

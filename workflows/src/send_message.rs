@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 use voice_agent_activities::messaging::{
@@ -31,21 +30,8 @@ impl SendMessageWorkflow {
     }
 }
 
-/// Options of a send attempt. A short start-to-close timeout bounds how long a crashed worker
-/// delays the retry; Twilio answers in well under a second, and the HTTP client's own timeout
-/// is shorter than this. Transient failures retry with backoff for up to a day.
+/// Options of a send attempt: a Twilio call whose transient failures retry with backoff for up
+/// to a day.
 pub fn send_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(24 * 3600),
-        start_to_close: Duration::from_secs(20),
-    })
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .non_retryable_error_types([PERMANENT_SEND_FAILURE])
-            .build(),
-    )
-    .build()
+    crate::options::provider_call_options(Duration::from_secs(24 * 3600), PERMANENT_SEND_FAILURE)
 }
