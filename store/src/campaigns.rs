@@ -509,9 +509,10 @@ impl MongoStore {
         self.update_items_each(statements).await
     }
 
-    /// [`MongoStore::apply_item_callback`] for many callbacks in one round trip. Two callbacks
-    /// for the same item may share a group: each statement is guarded by rank, so the later
-    /// status wins whatever order the server applies them in. Returns how many items changed.
+    /// Status callbacks of campaign items' messages, in one round trip (the api groups them).
+    /// Each moves its item forward only; two callbacks for the same item may share a group, and
+    /// the later status wins whatever order the server applies them in. Returns how many items
+    /// changed.
     pub async fn apply_item_callbacks(&self, callbacks: &[ItemCallback]) -> Result<u64> {
         let statements = callbacks
             .iter()
@@ -589,27 +590,6 @@ impl MongoStore {
             )
             .await?;
         Ok(())
-    }
-
-    /// A status callback for an item's message.
-    pub async fn apply_item_callback(
-        &self,
-        item_id: &str,
-        sid: &str,
-        status: &str,
-        error_code: Option<i64>,
-    ) -> Result<bool> {
-        let (filter, set) = item_callback_write(&ItemCallback {
-            item_id: item_id.to_owned(),
-            sid: sid.to_owned(),
-            status: status.to_owned(),
-            error_code,
-        });
-        let r = self
-            .items()
-            .update_one(filter, doc! { "$set": set })
-            .await?;
-        Ok(r.modified_count > 0)
     }
 
     async fn advance_item(
