@@ -15,15 +15,17 @@
 #![allow(missing_docs)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use voice_agent_domain::{Channel, PhoneNumber};
 use voice_agent_store::{
     CampaignDoc, CampaignItemDoc, ExecutionDoc, MongoStore, OutcomeWriter, campaign_status,
@@ -42,6 +44,31 @@ const MATERIALIZE_PAGE: i64 = 5_000;
 const TOO_MANY_REQUESTS: u32 = 20429;
 /// How far back before the first attempt a reconciliation looks, for clock skew.
 const RECONCILE_SKEW: chrono::Duration = chrono::Duration::seconds(120);
+/// A batch renews its lease on the campaign (and heartbeats) this often.
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How long a send may start after the lease was last renewed, on top of the provider's
+/// request timeout: the lease lasts this plus the timeout, so every send a holder starts is over
+/// (answered or timed out) before another attempt can take the lease.
+const LEASE_SEND_WINDOW: Duration = Duration::from_secs(10);
+/// Slowest pace a rate may set: one message (or call) in this long.
+pub const MAX_SEND_INTERVAL: Duration = Duration::from_secs(1_000);
+/// Lowest positive rate, per second: [`MAX_SEND_INTERVAL`]'s.
+pub const MIN_RATE_PER_SECOND: f64 = 0.001;
+/// Failure type of a campaign that no longer exists: retrying cannot help.
+pub const CAMPAIGN_GONE: &str = "CampaignGone";
+
+/// The time between two sends at `rate_per_second` (`None`: as fast as the provider allows).
+/// Rates below [`MIN_RATE_PER_SECOND`] (the API refuses them) pace at [`MAX_SEND_INTERVAL`]
+/// instead of overflowing.
+pub fn send_interval(rate_per_second: f64) -> Option<Duration> {
+    if !rate_per_second.is_finite() || rate_per_second <= 0.0 {
+        return None;
+    }
+    Some(
+        Duration::try_from_secs_f64(1.0 / rate_per_second)
+            .map_or(MAX_SEND_INTERVAL, |d| d.min(MAX_SEND_INTERVAL)),
+    )
+}
 
 /// Input of [`CampaignActivities::materialize`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,27 +170,70 @@ pub struct CallItemsOutput {
     pub next_window_in_secs: Option<u64>,
 }
 
+/// Input of [`CampaignActivities::settle_calls`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleCallsInput {
+    /// Campaign.
+    pub campaign_id: String,
+    /// Items whose calls the campaign counts in flight.
+    pub item_ids: Vec<String>,
+}
+
+/// A voice campaign item's call that has ended, and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledCall {
+    /// The campaign item.
+    pub item_id: String,
+    /// The call's outcome (`human`, `busy`, `failed`, …).
+    pub outcome: String,
+}
+
+/// The workflow id of a voice campaign item's call.
+pub fn call_workflow_id(item_id: &str) -> String {
+    format!("call-{}", item_id.replace(':', "-"))
+}
+
+/// The call outcome an item's final status stands for (the inverse of
+/// `VoiceActivities::finish_call_item`).
+fn call_outcome_of(status: &str) -> &'static str {
+    match status {
+        item_status::ANSWERED => "human",
+        item_status::VOICEMAIL_LEFT => "voicemail_left",
+        item_status::MACHINE => "machine",
+        item_status::BUSY => "busy",
+        item_status::NO_ANSWER => "no_answer",
+        item_status::CANCELLED => "canceled",
+        item_status::SKIPPED => "opted_out",
+        _ => "failed",
+    }
+}
+
 /// Campaign activities with their dependencies.
 pub struct CampaignActivities {
     store: MongoStore,
     channels: ChannelRegistry,
     public_base_url: url::Url,
     default_region: String,
+    /// How long one provider request may take (its client's timeout): sizes the batch lease.
+    provider_timeout: Duration,
 }
 
 impl CampaignActivities {
-    /// Builds the activities.
+    /// Builds the activities. `provider_timeout` is the provider client's whole-request
+    /// timeout.
     pub fn new(
         store: MongoStore,
         channels: ChannelRegistry,
         public_base_url: url::Url,
         default_region: String,
+        provider_timeout: Duration,
     ) -> Self {
         Self {
             store,
             channels,
             public_base_url,
             default_region,
+            provider_timeout,
         }
     }
 
@@ -175,10 +245,14 @@ impl CampaignActivities {
     }
 
     async fn campaign(&self, id: &str) -> Result<CampaignDoc, ActivityError> {
-        self.store
-            .get_campaign(id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("campaign {id} does not exist").into())
+        self.store.get_campaign(id).await?.ok_or_else(|| {
+            ActivityError::application(
+                ApplicationFailure::builder(anyhow::anyhow!("campaign {id} does not exist"))
+                    .type_name(CAMPAIGN_GONE.to_owned())
+                    .non_retryable(true)
+                    .build(),
+            )
+        })
     }
 }
 
@@ -257,10 +331,16 @@ fn lost_outcome(item: &CampaignItemDoc) -> &'static str {
 
 /// The result of one item's send.
 enum ItemOutcome {
-    Accepted { sid: String, reconciled: bool },
+    Accepted {
+        sid: String,
+        reconciled: bool,
+    },
     Rejected(ChannelError),
     Transient(ChannelError),
     Skipped(&'static str),
+    /// Not sent: this attempt lost its lease on the campaign (or was cancelled) before the
+    /// send would have started. The item stays `sending` for the attempt that holds the lease.
+    NotSent,
 }
 
 #[activities]
@@ -382,6 +462,63 @@ impl CampaignActivities {
         Ok(out)
     }
 
+    /// A voice campaign's check on the calls it counts in flight: each call whose workflow
+    /// has closed (or never started) is returned with its outcome, so the campaign stops
+    /// waiting for it. A call that closed without finishing its item (its last write gave up,
+    /// it was terminated or timed out) has its item marked `failed` here. Calls still running
+    /// are left alone.
+    #[activity]
+    pub async fn settle_calls(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SettleCallsInput,
+    ) -> Result<Vec<SettledCall>, ActivityError> {
+        use temporalio_client::{
+            UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus,
+            errors::WorkflowInteractionError,
+        };
+        let client = ctx.client();
+        let mut settled = Vec::new();
+        for item_id in input.item_ids {
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(call_workflow_id(&item_id));
+            let ended_as = match handle.describe(WorkflowDescribeOptions::default()).await {
+                Ok(d) => match d.status() {
+                    WorkflowExecutionStatus::Running
+                    | WorkflowExecutionStatus::ContinuedAsNew
+                    | WorkflowExecutionStatus::Unspecified => continue,
+                    WorkflowExecutionStatus::Completed => "completed",
+                    WorkflowExecutionStatus::Failed => "failed",
+                    WorkflowExecutionStatus::Canceled => "canceled",
+                    WorkflowExecutionStatus::Terminated => "terminated",
+                    WorkflowExecutionStatus::TimedOut => "timed out",
+                    _ => "closed",
+                },
+                Err(WorkflowInteractionError::NotFound(_)) => "never started",
+                Err(e) => {
+                    return Err(anyhow::anyhow!("describing the call of {item_id}: {e}").into());
+                }
+            };
+            let Some(item) = self.store.get_item(&item_id).await? else {
+                continue;
+            };
+            let outcome = if item.status_rank >= item_status::rank(item_status::FAILED) {
+                call_outcome_of(&item.status)
+            } else {
+                let reason = format!("the call's workflow ended without an outcome ({ended_as})");
+                self.store
+                    .finish_item(&item_id, item_status::FAILED, None, &reason)
+                    .await?;
+                warn!(campaign_id = %input.campaign_id, item = %item_id, ended_as, "call settled by the campaign");
+                "failed"
+            };
+            settled.push(SettledCall {
+                item_id,
+                outcome: outcome.to_owned(),
+            });
+        }
+        Ok(settled)
+    }
+
     /// Sends one batch of open items. See the module docs.
     #[activity]
     pub async fn send_batch(
@@ -390,13 +527,36 @@ impl CampaignActivities {
         input: BatchInput,
     ) -> Result<BatchOutput, ActivityError> {
         let campaign = self.campaign(&input.campaign_id).await?;
+        // Everything below, the page read included, happens under the campaign's lease, so an
+        // earlier attempt that Temporal gave up on cannot be sending the same items.
+        let lease = BatchLeaseHold::acquire(
+            &self.store,
+            &ctx,
+            &campaign.id,
+            self.provider_timeout + LEASE_SEND_WINDOW,
+        )
+        .await?;
+        let result = self.send_batch_held(&ctx, &campaign, input, &lease).await;
+        lease.release(&self.store).await;
+        result
+    }
+}
+
+impl CampaignActivities {
+    async fn send_batch_held(
+        &self,
+        ctx: &ActivityContext,
+        campaign: &CampaignDoc,
+        input: BatchInput,
+        lease: &BatchLeaseHold,
+    ) -> Result<BatchOutput, ActivityError> {
         let items = self
             .store
             .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
             .await?;
         if ctx.info().attempt > 1 {
             self.restore_lost_executions(
-                &campaign,
+                campaign,
                 input.after.as_deref(),
                 items.last().map(|i| i.id.as_str()),
                 input.limit,
@@ -421,7 +581,7 @@ impl CampaignActivities {
             _ => Channel::Sms,
         };
 
-        let screen = Screen::new(&self.store, &campaign, &items, &self.default_region).await?;
+        let screen = Screen::new(&self.store, campaign, &items, &self.default_region).await?;
         let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
 
         // WhatsApp: free text only inside the person's 24-hour session window.
@@ -469,27 +629,37 @@ impl CampaignActivities {
         self.store.begin_item_sends(&ids).await?;
 
         let started = Instant::now();
-        let interval = (input.rate_per_second > 0.0)
-            .then(|| Duration::from_secs_f64(1.0 / input.rate_per_second));
+        let interval = send_interval(input.rate_per_second);
         let writer = OutcomeWriter::start(&self.store);
         let mut sends = Box::pin(
             futures::stream::iter(to_send.into_iter().enumerate().map(
                 |(n, (item, phone, content))| {
                     let provider = provider.clone();
-                    let campaign = &campaign;
                     let this = &self;
                     let writer = &writer;
                     async move {
                         if let Some(step) = interval {
-                            tokio::time::sleep_until(
-                                started + step * u32::try_from(n).unwrap_or(u32::MAX),
-                            )
-                            .await;
+                            let offset = step
+                                .checked_mul(u32::try_from(n).unwrap_or(u32::MAX))
+                                .unwrap_or(Duration::MAX);
+                            if let Some(at) = started.checked_add(offset) {
+                                tokio::time::sleep_until(at).await;
+                            }
                         }
                         let outcome = this
-                            .send_item(provider.as_ref(), campaign, channel, &item, &phone, content)
+                            .send_item(
+                                provider.as_ref(),
+                                campaign,
+                                channel,
+                                &item,
+                                &phone,
+                                content,
+                                lease,
+                            )
                             .await;
+                        lease.progress();
                         let label = match &outcome {
+                            ItemOutcome::NotSent => "not_sent",
                             // The hot path: grouped with other acceptances by the writer.
                             ItemOutcome::Accepted { sid, reconciled } => {
                                 let label = if *reconciled {
@@ -522,25 +692,19 @@ impl CampaignActivities {
         let mut done = Vec::with_capacity(outcomes.len() + ids.len());
         let mut skipped_executions = Vec::with_capacity(outcomes.len());
         for (item, outcome) in outcomes {
-            let label = self.record_outcome(&campaign, &item, &outcome).await?;
-            skipped_executions.push(execution(&campaign, &item, &outcome, label));
+            let label = self.record_outcome(campaign, &item, &outcome).await?;
+            skipped_executions.push(execution(campaign, &item, &outcome, label));
             done.push((item, outcome, label));
+            lease.progress();
         }
         self.store.record_executions(&skipped_executions).await?;
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
         let mut failure = None;
-        loop {
-            tokio::select! {
-                next = sends.next() => match next {
-                    Some(Ok(result)) => done.push(result),
-                    Some(Err(e)) => {
-                        failure = Some(e);
-                        break;
-                    }
-                    None => break,
-                },
-                _ = heartbeat.tick() => {
-                    let _ = ctx.record_heartbeat(done.len() as u64).await;
+        while let Some(next) = sends.next().await {
+            match next {
+                Ok(result) => done.push(result),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
         }
@@ -552,6 +716,19 @@ impl CampaignActivities {
             return Err(e.into());
         }
 
+        let not_sent = done
+            .iter()
+            .filter(|(_, o, _)| matches!(o, ItemOutcome::NotSent))
+            .count();
+        if not_sent > 0 {
+            // The lease or the activity is gone: whoever holds the lease now owns these items
+            // (they stay `sending`, so it reconciles them first). This attempt's result is not
+            // used by anyone.
+            return Err(anyhow::anyhow!(
+                "batch stopped: {not_sent} items left unsent for the attempt that holds the campaign now"
+            )
+            .into());
+        }
         for (_, outcome, label) in &done {
             match outcome {
                 ItemOutcome::Accepted {
@@ -562,6 +739,7 @@ impl CampaignActivities {
                 ItemOutcome::Transient(_) if *label == "gave_up" => out.failed += 1,
                 ItemOutcome::Transient(_) => out.retry_later += 1,
                 ItemOutcome::Skipped(_) => out.skipped += 1,
+                ItemOutcome::NotSent => {}
             }
         }
         info!(
@@ -576,6 +754,150 @@ impl CampaignActivities {
             "campaign batch"
         );
         Ok(out)
+    }
+}
+
+/// One batch attempt's hold on its campaign: the store's batch lease, renewed by a task that
+/// also heartbeats the activity through every phase of the batch.
+///
+/// Temporal may start a batch's retry while the attempt it gave up on is still running (a
+/// heartbeat that did not arrive in time, a worker cut off from the server). Both would read
+/// the same page and send it. So a batch first takes the campaign's lease: free, it takes it at
+/// once; held by another attempt, it waits until the holder has not renewed it for a whole lease
+/// period, then takes it over. A holder starts a send only while its last renewal is younger
+/// than [`LEASE_SEND_WINDOW`], and the lease lasts that plus the provider's request timeout,
+/// so every send the old holder started is over before the new holder reads the page (and
+/// reconciles what it finds `sending`). The wait is measured on the waiter's own monotonic
+/// clock, so clocks on different machines need not agree.
+struct BatchLeaseHold {
+    campaign_id: String,
+    holder: String,
+    /// Until when a send may start (moved on by each renewal; in the past once lost).
+    sends_until: tokio::sync::watch::Receiver<Instant>,
+    /// Items done, reported in heartbeats.
+    done: Arc<AtomicU64>,
+    /// Raised by the keeper when the activity is cancelled.
+    cancelled: Arc<AtomicBool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl BatchLeaseHold {
+    /// Takes the campaign's lease for this activity attempt (waiting out an earlier holder)
+    /// and starts renewing it.
+    async fn acquire(
+        store: &MongoStore,
+        ctx: &ActivityContext,
+        campaign_id: &str,
+        lease: Duration,
+    ) -> Result<Self, ActivityError> {
+        let info = ctx.info();
+        let holder = format!(
+            "{}/{}/{}",
+            info.workflow_run_id.as_deref().unwrap_or_default(),
+            info.activity_id,
+            info.attempt
+        );
+        // A send may start this long after a renewal began; the rest of the lease is the time
+        // the request may take.
+        let window = LEASE_SEND_WINDOW.min(lease);
+        let taken_at = loop {
+            let t0 = Instant::now();
+            if store.claim_batch_lease(campaign_id, &holder).await? {
+                break t0;
+            }
+            let seen = store.batch_lease(campaign_id).await?;
+            if seen.holder.is_none() {
+                continue;
+            }
+            warn!(
+                campaign_id,
+                "another attempt holds the campaign's batch lease; waiting for it to lapse"
+            );
+            let until = Instant::now() + lease;
+            while Instant::now() < until {
+                if ctx.is_cancelled() {
+                    return Err(ActivityError::cancelled());
+                }
+                let _ = ctx.record_heartbeat(0_u64).await;
+                tokio::time::sleep(LEASE_RENEW_EVERY.min(until - Instant::now())).await;
+            }
+            let t0 = Instant::now();
+            if store
+                .take_over_batch_lease(campaign_id, &holder, &seen)
+                .await?
+            {
+                info!(
+                    campaign_id,
+                    "took over the batch lease of an attempt that stopped"
+                );
+                break t0;
+            }
+        };
+        let (tx, sends_until) = tokio::sync::watch::channel(taken_at + window);
+        let done = Arc::new(AtomicU64::new(0));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let keeper = tokio::spawn({
+            let store = store.clone();
+            let ctx = ctx.clone();
+            let campaign_id = campaign_id.to_owned();
+            let holder = holder.clone();
+            let done = done.clone();
+            let cancelled = cancelled.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+                        () = ctx.cancelled() => {
+                            cancelled.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    let _ = ctx.record_heartbeat(done.load(Ordering::Relaxed)).await;
+                    let t0 = Instant::now();
+                    match store.renew_batch_lease(&campaign_id, &holder).await {
+                        Ok(true) => {
+                            let _ = tx.send(t0 + window);
+                        }
+                        Ok(false) => {
+                            warn!(%campaign_id, "batch lease taken over; this attempt stops sending");
+                            let _ = tx.send(Instant::now());
+                            return;
+                        }
+                        // Not renewed: the lease lapses by itself unless a later renewal works.
+                        Err(e) => debug!(%campaign_id, error = %e, "batch lease renewal failed"),
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            campaign_id: campaign_id.to_owned(),
+            holder,
+            sends_until,
+            done,
+            cancelled,
+            keeper,
+        })
+    }
+
+    /// Whether a send may start now.
+    fn may_send(&self) -> bool {
+        !self.cancelled.load(Ordering::Relaxed) && Instant::now() < *self.sends_until.borrow()
+    }
+
+    /// One more item done (for the heartbeat's progress).
+    fn progress(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops renewing and gives the lease up; a lease not given up lapses by itself.
+    async fn release(self, store: &MongoStore) {
+        self.keeper.abort();
+        if let Err(e) = store
+            .release_batch_lease(&self.campaign_id, &self.holder)
+            .await
+        {
+            debug!(campaign_id = %self.campaign_id, error = %e, "batch lease release failed");
+        }
     }
 }
 
@@ -756,9 +1078,11 @@ impl CampaignActivities {
                     .await?;
                 "skipped"
             }
+            ItemOutcome::NotSent => "not_sent",
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send_item(
         &self,
         provider: &dyn MessageChannel,
@@ -767,6 +1091,7 @@ impl CampaignActivities {
         item: &CampaignItemDoc,
         phone: &PhoneNumber,
         content: Content,
+        lease: &BatchLeaseHold,
     ) -> ItemOutcome {
         let body = render(&campaign.template, &item.variables);
         let (content_sid, content_variables) = match content {
@@ -819,6 +1144,11 @@ impl CampaignActivities {
             content_sid,
             content_variables,
         };
+        // Checked last, right before the request: a send starts only while this attempt's lease
+        // has long enough to run that the request is over before anyone else may take it.
+        if !lease.may_send() {
+            return ItemOutcome::NotSent;
+        }
         match provider.send(&send).await {
             Ok(accept) => ItemOutcome::Accepted {
                 sid: accept.provider_id,

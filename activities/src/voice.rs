@@ -316,6 +316,28 @@ impl VoiceActivities {
         }
     }
 
+    /// Cancels a call that is still queued or ringing (its campaign was cancelled). Twilio's
+    /// `canceled` leaves a call that was answered meanwhile alone, so nobody is cut off.
+    #[activity]
+    pub async fn cancel_ringing_call(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        call_sid: String,
+    ) -> Result<(), ActivityError> {
+        let update = UpdateCall {
+            status: Some(UpdateCallStatus::Canceled),
+            ..UpdateCall::default()
+        };
+        match self.twilio.update_call(&call_sid, &update).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_retryable() => Err(anyhow::Error::new(e)
+                .context("Twilio cancel call failed")
+                .into()),
+            // Answered or over already: nothing to cancel.
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Sets a voice campaign item's final status from its call's outcome.
     #[activity]
     pub async fn finish_call_item(

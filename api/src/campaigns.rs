@@ -17,6 +17,7 @@ use temporalio_client::{
 };
 use temporalio_common::search_attributes::SearchAttributes;
 use tonic::{Request, Response as GrpcResponse, Status};
+use voice_agent_activities::campaign::MIN_RATE_PER_SECOND;
 use voice_agent_activities::template;
 use voice_agent_domain::PhoneNumber;
 use voice_agent_protos::v1 as pb;
@@ -216,12 +217,7 @@ impl Campaigns {
         if req.template.chars().count() > 1_600 {
             return Err(invalid("template", "at most 1600 characters"));
         }
-        if !req.rate_per_second.is_finite() || !(0.0..=10_000.0).contains(&req.rate_per_second) {
-            return Err(invalid(
-                "rate_per_second",
-                "between 0 (unlimited) and 10000",
-            ));
-        }
+        check_rate(req.rate_per_second)?;
         let max_attempts = match (voice, req.max_attempts) {
             (true, 0) => 3,
             (true, n @ 1..=10) => n,
@@ -765,13 +761,15 @@ async fn http_progress(
     Ok(Json(Campaigns::new(state).progress(&id).await?))
 }
 
+/// 0 (as fast as allowed) or between one message in 1,000 s and 10,000 a second: a slower
+/// rate would pace sends further apart than a campaign's timers are meant to wait.
 fn check_rate(r: f64) -> Result<(), ApiError> {
-    if r.is_finite() && (0.0..=10_000.0).contains(&r) {
+    if r == 0.0 || (r.is_finite() && (MIN_RATE_PER_SECOND..=10_000.0).contains(&r)) {
         Ok(())
     } else {
         Err(invalid(
             "rate_per_second",
-            "between 0 (unlimited) and 10000",
+            "0 (unlimited) or between 0.001 and 10000",
         ))
     }
 }

@@ -140,6 +140,20 @@ pub struct CampaignDoc {
     pub updated_at: DateTime,
 }
 
+/// Field of a campaign's batch lease holder (see [`MongoStore::claim_batch_lease`]).
+const LEASE_HOLDER: &str = "batch_lease_holder";
+/// Field counting the lease's claims and renewals.
+const LEASE_SEQ: &str = "batch_lease_seq";
+
+/// A campaign's batch lease as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchLease {
+    /// Who holds it (`None`: free).
+    pub holder: Option<String>,
+    /// Claims and renewals so far: unchanged over a whole lease period means the holder stopped.
+    pub seq: i64,
+}
+
 /// A stored campaign item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignItemDoc {
@@ -275,6 +289,92 @@ impl MongoStore {
             )
             .await?;
         Ok(())
+    }
+
+    /// Takes the campaign's batch lease for `holder` if nobody holds it (or `holder` already
+    /// does). Returns whether `holder` now holds it.
+    ///
+    /// Only the holder of the lease sends a campaign's messages. A batch attempt that Temporal
+    /// timed out may still be running when its retry starts; the lease keeps the two from
+    /// sending the same page at once (see `voice_agent_activities::campaign`).
+    pub async fn claim_batch_lease(&self, campaign_id: &str, holder: &str) -> Result<bool> {
+        let r = self
+            .lease_doc()
+            .update_one(
+                doc! { "_id": campaign_id, "$or": [
+                    { LEASE_HOLDER: mongodb::bson::Bson::Null },
+                    { LEASE_HOLDER: holder },
+                ] },
+                doc! { "$set": { LEASE_HOLDER: holder }, "$inc": { LEASE_SEQ: 1_i64 } },
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    /// The campaign's batch lease as it is: its holder (if any) and its renewal count.
+    pub async fn batch_lease(&self, campaign_id: &str) -> Result<BatchLease> {
+        let doc = self
+            .lease_doc()
+            .find_one(doc! { "_id": campaign_id })
+            .projection(doc! { LEASE_HOLDER: 1, LEASE_SEQ: 1 })
+            .await?;
+        Ok(doc.map_or_else(BatchLease::default, |d| BatchLease {
+            holder: d.get_str(LEASE_HOLDER).ok().map(str::to_owned),
+            seq: match d.get(LEASE_SEQ) {
+                Some(mongodb::bson::Bson::Int64(n)) => *n,
+                Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+                _ => 0,
+            },
+        }))
+    }
+
+    /// Takes the lease from a holder that has not renewed it since `seen` was read. Returns
+    /// whether `holder` now holds it (false: the old holder renewed it, or someone else took it).
+    pub async fn take_over_batch_lease(
+        &self,
+        campaign_id: &str,
+        holder: &str,
+        seen: &BatchLease,
+    ) -> Result<bool> {
+        let r = self
+            .lease_doc()
+            .update_one(
+                doc! {
+                    "_id": campaign_id,
+                    LEASE_HOLDER: seen.holder.as_deref().map_or(mongodb::bson::Bson::Null, Into::into),
+                    LEASE_SEQ: seen.seq,
+                },
+                doc! { "$set": { LEASE_HOLDER: holder }, "$inc": { LEASE_SEQ: 1_i64 } },
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    /// Renews `holder`'s lease. Returns false when `holder` no longer holds it.
+    pub async fn renew_batch_lease(&self, campaign_id: &str, holder: &str) -> Result<bool> {
+        let r = self
+            .lease_doc()
+            .update_one(
+                doc! { "_id": campaign_id, LEASE_HOLDER: holder },
+                doc! { "$inc": { LEASE_SEQ: 1_i64 } },
+            )
+            .await?;
+        Ok(r.matched_count > 0)
+    }
+
+    /// Gives the lease up, so the next batch takes it at once.
+    pub async fn release_batch_lease(&self, campaign_id: &str, holder: &str) -> Result<()> {
+        self.lease_doc()
+            .update_one(
+                doc! { "_id": campaign_id, LEASE_HOLDER: holder },
+                doc! { "$set": { LEASE_HOLDER: mongodb::bson::Bson::Null } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn lease_doc(&self) -> mongodb::Collection<Document> {
+        self.db.collection(CAMPAIGNS)
     }
 
     /// Copies up to `limit` contacts of `list_id` after contact id `after` into items of the

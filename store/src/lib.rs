@@ -38,8 +38,8 @@ use mongodb::{Client, Database, options::ClientOptions};
 
 pub use calls::{CallLogDoc, NewCallAttempt, TranscriptEntry};
 pub use campaigns::{
-    CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter, campaign_status,
-    item_status,
+    BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,
+    campaign_status, item_status,
 };
 pub use conversations::{AgentTurnRecord, ConversationDoc, conversation_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};

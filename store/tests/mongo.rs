@@ -391,3 +391,56 @@ async fn the_agent_reads_a_contacts_details_leniently() {
     assert_eq!(vars.get("plan").map(String::as_str), Some("gold"));
     assert!(!vars.contains_key("visits"));
 }
+
+#[tokio::test]
+async fn a_campaigns_batch_lease_has_one_holder_and_changes_hands_only_when_not_renewed() {
+    let store = store().await;
+    let id = "cmp_lease";
+    store
+        .database()
+        .collection::<mongodb::bson::Document>("campaigns")
+        .insert_one(doc! { "_id": id, "name": "lease" })
+        .await
+        .unwrap();
+    assert!(store.claim_batch_lease(id, "run/1/1").await.unwrap());
+    assert!(
+        store.claim_batch_lease(id, "run/1/1").await.unwrap(),
+        "the holder claims again"
+    );
+    assert!(
+        !store.claim_batch_lease(id, "run/1/2").await.unwrap(),
+        "a second attempt does not get a held lease"
+    );
+    let seen = store.batch_lease(id).await.unwrap();
+    assert_eq!(seen.holder.as_deref(), Some("run/1/1"));
+
+    // The holder renews after the waiter looked: the waiter takes nothing.
+    assert!(store.renew_batch_lease(id, "run/1/1").await.unwrap());
+    assert!(
+        !store
+            .take_over_batch_lease(id, "run/1/2", &seen)
+            .await
+            .unwrap()
+    );
+
+    // No renewal since it looked: it takes over, and the old holder learns so on renewal.
+    let seen = store.batch_lease(id).await.unwrap();
+    assert!(
+        store
+            .take_over_batch_lease(id, "run/1/2", &seen)
+            .await
+            .unwrap()
+    );
+    assert!(!store.renew_batch_lease(id, "run/1/1").await.unwrap());
+    assert!(store.renew_batch_lease(id, "run/1/2").await.unwrap());
+
+    // Only the holder's release frees it.
+    store.release_batch_lease(id, "run/1/1").await.unwrap();
+    assert_eq!(
+        store.batch_lease(id).await.unwrap().holder.as_deref(),
+        Some("run/1/2")
+    );
+    store.release_batch_lease(id, "run/1/2").await.unwrap();
+    assert_eq!(store.batch_lease(id).await.unwrap().holder, None);
+    assert!(store.claim_batch_lease(id, "run/2/1").await.unwrap());
+}

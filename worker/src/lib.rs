@@ -64,6 +64,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         channels,
         settings.public_base_url.clone(),
         settings.default_region.clone(),
+        settings.twilio.timeout,
     );
 
     let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
@@ -81,6 +82,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .register_workflow::<CallWorkflow>()?
         // A crashed worker's sticky queue delays the next workflow task by this much.
         .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
+        // Heartbeats reach the server at least this often (by default only every 80% of the
+        // heartbeat timeout, which leaves a slow batch no margin before it is timed out).
+        .max_heartbeat_throttle_interval(Duration::from_secs(2))
         .graceful_shutdown_period(Duration::from_secs(10))
         .build();
     let mut worker =

@@ -313,6 +313,8 @@ pub struct CallWorkflow {
     started_at: Option<String>,
     ended_at: Option<String>,
     followups: u32,
+    /// The campaign was cancelled: dial no more (see [`CallWorkflow::stop_dialling`]).
+    stop: bool,
 }
 
 #[workflow_methods]
@@ -342,6 +344,7 @@ impl CallWorkflow {
             started_at: input.started_at,
             ended_at: None,
             followups: 0,
+            stop: false,
         }
     }
 
@@ -357,10 +360,20 @@ impl CallWorkflow {
             input.max_attempts.max(1)
         };
 
+        let mut stopped = false;
         loop {
             let attempt = ctx.state(|s| s.view.attempt);
             let log_id = format!("{}/{attempt}", input.call_id);
-            if !inbound {
+            if !inbound && ctx.state(|s| s.stop) {
+                // Cancelled before the first dial: nothing was placed.
+                ctx.state_mut(|s| {
+                    s.final_status = Some(CallStatusEvent {
+                        status: "canceled".to_owned(),
+                        ..CallStatusEvent::default()
+                    });
+                    s.view.outcome = Some("canceled".to_owned());
+                });
+            } else if !inbound {
                 let started = now(ctx.workflow_time());
                 ctx.state_mut(|s| s.started_at = Some(started));
                 let placed = ctx
@@ -433,7 +446,19 @@ impl CallWorkflow {
             ) else {
                 break;
             };
-            ctx.timer(delay).await;
+            {
+                let mut wait = pin!(ctx.timer(delay));
+                stopped = select! {
+                    _ = ctx.wait_condition(|s| s.stop) => true,
+                    _ = wait.as_mut() => false,
+                };
+                if stopped {
+                    wait.cancel();
+                }
+            }
+            if stopped {
+                break;
+            }
             ctx.state_mut(|s| {
                 s.view.attempt += 1;
                 s.view.call_sid = None;
@@ -450,12 +475,16 @@ impl CallWorkflow {
             });
         }
         let result = ctx.state(|s| CallResult {
-            outcome: s
-                .view
-                .attempts
-                .last()
-                .map(|a| a.outcome.clone())
-                .unwrap_or_default(),
+            // Cancelled while waiting to dial again: the item says so, not the last busy.
+            outcome: if stopped {
+                "canceled".to_owned()
+            } else {
+                s.view
+                    .attempts
+                    .last()
+                    .map(|a| a.outcome.clone())
+                    .unwrap_or_default()
+            },
             attempts: s.view.attempts.clone(),
             disposition: s.view.disposition,
         });
@@ -480,6 +509,13 @@ impl CallWorkflow {
                 .await;
         }
         Ok(result)
+    }
+
+    /// The campaign this call belongs to was cancelled: no further attempt is dialled, and an
+    /// attempt still ringing is cancelled; a call already answered goes on to its end.
+    #[signal]
+    pub fn stop_dialling(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.stop = true;
     }
 
     /// The call was answered (outbound) or rang in (inbound): the first thing to say.
@@ -833,9 +869,33 @@ async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
     let ended = {
         let deadline = ctx.state(|s| s.view.input.status_deadline());
         let mut limit = pin!(ctx.timer(deadline));
-        let ended = select! {
-            _ = ctx.wait_condition(|s| s.final_status.is_some()) => true,
-            _ = limit.as_mut() => false,
+        let mut cancel_sent = false;
+        let ended = loop {
+            // A stop while the call still rings cancels it (Twilio's `canceled` leaves a call
+            // that has just been answered alone); then the final status is awaited as usual.
+            let ringing_stopped = |s: &CallWorkflow| {
+                s.stop && s.view.answered_at.is_none() && s.view.call_sid.is_some()
+            };
+            let woke = select! {
+                _ = ctx.wait_condition(|s| s.final_status.is_some()) => Some(true),
+                _ = limit.as_mut() => Some(false),
+                _ = ctx.wait_condition(move |s| !cancel_sent && ringing_stopped(s)) => None,
+            };
+            match woke {
+                Some(ended) => break ended,
+                None => {
+                    cancel_sent = true;
+                    if let Some(sid) = ctx.state(|s| s.view.call_sid.clone()) {
+                        let _ = ctx
+                            .execute_activity(
+                                VoiceActivities::cancel_ringing_call,
+                                sid,
+                                store_options(Duration::from_secs(30)),
+                            )
+                            .await;
+                    }
+                }
+            }
         };
         if ended {
             limit.cancel();

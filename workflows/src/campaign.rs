@@ -3,7 +3,8 @@
 //! query. History stays bounded: each batch is a handful of events, and the run continues as
 //! new (carrying its cursor and counters) long before the server's limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,12 +12,13 @@ use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
-    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy,
-    WorkflowResult, workflows::select,
+    ActivityOptions, CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions,
+    ParentClosePolicy, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows::select,
 };
 use voice_agent_activities::campaign::{
-    BatchInput, BatchOutput, CallItemsInput, CampaignActivities, MaterializeInput,
+    BatchInput, BatchOutput, CAMPAIGN_GONE, CallItemsInput, CampaignActivities,
+    MIN_RATE_PER_SECOND, MaterializeInput, SettleCallsInput, call_workflow_id, send_interval,
 };
 use voice_agent_activities::voice::VoiceActivities;
 use voice_agent_store::campaign_status;
@@ -43,6 +45,11 @@ const RETRY_PASS_DELAY: Duration = Duration::from_secs(5);
 const MAX_WINDOW_WAIT_SECS: u64 = 3_600;
 /// Continue-as-new after this many history events even if the server has not suggested it.
 const MAX_HISTORY_EVENTS: u32 = 3_000;
+/// Voice: while waiting on its calls, the campaign checks this often for calls whose workflow
+/// closed without telling it (terminated, timed out, its last write gave up).
+const SETTLE_EVERY: Duration = Duration::from_secs(30);
+/// Patch id of voice calls tracked by item (settle checks, cancel stops the calls).
+const VOICE_CALLS_PATCH: &str = "voice-calls-by-item";
 
 /// Where the run is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,9 +163,17 @@ pub struct CampaignRun {
     /// Voice campaigns: how to call (each contact's call is a child workflow).
     #[serde(default)]
     pub voice: Option<VoiceCampaign>,
-    /// Voice: calls started and not finished yet.
+    /// Voice: calls started and not finished yet, by count. Runs since calls are tracked by
+    /// item ([`Self::calls`]) leave it at 0; it drains the calls of runs from before.
     #[serde(default)]
     pub in_flight: u32,
+    /// Voice: items whose call was started and has not ended yet.
+    #[serde(default)]
+    pub calls: BTreeSet<String>,
+    /// Voice: items whose call's end arrived before its start was recorded (both can reach the
+    /// campaign in one workflow task, the end first).
+    #[serde(default)]
+    pub ended_early: BTreeSet<String>,
 }
 
 impl CampaignRun {
@@ -180,6 +195,33 @@ impl CampaignRun {
         } else {
             MAX_BATCH
         }
+    }
+
+    /// Voice: calls in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len() + self.in_flight as usize
+    }
+
+    /// Voice: a call workflow was started for `item_id` (or was found already started).
+    fn call_started(&mut self, item_id: &str) {
+        if !self.ended_early.remove(item_id) {
+            self.calls.insert(item_id.to_owned());
+        }
+    }
+
+    /// Voice: the call of an item ended. Counted once, whichever order start and end arrive in.
+    fn call_ended(&mut self, item_id: &str, outcome: &str) {
+        if self.calls.remove(item_id) {
+        } else if self.in_flight > 0 {
+            self.in_flight -= 1;
+        } else if !self.ended_early.insert(item_id.to_owned()) {
+            return;
+        }
+        *self
+            .counters
+            .outcomes
+            .entry(outcome.to_owned())
+            .or_default() += 1;
     }
 
     fn absorb(&mut self, out: &BatchOutput) {
@@ -325,8 +367,10 @@ impl CampaignWorkflow {
         }
 
         // Voice: the campaign is done when its last call is.
-        ctx.wait_condition(|s| s.run.in_flight == 0 || s.run.cancel_requested)
-            .await?;
+        wait_for_calls(ctx, &id, true, |s| {
+            s.run.calls_in_flight() == 0 || s.run.cancel_requested
+        })
+        .await?;
         if ctx.state(|s| s.run.cancel_requested && s.run.voice.is_some()) {
             return cancel(ctx, &id).await;
         }
@@ -337,8 +381,7 @@ impl CampaignWorkflow {
     /// A voice campaign's call finished.
     #[signal]
     pub fn call_finished(&mut self, _ctx: &mut SyncWorkflowContext<Self>, done: CallFinished) {
-        self.run.in_flight = self.run.in_flight.saturating_sub(1);
-        *self.run.counters.outcomes.entry(done.outcome).or_default() += 1;
+        self.run.call_ended(&done.item_id, &done.outcome);
     }
 
     /// Stops sending after the batch in flight.
@@ -362,7 +405,10 @@ impl CampaignWorkflow {
     /// Changes the rate from the next batch on.
     #[signal]
     pub fn set_rate(&mut self, _ctx: &mut SyncWorkflowContext<Self>, rate_per_second: f64) {
-        if rate_per_second.is_finite() && rate_per_second >= 0.0 {
+        // The API refuses other values; a signal sent around it changes nothing.
+        if rate_per_second == 0.0
+            || (rate_per_second.is_finite() && rate_per_second >= MIN_RATE_PER_SECOND)
+        {
             self.run.rate_per_second = rate_per_second;
         }
     }
@@ -395,11 +441,11 @@ async fn call_page(
             activity_options(Duration::from_secs(60)),
         )
         .await?;
-    let max_in_flight = voice.max_in_flight.max(1);
+    let max_in_flight = voice.max_in_flight.max(1) as usize;
     let mut items = page.items.iter();
     while let Some(item) = items.next() {
-        ctx.wait_condition(|s| {
-            s.run.cancel_requested || (!s.run.paused && s.run.in_flight < max_in_flight)
+        wait_for_calls(ctx, id, false, move |s| {
+            s.run.cancel_requested || (!s.run.paused && s.run.calls_in_flight() < max_in_flight)
         })
         .await?;
         if ctx.state(|s| s.run.cancel_requested) {
@@ -414,7 +460,7 @@ async fn call_page(
             }
             return Ok(None);
         }
-        let call_id = format!("call-{}", item.item_id.replace(':', "-"));
+        let call_id = call_workflow_id(&item.item_id);
         let options = ChildWorkflowOptions::builder()
             .workflow_id(call_id.clone())
             .parent_close_policy(ParentClosePolicy::Abandon)
@@ -451,16 +497,19 @@ async fn call_page(
                 options,
             )
             .await;
-        if started.is_ok() {
-            ctx.state_mut(|s| {
-                s.run.in_flight += 1;
+        // A start refused because the call exists (an item taken again by a later pass while
+        // its call goes on) is still a call in flight; one that never started is settled as
+        // failed by the next check.
+        ctx.state_mut(|s| {
+            if started.is_ok() {
                 s.run.counters.calls_started += 1;
-            });
-        }
+            }
+            s.run.call_started(&item.item_id);
+        });
         // Calls per second (Twilio's default account limit is 1).
         let rate = ctx.state(|s| s.run.rate_per_second);
-        let rate = if rate > 0.0 { rate } else { 1.0 };
-        ctx.timer(Duration::from_secs_f64(1.0 / rate)).await;
+        ctx.timer(send_interval(rate).unwrap_or(Duration::from_secs(1)))
+            .await;
     }
     Ok(Some(BatchOutput {
         after: page.after,
@@ -488,7 +537,85 @@ async fn cancel(
         s.run.counters.cancelled += n;
         s.run.phase = Phase::Done;
     });
+    // Voice: calls in flight were started with an abandon policy, so nothing else stops them.
+    // Each is told to dial no more: one not answered yet ends `cancelled`, one in progress goes
+    // on to its natural end. The campaign then waits for them, so its counters hold every call.
+    let calls = ctx.state(|s| s.run.calls.clone());
+    if !calls.is_empty() && ctx.patched(VOICE_CALLS_PATCH) {
+        for item_id in &calls {
+            // A call that has just ended cannot be signalled; the wait below settles it.
+            let _ = ctx
+                .external_workflow(call_workflow_id(item_id), None)
+                .signal(
+                    CallWorkflow::stop_dialling,
+                    (),
+                    SignalWorkflowOptions::default(),
+                )
+                .await;
+        }
+        wait_for_calls(ctx, id, true, |s| s.run.calls_in_flight() == 0).await?;
+    }
     Ok(ctx.state(|s| s.run.counters.clone()))
+}
+
+/// Voice: waits until `ready` holds. The calls' workflows report their end by signal; a call
+/// that cannot (terminated, timed out, its last write gave up) would leave the campaign waiting
+/// for ever, so every [`SETTLE_EVERY`] the campaign asks Temporal which of its calls have
+/// closed and settles those. Where the run has nothing else in hand (`may_continue`: not in
+/// the middle of a page), a long wait continues-as-new to keep its history bounded.
+async fn wait_for_calls(
+    ctx: &mut WorkflowContext<CampaignWorkflow>,
+    id: &str,
+    may_continue: bool,
+    ready: impl Fn(&CampaignWorkflow) -> bool + Copy,
+) -> WorkflowResult<()> {
+    // Runs recorded before calls were tracked by item wait as they did.
+    if !ctx.patched(VOICE_CALLS_PATCH) {
+        ctx.wait_condition(ready).await?;
+        return Ok(());
+    }
+    loop {
+        let ready_now = {
+            let mut tick = pin!(ctx.timer(SETTLE_EVERY));
+            let ready_now = select! {
+                _ = ctx.wait_condition(ready) => true,
+                _ = tick.as_mut() => false,
+            };
+            if ready_now {
+                // A pending timer would stay in history; cancel it before the next round.
+                tick.cancel();
+            }
+            ready_now
+        };
+        if ready_now {
+            return Ok(());
+        }
+        let item_ids: Vec<String> = ctx.state(|s| s.run.calls.iter().cloned().collect());
+        if item_ids.is_empty() {
+            continue;
+        }
+        let settled = ctx
+            .execute_activity(
+                CampaignActivities::settle_calls,
+                SettleCallsInput {
+                    campaign_id: id.to_owned(),
+                    item_ids,
+                },
+                activity_options(Duration::from_secs(60)),
+            )
+            .await?;
+        ctx.state_mut(|s| {
+            for call in settled {
+                // Only calls still counted: one whose signal arrived meanwhile is done already.
+                if s.run.calls.contains(&call.item_id) {
+                    s.run.call_ended(&call.item_id, &call.outcome);
+                }
+            }
+        });
+        if may_continue {
+            maybe_continue_as_new(ctx)?;
+        }
+    }
 }
 
 async fn set_status(
@@ -526,11 +653,13 @@ fn now_ms(ctx: &WorkflowContext<CampaignWorkflow>) -> i64 {
         .unwrap_or_default()
 }
 
+/// Retried until it works, except when the campaign no longer exists.
 fn retry_forever() -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(30))
+        .non_retryable_error_types([CAMPAIGN_GONE])
         .build()
 }
 
@@ -540,13 +669,15 @@ fn activity_options(start_to_close: Duration) -> ActivityOptions {
         .build()
 }
 
-/// A batch heartbeats every 2 s; a dead worker is noticed after the heartbeat timeout, not the
-/// whole start-to-close.
+/// A batch heartbeats every 2 s through every phase (the worker sends them on at least that
+/// often); a dead worker is noticed after the heartbeat timeout, not the whole start-to-close.
+/// The timeout leaves room for ten heartbeats, so a slow store does not time a live batch out;
+/// if it does, the batch lease keeps the retry from sending alongside it.
 fn batch_options() -> ActivityOptions {
     ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::StartToClose(Duration::from_secs(
         600,
     )))
-    .heartbeat_timeout(Duration::from_secs(10))
+    .heartbeat_timeout(Duration::from_secs(20))
     .retry_policy(retry_forever())
     .build()
 }
@@ -565,5 +696,53 @@ mod tests {
         assert_eq!(run.batch_size(), MAX_BATCH);
         run.rate_per_second = 0.01;
         assert_eq!(run.batch_size(), 1);
+    }
+
+    #[test]
+    fn a_calls_end_is_counted_once_whichever_order_start_and_end_arrive_in() {
+        let mut run = CampaignRun::new("cmp_x".to_owned(), 1.0, None);
+        // Start, then end.
+        run.call_started("cmp_x:a");
+        assert_eq!(run.calls_in_flight(), 1);
+        run.call_ended("cmp_x:a", "human");
+        assert_eq!(run.calls_in_flight(), 0);
+        // End first (both in one workflow task: signals are applied first), then start. A count
+        // would go 0 -> 0 (saturating) -> 1 and wait for ever.
+        run.call_ended("cmp_x:b", "busy");
+        run.call_started("cmp_x:b");
+        assert_eq!(run.calls_in_flight(), 0);
+        assert!(run.ended_early.is_empty());
+        // A start found already running (an item taken again by a later pass) is one call.
+        run.call_started("cmp_x:c");
+        run.call_started("cmp_x:c");
+        assert_eq!(run.calls_in_flight(), 1);
+        run.call_ended("cmp_x:c", "failed");
+        assert_eq!(run.calls_in_flight(), 0);
+        assert_eq!(run.counters.outcomes.get("failed"), Some(&1));
+        assert_eq!(run.counters.outcomes.get("human"), Some(&1));
+        assert_eq!(run.counters.outcomes.get("busy"), Some(&1));
+    }
+
+    #[test]
+    fn runs_from_before_calls_were_tracked_by_item_drain_their_count() {
+        let mut run = CampaignRun::new("cmp_x".to_owned(), 1.0, None);
+        run.in_flight = 2;
+        run.call_ended("cmp_x:old1", "human");
+        assert_eq!(run.calls_in_flight(), 1);
+        run.call_ended("cmp_x:old2", "human");
+        assert_eq!(run.calls_in_flight(), 0);
+    }
+
+    #[test]
+    fn every_rate_paces_without_overflow() {
+        assert_eq!(send_interval(0.0), None);
+        assert_eq!(send_interval(f64::NAN), None);
+        assert_eq!(send_interval(2.0), Some(Duration::from_millis(500)));
+        for tiny in [1e-300, f64::MIN_POSITIVE, 1e-9] {
+            assert_eq!(
+                send_interval(tiny),
+                Some(voice_agent_activities::campaign::MAX_SEND_INTERVAL)
+            );
+        }
     }
 }

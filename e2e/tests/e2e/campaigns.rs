@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// A list of `n` contacts (+1415555 2000 + i), written straight into MongoDB: the contact
 /// upload has its own tests; these are about sending.
-async fn make_list(stack: &Stack, n: usize) -> anyhow::Result<(String, Vec<String>)> {
+pub(crate) async fn make_list(stack: &Stack, n: usize) -> anyhow::Result<(String, Vec<String>)> {
     let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
     stack
         .mongo
@@ -43,7 +43,7 @@ async fn make_list(stack: &Stack, n: usize) -> anyhow::Result<(String, Vec<Strin
     Ok((list_id, phones))
 }
 
-async fn api(
+pub(crate) async fn api(
     stack: &Stack,
     method: reqwest::Method,
     path: &str,
@@ -64,7 +64,11 @@ async fn api(
     ))
 }
 
-async fn create_and_start(stack: &Stack, list_id: &str, rate: f64) -> anyhow::Result<String> {
+pub(crate) async fn create_and_start(
+    stack: &Stack,
+    list_id: &str,
+    rate: f64,
+) -> anyhow::Result<String> {
     let (status, created) = api(
         stack,
         reqwest::Method::POST,
@@ -91,7 +95,7 @@ async fn create_and_start(stack: &Stack, list_id: &str, rate: f64) -> anyhow::Re
     Ok(id)
 }
 
-async fn result(stack: &Stack, id: &str) -> anyhow::Result<CampaignCounters> {
+pub(crate) async fn result(stack: &Stack, id: &str) -> anyhow::Result<CampaignCounters> {
     Ok(stack
         .temporal()
         .await?
@@ -100,7 +104,7 @@ async fn result(stack: &Stack, id: &str) -> anyhow::Result<CampaignCounters> {
         .await?)
 }
 
-async fn item_counts(stack: &Stack, id: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+pub(crate) async fn item_counts(stack: &Stack, id: &str) -> anyhow::Result<BTreeMap<String, i64>> {
     let (status, progress) = api(
         stack,
         reqwest::Method::GET,
@@ -112,11 +116,11 @@ async fn item_counts(stack: &Stack, id: &str) -> anyhow::Result<BTreeMap<String,
     Ok(serde_json::from_value(progress["counts"].clone())?)
 }
 
-async fn ledger_total(stack: &Stack) -> anyhow::Result<u64> {
+pub(crate) async fn ledger_total(stack: &Stack) -> anyhow::Result<u64> {
     Ok(ledger_counts(stack).await?.values().sum())
 }
 
-async fn ledger_counts(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
+pub(crate) async fn ledger_counts(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
     let counts = stack
         .admin(reqwest::Method::GET, "/admin/ledger/counts", None)
         .await?;

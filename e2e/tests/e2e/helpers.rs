@@ -345,6 +345,16 @@ impl Stack {
         Ok(())
     }
 
+    /// SIGSTOP of the worker, as a process that hangs (a long pause, a host cut off): it
+    /// holds whatever it was doing and wakes later. The stack forgets it; the returned
+    /// [`Frozen`] continues it with SIGCONT, and kills it when dropped.
+    pub(crate) fn freeze_worker(&mut self) -> anyhow::Result<Frozen> {
+        let worker = self.worker.take().context("no worker running")?;
+        let pid = worker.id().context("worker already exited")?;
+        signal(pid, "-STOP")?;
+        Ok(Frozen { worker, pid })
+    }
+
     pub(crate) async fn grpc(
         &self,
     ) -> anyhow::Result<MessagingServiceClient<tonic::transport::Channel>> {
@@ -438,6 +448,28 @@ impl Drop for Stack {
 
 /// Reads the child's stdout until the line announcing its URL, then keeps draining it in the
 /// background so the child never blocks on a full pipe.
+/// A worker stopped by [`Stack::freeze_worker`].
+pub(crate) struct Frozen {
+    #[allow(dead_code)]
+    worker: Child,
+    pid: u32,
+}
+
+impl Frozen {
+    /// SIGCONT: it carries on from where it stopped.
+    pub(crate) fn thaw(&self) -> anyhow::Result<()> {
+        signal(self.pid, "-CONT")
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {sig} {pid} failed");
+    Ok(())
+}
+
 async fn read_url(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("stdout is piped")?;
     let mut lines = BufReader::new(stdout).lines();

@@ -3,6 +3,7 @@
 mod agent;
 mod campaigns;
 mod chaos;
+mod durability;
 mod helpers;
 mod voice;
 mod whatsapp;

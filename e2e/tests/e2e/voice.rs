@@ -14,17 +14,17 @@ const WAIT: Duration = Duration::from_secs(90);
 const OURS: &str = "+15005550006";
 
 /// A number of its own per test run (call workflow ids of earlier runs may still exist).
-fn person() -> String {
+pub(crate) fn person() -> String {
     let n = uuid::Uuid::new_v4().as_u128();
     format!("+1628{}{:04}", 200 + n % 800, (n >> 16) % 10_000)
 }
 
-fn enc(number: &str) -> String {
+pub(crate) fn enc(number: &str) -> String {
     number.replace('+', "%2B")
 }
 
 /// Points our number's voice webhooks at the API, as one configures a Twilio number.
-async fn route_our_number(stack: &Stack) -> anyhow::Result<()> {
+pub(crate) async fn route_our_number(stack: &Stack) -> anyhow::Result<()> {
     stack
         .admin(
             reqwest::Method::PUT,
@@ -40,7 +40,11 @@ async fn route_our_number(stack: &Stack) -> anyhow::Result<()> {
 }
 
 /// Scripts how the simulator's callee at `number` behaves.
-async fn script_callee(stack: &Stack, number: &str, script: Value) -> anyhow::Result<()> {
+pub(crate) async fn script_callee(
+    stack: &Stack,
+    number: &str,
+    script: Value,
+) -> anyhow::Result<()> {
     stack
         .admin(
             reqwest::Method::PUT,
@@ -52,7 +56,10 @@ async fn script_callee(stack: &Stack, number: &str, script: Value) -> anyhow::Re
 }
 
 /// A contact list of `(number, name)` (no name when empty); returns its id.
-async fn voice_list(stack: &Stack, contacts: &[(&String, &str)]) -> anyhow::Result<String> {
+pub(crate) async fn voice_list(
+    stack: &Stack,
+    contacts: &[(&String, &str)],
+) -> anyhow::Result<String> {
     let list_id = format!("cl_{}", uuid::Uuid::new_v4().simple());
     stack
         .mongo
@@ -753,15 +760,14 @@ async fn a_voice_campaign_can_be_paused_resumed_and_cancelled() -> anyhow::Resul
         Ok((open == 0).then_some(p))
     })
     .await?;
+    // A call still ringing when the cancel came is cancelled too, so it may be dialled and
+    // still end cancelled; an answered one goes on to its end.
     let counts = &progress["counts"];
+    let answered = counts["answered"].as_u64().unwrap_or(0);
+    assert!(answered >= 1 && answered <= called, "{progress}");
     assert_eq!(
-        counts["answered"].as_u64().unwrap_or(0),
-        called,
-        "{progress}"
-    );
-    assert_eq!(
-        counts["cancelled"].as_u64().unwrap_or(0),
-        6 - called,
+        answered + counts["cancelled"].as_u64().unwrap_or(0),
+        6,
         "{progress} {counters:?}"
     );
     assert!(called < 6, "the cancel came too late to matter: {progress}");
