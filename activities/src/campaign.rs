@@ -214,26 +214,21 @@ pub struct CampaignActivities {
     channels: ChannelRegistry,
     public_base_url: url::Url,
     default_region: String,
-    /// How long one provider request may take (its client's timeout): sizes the batch lease.
-    provider_timeout: Duration,
 }
 
 impl CampaignActivities {
-    /// Builds the activities. `provider_timeout` is the provider client's whole-request
-    /// timeout.
+    /// Builds the activities.
     pub fn new(
         store: MongoStore,
         channels: ChannelRegistry,
         public_base_url: url::Url,
         default_region: String,
-        provider_timeout: Duration,
     ) -> Self {
         Self {
             store,
             channels,
             public_base_url,
             default_region,
-            provider_timeout,
         }
     }
 
@@ -529,14 +524,21 @@ impl CampaignActivities {
         let campaign = self.campaign(&input.campaign_id).await?;
         // Everything below, the page read included, happens under the campaign's lease, so an
         // earlier attempt that Temporal gave up on cannot be sending the same items.
+        let provider = self
+            .channels
+            .get(None)
+            .ok_or_else(|| anyhow::anyhow!("no message provider is configured"))?
+            .clone();
         let lease = BatchLeaseHold::acquire(
             &self.store,
             &ctx,
             &campaign.id,
-            self.provider_timeout + LEASE_SEND_WINDOW,
+            provider.request_timeout() + LEASE_SEND_WINDOW,
         )
         .await?;
-        let result = self.send_batch_held(&ctx, &campaign, input, &lease).await;
+        let result = self
+            .send_batch_held(&ctx, &campaign, input, provider, &lease)
+            .await;
         lease.release(&self.store).await;
         result
     }
@@ -548,6 +550,7 @@ impl CampaignActivities {
         ctx: &ActivityContext,
         campaign: &CampaignDoc,
         input: BatchInput,
+        provider: Arc<dyn MessageChannel>,
         lease: &BatchLeaseHold,
     ) -> Result<BatchOutput, ActivityError> {
         let items = self
@@ -571,11 +574,6 @@ impl CampaignActivities {
             processed: items.len() as u64,
             ..Default::default()
         };
-        let provider = self
-            .channels
-            .get(None)
-            .ok_or_else(|| anyhow::anyhow!("no message provider is configured"))?
-            .clone();
         let channel = match campaign.channel.as_str() {
             "whatsapp" => Channel::Whatsapp,
             _ => Channel::Sms,

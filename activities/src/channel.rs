@@ -83,6 +83,10 @@ pub trait MessageChannel: Send + Sync + 'static {
         &'a self,
         probe: &'a SentProbe,
     ) -> BoxFuture<'a, Result<Option<ProviderAccept>, ChannelError>>;
+
+    /// The longest a request to the provider may take (its client's timeout): a send started
+    /// now is over, answered or abandoned, by then.
+    fn request_timeout(&self) -> std::time::Duration;
 }
 
 /// The configured providers by name (`"twilio"`), with one default.

@@ -3,6 +3,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`channel`] | the pluggable [`MessageChannel`] trait and its provider registry |
+//! | [`deadline`] | no provider request starts too late in an attempt to end before its retry |
 //! | [`twilio_channel`] | the Twilio implementation of [`MessageChannel`] |
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
 //! | [`agent`] | [`AgentActivities`]: the agent's turns, summaries, opt-outs and records |
@@ -22,6 +23,7 @@
 pub mod agent;
 pub mod campaign;
 pub mod channel;
+pub mod deadline;
 pub mod messaging;
 pub mod template;
 pub mod twilio_channel;

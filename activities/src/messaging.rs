@@ -15,6 +15,7 @@ use voice_agent_domain::{Channel, MessageStatus, mask_phone};
 use voice_agent_store::{MongoStore, NewOutboundMessage};
 
 use crate::channel::{ChannelError, ChannelRegistry, OutboundSend, SentProbe};
+use crate::deadline::{AttemptDeadline, too_late};
 
 /// Failure type name of a permanent provider rejection; workflows match on it.
 pub const PERMANENT_SEND_FAILURE: &str = "PermanentSendFailure";
@@ -104,6 +105,7 @@ impl MessagingActivities {
         input: SendMessageInput,
     ) -> Result<SendMessageOutput, ActivityError> {
         let attempt = ctx.info().attempt;
+        let deadline = AttemptDeadline::of(&ctx);
         let doc = self
             .store
             .record_outbound_intent(&NewOutboundMessage {
@@ -204,6 +206,9 @@ impl MessagingActivities {
             content_sid: None,
             content_variables: None,
         };
+        if !deadline.allows(provider.request_timeout()) {
+            return Err(too_late());
+        }
         match provider.send(&send).await {
             Ok(accept) => {
                 info!(

@@ -23,6 +23,10 @@ impl TwilioChannel {
 }
 
 impl MessageChannel for TwilioChannel {
+    fn request_timeout(&self) -> std::time::Duration {
+        self.client.timeout()
+    }
+
     fn send<'a>(
         &'a self,
         msg: &'a OutboundSend,

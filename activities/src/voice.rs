@@ -14,6 +14,8 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 use voice_agent_domain::mask_phone;
+
+use crate::deadline::{AttemptDeadline, too_late};
 use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry, item_status};
 use voice_agent_twilio::client::{
     CallStatus, CreateCall, ListCalls, MachineDetection, TwilioClient, TwilioError, UpdateCall,
@@ -183,9 +185,10 @@ impl VoiceActivities {
     #[activity]
     pub async fn place_call(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: PlaceCallInput,
     ) -> Result<PlaceCallOutput, ActivityError> {
+        let deadline = AttemptDeadline::of(&ctx);
         let a = &input.attempt;
         let before = self.store.begin_dial(a).await?;
         if let Some(sid) = before.as_ref().and_then(|d| d.call_sid.clone()) {
@@ -265,6 +268,9 @@ impl VoiceActivities {
                 .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
             ..CreateCall::default()
         };
+        if !deadline.allows(self.twilio.timeout()) {
+            return Err(too_late());
+        }
         match self.twilio.create_call(&params).await {
             Ok(call) => {
                 info!(call_id = %a.call_id, attempt = a.attempt, to = %mask_phone(&a.to), "call placed");

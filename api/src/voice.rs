@@ -377,7 +377,7 @@ pub struct NewCall {
     /// Record the call; the recording URL lands in the call log (default false).
     #[serde(default)]
     pub record: Option<bool>,
-    /// Longest call in seconds (Twilio's `TimeLimit`, default 4 hours).
+    /// Longest call in seconds (Twilio's `TimeLimit`, 1-14400, default 4 hours).
     #[serde(default)]
     pub max_duration_secs: Option<u64>,
     /// Seconds to let it ring (Twilio's `Timeout`, 5-600, default 30).
@@ -436,6 +436,16 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
         return Err(bad(
             "ring_timeout_secs",
             "must be between 5 and 600".to_owned(),
+        ));
+    }
+    // Twilio's TimeLimit is at most 4 hours; a larger value used to overflow the call
+    // workflow's deadline arithmetic and fail it on every retry.
+    if let Some(max) = req.max_duration_secs
+        && !(1..=14_400).contains(&max)
+    {
+        return Err(bad(
+            "max_duration_secs",
+            "must be between 1 and 14400 (4 hours)".to_owned(),
         ));
     }
     let max_attempts = req.max_attempts.unwrap_or(1);
@@ -586,8 +596,8 @@ impl CallService for CallsApi {
                 }),
                 record: Some(r.record),
                 ring_timeout_secs: (r.ring_timeout_secs > 0).then_some(r.ring_timeout_secs),
-                max_duration_secs: (r.max_duration_secs > 0)
-                    .then(|| u64::try_from(r.max_duration_secs).unwrap_or(14_400)),
+                max_duration_secs: (r.max_duration_secs != 0)
+                    .then(|| u64::try_from(r.max_duration_secs).unwrap_or(u64::MAX)),
             },
         )
         .await?;

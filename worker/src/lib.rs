@@ -64,7 +64,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         channels,
         settings.public_base_url.clone(),
         settings.default_region.clone(),
-        settings.twilio.timeout,
     );
 
     let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;

@@ -89,8 +89,13 @@ pub struct CallInput {
 impl CallInput {
     /// When to stop waiting for the final status and ask Twilio instead.
     fn status_deadline(&self) -> Duration {
-        let talk = self.max_duration_secs.map_or(MAX_CALL, Duration::from_secs);
-        Duration::from_secs(u64::from(self.ring_timeout_secs)) + talk + STATUS_GRACE
+        // The API bounds both; saturating keeps an input from elsewhere from failing the task.
+        let talk = self
+            .max_duration_secs
+            .map_or(MAX_CALL, |s| Duration::from_secs(s).min(MAX_CALL));
+        Duration::from_secs(u64::from(self.ring_timeout_secs))
+            .saturating_add(talk)
+            .saturating_add(STATUS_GRACE)
     }
 }
 
@@ -1111,6 +1116,27 @@ mod tests {
             retry_delay(None, "+12125550100", at("2026-06-01T20:30:00Z"), hour, None),
             Some(hour)
         );
+    }
+
+    #[test]
+    fn any_time_limit_gives_a_deadline_without_overflow() {
+        let input = |max| CallInput {
+            ring_timeout_secs: u32::MAX,
+            max_duration_secs: max,
+            ..CallInput::default()
+        };
+        // u64::MAX seconds used to panic the workflow task on every retry.
+        assert!(input(Some(u64::MAX)).status_deadline() >= MAX_CALL);
+        assert_eq!(
+            input(Some(u64::MAX)).status_deadline(),
+            input(None).status_deadline()
+        );
+        let short = CallInput {
+            ring_timeout_secs: 30,
+            max_duration_secs: Some(60),
+            ..CallInput::default()
+        };
+        assert_eq!(short.status_deadline(), Duration::from_secs(100));
     }
 
     #[test]

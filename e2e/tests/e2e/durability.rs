@@ -234,6 +234,16 @@ async fn inputs_that_wedged_a_campaign_are_refused_or_end_it() -> anyhow::Result
     .await?;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("rate_per_second"), "{body}");
+    // A call longer than Twilio allows (u64::MAX seconds used to fail its workflow for ever).
+    let (status, body) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/calls",
+        Some(json!({"to": person(), "max_duration_secs": u64::MAX})),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("max_duration_secs"), "{body}");
 
     // A paused campaign gets the rate straight from Temporal, then resumes.
     let id = create_and_start(&stack, &list_id, 1.0).await?;

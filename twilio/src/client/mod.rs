@@ -91,6 +91,7 @@ pub struct TwilioClient {
 struct Inner {
     base_url: Url,
     account_sid: String,
+    timeout: Duration,
     username: String,
     password: SecretString,
 }
@@ -152,6 +153,7 @@ impl TwilioClient {
             inner: Arc::new(Inner {
                 base_url,
                 account_sid,
+                timeout,
                 username,
                 password,
             }),
@@ -161,6 +163,11 @@ impl TwilioClient {
     /// The account SID resources are created under.
     pub fn account_sid(&self) -> &str {
         &self.inner.account_sid
+    }
+
+    /// The whole-request timeout: no request of this client lasts longer.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// URL of an account resource: `{base}/2010-04-01/Accounts/{AccountSid}/{segments…}`. Segments are
