@@ -1,6 +1,10 @@
 //! Replays stored histories of real runs (made by the end-to-end tests with
 //! `VA_SAVE_HISTORIES=workflows/tests/histories`) against the current workflow code. A change
 //! that would break running workflows on deploy fails here: patch it with `ctx.patched(..)`.
+//!
+//! The folder only grows: a history recorded before a patch stays, so the unpatched branch of
+//! the patch stays tested; new behaviour gets a new history beside it. Every workflow type must
+//! have at least one.
 
 use std::path::Path;
 
@@ -36,12 +40,42 @@ async fn stored_histories_replay_against_the_current_code() {
             .build(),
     )
     .expect("replayer");
+    let mut covered = std::collections::BTreeSet::new();
     for file in files {
         let bytes = std::fs::read(&file).expect("read history");
+        covered
+            .insert(workflow_type(&bytes).unwrap_or_else(|| {
+                panic!("{}: no WorkflowExecutionStarted event", file.display())
+            }));
         let history = WorkflowHistory::from_json(&bytes).expect("history JSON");
         replayer
             .replay_workflow(history)
             .await
             .unwrap_or_else(|e| panic!("{} no longer replays: {e}", file.display()));
     }
+    // A workflow type without a stored history is a change nobody checks on deploy.
+    for name in WORKFLOW_TYPES {
+        assert!(
+            covered.contains(*name),
+            "no stored history of {name} in {}: record one (see the module docs)",
+            dir.display()
+        );
+    }
+}
+
+/// Every workflow type the worker registers.
+const WORKFLOW_TYPES: &[&str] = &[
+    "SendMessageWorkflow",
+    "ConversationWorkflow",
+    "CampaignWorkflow",
+    "FollowUpWorkflow",
+    "CallWorkflow",
+];
+
+/// The type of the workflow a stored history is of (its first event's).
+fn workflow_type(history_json: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(history_json).ok()?;
+    v["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]["workflow_type"]["name"]
+        .as_str()
+        .map(str::to_owned)
 }

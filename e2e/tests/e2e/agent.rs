@@ -223,6 +223,26 @@ async fn agent_actions_transfer_schedule_a_callback_and_opt_out() -> anyhow::Res
             "conversation-agent-callback",
         )
         .await?;
+    if std::env::var("VA_SAVE_HISTORIES").is_ok() {
+        // The follow-up's id derives from the inbound message it answers.
+        let inbound = stack
+            .mongo
+            .collection::<mongodb::bson::Document>("messages")
+            .find_one(mongodb::bson::doc! { "from": callback.as_str(), "direction": "inbound" })
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the callback request is not stored"))?;
+        let conversation = conversation_id(callback);
+        stack
+            .save_history::<voice_agent_workflows::FollowUpWorkflow>(
+                &format!(
+                    "followup-{}-{}",
+                    &conversation["conversation-".len()..],
+                    inbound.get_str("twilio_sid")?
+                ),
+                "followup-text-after-timer",
+            )
+            .await?;
+    }
 
     // Transfer: flagged for a person, and the agent stays quiet afterwards.
     let conv = eventually("the hand-over to be recorded", WAIT, || async {

@@ -149,6 +149,9 @@ async fn a_voice_campaign_completes_when_a_call_workflow_is_terminated() -> anyh
         "{:?}",
         items[0]
     );
+    stack
+        .save_history::<CampaignWorkflow>(&format!("campaign-{id}"), "campaign-voice-call-settled")
+        .await?;
     Ok(())
 }
 
@@ -209,10 +212,29 @@ async fn cancelling_a_voice_campaign_stops_calls_not_yet_answered() -> anyhow::R
         "the ringing call was not cancelled: {}",
         ringing_calls[0]
     );
-    for item in item(&stack, &id).await? {
+    let items = item(&stack, &id).await?;
+    for item in &items {
         assert_eq!(item.get_str("status")?, "cancelled", "{item}");
     }
     assert_eq!(counters.outcomes.get("canceled"), Some(&2), "{counters:?}");
+    stack
+        .save_history::<CampaignWorkflow>(&format!("campaign-{id}"), "campaign-voice-cancelled")
+        .await?;
+    for item in &items {
+        let item_id = item.get_str("_id")?;
+        let phone = item.get_str("phone")?;
+        let name = if phone == busy {
+            "call-campaign-stopped-while-waiting-to-retry"
+        } else {
+            "call-campaign-stopped-while-ringing"
+        };
+        stack
+            .save_history::<voice_agent_workflows::CallWorkflow>(
+                &format!("call-{}", item_id.replace(':', "-")),
+                name,
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -521,6 +521,12 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     ] {
         assert_eq!(calls(number).await?["total"], json!(n), "{number}");
     }
+    stack
+        .save_history::<voice_agent_workflows::CampaignWorkflow>(
+            &format!("campaign-{id}"),
+            "campaign-voice-outcomes",
+        )
+        .await?;
     Ok(())
 }
 
@@ -840,6 +846,9 @@ async fn a_call_lost_while_the_api_was_down_is_reconciled_with_twilio() -> anyho
         )
         .await?;
     assert_eq!(calls["total"], json!(1), "dialled twice: {calls}");
+    stack
+        .save_history::<CallWorkflow>(&call_id, "call-lost-reconciled-with-twilio")
+        .await?;
     Ok(())
 }
 
