@@ -34,8 +34,8 @@ use voice_agent_twilio::twiml::{
     Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout, VoiceResponse,
 };
 use voice_agent_workflows::{
-    AnswerInput, CallInput, CallStatusEvent, CallView, CallWorkflow, GatherInput, VoiceNext,
-    VoiceTurn,
+    AnswerInput, CallInput, CallStatusEvent, CallView, CallWorkflow, GatherInput, IssuedTurn,
+    STALE_GATHER, VoiceNext, VoiceTurn,
 };
 
 use crate::AppState;
@@ -68,6 +68,8 @@ pub fn api_routes() -> Router<AppState> {
 struct CallRef {
     wf: Option<String>,
     attempt: Option<u32>,
+    /// The turn a Gather answers (its action URL carries it).
+    turn: Option<u32>,
 }
 
 fn call_workflow_id(r: &CallRef, call_sid: &str) -> Result<String, WebhookError> {
@@ -86,10 +88,13 @@ fn call_sid(form: &SignedForm) -> Result<String, WebhookError> {
     Ok(sid.to_owned())
 }
 
-fn gather_url(state: &AppState, workflow_id: &str) -> String {
+fn gather_url(state: &AppState, workflow_id: &str, turn: u32) -> String {
     let mut url = state.settings.common.public_base_url.clone();
     url.set_path("/twilio/voice/gather");
-    url.query_pairs_mut().clear().append_pair("wf", workflow_id);
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("wf", workflow_id)
+        .append_pair("turn", &turn.to_string());
     url.to_string()
 }
 
@@ -195,7 +200,7 @@ async fn inbound_call(
         .await;
     info!(call_sid = %sid, from = %mask_phone(theirs.as_str()), "inbound call");
     let response = match result {
-        Ok(turn) => twiml(render(&turn, &gather_url(&state, &workflow_id))),
+        Ok(t) => twiml(render(&t.turn, &gather_url(&state, &workflow_id, t.number))),
         Err(e) => {
             warn!(call_sid = %sid, error = %e, "could not start the call workflow");
             trouble()
@@ -256,6 +261,13 @@ async fn gathered(
         confidence: form.get("Confidence").and_then(|c| c.parse().ok()),
         digits: form.get("Digits").map(str::to_owned),
         at: now(),
+        turn: r.turn,
+    };
+    // One update per call and turn: Temporal answers a repeat of the id with the first result,
+    // so a Gather Twilio retries (with or without its idempotency token) is answered once.
+    let update_id = match r.turn {
+        Some(turn) => Some(format!("gather-{sid}-{turn}")),
+        None => idempotency_token(&headers).map(|t| format!("gather-{t}")),
     };
     let result = state
         .temporal
@@ -264,7 +276,7 @@ async fn gathered(
             CallWorkflow::gather,
             input,
             WorkflowExecuteUpdateOptions::builder()
-                .maybe_update_id(idempotency_token(&headers).map(|t| format!("gather-{t}")))
+                .maybe_update_id(update_id)
                 .build(),
         )
         .await;
@@ -288,10 +300,15 @@ fn turn_response(
     state: &AppState,
     workflow_id: &str,
     sid: &str,
-    result: Result<VoiceTurn, WorkflowUpdateError>,
+    result: Result<IssuedTurn, WorkflowUpdateError>,
 ) -> Response {
     match result {
-        Ok(turn) => twiml(render(&turn, &gather_url(state, workflow_id))),
+        Ok(t) => twiml(render(&t.turn, &gather_url(state, workflow_id, t.number))),
+        // Not this call's current turn: nothing to say into it, and nothing of ours failed.
+        Err(WorkflowUpdateError::Failed(f)) if f.message.starts_with(STALE_GATHER) => {
+            info!(call_sid = %sid, reason = %f.message, "Gather result refused");
+            twiml(VoiceResponse::new().to_xml())
+        }
         Err(e) => {
             warn!(call_sid = %sid, error = %e, "call turn failed");
             trouble()

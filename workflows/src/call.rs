@@ -157,6 +157,9 @@ fn delay_in_window(
     (next - now).to_std().ok()
 }
 
+/// How a refused Gather result's error message starts (the API answers it without a turn).
+pub const STALE_GATHER: &str = "a late or foreign Gather result";
+
 /// What the API answers Twilio with: lines to say, then gather, dial or hang up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoiceTurn {
@@ -168,6 +171,18 @@ pub struct VoiceTurn {
     pub language: String,
     /// What comes after.
     pub next: VoiceNext,
+}
+
+/// A turn as sent to Twilio, numbered: the Gather it ends with carries the number back, so a
+/// late result can be told from the current one. (Flattened: the same JSON as a bare turn.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedTurn {
+    /// The turn.
+    #[serde(flatten)]
+    pub turn: VoiceTurn,
+    /// Its number on the call, from 1.
+    #[serde(default)]
+    pub number: u32,
 }
 
 /// After the lines.
@@ -200,6 +215,10 @@ pub struct GatherInput {
     pub digits: Option<String>,
     /// When the webhook arrived, RFC 3339 (set by the API).
     pub at: String,
+    /// The turn whose Gather this answers (from the action URL; absent on calls whose TwiML
+    /// came from a version without turn numbers).
+    #[serde(default)]
+    pub turn: Option<u32>,
 }
 
 /// The call was answered (or rang in): `CallSid` and `AnsweredBy`.
@@ -320,6 +339,8 @@ pub struct CallWorkflow {
     followups: u32,
     /// The campaign was cancelled: dial no more (see [`CallWorkflow::stop_dialling`]).
     stop: bool,
+    /// Turns sent to Twilio so far; the latest one's Gather is the only one answered.
+    turn: u32,
 }
 
 #[workflow_methods]
@@ -350,6 +371,7 @@ impl CallWorkflow {
             ended_at: None,
             followups: 0,
             stop: false,
+            turn: 0,
         }
     }
 
@@ -528,55 +550,36 @@ impl CallWorkflow {
     pub async fn answer(
         ctx: &mut WorkflowContext<Self>,
         input: AnswerInput,
-    ) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
-        ctx.wait_condition(|s| s.profile.is_some()).await?;
-        let machine = input
-            .answered_by
-            .as_deref()
-            .is_some_and(|a| a.starts_with("machine") || a == "fax");
-        let voicemail = ctx.state_mut(|s| {
-            s.view.call_sid = Some(input.call_sid.clone());
-            s.view.status = "in-progress".to_owned();
-            s.view.answered_by.clone_from(&input.answered_by);
-            s.view.answered_at = Some(input.at.clone());
-            if s.started_at.is_none() {
-                s.started_at = Some(input.at.clone());
-            }
-            s.view.input.voicemail.clone()
-        });
-        let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
-        if machine {
-            return Ok(match voicemail {
-                Some(text) => {
-                    ctx.state_mut(|s| {
-                        s.view.outcome = Some("voicemail_left".to_owned());
-                        push(
-                            &mut s.view.transcript,
-                            Speaker::Agent,
-                            &text,
-                            &input.at,
-                            None,
-                        );
-                    });
-                    VoiceTurn {
-                        say: vec![text],
-                        voice: profile.voice.clone(),
-                        language: profile.language.clone(),
-                        next: VoiceNext::Hangup,
-                    }
-                }
-                None => {
-                    ctx.state_mut(|s| s.view.outcome = Some("machine".to_owned()));
-                    VoiceTurn {
-                        say: Vec::new(),
-                        voice: None,
-                        language: profile.language.clone(),
-                        next: VoiceNext::Hangup,
-                    }
-                }
-            });
+    ) -> Result<IssuedTurn, Box<dyn Error + Send + Sync>> {
+        let turn = answer_turn(ctx, input).await?;
+        Ok(issue(ctx, turn))
+    }
+
+    /// Refuses a Gather result that is not for this call's current turn: one of another call
+    /// (another attempt's SID), or one that answers a turn already answered. A repeat of the
+    /// current turn's request never gets here: the API names each Gather's update by its call
+    /// and turn, and Temporal answers a repeated update id with the first result.
+    #[update_validator(gather)]
+    pub fn validate_gather(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &GatherInput,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        if let Some(current) = &self.view.call_sid
+            && *current != input.call_sid
+        {
+            return Err(format!("{STALE_GATHER}: it is for another call").into());
         }
-        Ok(agent_turn(ctx, &profile, &input.at).await)
+        if let Some(turn) = input.turn
+            && turn != self.turn
+        {
+            return Err(format!(
+                "{STALE_GATHER}: it answers turn {turn}, and the call is at turn {}",
+                self.turn
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// A `<Gather>` result: the person's turn, answered with the agent's.
@@ -584,60 +587,9 @@ impl CallWorkflow {
     pub async fn gather(
         ctx: &mut WorkflowContext<Self>,
         input: GatherInput,
-    ) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
-        ctx.wait_condition(|s| s.profile.is_some()).await?;
-        let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
-        let said = input
-            .speech
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .or_else(|| {
-                input
-                    .digits
-                    .as_deref()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| format!("(pressed {d})"))
-            });
-        let Some(text) = said else {
-            // Silence: re-prompt, then end politely.
-            let silences = ctx.state_mut(|s| {
-                s.silences += 1;
-                s.silences
-            });
-            let (line, next) = if silences > profile.max_silences {
-                (profile.closing.clone(), VoiceNext::Hangup)
-            } else {
-                (profile.reprompt.clone(), VoiceNext::Gather)
-            };
-            ctx.state_mut(|s| {
-                push(
-                    &mut s.view.transcript,
-                    Speaker::Agent,
-                    &line,
-                    &input.at,
-                    None,
-                )
-            });
-            return Ok(VoiceTurn {
-                say: vec![line],
-                voice: profile.voice.clone(),
-                language: profile.language.clone(),
-                next,
-            });
-        };
-        ctx.state_mut(|s| {
-            s.silences = 0;
-            push(
-                &mut s.view.transcript,
-                Speaker::Person,
-                &text,
-                &input.at,
-                input.confidence,
-            );
-        });
-        Ok(agent_turn(ctx, &profile, &input.at).await)
+    ) -> Result<IssuedTurn, Box<dyn Error + Send + Sync>> {
+        let turn = gather_turn(ctx, input).await?;
+        Ok(issue(ctx, turn))
     }
 
     /// A status callback.
@@ -866,6 +818,130 @@ async fn agent_turn(
         language: profile.language.clone(),
         next,
     }
+}
+
+/// The first thing to say on the call (see [`CallWorkflow::answer`]).
+async fn answer_turn(
+    ctx: &mut WorkflowContext<CallWorkflow>,
+    input: AnswerInput,
+) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
+    ctx.wait_condition(|s| s.profile.is_some()).await?;
+    let machine = input
+        .answered_by
+        .as_deref()
+        .is_some_and(|a| a.starts_with("machine") || a == "fax");
+    let voicemail = ctx.state_mut(|s| {
+        s.view.call_sid = Some(input.call_sid.clone());
+        s.view.status = "in-progress".to_owned();
+        s.view.answered_by.clone_from(&input.answered_by);
+        s.view.answered_at = Some(input.at.clone());
+        if s.started_at.is_none() {
+            s.started_at = Some(input.at.clone());
+        }
+        s.view.input.voicemail.clone()
+    });
+    let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+    if machine {
+        return Ok(match voicemail {
+            Some(text) => {
+                ctx.state_mut(|s| {
+                    s.view.outcome = Some("voicemail_left".to_owned());
+                    push(
+                        &mut s.view.transcript,
+                        Speaker::Agent,
+                        &text,
+                        &input.at,
+                        None,
+                    );
+                });
+                VoiceTurn {
+                    say: vec![text],
+                    voice: profile.voice.clone(),
+                    language: profile.language.clone(),
+                    next: VoiceNext::Hangup,
+                }
+            }
+            None => {
+                ctx.state_mut(|s| s.view.outcome = Some("machine".to_owned()));
+                VoiceTurn {
+                    say: Vec::new(),
+                    voice: None,
+                    language: profile.language.clone(),
+                    next: VoiceNext::Hangup,
+                }
+            }
+        });
+    }
+    Ok(agent_turn(ctx, &profile, &input.at).await)
+}
+
+/// The answer to a `<Gather>` result (see [`CallWorkflow::gather`]).
+async fn gather_turn(
+    ctx: &mut WorkflowContext<CallWorkflow>,
+    input: GatherInput,
+) -> Result<VoiceTurn, Box<dyn Error + Send + Sync>> {
+    ctx.wait_condition(|s| s.profile.is_some()).await?;
+    let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+    let said = input
+        .speech
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            input
+                .digits
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("(pressed {d})"))
+        });
+    let Some(text) = said else {
+        // Silence: re-prompt, then end politely.
+        let silences = ctx.state_mut(|s| {
+            s.silences += 1;
+            s.silences
+        });
+        let (line, next) = if silences > profile.max_silences {
+            (profile.closing.clone(), VoiceNext::Hangup)
+        } else {
+            (profile.reprompt.clone(), VoiceNext::Gather)
+        };
+        ctx.state_mut(|s| {
+            push(
+                &mut s.view.transcript,
+                Speaker::Agent,
+                &line,
+                &input.at,
+                None,
+            )
+        });
+        return Ok(VoiceTurn {
+            say: vec![line],
+            voice: profile.voice.clone(),
+            language: profile.language.clone(),
+            next,
+        });
+    };
+    ctx.state_mut(|s| {
+        s.silences = 0;
+        push(
+            &mut s.view.transcript,
+            Speaker::Person,
+            &text,
+            &input.at,
+            input.confidence,
+        );
+    });
+    Ok(agent_turn(ctx, &profile, &input.at).await)
+}
+
+/// Numbers a turn before it goes out.
+fn issue(ctx: &mut WorkflowContext<CallWorkflow>, turn: VoiceTurn) -> IssuedTurn {
+    let number = ctx.state_mut(|s| {
+        s.turn += 1;
+        s.turn
+    });
+    IssuedTurn { turn, number }
 }
 
 /// Waits for the attempt's final status; a call that never reports one is reconciled with

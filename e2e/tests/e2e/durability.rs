@@ -14,7 +14,9 @@ use voice_agent_workflows::CampaignWorkflow;
 
 use crate::campaigns::{api, create_and_start, item_counts, ledger_counts, make_list, result};
 use crate::helpers::{Stack, eventually};
-use crate::voice::{enc, person, route_our_number, script_callee, voice_list};
+use crate::voice::{
+    enc, person, ring_in, route_our_number, script_callee, simulator_call, voice_list,
+};
 
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -319,5 +321,85 @@ async fn inputs_that_wedged_a_campaign_are_refused_or_end_it() -> anyhow::Result
     .map_err(|_| anyhow::anyhow!("the deleted campaign's workflow retries for ever"))?;
     let err = outcome.expect_err("a deleted campaign cannot complete");
     assert!(format!("{err:?}").contains("does not exist"), "{err:?}");
+    Ok(())
+}
+
+/// Before: a Gather result was added to whatever turn the call was at: one Twilio retried
+/// without its idempotency token was a second turn, and one of another call entered this one.
+#[tokio::test]
+async fn a_gather_result_is_answered_once_per_turn_and_a_foreign_one_is_refused()
+-> anyhow::Result<()> {
+    use temporalio_client::WorkflowQueryOptions;
+    use voice_agent_twilio::signature::compute_signature;
+
+    let stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    // The simulated caller stays quiet long enough for the test to speak for it.
+    let sid = ring_in(&stack, &caller, &["Hello"], 30_000).await?;
+    eventually("the greeting", WAIT, || async {
+        let call = simulator_call(&stack, &sid).await?;
+        Ok(call["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == json!("say")))
+            .then_some(()))
+    })
+    .await?;
+    let gather = |call_sid: &str, turn: u32, speech: &str| {
+        let url = format!(
+            "{}/twilio/voice/gather?wf=call-{sid}&turn={turn}",
+            stack.api_http
+        );
+        let mut params: Vec<(String, String)> = [
+            ("CallSid", call_sid),
+            ("From", caller.as_str()),
+            ("To", "+15005550006"),
+            ("AccountSid", crate::helpers::ACCOUNT_SID),
+            ("SpeechResult", speech),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        params.sort();
+        let signature = compute_signature(crate::helpers::AUTH_TOKEN, &url, &params);
+        let req = stack
+            .http
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(&params);
+        async move {
+            let r = req.send().await?;
+            anyhow::ensure!(r.status().is_success(), "{}", r.status());
+            Ok::<_, anyhow::Error>(r.text().await?)
+        }
+    };
+    // The greeting was turn 1; its Gather's result, sent twice without a token: one turn.
+    let first = gather(&sid, 1, "tell me more").await?;
+    let again = gather(&sid, 1, "tell me more").await?;
+    assert_eq!(first, again);
+    // A result for a turn the call never asked for, and one of another call: refused, and
+    // nothing is said into the call.
+    let late = gather(&sid, 7, "late words").await?;
+    assert!(!late.contains("<Say"), "{late}");
+    let other = gather("CA0123456789abcdef0123456789abcdef", 2, "foreign words").await?;
+    assert!(!other.contains("<Say"), "{other}");
+
+    let view = stack
+        .temporal()
+        .await?
+        .get_workflow_handle::<voice_agent_workflows::CallWorkflow>(format!("call-{sid}"))
+        .query(
+            voice_agent_workflows::CallWorkflow::call,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
+    let said: Vec<&str> = view.transcript.iter().map(|t| t.text.as_str()).collect();
+    let count = |text: &str| said.iter().filter(|x| x.contains(text)).count();
+    assert_eq!(count("tell me more"), 1, "{said:?}");
+    assert_eq!(count("late words"), 0, "{said:?}");
+    assert_eq!(count("foreign words"), 0, "{said:?}");
+    // The answer's Gather asks for turn 2.
+    assert!(first.contains("turn=2"), "{first}");
     Ok(())
 }

@@ -85,7 +85,7 @@ pub(crate) async fn voice_list(
     Ok(list_id)
 }
 
-async fn ring_in(
+pub(crate) async fn ring_in(
     stack: &Stack,
     from: &str,
     lines: &[&str],
@@ -101,7 +101,7 @@ async fn ring_in(
     Ok(r["call_sid"].as_str().expect("call sid").to_owned())
 }
 
-async fn simulator_call(stack: &Stack, sid: &str) -> anyhow::Result<Value> {
+pub(crate) async fn simulator_call(stack: &Stack, sid: &str) -> anyhow::Result<Value> {
     stack
         .admin(reqwest::Method::GET, &format!("/admin/calls/{sid}"), None)
         .await
