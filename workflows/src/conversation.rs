@@ -32,6 +32,9 @@ pub const MAX_RECENT_MESSAGES: usize = 50;
 const MAX_SEEN_IDS: usize = 200;
 /// Patch id of the agent's replies (the profile lookup at the start of each run).
 const AGENT_REPLIES_PATCH: &str = "agent-replies";
+/// Patch id of answering, at the start of a run, the message the previous run carried over
+/// unanswered (it arrived during that run's last turn).
+const CARRIED_TURN_PATCH: &str = "carried-turn";
 /// Continue-as-new after this many history events even if the server has not suggested it yet.
 const MAX_HISTORY_EVENTS: u32 = 2_000;
 
@@ -217,6 +220,16 @@ impl ConversationWorkflow {
             None
         };
         ctx.state_mut(|s| s.profile.clone_from(&profile));
+        // A message that arrived during the previous run's last turn came over in
+        // `pending_turn` but woke nothing in this run: without this it would never be answered
+        // (the run would wait for the next message, or close idle). Runs recorded before the
+        // patch replay without the wake-up.
+        let carried = ctx.state(|s| {
+            s.unprocessed == 0 && s.state.pending_turn.is_some() && s.state.mode == AgentMode::Open
+        });
+        if profile.is_some() && carried && ctx.patched(CARRIED_TURN_PATCH) {
+            ctx.state_mut(|s| s.unprocessed += 1);
+        }
 
         loop {
             let summary_due = profile.is_some() && ctx.state(|s| s.state.needs_summary);
