@@ -20,6 +20,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use voice_agent_domain::PhoneNumber;
 
+use crate::types::AgentChannel;
+
 /// An agents file could not be used. The message names the file and the entry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -122,10 +124,24 @@ impl Default for AgentProfile {
     }
 }
 
+/// Longest the agent may take for one turn on a call, in seconds, whatever the profile's
+/// `timeout_secs` says: Twilio waits 15 s for the answer to a voice webhook, and the retry,
+/// the turn's other steps and the round trip through Temporal must fit in the rest.
+pub const MAX_VOICE_TURN_SECS: u64 = 8;
+
 impl AgentProfile {
     /// [`Self::timeout_secs`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// The time one turn may take on `channel`: [`Self::timeout`], capped at
+    /// [`MAX_VOICE_TURN_SECS`] on a call.
+    pub fn turn_timeout(&self, channel: AgentChannel) -> Duration {
+        match channel {
+            AgentChannel::Voice => self.timeout().min(Duration::from_secs(MAX_VOICE_TURN_SECS)),
+            _ => self.timeout(),
+        }
     }
 }
 
@@ -255,6 +271,28 @@ impl AgentDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_turn_is_capped_to_fit_twilios_webhook_wait() {
+        let slow = AgentProfile {
+            timeout_secs: 30,
+            ..AgentProfile::default()
+        };
+        let cap = Duration::from_secs(MAX_VOICE_TURN_SECS);
+        assert_eq!(slow.turn_timeout(AgentChannel::Voice), cap);
+        assert_eq!(
+            slow.turn_timeout(AgentChannel::Sms),
+            Duration::from_secs(30)
+        );
+        let quick = AgentProfile {
+            timeout_secs: 3,
+            ..AgentProfile::default()
+        };
+        assert_eq!(
+            quick.turn_timeout(AgentChannel::Voice),
+            Duration::from_secs(3)
+        );
+    }
 
     #[test]
     fn numbers_map_to_profiles_with_defaults_filled_in() {

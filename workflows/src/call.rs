@@ -23,7 +23,10 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
-use crate::options::{dial_options, local_options, store_options};
+use crate::options::{
+    VOICE_OPT_OUT_BUDGET, VOICE_PROFILE_BUDGET, VOICE_REPLY_BUDGET, dial_options, local_options,
+    store_options,
+};
 
 /// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
 const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
@@ -683,7 +686,7 @@ async fn load_profile(ctx: &mut WorkflowContext<CallWorkflow>, input: &CallInput
             ctx.execute_local_activity(
                 AgentActivities::agent_profile_by_name,
                 name.clone(),
-                local_options(Duration::from_secs(5)),
+                local_options(VOICE_PROFILE_BUDGET),
             )
             .await
         }
@@ -691,7 +694,7 @@ async fn load_profile(ctx: &mut WorkflowContext<CallWorkflow>, input: &CallInput
             ctx.execute_local_activity(
                 AgentActivities::agent_profile,
                 input.ours.clone(),
-                local_options(Duration::from_secs(5)),
+                local_options(VOICE_PROFILE_BUDGET),
             )
             .await
         }
@@ -729,7 +732,9 @@ async fn agent_turn(
         .execute_local_activity(
             AgentActivities::agent_reply,
             input,
-            local_options(profile.timeout() + Duration::from_secs(2)),
+            // Twilio waits 15 s for this turn: past the budget the caller hears the fallback
+            // rather than an application error, and the transcript holds what was said.
+            local_options(VOICE_REPLY_BUDGET),
         )
         .await
     {
@@ -758,7 +763,7 @@ async fn agent_turn(
                             phone: theirs.clone(),
                             channel: "voice".to_owned(),
                         },
-                        local_options(Duration::from_secs(5)),
+                        local_options(VOICE_OPT_OUT_BUDGET),
                     )
                     .await;
                 next = VoiceNext::Hangup;
