@@ -92,6 +92,9 @@ pub struct AgentProfile {
     pub summary_after_idle_secs: u64,
     /// Continue-as-new after this many turns in one run (keeps history small).
     pub turns_per_run: u32,
+    /// Silence, in seconds, after which a conversation's run completes; the next message
+    /// starts a new run, which keeps the memory, a hand-over and the seen message ids.
+    pub idle_close_secs: u64,
     /// Scripted rules file for this profile; the built-in rules when unset.
     pub rules: Option<PathBuf>,
 }
@@ -119,6 +122,7 @@ impl Default for AgentProfile {
             callback_message: "Hi, following up as promised. Is now a better time?".to_owned(),
             summary_after_idle_secs: 600,
             turns_per_run: 100,
+            idle_close_secs: 24 * 3600,
             rules: None,
         }
     }

@@ -391,3 +391,29 @@ async fn the_agent_reads_a_contacts_details_leniently() {
     assert_eq!(vars.get("plan").map(String::as_str), Some("gold"));
     assert!(!vars.contains_key("visits"));
 }
+
+#[tokio::test]
+async fn what_an_idle_conversation_carries_reads_back_for_its_next_run() {
+    use voice_agent_store::{AgentTurnRecord, ConversationCarry};
+    let store = store().await;
+    let id = "conversation-15005550006-14155550100";
+    assert_eq!(store.conversation_carry(id).await.unwrap(), None);
+    store
+        .record_agent_turn(&AgentTurnRecord {
+            conversation_id: id.to_owned(),
+            turn_id: "SM1".to_owned(),
+            status: "handoff".to_owned(),
+            ..AgentTurnRecord::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.conversation_carry(id).await.unwrap(), None);
+    let carry = ConversationCarry {
+        conversation_id: id.to_owned(),
+        memory: [("name".to_owned(), "Grace".to_owned())].into(),
+        status: "handoff".to_owned(),
+        seen_ids: vec!["SM1".to_owned(), "SM2".to_owned()],
+    };
+    store.set_conversation_carry(&carry).await.unwrap();
+    assert_eq!(store.conversation_carry(id).await.unwrap(), Some(carry));
+}

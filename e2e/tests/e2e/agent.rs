@@ -433,3 +433,77 @@ async fn a_message_that_arrives_during_the_last_turn_of_a_run_is_answered_by_the
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_idle_closed_conversation_keeps_its_memory_and_hand_over_in_the_next_run()
+-> anyhow::Result<()> {
+    // Runs complete after 2 s of silence (a summary comes first, after 1 s).
+    let file = agents_file("idle_close_secs = 2\nsummary_after_idle_secs = 1\n", None)?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let temporal = stack.temporal().await?;
+    let (named, handed_over) = (&person(), &person());
+
+    text(&stack, named, "my name is Grace").await?;
+    text(&stack, handed_over, "can I talk to a human").await?;
+    assert_eq!(
+        replies(&stack, handed_over, 1).await?,
+        ["Of course. Let me get a member of our team for you."]
+    );
+    replies(&stack, named, 1).await?;
+    // Both runs complete idle.
+    for theirs in [named, handed_over] {
+        tokio::time::timeout(
+            WAIT,
+            temporal
+                .get_workflow_handle::<ConversationWorkflow>(conversation_id(theirs))
+                .get_result(temporalio_client::WorkflowGetResultOptions::default()),
+        )
+        .await??;
+    }
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(handed_over),
+            "conversation-idle-close-carry",
+        )
+        .await?;
+
+    // The next message starts a new run, which remembers the name…
+    text(&stack, named, "what's my name?").await?;
+    assert_eq!(
+        replies(&stack, named, 2).await?[1],
+        "You told me your name is Grace."
+    );
+    // …and stays handed over: the agent does not come back.
+    text(&stack, handed_over, "hello? anyone?").await?;
+    let handle = temporal.get_workflow_handle::<ConversationWorkflow>(conversation_id(handed_over));
+    let state = eventually("the new run to take back the hand-over", WAIT, || async {
+        let s = handle
+            .query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await?;
+        Ok(
+            (s.mode == voice_agent_workflows::AgentMode::Handoff && s.inbound_count == 1)
+                .then_some(s),
+        )
+    })
+    .await?;
+    assert_eq!(
+        state.recent.back().map(|m| m.body.as_str()),
+        Some("hello? anyone?")
+    );
+    assert_eq!(
+        stack.ledger(handed_over).await?.len(),
+        1,
+        "the agent answered after a hand-over"
+    );
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(handed_over),
+            "conversation-idle-carry-restored",
+        )
+        .await?;
+    Ok(())
+}
