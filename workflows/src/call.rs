@@ -33,6 +33,8 @@ const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 /// How long after its longest possible end (ringing plus time limit) the workflow waits for
 /// a final status before asking Twilio what became of the call.
 const STATUS_GRACE: Duration = Duration::from_secs(10);
+/// Patch id of finishing the turn in progress before the attempt is logged.
+const TURN_FINISHES_PATCH: &str = "turn-finishes-before-log";
 
 /// What starts a call workflow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,6 +421,14 @@ impl CallWorkflow {
             }
 
             wait_for_end(ctx).await;
+            // A caller who hangs up while the agent is answering ends the call mid-turn: the
+            // turn's actions (an opt-out, a callback) still happen, and the log is written
+            // after them. Turns are bounded well under a minute, so this wait is too.
+            if ctx.patched(TURN_FINISHES_PATCH) {
+                let handlers = ctx.clone();
+                ctx.wait_condition(move |_| handlers.all_handlers_finished())
+                    .await?;
+            }
             let result = finish_attempt(ctx, &log_id).await;
             let retry = matches!(result.outcome.as_str(), "busy" | "no_answer" | "failed")
                 && attempt < max_attempts
@@ -815,7 +825,9 @@ async fn agent_turn(
         }
     }
     ctx.state_mut(|s| {
-        for line in &say {
+        // After a hang-up the lines were never heard: the transcript keeps what was said.
+        let heard = s.final_status.is_none();
+        for line in say.iter().filter(|_| heard) {
             push(&mut s.view.transcript, Speaker::Agent, line, at, None);
         }
         s.memory.extend(reply.remember.clone());
