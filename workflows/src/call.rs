@@ -318,6 +318,8 @@ pub struct CallWorkflow {
     started_at: Option<String>,
     ended_at: Option<String>,
     followups: u32,
+    /// An opt-out decided in a turn whose write did not fit in the turn's time.
+    opt_out_pending: bool,
 }
 
 #[workflow_methods]
@@ -347,6 +349,7 @@ impl CallWorkflow {
             started_at: input.started_at,
             ended_at: None,
             followups: 0,
+            opt_out_pending: false,
         }
     }
 
@@ -428,6 +431,21 @@ impl CallWorkflow {
                 let handlers = ctx.clone();
                 ctx.wait_condition(move |_| handlers.all_handlers_finished())
                     .await?;
+                if ctx.state(|s| s.opt_out_pending) {
+                    // Nobody is waiting any more: the write may now take its time.
+                    let done = ctx
+                        .execute_activity(
+                            AgentActivities::opt_out,
+                            OptOutInput {
+                                phone: input.theirs.clone(),
+                                channel: "voice".to_owned(),
+                            },
+                            store_options(Duration::from_secs(30)),
+                        )
+                        .await
+                        .is_ok();
+                    ctx.state_mut(|s| s.opt_out_pending = !done);
+                }
             }
             let result = finish_attempt(ctx, &log_id).await;
             let retry = matches!(result.outcome.as_str(), "busy" | "no_answer" | "failed")
@@ -766,7 +784,7 @@ async fn agent_turn(
         match action {
             AgentAction::EndConversation { .. } => next = VoiceNext::Hangup,
             AgentAction::OptOut => {
-                let _ = ctx
+                let stored = ctx
                     .execute_local_activity(
                         AgentActivities::opt_out,
                         OptOutInput {
@@ -775,7 +793,12 @@ async fn agent_turn(
                         },
                         local_options(VOICE_OPT_OUT_BUDGET),
                     )
-                    .await;
+                    .await
+                    .is_ok();
+                // The caller is waiting: a write that did not fit is done once the call ends.
+                if !stored {
+                    ctx.state_mut(|s| s.opt_out_pending = true);
+                }
                 next = VoiceNext::Hangup;
             }
             AgentAction::Transfer { .. } => match &profile.transfer_number {
