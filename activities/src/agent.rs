@@ -16,7 +16,7 @@ use voice_agent_agent::{
     Agent, AgentDirectory, AgentError, AgentProfile, AgentReply, AgentRequest, Summary, respond,
 };
 use voice_agent_domain::mask_phone;
-use voice_agent_store::{AgentTurnRecord, MongoStore};
+use voice_agent_store::{AgentTurnRecord, ConversationCarry, MongoStore};
 
 /// Failure type of an agent call that retrying cannot fix (a refused request).
 pub const AGENT_FAILURE: &str = "AgentFailure";
@@ -169,6 +169,27 @@ impl AgentActivities {
             )
             .await?;
         Ok(summary)
+    }
+
+    /// Stores what the conversation's next run starts from, when this one completes idle.
+    #[activity]
+    pub async fn save_conversation_carry(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        carry: ConversationCarry,
+    ) -> Result<(), ActivityError> {
+        self.store.set_conversation_carry(&carry).await?;
+        Ok(())
+    }
+
+    /// What the conversation's previous run left for this one, if anything.
+    #[activity]
+    pub async fn load_conversation_carry(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        conversation_id: String,
+    ) -> Result<Option<ConversationCarry>, ActivityError> {
+        Ok(self.store.conversation_carry(&conversation_id).await?)
     }
 
     /// Records one agent turn on the conversation (once per turn id).

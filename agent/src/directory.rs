@@ -20,6 +20,8 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use voice_agent_domain::PhoneNumber;
 
+use crate::types::AgentChannel;
+
 /// An agents file could not be used. The message names the file and the entry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,6 +92,9 @@ pub struct AgentProfile {
     pub summary_after_idle_secs: u64,
     /// Continue-as-new after this many turns in one run (keeps history small).
     pub turns_per_run: u32,
+    /// Silence, in seconds, after which a conversation's run completes; the next message
+    /// starts a new run, which keeps the memory, a hand-over and the seen message ids.
+    pub idle_close_secs: u64,
     /// Scripted rules file for this profile; the built-in rules when unset.
     pub rules: Option<PathBuf>,
 }
@@ -117,15 +122,30 @@ impl Default for AgentProfile {
             callback_message: "Hi, following up as promised. Is now a better time?".to_owned(),
             summary_after_idle_secs: 600,
             turns_per_run: 100,
+            idle_close_secs: 24 * 3600,
             rules: None,
         }
     }
 }
 
+/// Longest the agent may take for one turn on a call, in seconds, whatever the profile's
+/// `timeout_secs` says: Twilio waits 15 s for the answer to a voice webhook, and the retry,
+/// the turn's other steps and the round trip through Temporal must fit in the rest.
+pub const MAX_VOICE_TURN_SECS: u64 = 8;
+
 impl AgentProfile {
     /// [`Self::timeout_secs`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// The time one turn may take on `channel`: [`Self::timeout`], capped at
+    /// [`MAX_VOICE_TURN_SECS`] on a call.
+    pub fn turn_timeout(&self, channel: AgentChannel) -> Duration {
+        match channel {
+            AgentChannel::Voice => self.timeout().min(Duration::from_secs(MAX_VOICE_TURN_SECS)),
+            _ => self.timeout(),
+        }
     }
 }
 
@@ -255,6 +275,28 @@ impl AgentDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_turn_is_capped_to_fit_twilios_webhook_wait() {
+        let slow = AgentProfile {
+            timeout_secs: 30,
+            ..AgentProfile::default()
+        };
+        let cap = Duration::from_secs(MAX_VOICE_TURN_SECS);
+        assert_eq!(slow.turn_timeout(AgentChannel::Voice), cap);
+        assert_eq!(
+            slow.turn_timeout(AgentChannel::Sms),
+            Duration::from_secs(30)
+        );
+        let quick = AgentProfile {
+            timeout_secs: 3,
+            ..AgentProfile::default()
+        };
+        assert_eq!(
+            quick.turn_timeout(AgentChannel::Voice),
+            Duration::from_secs(3)
+        );
+    }
 
     #[test]
     fn numbers_map_to_profiles_with_defaults_filled_in() {

@@ -26,7 +26,9 @@ mod respond;
 mod scripted;
 mod types;
 
-pub use directory::{AgentDirectory, AgentProfile, DirectoryError, ModelSettings};
+pub use directory::{
+    AgentDirectory, AgentProfile, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
+};
 pub use error::AgentError;
 pub use openai::ChatCompletionsAgent;
 pub use respond::{respond, truncate_reply};

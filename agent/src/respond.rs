@@ -5,7 +5,8 @@ use crate::{Agent, AgentError};
 
 /// The agent's next turn within the profile's limits: past `max_turns` the conversation is
 /// closed with the profile's closing line (no model call); the call is bounded by
-/// `timeout_secs`; the reply is cut to `max_reply_chars`.
+/// `timeout_secs` (on a phone call, at most [`crate::MAX_VOICE_TURN_SECS`]); the reply is cut to
+/// `max_reply_chars`.
 pub async fn respond(agent: &dyn Agent, request: &AgentRequest) -> Result<AgentReply, AgentError> {
     let profile = &request.profile;
     if request.person_turns() > profile.max_turns as usize {
@@ -17,7 +18,7 @@ pub async fn respond(agent: &dyn Agent, request: &AgentRequest) -> Result<AgentR
             ..AgentReply::default()
         });
     }
-    let timeout = profile.timeout();
+    let timeout = profile.turn_timeout(request.channel);
     let mut reply = tokio::time::timeout(timeout, agent.reply(request))
         .await
         .map_err(|_| AgentError::Timeout(timeout))??;

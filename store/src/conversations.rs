@@ -89,6 +89,23 @@ pub struct ConversationDoc {
     pub updated_at: DateTime,
 }
 
+/// What a conversation keeps from one run to the next when a run completes after a long
+/// silence: the next message starts a new run, which loads this.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationCarry {
+    /// Conversation id (the document's `_id`, not stored again inside it).
+    #[serde(default)]
+    pub conversation_id: String,
+    /// What the agent remembered.
+    #[serde(default)]
+    pub memory: BTreeMap<String, String>,
+    /// See [`conversation_status`]: `handoff` keeps the agent quiet in the next run too.
+    pub status: String,
+    /// Provider ids already seen, oldest first (a late redelivery is still dropped).
+    #[serde(default)]
+    pub seen_ids: Vec<String>,
+}
+
 /// One agent turn to record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentTurnRecord {
@@ -203,6 +220,45 @@ impl MongoStore {
             )
             .await?;
         Ok(())
+    }
+
+    /// Stores what the next run of the conversation starts from (the latest wins). Only
+    /// conversations with an agent have a document; others have nothing to carry.
+    pub async fn set_conversation_carry(&self, carry: &ConversationCarry) -> Result<()> {
+        let now = DateTime::now();
+        self.conversations()
+            .update_one(
+                doc! { "_id": &carry.conversation_id },
+                doc! { "$set": {
+                    "carry": {
+                        "memory": mongodb::bson::to_bson(&carry.memory)?,
+                        "status": &carry.status,
+                        "seen_ids": &carry.seen_ids,
+                    },
+                    "updated_at": now,
+                } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What the conversation's previous run left for the next one, if anything.
+    pub async fn conversation_carry(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationCarry>> {
+        let found = self
+            .db
+            .collection::<Document>(CONVERSATIONS)
+            .find_one(doc! { "_id": conversation_id })
+            .projection(doc! { "carry": 1 })
+            .await?;
+        let Some(carry) = found.and_then(|d| d.get_document("carry").ok().cloned()) else {
+            return Ok(None);
+        };
+        let mut carry: ConversationCarry = mongodb::bson::from_document(carry)?;
+        carry.conversation_id = conversation_id.to_owned();
+        Ok(Some(carry))
     }
 
     /// One conversation.

@@ -41,7 +41,7 @@ pub use campaigns::{
     BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,
     campaign_status, item_status,
 };
-pub use conversations::{AgentTurnRecord, ConversationDoc, conversation_status};
+pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
 pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
 
 /// What went wrong talking to MongoDB.

@@ -444,3 +444,29 @@ async fn a_campaigns_batch_lease_has_one_holder_and_changes_hands_only_when_not_
     assert_eq!(store.batch_lease(id).await.unwrap().holder, None);
     assert!(store.claim_batch_lease(id, "run/2/1").await.unwrap());
 }
+
+#[tokio::test]
+async fn what_an_idle_conversation_carries_reads_back_for_its_next_run() {
+    use voice_agent_store::{AgentTurnRecord, ConversationCarry};
+    let store = store().await;
+    let id = "conversation-15005550006-14155550100";
+    assert_eq!(store.conversation_carry(id).await.unwrap(), None);
+    store
+        .record_agent_turn(&AgentTurnRecord {
+            conversation_id: id.to_owned(),
+            turn_id: "SM1".to_owned(),
+            status: "handoff".to_owned(),
+            ..AgentTurnRecord::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.conversation_carry(id).await.unwrap(), None);
+    let carry = ConversationCarry {
+        conversation_id: id.to_owned(),
+        memory: [("name".to_owned(), "Grace".to_owned())].into(),
+        status: "handoff".to_owned(),
+        seen_ids: vec!["SM1".to_owned(), "SM2".to_owned()],
+    };
+    store.set_conversation_carry(&carry).await.unwrap();
+    assert_eq!(store.conversation_carry(id).await.unwrap(), Some(carry));
+}

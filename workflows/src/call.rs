@@ -23,13 +23,18 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
-use crate::options::{dial_options, local_options, store_options};
+use crate::options::{
+    VOICE_OPT_OUT_BUDGET, VOICE_PROFILE_BUDGET, VOICE_REPLY_BUDGET, dial_options, local_options,
+    store_options,
+};
 
 /// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
 const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 /// How long after its longest possible end (ringing plus time limit) the workflow waits for
 /// a final status before asking Twilio what became of the call.
 const STATUS_GRACE: Duration = Duration::from_secs(10);
+/// Patch id of finishing the turn in progress before the attempt is logged.
+const TURN_FINISHES_PATCH: &str = "turn-finishes-before-log";
 
 /// What starts a call workflow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +346,8 @@ pub struct CallWorkflow {
     stop: bool,
     /// Turns sent to Twilio so far; the latest one's Gather is the only one answered.
     turn: u32,
+    /// An opt-out decided in a turn whose write did not fit in the turn's time.
+    opt_out_pending: bool,
 }
 
 #[workflow_methods]
@@ -372,6 +379,7 @@ impl CallWorkflow {
             followups: 0,
             stop: false,
             turn: 0,
+            opt_out_pending: false,
         }
     }
 
@@ -456,6 +464,29 @@ impl CallWorkflow {
             }
 
             wait_for_end(ctx).await;
+            // A caller who hangs up while the agent is answering ends the call mid-turn: the
+            // turn's actions (an opt-out, a callback) still happen, and the log is written
+            // after them. Turns are bounded well under a minute, so this wait is too.
+            if ctx.patched(TURN_FINISHES_PATCH) {
+                let handlers = ctx.clone();
+                ctx.wait_condition(move |_| handlers.all_handlers_finished())
+                    .await?;
+                if ctx.state(|s| s.opt_out_pending) {
+                    // Nobody is waiting any more: the write may now take its time.
+                    let done = ctx
+                        .execute_activity(
+                            AgentActivities::opt_out,
+                            OptOutInput {
+                                phone: input.theirs.clone(),
+                                channel: "voice".to_owned(),
+                            },
+                            store_options(Duration::from_secs(30)),
+                        )
+                        .await
+                        .is_ok();
+                    ctx.state_mut(|s| s.opt_out_pending = !done);
+                }
+            }
             let result = finish_attempt(ctx, &log_id).await;
             let retry = matches!(result.outcome.as_str(), "busy" | "no_answer" | "failed")
                 && attempt < max_attempts
@@ -676,7 +707,7 @@ async fn load_profile(ctx: &mut WorkflowContext<CallWorkflow>, input: &CallInput
             ctx.execute_local_activity(
                 AgentActivities::agent_profile_by_name,
                 name.clone(),
-                local_options(Duration::from_secs(5)),
+                local_options(VOICE_PROFILE_BUDGET),
             )
             .await
         }
@@ -684,7 +715,7 @@ async fn load_profile(ctx: &mut WorkflowContext<CallWorkflow>, input: &CallInput
             ctx.execute_local_activity(
                 AgentActivities::agent_profile,
                 input.ours.clone(),
-                local_options(Duration::from_secs(5)),
+                local_options(VOICE_PROFILE_BUDGET),
             )
             .await
         }
@@ -722,7 +753,9 @@ async fn agent_turn(
         .execute_local_activity(
             AgentActivities::agent_reply,
             input,
-            local_options(profile.timeout() + Duration::from_secs(2)),
+            // Twilio waits 15 s for this turn: past the budget the caller hears the fallback
+            // rather than an application error, and the transcript holds what was said.
+            local_options(VOICE_REPLY_BUDGET),
         )
         .await
     {
@@ -744,16 +777,21 @@ async fn agent_turn(
         match action {
             AgentAction::EndConversation { .. } => next = VoiceNext::Hangup,
             AgentAction::OptOut => {
-                let _ = ctx
+                let stored = ctx
                     .execute_local_activity(
                         AgentActivities::opt_out,
                         OptOutInput {
                             phone: theirs.clone(),
                             channel: "voice".to_owned(),
                         },
-                        local_options(Duration::from_secs(5)),
+                        local_options(VOICE_OPT_OUT_BUDGET),
                     )
-                    .await;
+                    .await
+                    .is_ok();
+                // The caller is waiting: a write that did not fit is done once the call ends.
+                if !stored {
+                    ctx.state_mut(|s| s.opt_out_pending = true);
+                }
                 next = VoiceNext::Hangup;
             }
             AgentAction::Transfer { .. } => match &profile.transfer_number {
@@ -803,7 +841,9 @@ async fn agent_turn(
         }
     }
     ctx.state_mut(|s| {
-        for line in &say {
+        // After a hang-up the lines were never heard: the transcript keeps what was said.
+        let heard = s.final_status.is_none();
+        for line in say.iter().filter(|_| heard) {
             push(&mut s.view.transcript, Speaker::Agent, line, at, None);
         }
         s.memory.extend(reply.remember.clone());

@@ -17,12 +17,13 @@ use voice_agent_agent::{
     AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Turn, Usage,
 };
 use voice_agent_domain::{Channel, MessageId};
-use voice_agent_store::{AgentTurnRecord, conversation_status};
+use voice_agent_store::{AgentTurnRecord, ConversationCarry, conversation_status};
 
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
 use crate::options::{agent_options, quick_options, reply_send_options, store_options};
 
-/// How long a conversation stays open without a new message before it completes. The next
+/// How long a conversation without an agent stays open without a new message before it
+/// completes (with an agent: the profile's `idle_close_secs`, 24 h by default). The next
 /// message starts a fresh run under the same workflow id (signal-with-start).
 pub const IDLE_CLOSE: Duration = Duration::from_secs(24 * 3600);
 /// Messages kept in workflow state; older ones live in MongoDB only. Keeps every payload and
@@ -32,6 +33,12 @@ pub const MAX_RECENT_MESSAGES: usize = 50;
 const MAX_SEEN_IDS: usize = 200;
 /// Patch id of the agent's replies (the profile lookup at the start of each run).
 const AGENT_REPLIES_PATCH: &str = "agent-replies";
+/// Patch id of answering, at the start of a run, the message the previous run carried over
+/// unanswered (it arrived during that run's last turn).
+const CARRIED_TURN_PATCH: &str = "carried-turn";
+/// Patch id of keeping memory, a hand-over and the seen ids across an idle close (stored in
+/// the `conversations` collection at the close, loaded when the next run starts).
+const IDLE_CARRY_PATCH: &str = "idle-carry";
 /// Continue-as-new after this many history events even if the server has not suggested it yet.
 const MAX_HISTORY_EVENTS: u32 = 2_000;
 
@@ -166,6 +173,64 @@ impl ConversationState {
         }
     }
 
+    /// What the next run needs after this one completes idle.
+    fn carry(&self) -> ConversationCarry {
+        ConversationCarry {
+            conversation_id: self.conversation_id(),
+            memory: self.memory.clone(),
+            status: match self.mode {
+                AgentMode::Open => conversation_status::OPEN,
+                AgentMode::Handoff => conversation_status::HANDOFF,
+                AgentMode::Ended => conversation_status::ENDED,
+            }
+            .to_owned(),
+            seen_ids: self.seen_ids.iter().cloned().collect(),
+        }
+    }
+
+    /// Takes back what the previous run left. The message that started this run was checked
+    /// for duplicates before the previous run's ids were known: a redelivery of an old message
+    /// is dropped now.
+    fn restore(&mut self, carry: ConversationCarry) {
+        for (k, v) in carry.memory {
+            self.memory.entry(k).or_insert(v);
+        }
+        if carry.status == conversation_status::HANDOFF && self.mode == AgentMode::Open {
+            self.mode = AgentMode::Handoff;
+        }
+        let old: std::collections::BTreeSet<&str> =
+            carry.seen_ids.iter().map(String::as_str).collect();
+        let before = self.recent.len();
+        let mut dropped_inbound = 0;
+        self.recent.retain(|m| {
+            let repeated = old.contains(m.id.as_str());
+            if repeated && m.direction == "inbound" {
+                dropped_inbound += 1;
+            }
+            !repeated
+        });
+        if self.recent.len() != before {
+            self.inbound_count = self.inbound_count.saturating_sub(dropped_inbound);
+            if self
+                .pending_turn
+                .as_deref()
+                .is_some_and(|id| old.contains(id))
+            {
+                self.pending_turn = None;
+            }
+        }
+        let mut seen: VecDeque<String> = carry
+            .seen_ids
+            .into_iter()
+            .filter(|id| !self.seen_ids.contains(id))
+            .collect();
+        seen.extend(self.seen_ids.drain(..));
+        while seen.len() > MAX_SEEN_IDS {
+            seen.pop_front();
+        }
+        self.seen_ids = seen;
+    }
+
     fn conversation_id(&self) -> String {
         let digits = |n: &str| n.trim_start_matches('+').to_owned();
         format!(
@@ -217,12 +282,41 @@ impl ConversationWorkflow {
             None
         };
         ctx.state_mut(|s| s.profile.clone_from(&profile));
+        // A first run (after an idle close too) takes back what the last idle close stored.
+        // Runs recorded before the patch replay without the lookup.
+        if profile.is_some()
+            && ctx.state(|s| s.state.generation == 0)
+            && ctx.patched(IDLE_CARRY_PATCH)
+        {
+            let id = ctx.state(|s| s.state.conversation_id());
+            if let Ok(Some(carry)) = ctx
+                .execute_activity(
+                    AgentActivities::load_conversation_carry,
+                    id,
+                    quick_options(),
+                )
+                .await
+            {
+                ctx.state_mut(|s| s.state.restore(carry));
+            }
+        }
+        // A message that arrived during the previous run's last turn came over in
+        // `pending_turn` but woke nothing in this run: without this it would never be answered
+        // (the run would wait for the next message, or close idle). Runs recorded before the
+        // patch replay without the wake-up.
+        let carried = ctx.state(|s| {
+            s.unprocessed == 0 && s.state.pending_turn.is_some() && s.state.mode == AgentMode::Open
+        });
+        if profile.is_some() && carried && ctx.patched(CARRIED_TURN_PATCH) {
+            ctx.state_mut(|s| s.unprocessed += 1);
+        }
 
         loop {
             let summary_due = profile.is_some() && ctx.state(|s| s.state.needs_summary);
             let wait = match &profile {
                 Some(p) if summary_due => Duration::from_secs(p.summary_after_idle_secs.max(1)),
-                _ => IDLE_CLOSE,
+                Some(p) => Duration::from_secs(p.idle_close_secs.max(1)),
+                None => IDLE_CLOSE,
             };
             let woke = {
                 let mut idle = pin!(ctx.timer(wait));
@@ -240,6 +334,21 @@ impl ConversationWorkflow {
                 if summary_due {
                     summarise(ctx).await;
                     continue;
+                }
+                if profile.is_some() && ctx.patched(IDLE_CARRY_PATCH) {
+                    let carry = ctx.state(|s| s.state.carry());
+                    // Losing it costs the next run its context, never this one's close.
+                    let _ = ctx
+                        .execute_activity(
+                            AgentActivities::save_conversation_carry,
+                            carry,
+                            store_options(Duration::from_secs(10)),
+                        )
+                        .await;
+                    // A message that came in meanwhile belongs to this run.
+                    if ctx.state(|s| s.unprocessed > 0) {
+                        continue;
+                    }
                 }
                 return Ok(ctx.state(|s| s.state.clone()));
             }
@@ -558,6 +667,46 @@ mod tests {
         });
         assert_eq!(s.pending_turn, None);
         assert_eq!(s.turns(), vec![Turn::person("hi")]);
+    }
+
+    #[test]
+    fn a_new_run_takes_back_memory_hand_over_and_seen_ids() {
+        let mut s = ConversationState::default();
+        s.push(msg("SM1"));
+        s.memory.insert("topic".to_owned(), "billing".to_owned());
+        let carry = ConversationCarry {
+            memory: BTreeMap::from([
+                ("name".to_owned(), "Grace".to_owned()),
+                ("topic".to_owned(), "old".to_owned()),
+            ]),
+            status: conversation_status::HANDOFF.to_owned(),
+            seen_ids: vec!["SM0".to_owned()],
+            ..ConversationCarry::default()
+        };
+        s.restore(carry);
+        assert_eq!(s.mode, AgentMode::Handoff);
+        assert_eq!(s.memory["name"], "Grace");
+        assert_eq!(s.memory["topic"], "billing", "this run's memory wins");
+        assert_eq!(s.seen_ids, ["SM0", "SM1"]);
+        assert!(
+            !s.push(msg("SM0")),
+            "an id of the previous run is a duplicate"
+        );
+    }
+
+    #[test]
+    fn a_redelivered_message_that_started_a_run_is_dropped_once_the_old_ids_are_known() {
+        let mut s = ConversationState::default();
+        s.push(msg("SM1"));
+        s.restore(ConversationCarry {
+            status: conversation_status::OPEN.to_owned(),
+            seen_ids: vec!["SM1".to_owned()],
+            ..ConversationCarry::default()
+        });
+        assert!(s.recent.is_empty());
+        assert_eq!(s.inbound_count, 0);
+        assert_eq!(s.pending_turn, None);
+        assert_eq!(s.seen_ids, ["SM1"]);
     }
 
     #[test]

@@ -68,9 +68,12 @@ pub(crate) fn reply_send_options() -> ActivityOptions {
     )
 }
 
-pub(crate) fn local_options(timeout: Duration) -> LocalActivityOptions {
+/// A step of a call's turn, run while Twilio waits for the webhook's answer (15 s): at most
+/// two attempts, both within `budget`, so the turn's steps add up to a known worst case.
+pub(crate) fn local_options(budget: Duration) -> LocalActivityOptions {
     LocalActivityOptions::builder()
-        .start_to_close_timeout(timeout)
+        .start_to_close_timeout(budget)
+        .schedule_to_close_timeout(budget)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))
@@ -80,6 +83,31 @@ pub(crate) fn local_options(timeout: Duration) -> LocalActivityOptions {
         )
         .build()
 }
+
+/// What Twilio waits for the answer to a voice webhook before the caller hears an application
+/// error (and the api's own request timeout).
+pub(crate) const VOICE_WEBHOOK_WAIT: Duration = Duration::from_secs(15);
+/// The profile lookup when a call's workflow starts (before an inbound call's greeting): an
+/// in-memory read.
+pub(crate) const VOICE_PROFILE_BUDGET: Duration = Duration::from_secs(1);
+/// The agent's reply on a call, both attempts included: its own limit
+/// ([`voice_agent_agent::MAX_VOICE_TURN_SECS`]) plus a second for the contact lookup; past it
+/// the fallback is said.
+pub(crate) const VOICE_REPLY_BUDGET: Duration =
+    Duration::from_secs(voice_agent_agent::MAX_VOICE_TURN_SECS + 1);
+/// An opt-out the agent decided on a call (one MongoDB write).
+pub(crate) const VOICE_OPT_OUT_BUDGET: Duration = Duration::from_secs(2);
+/// Left for the update's round trip (api → Temporal → worker → Temporal → api) and the TwiML,
+/// in the worst case of every step using its whole budget.
+const VOICE_ROUND_TRIP_MARGIN: Duration = Duration::from_secs(3);
+const _: () = assert!(
+    VOICE_PROFILE_BUDGET.as_millis()
+        + VOICE_REPLY_BUDGET.as_millis()
+        + VOICE_OPT_OUT_BUDGET.as_millis()
+        + VOICE_ROUND_TRIP_MARGIN.as_millis()
+        <= VOICE_WEBHOOK_WAIT.as_millis(),
+    "a call's turn must fit in what Twilio waits for the webhook's answer"
+);
 
 /// MongoDB writes that must happen eventually (logs, records): retried for minutes.
 pub(crate) fn store_options(start_to_close: Duration) -> ActivityOptions {

@@ -346,3 +346,184 @@ async fn a_failing_model_gets_the_fallback_reply() -> anyhow::Result<()> {
     assert_eq!(conv["agent"]["agent"], json!("fallback"));
     Ok(())
 }
+
+/// A Chat Completions endpoint whose first reply waits until the test releases it, so a
+/// message can arrive while the agent is busy. Replies are "Reply 1", "Reply 2", … in the
+/// order the requests came in. Returns the base URL, a receiver that yields once per request,
+/// and the sender that releases the first reply.
+async fn held_model() -> anyhow::Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<usize>,
+    tokio::sync::oneshot::Sender<()>,
+)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::{Mutex, mpsc, oneshot};
+
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let count = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let (count, release, seen_tx) = (count.clone(), release.clone(), seen_tx.clone());
+            async move {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = seen_tx.send(n);
+                if n == 1
+                    && let Some(rx) = release.lock().await.take()
+                {
+                    let _ = rx.await;
+                }
+                axum::Json(json!({
+                    "choices": [{"message": {"role": "assistant", "content": format!("Reply {n}")}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, seen_rx, release_tx))
+}
+
+#[tokio::test]
+async fn a_message_that_arrives_during_the_last_turn_of_a_run_is_answered_by_the_next_run()
+-> anyhow::Result<()> {
+    // One turn per run: the turn answering the first message is its run's last, and the run
+    // continues as new right after it.
+    let (model_url, mut requests, release) = held_model().await?;
+    let file = agents_file("turns_per_run = 1\ntimeout_secs = 60\n", None)?;
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("AGENT_MODEL_BASE_URL", &model_url),
+        ("AGENT_MODEL", "test-model"),
+        ("AGENT_MODEL_MAX_RETRIES", "0"),
+    ])
+    .await?;
+    let person = &person();
+
+    text(&stack, person, "first question").await?;
+    let first = tokio::time::timeout(WAIT, requests.recv()).await?;
+    assert_eq!(first, Some(1));
+    // The second message reaches the workflow while the model is still on the first.
+    text(&stack, person, "second question").await?;
+    let temporal = stack.temporal().await?;
+    let handle = temporal.get_workflow_handle::<ConversationWorkflow>(conversation_id(person));
+    eventually("the second message to reach the workflow", WAIT, || async {
+        let s = handle
+            .query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await?;
+        Ok((s.inbound_count == 2).then_some(()))
+    })
+    .await?;
+    let _ = release.send(());
+
+    // Both messages are answered: the second by the run that followed the continue-as-new.
+    assert_eq!(
+        replies(&stack, person, 2).await?,
+        ["Reply 1", "Reply 2"],
+        "the message that arrived during the run's last turn was not answered"
+    );
+    let state = handle
+        .query(
+            ConversationWorkflow::transcript,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await?;
+    assert!(
+        state.generation >= 1,
+        "expected a continue-as-new: {state:?}"
+    );
+    assert_eq!(state.pending_turn, None, "{state:?}");
+    // The run that answered the carried message is the one before the current run (it
+    // continued as new after its own turn).
+    stack
+        .save_previous_run_history::<ConversationWorkflow>(
+            &conversation_id(person),
+            "conversation-carried-turn",
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idle_closed_conversation_keeps_its_memory_and_hand_over_in_the_next_run()
+-> anyhow::Result<()> {
+    // Runs complete after 2 s of silence (a summary comes first, after 1 s).
+    let file = agents_file("idle_close_secs = 2\nsummary_after_idle_secs = 1\n", None)?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let temporal = stack.temporal().await?;
+    let (named, handed_over) = (&person(), &person());
+
+    text(&stack, named, "my name is Grace").await?;
+    text(&stack, handed_over, "can I talk to a human").await?;
+    assert_eq!(
+        replies(&stack, handed_over, 1).await?,
+        ["Of course. Let me get a member of our team for you."]
+    );
+    replies(&stack, named, 1).await?;
+    // Both runs complete idle.
+    for theirs in [named, handed_over] {
+        tokio::time::timeout(
+            WAIT,
+            temporal
+                .get_workflow_handle::<ConversationWorkflow>(conversation_id(theirs))
+                .get_result(temporalio_client::WorkflowGetResultOptions::default()),
+        )
+        .await??;
+    }
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(handed_over),
+            "conversation-idle-close-carry",
+        )
+        .await?;
+
+    // The next message starts a new run, which remembers the name…
+    text(&stack, named, "what's my name?").await?;
+    assert_eq!(
+        replies(&stack, named, 2).await?[1],
+        "You told me your name is Grace."
+    );
+    // …and stays handed over: the agent does not come back.
+    text(&stack, handed_over, "hello? anyone?").await?;
+    let handle = temporal.get_workflow_handle::<ConversationWorkflow>(conversation_id(handed_over));
+    let state = eventually("the new run to take back the hand-over", WAIT, || async {
+        let s = handle
+            .query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await?;
+        Ok(
+            (s.mode == voice_agent_workflows::AgentMode::Handoff && s.inbound_count == 1)
+                .then_some(s),
+        )
+    })
+    .await?;
+    assert_eq!(
+        state.recent.back().map(|m| m.body.as_str()),
+        Some("hello? anyone?")
+    );
+    assert_eq!(
+        stack.ledger(handed_over).await?.len(),
+        1,
+        "the agent answered after a hand-over"
+    );
+    stack
+        .save_history::<ConversationWorkflow>(
+            &conversation_id(handed_over),
+            "conversation-idle-carry-restored",
+        )
+        .await?;
+    Ok(())
+}

@@ -397,6 +397,49 @@ impl Stack {
         Ok(())
     }
 
+    /// Like [`Self::save_history`], for the run before the workflow's current one (the run
+    /// that continued as new into it).
+    pub(crate) async fn save_previous_run_history<W>(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> anyhow::Result<()>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+    {
+        let Ok(dir) = std::env::var("VA_SAVE_HISTORIES") else {
+            return Ok(());
+        };
+        let client = self.temporal().await?;
+        let current = client
+            .get_workflow_handle::<W>(workflow_id.to_owned())
+            .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?;
+        let started: Value = serde_json::from_slice(&current)?;
+        let previous = started["events"][0]["attributes"]
+            ["WorkflowExecutionStartedEventAttributes"]["continued_execution_run_id"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .context("the current run did not continue an earlier one")?
+            .to_owned();
+        let handle = temporalio_client::WorkflowHandle::<_, W>::new(
+            client,
+            temporalio_client::WorkflowExecutionInfo::builder()
+                .namespace("default")
+                .workflow_id(workflow_id)
+                .run_id(previous)
+                .build(),
+        );
+        let json = handle
+            .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
+        Ok(())
+    }
+
     pub(crate) async fn admin(
         &self,
         method: reqwest::Method,

@@ -972,3 +972,104 @@ async fn repeated_voice_webhooks_are_answered_once() -> anyhow::Result<()> {
     assert_eq!(count("tell me more"), 1, "{t:?}");
     Ok(())
 }
+
+/// A Chat Completions endpoint that never answers a reply (the connection stays open) but
+/// answers summaries at once, so the call's log is written without waiting on it.
+async fn hanging_model() -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|body: String| async move {
+            if !body.contains("record_summary") {
+                std::future::pending::<()>().await;
+            }
+            axum::Json(json!({
+                "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "record_summary", "arguments": "{\"summary\":\"The caller got no answer.\",\"disposition\":\"other\"}"},
+                }]}}],
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+#[tokio::test]
+async fn a_hanging_model_gets_the_fallback_said_within_twilios_wait() -> anyhow::Result<()> {
+    // The profile allows the model 20 s (the default), more than Twilio waits for a webhook.
+    let fallback = "Sorry, I can't answer that right now.";
+    let dir = std::env::temp_dir().join(format!("va-agents-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("agents.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[profiles.support]\ninstructions = \"Help people.\"\ngreeting = \"Hello, how can I help?\"\ntimeout_secs = 20\nfallback_reply = \"{fallback}\"\n\n[numbers]\n\"{OURS}\" = \"support\"\n"
+        ),
+    )?;
+    let model_url = hanging_model().await?;
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("AGENT_MODEL_BASE_URL", &model_url),
+        ("AGENT_MODEL", "test-model"),
+        ("AGENT_MODEL_MAX_RETRIES", "0"),
+    ])
+    .await?;
+    route_our_number(&stack).await?;
+    let caller = person();
+    let sid = ring_in(&stack, &caller, &["What are your opening hours?"], 0).await?;
+
+    let logs = call_logs(&stack, &format!("call-{sid}"), 1).await?;
+    let call = simulator_call(&stack, &sid).await?;
+    // Twilio got an answer to every webhook: no application error.
+    assert_eq!(call["error_code"], Value::Null, "{call}");
+    let events = call["events"].as_array().unwrap();
+    let at = |e: &Value| {
+        chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap_or_default())
+            .expect("event time")
+    };
+    let spoke = events
+        .iter()
+        .position(|e| e["kind"] == json!("speech"))
+        .expect("the caller spoke");
+    let answer = events[spoke..]
+        .iter()
+        .find(|e| e["kind"] == json!("say"))
+        .expect("an answer was said");
+    assert_eq!(answer["text"], json!(fallback), "{call}");
+    let waited = (at(answer) - at(&events[spoke])).to_std()?;
+    println!("the gather webhook was answered after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "the answer took {waited:?}, longer than Twilio waits"
+    );
+
+    // The transcript holds what the caller heard, no more: the fallback, not a late reply.
+    let heard: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == json!("say"))
+        .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let t = transcript(&logs[0]);
+    let agent_lines: Vec<String> = t
+        .iter()
+        .filter(|(s, _)| s == "agent")
+        .map(|(_, x)| x.clone())
+        .collect();
+    assert_eq!(agent_lines, heard, "{t:?}");
+    assert_eq!(
+        t[..3],
+        [
+            ("agent".to_owned(), "Hello, how can I help?".to_owned()),
+            (
+                "caller".to_owned(),
+                "What are your opening hours?".to_owned()
+            ),
+            ("agent".to_owned(), fallback.to_owned()),
+        ],
+        "{t:?}"
+    );
+    Ok(())
+}
