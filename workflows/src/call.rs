@@ -23,7 +23,7 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
-use crate::options::{dial_options, local_options, store_options};
+use crate::options::{call_summary_options, dial_options, local_options, store_options};
 
 /// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
 const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
@@ -1006,7 +1006,7 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
                     conversation_id: log_id.to_owned(),
                     request,
                 },
-                store_options(Duration::from_secs(30)),
+                call_summary_options(ctx.task_queue()),
             )
             .await
         {

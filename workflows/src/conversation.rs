@@ -20,7 +20,9 @@ use voice_agent_domain::{Channel, MessageId};
 use voice_agent_store::{AgentTurnRecord, conversation_status};
 
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
-use crate::options::{agent_options, quick_options, reply_send_options, store_options};
+use crate::options::{
+    agent_options, quick_options, reply_send_options, store_options, summary_options,
+};
 
 /// How long a conversation stays open without a new message before it completes. The next
 /// message starts a fresh run under the same workflow id (signal-with-start).
@@ -324,7 +326,11 @@ async fn agent_turn(
         request,
     };
     let (reply, agent) = match ctx
-        .execute_activity(AgentActivities::agent_reply, input, agent_options(profile))
+        .execute_activity(
+            AgentActivities::agent_reply,
+            input,
+            agent_options(profile, ctx.task_queue()),
+        )
         .await
     {
         Ok(out) => (out.reply, out.agent),
@@ -503,7 +509,7 @@ async fn summarise(ctx: &mut WorkflowContext<ConversationWorkflow>) {
         .execute_activity(
             AgentActivities::agent_summary,
             input,
-            agent_options(&profile),
+            summary_options(&profile, ctx.task_queue()),
         )
         .await;
     ctx.state_mut(|s| {
