@@ -442,3 +442,36 @@ async fn a_single_sms_is_sent_while_every_model_slot_is_busy() -> anyhow::Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn with_no_worker_on_the_model_queue_a_reply_is_the_fallback_until_one_starts()
+-> anyhow::Result<()> {
+    // A deployment whose only worker polls the main queue: the reply waits the profile's
+    // timeout for a model slot that never frees, then the person gets the fallback.
+    let fallback = "Sorry, we are busy. A person will reply soon.";
+    let file = agents_file(
+        &format!("timeout_secs = 2\nfallback_reply = \"{fallback}\"\n"),
+        None,
+    )?;
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("WORKER_TASK_QUEUES", "main"),
+    ])
+    .await?;
+    let person = &person();
+    text(&stack, person, "Hello").await?;
+    assert_eq!(replies(&stack, person, 1).await?, [fallback]);
+
+    // A second worker polling only the model queue: the scripted agent answers again.
+    let _model_worker = stack.spawn_worker_with(&[("WORKER_TASK_QUEUES", "agent")])?;
+    // The profile gives a reply only two seconds in the queue: text once the worker polls.
+    let model_queue = voice_agent_workflows::agent_task_queue(stack.task_queue());
+    eventually("a worker polling the model queue", WAIT, || async {
+        Ok(stack.activity_pollers_on(&model_queue).await?.then_some(()))
+    })
+    .await?;
+    text(&stack, person, "my name is Grace").await?;
+    let got = replies(&stack, person, 2).await?;
+    assert_eq!(got[1], "Nice to meet you, Grace! How can I help?");
+    Ok(())
+}
