@@ -18,7 +18,9 @@ pub mod telemetry;
 
 mod temporal;
 
-pub use settings::{AgentSettings, ConfigError, Env, MongoSettings, Settings, TwilioSettings};
+pub use settings::{
+    AgentSettings, ConfigError, Env, MongoSettings, Settings, TwilioSettings, WorkerSettings,
+};
 pub use temporal::connect_temporal;
 
 /// Installs the ring TLS provider for rustls. HTTP clients are built without a default

@@ -262,6 +262,75 @@ impl AgentSettings {
     }
 }
 
+/// Which task queues a worker process polls, and how many activities of each it runs at once.
+///
+/// Model calls (`agent_reply`, `agent_summary`) run on their own queue, `<TEMPORAL_TASK_QUEUE>-agent`,
+/// so a burst of slow replies cannot hold the slots that sends, dials and store writes need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// `WORKER_TASK_QUEUES` includes `main`: the workflows and every activity but the model
+    /// calls.
+    pub poll_main: bool,
+    /// `WORKER_TASK_QUEUES` includes `agent`: the model calls.
+    pub poll_agent: bool,
+    /// `WORKER_MAIN_ACTIVITY_SLOTS`: activities of the main queue run at once by this process.
+    pub main_activity_slots: usize,
+    /// `WORKER_AGENT_ACTIVITY_SLOTS`: model calls run at once by this process.
+    pub agent_activity_slots: usize,
+}
+
+/// A slot count above this is taken for a typo: each slot is a task the process may run at once.
+const MAX_ACTIVITY_SLOTS: usize = 10_000;
+
+impl WorkerSettings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut poll_main = false;
+        let mut poll_agent = false;
+        for queue in env.get_or("WORKER_TASK_QUEUES", "main,agent").split(',') {
+            match queue.trim().to_ascii_lowercase().as_str() {
+                "main" => poll_main = true,
+                "agent" => poll_agent = true,
+                "" => {}
+                other => {
+                    return Err(ConfigError::Invalid {
+                        var: "WORKER_TASK_QUEUES",
+                        reason: format!(
+                            "expected main, agent or main,agent (comma-separated), got {other:?}"
+                        ),
+                    });
+                }
+            }
+        }
+        if !(poll_main || poll_agent) {
+            return Err(ConfigError::Invalid {
+                var: "WORKER_TASK_QUEUES",
+                reason: "name at least one of main, agent".to_owned(),
+            });
+        }
+        Ok(Self {
+            poll_main,
+            poll_agent,
+            // Sends, dials and store writes mostly wait on the network: the SDK's default.
+            main_activity_slots: slots(env, "WORKER_MAIN_ACTIVITY_SLOTS", 100)?,
+            // Model calls are slow and bounded by the model's own capacity and rate limits more
+            // than by this machine; a burst beyond these waits in the queue (and a reply that
+            // waits too long gets the fallback).
+            agent_activity_slots: slots(env, "WORKER_AGENT_ACTIVITY_SLOTS", 16)?,
+        })
+    }
+}
+
+fn slots(env: &Env, var: &'static str, default: usize) -> Result<usize, ConfigError> {
+    let n = env.number(var, default)?;
+    if !(1..=MAX_ACTIVITY_SLOTS).contains(&n) {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: format!("expected 1 to {MAX_ACTIVITY_SLOTS}, got {n}"),
+        });
+    }
+    Ok(n)
+}
+
 /// Settings every process needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -278,6 +347,8 @@ pub struct Settings {
     pub default_region: String,
     /// The AI agent.
     pub agent: AgentSettings,
+    /// The worker's task queues and slots (the API ignores them).
+    pub worker: WorkerSettings,
 }
 
 impl Settings {
@@ -377,6 +448,7 @@ impl Settings {
             public_base_url,
             default_region,
             agent: AgentSettings::from_env(env)?,
+            worker: WorkerSettings::from_env(env)?,
         })
     }
 }
@@ -400,6 +472,33 @@ mod tests {
         assert_eq!(s.default_region, "US");
         assert_eq!(s.twilio.base_url.as_str(), "https://api.twilio.com/");
         assert_eq!(s.twilio.timeout, Duration::from_secs(10));
+        assert_eq!(
+            s.worker,
+            WorkerSettings {
+                poll_main: true,
+                poll_agent: true,
+                main_activity_slots: 100,
+                agent_activity_slots: 16,
+            }
+        );
+    }
+
+    #[test]
+    fn a_worker_may_poll_only_one_queue() {
+        for (value, main, agent) in [
+            ("agent", false, true),
+            ("main", true, false),
+            (" Agent , main ", true, true),
+        ] {
+            let mut vars = base();
+            vars.push(("WORKER_TASK_QUEUES", value));
+            let s = Settings::from_env(&Env::from_pairs(vars)).unwrap();
+            assert_eq!(
+                (s.worker.poll_main, s.worker.poll_agent),
+                (main, agent),
+                "{value}"
+            );
+        }
     }
 
     #[test]
@@ -443,6 +542,12 @@ mod tests {
             ("TWILIO_API_KEY_SID", "SK123"),
             ("AGENT_MODEL_BASE_URL", "nope"),
             ("AGENT_MODEL_TIMEOUT_MS", "soon"),
+            ("WORKER_TASK_QUEUES", "sms"),
+            ("WORKER_TASK_QUEUES", ","),
+            ("WORKER_MAIN_ACTIVITY_SLOTS", "0"),
+            ("WORKER_MAIN_ACTIVITY_SLOTS", "many"),
+            ("WORKER_AGENT_ACTIVITY_SLOTS", "0"),
+            ("WORKER_AGENT_ACTIVITY_SLOTS", "1000000"),
         ] {
             let mut vars = base();
             vars.retain(|(k, _)| *k != var);

@@ -1,6 +1,14 @@
 //! The worker process: connects to Temporal, MongoDB and Twilio (or the simulator) and runs
 //! the workflows of `voice-agent-workflows` with the activities of `voice-agent-activities`.
 //!
+//! It polls two task queues, each with its own activity slots (`WORKER_TASK_QUEUES` chooses
+//! which, so model workers and sending workers can be scaled apart):
+//!
+//! | queue | what runs there |
+//! |---|---|
+//! | main (`TEMPORAL_TASK_QUEUE`) | every workflow; sends, dials, campaign batches, store writes; the call agent's local activities |
+//! | agent (`<main>-agent`) | model calls: `agent_reply` and `agent_summary` |
+//!
 //! Any number of workers can poll the same task queue; a worker killed at any point loses
 //! nothing, because Temporal re-dispatches its tasks and every activity is idempotent.
 //!
@@ -18,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 use voice_agent_activities::{
@@ -28,6 +37,7 @@ use voice_agent_config::Settings;
 use voice_agent_store::MongoStore;
 use voice_agent_workflows::{
     CallWorkflow, CampaignWorkflow, ConversationWorkflow, FollowUpWorkflow, SendMessageWorkflow,
+    agent_task_queue,
 };
 
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
@@ -46,7 +56,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         numbers = directory.number_count(),
         "agent configured"
     );
-    let agents = AgentActivities::new(agent, directory, store.clone());
+    // Both queues run agent activities: the main queue the quick ones (profile lookup,
+    // opt-out, turn records) and the call agent's local activities, the agent queue the model
+    // calls.
+    let agents = AgentActivities::new(agent.clone(), directory.clone(), store.clone());
+    let model_calls = AgentActivities::new(agent, directory, store.clone());
     let twilio = settings.twilio.client()?;
     let voice = VoiceActivities::new(
         store.clone(),
@@ -69,32 +83,80 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
     let runtime = Runtime::from_current_tokio(Default::default())
         .context("Failed to start the Temporal runtime")?;
-    let options = WorkerOptions::new(settings.task_queue.clone())
-        .register_activities(messaging)
-        .register_activities(campaigns)
-        .register_activities(agents)
-        .register_activities(voice)
-        .register_workflow::<SendMessageWorkflow>()?
-        .register_workflow::<CampaignWorkflow>()?
-        .register_workflow::<ConversationWorkflow>()?
-        .register_workflow::<FollowUpWorkflow>()?
-        .register_workflow::<CallWorkflow>()?
-        // A crashed worker's sticky queue delays the next workflow task by this much.
-        .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
-        // Heartbeats reach the server at least this often (by default only every 80% of the
-        // heartbeat timeout, which leaves a slow batch no margin before it is timed out).
-        .max_heartbeat_throttle_interval(Duration::from_secs(2))
-        .graceful_shutdown_period(Duration::from_secs(10))
-        .build();
-    let mut worker =
-        Worker::new(&runtime, client, options).context("Failed to create the worker")?;
-    let stop = worker.shutdown_handle();
-    tracing::info!(task_queue = %settings.task_queue, "worker polling");
-    // Worker::run is !Send, so it runs on this task next to the shutdown watcher.
-    let (result, ()) = tokio::join!(worker.run(), async move {
-        shutdown.cancelled().await;
+    let mut workers = Vec::new();
+    if settings.worker.poll_main {
+        let options = WorkerOptions::new(settings.task_queue.clone())
+            .register_activities(messaging)
+            .register_activities(campaigns)
+            .register_activities(agents)
+            .register_activities(voice)
+            .register_workflow::<SendMessageWorkflow>()?
+            .register_workflow::<CampaignWorkflow>()?
+            .register_workflow::<ConversationWorkflow>()?
+            .register_workflow::<FollowUpWorkflow>()?
+            .register_workflow::<CallWorkflow>()?
+            .tuner(tuner(settings.worker.main_activity_slots))
+            // A crashed worker's sticky queue delays the next workflow task by this much.
+            .sticky_queue_schedule_to_start_timeout(Duration::from_secs(3))
+            // Heartbeats reach the server at least this often (by default only every 80% of the
+            // heartbeat timeout, which leaves a slow batch no margin before it is timed out).
+            .max_heartbeat_throttle_interval(Duration::from_secs(2))
+            .graceful_shutdown_period(Duration::from_secs(10))
+            .build();
+        workers.push((settings.task_queue.clone(), options));
+    }
+    if settings.worker.poll_agent {
+        // Activities only: the SDK then polls no workflow tasks on this queue.
+        let options = WorkerOptions::new(agent_task_queue(&settings.task_queue))
+            .register_activities(model_calls)
+            .tuner(tuner(settings.worker.agent_activity_slots))
+            .graceful_shutdown_period(Duration::from_secs(10))
+            .build();
+        workers.push((agent_task_queue(&settings.task_queue), options));
+    }
+    let mut workers = workers
+        .into_iter()
+        .map(|(queue, options)| {
+            let worker = Worker::new(&runtime, client.clone(), options)
+                .with_context(|| format!("Failed to create the worker for task queue {queue}"))?;
+            Ok((queue, worker))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // One worker stopping (an error, or shutdown) stops the others, so the process never
+    // carries on polling half of what it was configured for.
+    let stop_all = shutdown.child_token();
+    let stops: Vec<_> = workers.iter().map(|(_, w)| w.shutdown_handle()).collect();
+    // Worker::run is !Send, so the workers run side by side on this task, not spawned.
+    let runs = futures::future::join_all(workers.iter_mut().map(|(queue, worker)| {
+        let stop_all = &stop_all;
+        async move {
+            tracing::info!(task_queue = %queue, "worker polling");
+            let result = worker.run().await;
+            if let Err(e) = &result {
+                tracing::error!(task_queue = %queue, error = ?e, "worker stopped with an error");
+            }
+            stop_all.cancel();
+            result.with_context(|| format!("worker of task queue {queue} stopped with an error"))
+        }
+    }));
+    let (results, ()) = tokio::join!(runs, async {
+        stop_all.cancelled().await;
         tracing::info!("worker shutting down");
-        stop();
+        for stop in &stops {
+            stop();
+        }
     });
-    result.context("worker stopped with an error")
+    results.into_iter().try_for_each(|r| r)
+}
+
+/// Fixed activity slots; the other slot kinds keep the SDK's default.
+fn tuner(activity_slots: usize) -> TunerHolder {
+    const SDK_DEFAULT_SLOTS: usize = 100;
+    TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(SDK_DEFAULT_SLOTS))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activity_slots))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(SDK_DEFAULT_SLOTS))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(SDK_DEFAULT_SLOTS))
+        .build()
 }

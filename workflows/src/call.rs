@@ -24,8 +24,8 @@ use voice_agent_store::{NewCallAttempt, TranscriptEntry};
 use crate::campaign::{CallFinished, CampaignWorkflow};
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
 use crate::options::{
-    VOICE_OPT_OUT_BUDGET, VOICE_PROFILE_BUDGET, VOICE_REPLY_BUDGET, dial_options, local_options,
-    store_options,
+    VOICE_OPT_OUT_BUDGET, VOICE_PROFILE_BUDGET, VOICE_REPLY_BUDGET, call_summary_options,
+    dial_options, local_options, store_options,
 };
 
 /// Longest a call may go on, unless the call says otherwise (Twilio's `TimeLimit`).
@@ -1127,7 +1127,7 @@ async fn finish_attempt(ctx: &mut WorkflowContext<CallWorkflow>, log_id: &str) -
                     conversation_id: log_id.to_owned(),
                     request,
                 },
-                store_options(Duration::from_secs(30)),
+                call_summary_options(ctx.task_queue()),
             )
             .await
         {

@@ -20,7 +20,9 @@ use voice_agent_domain::{Channel, MessageId};
 use voice_agent_store::{AgentTurnRecord, ConversationCarry, conversation_status};
 
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
-use crate::options::{agent_options, quick_options, reply_send_options, store_options};
+use crate::options::{
+    agent_options, quick_options, reply_send_options, store_options, summary_options,
+};
 
 /// How long a conversation without an agent stays open without a new message before it
 /// completes (with an agent: the profile's `idle_close_secs`, 24 h by default). The next
@@ -433,7 +435,11 @@ async fn agent_turn(
         request,
     };
     let (reply, agent) = match ctx
-        .execute_activity(AgentActivities::agent_reply, input, agent_options(profile))
+        .execute_activity(
+            AgentActivities::agent_reply,
+            input,
+            agent_options(profile, ctx.task_queue()),
+        )
         .await
     {
         Ok(out) => (out.reply, out.agent),
@@ -612,7 +618,7 @@ async fn summarise(ctx: &mut WorkflowContext<ConversationWorkflow>) {
         .execute_activity(
             AgentActivities::agent_summary,
             input,
-            agent_options(&profile),
+            summary_options(&profile, ctx.task_queue()),
         )
         .await;
     ctx.state_mut(|s| {

@@ -32,6 +32,7 @@ pub use campaign::{
 };
 pub use conversation::{AgentMode, ConversationMessage, ConversationState, ConversationWorkflow};
 pub use followup::{FollowUpInput, FollowUpOutcome, FollowUpWorkflow};
+pub use options::agent_task_queue;
 pub use send_message::SendMessageWorkflow;
 
 /// The task queue the worker polls and the API starts workflows on, unless configured.

@@ -20,18 +20,58 @@ pub(crate) fn quick_options() -> ActivityOptions {
         .build()
 }
 
+/// The task queue of the model calls of workflows running on `workflow_queue`.
+///
+/// Model calls are slow (seconds each) and come in bursts (every reply after a campaign), so
+/// they get a queue and slots of their own: on the workflows' queue they would hold the slots
+/// that sends, dials and store writes need. Workflows derive the name from their own task queue
+/// (deterministic, no configuration read in workflow code); the worker derives it the same way.
+pub fn agent_task_queue(workflow_queue: &str) -> String {
+    format!("{workflow_queue}-agent")
+}
+
+/// Runs the activity on the model queue of the workflow's task queue.
+pub(crate) fn on_agent_queue(
+    mut options: ActivityOptions,
+    workflow_queue: &str,
+) -> ActivityOptions {
+    options.task_queue = Some(agent_task_queue(workflow_queue));
+    options
+}
+
 /// A person is waiting: one retry at most (the provider retries 429 / 5xx itself within the
-/// profile's time limit), then the fallback reply.
-pub(crate) fn agent_options(profile: &AgentProfile) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(profile.timeout() + Duration::from_secs(5))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_attempts(2)
-                .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
-                .build(),
-        )
-        .build()
+/// profile's time limit), then the fallback reply. Runs on the model queue.
+pub(crate) fn agent_options(profile: &AgentProfile, workflow_queue: &str) -> ActivityOptions {
+    let mut options = on_agent_queue(
+        ActivityOptions::with_start_to_close_timeout(profile.timeout() + Duration::from_secs(5))
+            .retry_policy(
+                RetryPolicy::builder()
+                    .initial_interval(Duration::from_secs(1))
+                    .maximum_attempts(2)
+                    .non_retryable_error_types([voice_agent_activities::agent::AGENT_FAILURE])
+                    .build(),
+            )
+            .build(),
+        workflow_queue,
+    );
+    // When every model slot is busy (a burst of replies, or no worker polling the model queue),
+    // a reply that waited as long as the profile gives the model to answer is better replaced
+    // by the fallback now than sent minutes late. The timeout is not retried: it ends the turn.
+    options.schedule_to_start_timeout = Some(profile.timeout());
+    options
+}
+
+/// A summary: nobody is waiting for it, but the conversation answers no new message while it
+/// runs, and a model queue nobody polls must not hold a conversation (or a call's log) for ever.
+/// After this long in the queue it is skipped; the next turn asks for another.
+pub(crate) const SUMMARY_QUEUE_WAIT: Duration = Duration::from_secs(300);
+
+/// The conversation's summary: as a reply (one retry), on the model queue, skipped after
+/// [`SUMMARY_QUEUE_WAIT`] in the queue.
+pub(crate) fn summary_options(profile: &AgentProfile, workflow_queue: &str) -> ActivityOptions {
+    let mut options = agent_options(profile, workflow_queue);
+    options.schedule_to_start_timeout = Some(SUMMARY_QUEUE_WAIT);
+    options
 }
 
 /// A call to Twilio (a send or a dial): a short start-to-close timeout bounds how long a
@@ -120,6 +160,14 @@ pub(crate) fn store_options(start_to_close: Duration) -> ActivityOptions {
                 .build(),
         )
         .build()
+}
+
+/// A call's summary, after the hang-up: retried like a store write (the call log waits for
+/// it), on the model queue, skipped after [`SUMMARY_QUEUE_WAIT`] in the queue.
+pub(crate) fn call_summary_options(workflow_queue: &str) -> ActivityOptions {
+    let mut options = on_agent_queue(store_options(Duration::from_secs(30)), workflow_queue);
+    options.schedule_to_start_timeout = Some(SUMMARY_QUEUE_WAIT);
+    options
 }
 
 /// Transient Twilio failures retry for up to an hour; a refused call does not.

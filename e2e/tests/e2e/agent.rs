@@ -1,12 +1,16 @@
 //! The agent answering SMS conversations: replies in order, actions (transfer, callback,
-//! opt-out), the fallback when the model fails, and context kept across continue-as-new.
+//! opt-out), the fallback when the model fails, context kept across continue-as-new, and sends
+//! that do not wait behind a busy model.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 use temporalio_client::WorkflowQueryOptions;
+use voice_agent_protos::v1::SendSmsRequest;
 use voice_agent_workflows::ConversationWorkflow;
 
 use crate::helpers::{Stack, eventually};
@@ -454,6 +458,118 @@ async fn a_message_that_arrives_during_the_last_turn_of_a_run_is_answered_by_the
     Ok(())
 }
 
+/// A Chat Completions endpoint that holds every request until [`HeldModel::release`], so a
+/// test decides how long the model is busy.
+struct HeldModel {
+    url: String,
+    received: Arc<AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldModel {
+    async fn start(hold_at_most: Duration) -> anyhow::Result<Self> {
+        let received = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let counter = received.clone();
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                let mut released = released.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = tokio::time::timeout(hold_at_most, released.wait_for(|r| *r)).await;
+                    axum::Json(json!({
+                        "id": "chatcmpl-held", "object": "chat.completion", "created": 1,
+                        "model": "test-model",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "Thanks for waiting."}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/v1", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            url,
+            received,
+            release,
+        })
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        let _ = self.release.send(true);
+    }
+}
+
+#[tokio::test]
+async fn a_single_sms_is_sent_while_every_model_slot_is_busy() -> anyhow::Result<()> {
+    // Both queues get the same few slots, so with model calls and sends sharing one queue the
+    // held model calls would take every slot the send could use.
+    const SLOTS: usize = 3;
+    // The model answers nothing for far longer than the send may take: a send that waited for
+    // a model slot would miss SEND_WITHIN by minutes, while a free sending slot makes it in
+    // about a second, so the bound holds on a slow, busy machine too.
+    const SEND_WITHIN: Duration = Duration::from_secs(60);
+    let model = HeldModel::start(Duration::from_secs(600)).await?;
+    let file = agents_file("timeout_secs = 900\n", None)?;
+    let slots = SLOTS.to_string();
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("AGENT_MODEL_BASE_URL", &model.url),
+        ("AGENT_MODEL", "test-model"),
+        ("AGENT_MODEL_MAX_RETRIES", "0"),
+        ("AGENT_MODEL_TIMEOUT_MS", "900000"),
+        ("WORKER_AGENT_ACTIVITY_SLOTS", &slots),
+        ("WORKER_MAIN_ACTIVITY_SLOTS", &slots),
+    ])
+    .await?;
+
+    // More conversations than slots: every model slot is taken and more turns queue behind.
+    let people: Vec<String> = (0..SLOTS + 2).map(|_| person()).collect();
+    for p in &people {
+        text(&stack, p, "Hi, is anyone there?").await?;
+    }
+    eventually("every model slot to be busy", WAIT, || async {
+        Ok((model.received() >= SLOTS).then_some(()))
+    })
+    .await?;
+
+    let to = person();
+    stack
+        .grpc()
+        .await?
+        .send_sms(SendSmsRequest {
+            to: to.clone(),
+            body: "Your order has shipped".to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let sent = eventually("the SMS while the model is busy", SEND_WITHIN, || async {
+        Ok((!stack.ledger(&to).await?.is_empty()).then_some(()))
+    })
+    .await;
+    let busy = model.received();
+    model.release();
+    sent?;
+    assert_eq!(
+        busy, SLOTS,
+        "more model calls ran at once than the worker has model slots"
+    );
+
+    // Once the model answers, the turns that were held or queued are all answered.
+    for p in &people {
+        assert_eq!(replies(&stack, p, 1).await?, ["Thanks for waiting."]);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_idle_closed_conversation_keeps_its_memory_and_hand_over_in_the_next_run()
 -> anyhow::Result<()> {
@@ -525,5 +641,38 @@ async fn an_idle_closed_conversation_keeps_its_memory_and_hand_over_in_the_next_
             "conversation-idle-carry-restored",
         )
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_no_worker_on_the_model_queue_a_reply_is_the_fallback_until_one_starts()
+-> anyhow::Result<()> {
+    // A deployment whose only worker polls the main queue: the reply waits the profile's
+    // timeout for a model slot that never frees, then the person gets the fallback.
+    let fallback = "Sorry, we are busy. A person will reply soon.";
+    let file = agents_file(
+        &format!("timeout_secs = 2\nfallback_reply = \"{fallback}\"\n"),
+        None,
+    )?;
+    let stack = Stack::start_with_env(&[
+        ("AGENTS_FILE", file.to_str().unwrap()),
+        ("WORKER_TASK_QUEUES", "main"),
+    ])
+    .await?;
+    let person = &person();
+    text(&stack, person, "Hello").await?;
+    assert_eq!(replies(&stack, person, 1).await?, [fallback]);
+
+    // A second worker polling only the model queue: the scripted agent answers again.
+    let _model_worker = stack.spawn_worker_with(&[("WORKER_TASK_QUEUES", "agent")])?;
+    // The profile gives a reply only two seconds in the queue: text once the worker polls.
+    let model_queue = voice_agent_workflows::agent_task_queue(stack.task_queue());
+    eventually("a worker polling the model queue", WAIT, || async {
+        Ok(stack.activity_pollers_on(&model_queue).await?.then_some(()))
+    })
+    .await?;
+    text(&stack, person, "my name is Grace").await?;
+    let got = replies(&stack, person, 2).await?;
+    assert_eq!(got[1], "Nice to meet you, Grace! How can I help?");
     Ok(())
 }

@@ -316,6 +316,45 @@ impl Stack {
         Ok(())
     }
 
+    /// Another worker process with the stack's environment plus `extra`; it is killed when the
+    /// returned child is dropped.
+    pub(crate) fn spawn_worker_with(&self, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
+        Command::new(bin("voice-agent-worker"))
+            .envs(self.worker_env.iter().cloned())
+            .envs(extra.iter().copied())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start the worker")
+    }
+
+    /// Whether a worker polls `task_queue` for activities, as the Temporal server sees it.
+    pub(crate) async fn activity_pollers_on(&self, task_queue: &str) -> anyhow::Result<bool> {
+        let out = Command::new(env("VA_TEMPORAL_BIN"))
+            .args(["task-queue", "describe", "--task-queue", task_queue])
+            .args(["--task-queue-type", "activity", "-o", "json"])
+            .args([
+                "--address",
+                self.temporal_address.trim_start_matches("http://"),
+            ])
+            .args(["--disable-config-file", "--disable-config-env"])
+            .output()
+            .await?;
+        anyhow::ensure!(out.status.success(), "temporal task-queue describe failed");
+        let described: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(described["pollers"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()))
+    }
+
+    /// The stack's main task queue.
+    pub(crate) fn task_queue(&self) -> &str {
+        self.worker_env
+            .iter()
+            .find(|(k, _)| k == "TEMPORAL_TASK_QUEUE")
+            .map(|(_, v)| v.as_str())
+            .expect("the stack sets TEMPORAL_TASK_QUEUE")
+    }
+
     /// SIGKILL of the API, as a crash: Twilio's webhooks fail until it is back.
     pub(crate) async fn kill_api(&mut self) -> anyhow::Result<()> {
         self.api.start_kill()?;
