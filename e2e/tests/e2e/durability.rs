@@ -64,28 +64,38 @@ async fn total(stack: &Stack) -> anyhow::Result<u64> {
 
 /// Before: the retry of a batch whose heartbeats stopped read the same page while the first
 /// attempt, only paused, still held it; when it woke it sent what its retry had sent already.
+///
+/// The worker is frozen just after a send reached Twilio, between two paced sends: what the
+/// lease guarantees is that a paused holder starts no send once it may have lost the lease. (A
+/// request it had already handed to its HTTP client but not yet written to the socket when it
+/// froze would still go out when it wakes; docs/architecture.md says why nothing on our side
+/// can exclude that.)
 #[tokio::test]
 async fn a_batch_frozen_past_its_heartbeat_timeout_never_sends_alongside_its_retry()
 -> anyhow::Result<()> {
     let mut stack = Stack::start().await?;
-    let contacts = 1_500;
+    let contacts = 40;
     let (list_id, _) = make_list(&stack, contacts).await?;
-    // 100 a second: batches of 500 items that take 5 s each.
-    let id = create_and_start(&stack, &list_id, 100.0).await?;
-    eventually("the first sends", WAIT, || async {
-        Ok((total(&stack).await? >= 100).then_some(()))
-    })
-    .await?;
-    // The worker stops mid-batch with hundreds of sends of its page still to go.
+    // 4 a second: batches of 20 items that take 5 s each, one send every 250 ms.
+    let id = create_and_start(&stack, &list_id, 4.0).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while total(&stack).await? < 5 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the campaign did not start sending"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The worker stops mid-batch with most of its page still to go.
     let frozen = stack.freeze_worker()?;
     let at_freeze = total(&stack).await?;
     stack.start_worker()?;
     // The retry (on the new worker) is sending the same page...
     eventually("the retry to send", WAIT, || async {
-        Ok((total(&stack).await? >= at_freeze + 50).then_some(()))
+        Ok((total(&stack).await? >= at_freeze + 3).then_some(()))
     })
     .await?;
-    // ...when the first attempt wakes up.
+    // ...when the first attempt wakes up, every paced send of its page overdue.
     frozen.thaw()?;
     let counters = result(&stack, &id).await?;
     assert_eq!(counters.total, contacts as i64);
