@@ -1,8 +1,9 @@
-//! The chaos test of the campaigns issue: a 5,000-contact campaign while the worker is killed
-//! with SIGKILL three times, the Temporal server is restarted once, and the simulator answers
-//! 10% of requests with 5xx and 5% with 429. Afterwards every item is in exactly one final state,
-//! and the simulator's ledger shows no number that got the message twice, and none that got it
-//! zero times unless its item says why.
+//! The chaos tests: a 5,000-contact SMS campaign while the worker is killed with SIGKILL three
+//! times, the Temporal server is restarted once, and the simulator answers 10% of requests with
+//! 5xx and 5% with 429; and a voice campaign while the worker is killed three times against the
+//! same flaky Twilio. Afterwards every item is in exactly one final state; the SMS ledger shows
+//! no number that got the message twice, and none that got it zero times unless its item says
+//! why; no number was dialled more often than its call logged attempts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -176,5 +177,103 @@ async fn a_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio(
         }
     }
     println!("chaos: statuses {statuses:?}, counters {counters:?}, executions {executions}");
+    Ok(())
+}
+
+/// Dials the simulator placed to any of `numbers`.
+async fn all_dials(stack: &Stack, numbers: &[String]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for number in numbers {
+        n += crate::durability::dials(stack, number).await?.len();
+    }
+    Ok(n)
+}
+
+/// Issue 13's voice chaos test: calls in flight and retries waiting on timers when the worker
+/// dies, dials refused by a flaky Twilio. (No Temporal restart here: a call's final status
+/// callback that arrives while Temporal is down is answered 503 and not retried by Twilio, so
+/// the call settles only when its time limit has passed; docs/voice.md, Known limits.)
+#[tokio::test]
+async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::Result<()> {
+    use crate::durability::{create_voice_campaign, dials, item};
+    use crate::voice::{person, route_our_number, script_callee, voice_list};
+
+    let mut stack = Stack::start().await?;
+    route_our_number(&stack).await?;
+    let people: Vec<String> = (0..20).map(|_| person()).collect();
+    let busy: Vec<String> = (0..10).map(|_| person()).collect();
+    for n in &people {
+        script_callee(
+            &stack,
+            n,
+            json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 300}),
+        )
+        .await?;
+    }
+    for n in &busy {
+        script_callee(&stack, n, json!({"behaviour": "busy"})).await?;
+    }
+    let everyone: Vec<(&String, &str)> = people.iter().chain(&busy).map(|n| (n, "")).collect();
+    let list_id = voice_list(&stack, &everyone).await?;
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/faults",
+            Some(
+                json!({"error_rate": 0.10, "too_many_requests_rate": 0.05, "calls_per_second": 20}),
+            ),
+        )
+        .await?;
+    let id = create_voice_campaign(
+        &stack,
+        json!({"name": "voice chaos", "channel": "voice", "list_id": list_id, "max_in_flight": 5,
+               "rate_per_second": 5.0, "max_attempts": 2, "retry_after_secs": 3}),
+    )
+    .await?;
+    let numbers: Vec<String> = people.iter().chain(&busy).cloned().collect();
+    for at in [4, 14, 26] {
+        eventually(&format!("{at} dials"), WAIT, || async {
+            Ok((all_dials(&stack, &numbers).await? >= at).then_some(()))
+        })
+        .await?;
+        stack.kill_worker().await?;
+        stack.start_worker()?;
+    }
+    let counters = stack
+        .temporal()
+        .await?
+        .get_workflow_handle::<CampaignWorkflow>(format!("campaign-{id}"))
+        .get_result(WorkflowGetResultOptions::default())
+        .await?;
+    let items = item(&stack, &id).await?;
+    assert_eq!(items.len(), 30);
+    let logs = stack.mongo.collection::<Document>("call_logs");
+    for it in &items {
+        let status = it.get_str("status")?;
+        let phone = it.get_str("phone")?;
+        let item_id = it.get_str("_id")?;
+        let expected = if busy.iter().any(|b| b == phone) {
+            "busy"
+        } else {
+            "answered"
+        };
+        assert_eq!(status, expected, "{it}");
+        // Every dial is an attempt the call logged, and no attempt was dialled twice.
+        let dialled = dials(&stack, phone).await?.len();
+        let attempts: Vec<Document> = logs
+            .find(doc! { "call_id": format!("call-{}", item_id.replace(':', "-")) })
+            .await?
+            .try_collect()
+            .await?;
+        let placed = attempts
+            .iter()
+            .filter(|a| a.get_str("call_sid").is_ok())
+            .count();
+        assert_eq!(dialled, placed, "{phone}: {attempts:?}");
+        assert_eq!(dialled, if expected == "busy" { 2 } else { 1 }, "{it}");
+    }
+    assert_eq!(counters.outcomes.get("busy"), Some(&10), "{counters:?}");
+    assert_eq!(counters.outcomes.get("human"), Some(&20), "{counters:?}");
+    println!("voice chaos: counters {counters:?}");
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::voice::{
 const WAIT: Duration = Duration::from_secs(180);
 
 /// Dials the simulator placed to `number`.
-async fn dials(stack: &Stack, number: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn dials(stack: &Stack, number: &str) -> anyhow::Result<Vec<Value>> {
     let calls = stack
         .admin(
             reqwest::Method::GET,
@@ -32,7 +32,7 @@ async fn dials(stack: &Stack, number: &str) -> anyhow::Result<Vec<Value>> {
     Ok(calls["calls"].as_array().cloned().unwrap_or_default())
 }
 
-async fn create_voice_campaign(stack: &Stack, body: Value) -> anyhow::Result<String> {
+pub(crate) async fn create_voice_campaign(stack: &Stack, body: Value) -> anyhow::Result<String> {
     let (status, created) = api(stack, reqwest::Method::POST, "/api/campaigns", Some(body)).await?;
     anyhow::ensure!(status == 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
@@ -47,7 +47,7 @@ async fn create_voice_campaign(stack: &Stack, body: Value) -> anyhow::Result<Str
     Ok(id)
 }
 
-async fn item(stack: &Stack, campaign_id: &str) -> anyhow::Result<Vec<Document>> {
+pub(crate) async fn item(stack: &Stack, campaign_id: &str) -> anyhow::Result<Vec<Document>> {
     use futures::TryStreamExt;
     Ok(stack
         .mongo
