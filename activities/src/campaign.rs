@@ -57,6 +57,16 @@ pub const MIN_RATE_PER_SECOND: f64 = 0.001;
 /// Failure type of a campaign that no longer exists: retrying cannot help.
 pub const CAMPAIGN_GONE: &str = "CampaignGone";
 
+/// The failure of an activity whose campaign no longer exists: not retried.
+fn campaign_gone(id: &str) -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(anyhow::anyhow!("campaign {id} does not exist"))
+            .type_name(CAMPAIGN_GONE.to_owned())
+            .non_retryable(true)
+            .build(),
+    )
+}
+
 /// The time between two sends at `rate_per_second` (`None`: as fast as the provider allows).
 /// Rates below [`MIN_RATE_PER_SECOND`] (the API refuses them) pace at [`MAX_SEND_INTERVAL`]
 /// instead of overflowing.
@@ -240,14 +250,10 @@ impl CampaignActivities {
     }
 
     async fn campaign(&self, id: &str) -> Result<CampaignDoc, ActivityError> {
-        self.store.get_campaign(id).await?.ok_or_else(|| {
-            ActivityError::application(
-                ApplicationFailure::builder(anyhow::anyhow!("campaign {id} does not exist"))
-                    .type_name(CAMPAIGN_GONE.to_owned())
-                    .non_retryable(true)
-                    .build(),
-            )
-        })
+        self.store
+            .get_campaign(id)
+            .await?
+            .ok_or_else(|| campaign_gone(id))
     }
 }
 
@@ -489,11 +495,19 @@ impl CampaignActivities {
                     _ => "closed",
                 },
                 Err(WorkflowInteractionError::NotFound(_)) => "never started",
+                // One call that cannot be looked at now must not hold up the others (or the
+                // campaign, which waits for this check): the next check tries it again.
                 Err(e) => {
-                    return Err(anyhow::anyhow!("describing the call of {item_id}: {e}").into());
+                    warn!(campaign_id = %input.campaign_id, item = %item_id, error = %e, "could not look up a call; trying again at the next check");
+                    continue;
                 }
             };
             let Some(item) = self.store.get_item(&item_id).await? else {
+                // Nothing to finish; the campaign must still stop waiting for it.
+                settled.push(SettledCall {
+                    item_id,
+                    outcome: "failed".to_owned(),
+                });
                 continue;
             };
             let outcome = if item.status_rank >= item_status::rank(item_status::FAILED) {
@@ -799,12 +813,18 @@ impl BatchLeaseHold {
         // the request may take.
         let window = LEASE_SEND_WINDOW.min(lease);
         let taken_at = loop {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
             let t0 = Instant::now();
             if store.claim_batch_lease(campaign_id, &holder).await? {
                 break t0;
             }
-            let seen = store.batch_lease(campaign_id).await?;
+            let Some(seen) = store.batch_lease(campaign_id).await? else {
+                return Err(campaign_gone(campaign_id));
+            };
             if seen.holder.is_none() {
+                // Released between the two reads: claim it again.
                 continue;
             }
             warn!(
@@ -889,13 +909,20 @@ impl BatchLeaseHold {
 
     /// Stops renewing and gives the lease up; a lease not given up lapses by itself.
     async fn release(self, store: &MongoStore) {
-        self.keeper.abort();
         if let Err(e) = store
             .release_batch_lease(&self.campaign_id, &self.holder)
             .await
         {
             debug!(campaign_id = %self.campaign_id, error = %e, "batch lease release failed");
         }
+    }
+}
+
+impl Drop for BatchLeaseHold {
+    /// However the batch ends (a panic included), the lease is no longer renewed: an abandoned
+    /// lease lapses by itself, one renewed for ever would stop the campaign.
+    fn drop(&mut self) {
+        self.keeper.abort();
     }
 }
 
@@ -1038,10 +1065,13 @@ impl CampaignActivities {
                     "accepted"
                 }
             }
+            // Outcomes of this attempt's send are fenced by its send count: a paused attempt
+            // that wakes after another took the lease over changes nothing.
             ItemOutcome::Rejected(e) => {
                 self.store
-                    .finish_item(
+                    .finish_item_of_attempt(
                         &item.id,
+                        attempt,
                         item_status::FAILED,
                         e.code.map(i64::from),
                         &e.message,
@@ -1052,8 +1082,9 @@ impl CampaignActivities {
             ItemOutcome::Transient(e) if attempt >= campaign.max_attempts => {
                 let reason = format!("gave up after {attempt} attempts: {}", e.message);
                 self.store
-                    .finish_item(
+                    .finish_item_of_attempt(
                         &item.id,
+                        attempt,
                         item_status::FAILED,
                         e.code.map(i64::from),
                         &reason,
@@ -1066,7 +1097,7 @@ impl CampaignActivities {
                 // (5xx, timeout, lost connection) may have been accepted, so the item stays
                 // `sending` and its next attempt reconciles first.
                 if e.code == Some(TOO_MANY_REQUESTS) {
-                    self.store.release_item(&item.id).await?;
+                    self.store.release_item(&item.id, attempt).await?;
                 }
                 "transient_error"
             }

@@ -88,13 +88,17 @@ fn call_sid(form: &SignedForm) -> Result<String, WebhookError> {
     Ok(sid.to_owned())
 }
 
+/// The Gather's action URL; `turn` 0 is a turn from a worker without turn numbers (during a
+/// rolling deploy), whose Gather is then accepted whatever turn the call is at.
 fn gather_url(state: &AppState, workflow_id: &str, turn: u32) -> String {
     let mut url = state.settings.common.public_base_url.clone();
     url.set_path("/twilio/voice/gather");
-    url.query_pairs_mut()
-        .clear()
-        .append_pair("wf", workflow_id)
-        .append_pair("turn", &turn.to_string());
+    let mut query = url.query_pairs_mut();
+    query.clear().append_pair("wf", workflow_id);
+    if turn > 0 {
+        query.append_pair("turn", &turn.to_string());
+    }
+    drop(query);
     url.to_string()
 }
 
@@ -261,11 +265,11 @@ async fn gathered(
         confidence: form.get("Confidence").and_then(|c| c.parse().ok()),
         digits: form.get("Digits").map(str::to_owned),
         at: now(),
-        turn: r.turn,
+        turn: r.turn.filter(|t| *t > 0),
     };
     // One update per call and turn: Temporal answers a repeat of the id with the first result,
     // so a Gather Twilio retries (with or without its idempotency token) is answered once.
-    let update_id = match r.turn {
+    let update_id = match r.turn.filter(|t| *t > 0) {
         Some(turn) => Some(format!("gather-{sid}-{turn}")),
         None => idempotency_token(&headers).map(|t| format!("gather-{t}")),
     };

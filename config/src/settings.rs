@@ -414,10 +414,13 @@ impl Settings {
             });
         }
         let timeout_ms: u64 = env.number("TWILIO_TIMEOUT_MS", 10_000)?;
-        if timeout_ms == 0 {
+        // A send or dial starts only while its attempt (30 s) has the whole request timeout
+        // and a margin left, after any reconciliation lookups: a longer timeout would leave
+        // no time to send at all.
+        if !(1..=12_000).contains(&timeout_ms) {
             return Err(ConfigError::Invalid {
                 var: "TWILIO_TIMEOUT_MS",
-                reason: "must be positive".to_owned(),
+                reason: "must be between 1 and 12000 ms".to_owned(),
             });
         }
         let public_base_url = env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8080")?;

@@ -311,14 +311,15 @@ impl MongoStore {
         Ok(r.matched_count > 0)
     }
 
-    /// The campaign's batch lease as it is: its holder (if any) and its renewal count.
-    pub async fn batch_lease(&self, campaign_id: &str) -> Result<BatchLease> {
+    /// The campaign's batch lease as it is: its holder (if any) and its renewal count; `None`
+    /// when the campaign does not exist.
+    pub async fn batch_lease(&self, campaign_id: &str) -> Result<Option<BatchLease>> {
         let doc = self
             .lease_doc()
             .find_one(doc! { "_id": campaign_id })
             .projection(doc! { LEASE_HOLDER: 1, LEASE_SEQ: 1 })
             .await?;
-        Ok(doc.map_or_else(BatchLease::default, |d| BatchLease {
+        Ok(doc.map(|d| BatchLease {
             holder: d.get_str(LEASE_HOLDER).ok().map(str::to_owned),
             seq: match d.get(LEASE_SEQ) {
                 Some(mongodb::bson::Bson::Int64(n)) => *n,
@@ -681,11 +682,32 @@ impl MongoStore {
             .await
     }
 
-    /// Puts an item back to `pending` after a transient failure so a later pass retries it.
-    pub async fn release_item(&self, item_id: &str) -> Result<()> {
+    /// Like [`Self::finish_item`], but only while the item's send count is still `attempts`:
+    /// the outcome of one attempt, which must not land on an item a later attempt (one that took
+    /// the campaign's lease over) has begun sending since.
+    pub async fn finish_item_of_attempt(
+        &self,
+        item_id: &str,
+        attempts: i32,
+        status: &str,
+        error_code: Option<i64>,
+        reason: &str,
+    ) -> Result<bool> {
+        self.advance_item(
+            doc! { "_id": item_id, "attempts": attempts },
+            status,
+            error_code,
+            Some(reason),
+        )
+        .await
+    }
+
+    /// Puts an item back to `pending` after a refused send (429) so a later pass retries it,
+    /// unless a later attempt has begun sending it since (its send count is past `attempts`).
+    pub async fn release_item(&self, item_id: &str, attempts: i32) -> Result<()> {
         self.items()
             .update_one(
-                doc! { "_id": item_id, "status": item_status::SENDING, "message_sid": { "$exists": false } },
+                doc! { "_id": item_id, "attempts": attempts, "status": item_status::SENDING, "message_sid": { "$exists": false } },
                 doc! { "$set": { "status": item_status::PENDING, "status_rank": 0, "updated_at": DateTime::now() } },
             )
             .await?;

@@ -411,7 +411,7 @@ async fn a_campaigns_batch_lease_has_one_holder_and_changes_hands_only_when_not_
         !store.claim_batch_lease(id, "run/1/2").await.unwrap(),
         "a second attempt does not get a held lease"
     );
-    let seen = store.batch_lease(id).await.unwrap();
+    let seen = store.batch_lease(id).await.unwrap().unwrap();
     assert_eq!(seen.holder.as_deref(), Some("run/1/1"));
 
     // The holder renews after the waiter looked: the waiter takes nothing.
@@ -424,7 +424,7 @@ async fn a_campaigns_batch_lease_has_one_holder_and_changes_hands_only_when_not_
     );
 
     // No renewal since it looked: it takes over, and the old holder learns so on renewal.
-    let seen = store.batch_lease(id).await.unwrap();
+    let seen = store.batch_lease(id).await.unwrap().unwrap();
     assert!(
         store
             .take_over_batch_lease(id, "run/1/2", &seen)
@@ -437,11 +437,17 @@ async fn a_campaigns_batch_lease_has_one_holder_and_changes_hands_only_when_not_
     // Only the holder's release frees it.
     store.release_batch_lease(id, "run/1/1").await.unwrap();
     assert_eq!(
-        store.batch_lease(id).await.unwrap().holder.as_deref(),
+        store
+            .batch_lease(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .holder
+            .as_deref(),
         Some("run/1/2")
     );
     store.release_batch_lease(id, "run/1/2").await.unwrap();
-    assert_eq!(store.batch_lease(id).await.unwrap().holder, None);
+    assert_eq!(store.batch_lease(id).await.unwrap().unwrap().holder, None);
     assert!(store.claim_batch_lease(id, "run/2/1").await.unwrap());
 }
 

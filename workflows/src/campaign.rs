@@ -48,6 +48,8 @@ const MAX_HISTORY_EVENTS: u32 = 3_000;
 /// Voice: while waiting on its calls, the campaign checks this often for calls whose workflow
 /// closed without telling it (terminated, timed out, its last write gave up).
 const SETTLE_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait between two settle checks while nothing settles.
+const MAX_SETTLE_EVERY: Duration = Duration::from_secs(900);
 /// Patch id of voice calls tracked by item (settle checks, cancel stops the calls).
 const VOICE_CALLS_PATCH: &str = "voice-calls-by-item";
 
@@ -174,6 +176,10 @@ pub struct CampaignRun {
     /// campaign in one workflow task, the end first).
     #[serde(default)]
     pub ended_early: BTreeSet<String>,
+    /// Voice: calls are counted by item ([`Self::calls`]); runs recorded before that count with
+    /// [`Self::in_flight`] alone, and replay that way.
+    #[serde(default)]
+    pub by_item: bool,
 }
 
 impl CampaignRun {
@@ -381,7 +387,12 @@ impl CampaignWorkflow {
     /// A voice campaign's call finished.
     #[signal]
     pub fn call_finished(&mut self, _ctx: &mut SyncWorkflowContext<Self>, done: CallFinished) {
-        self.run.call_ended(&done.item_id, &done.outcome);
+        if self.run.by_item {
+            self.run.call_ended(&done.item_id, &done.outcome);
+        } else {
+            self.run.in_flight = self.run.in_flight.saturating_sub(1);
+            *self.run.counters.outcomes.entry(done.outcome).or_default() += 1;
+        }
     }
 
     /// Stops sending after the batch in flight.
@@ -504,7 +515,11 @@ async fn call_page(
             if started.is_ok() {
                 s.run.counters.calls_started += 1;
             }
-            s.run.call_started(&item.item_id);
+            if s.run.by_item {
+                s.run.call_started(&item.item_id);
+            } else if started.is_ok() {
+                s.run.in_flight += 1;
+            }
         });
         // Calls per second (Twilio's default account limit is 1).
         let rate = ctx.state(|s| s.run.rate_per_second);
@@ -574,9 +589,17 @@ async fn wait_for_calls(
         ctx.wait_condition(ready).await?;
         return Ok(());
     }
+    ctx.state_mut(|s| s.run.by_item = true);
+    let mut every = SETTLE_EVERY;
     loop {
+        // With no call counted by item only a signal can change anything: no timer, so a long
+        // pause adds nothing to the history.
+        if ctx.state(|s| s.run.calls.is_empty()) {
+            ctx.wait_condition(ready).await?;
+            return Ok(());
+        }
         let ready_now = {
-            let mut tick = pin!(ctx.timer(SETTLE_EVERY));
+            let mut tick = pin!(ctx.timer(every));
             let ready_now = select! {
                 _ = ctx.wait_condition(ready) => true,
                 _ = tick.as_mut() => false,
@@ -591,9 +614,6 @@ async fn wait_for_calls(
             return Ok(());
         }
         let item_ids: Vec<String> = ctx.state(|s| s.run.calls.iter().cloned().collect());
-        if item_ids.is_empty() {
-            continue;
-        }
         let settled = ctx
             .execute_activity(
                 CampaignActivities::settle_calls,
@@ -604,6 +624,13 @@ async fn wait_for_calls(
                 activity_options(Duration::from_secs(60)),
             )
             .await?;
+        // Calls waiting hours (a retry held for its calling window) are checked less and less
+        // often, so the history of a long wait grows slowly; a settled call resets the pace.
+        every = if settled.is_empty() {
+            (every * 2).min(MAX_SETTLE_EVERY)
+        } else {
+            SETTLE_EVERY
+        };
         ctx.state_mut(|s| {
             for call in settled {
                 // Only calls still counted: one whose signal arrived meanwhile is done already.

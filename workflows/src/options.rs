@@ -85,7 +85,10 @@ pub(crate) fn provider_call_options(
     ActivityOptions::with_close_timeouts(
         temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
             schedule_to_close: give_up_after,
-            start_to_close: Duration::from_secs(20),
+            // Room for the reconciliation lookups of a retry (one request timeout) and then
+            // the send itself (another), which starts only with its whole timeout left
+            // (`voice_agent_activities::deadline`); TWILIO_TIMEOUT_MS is at most 12 s.
+            start_to_close: Duration::from_secs(30),
         },
     )
     .retry_policy(
