@@ -211,7 +211,12 @@ impl AgentActivities {
         input: OptOutInput,
     ) -> Result<(), ActivityError> {
         self.store
-            .suppress(&input.phone, "AGENT", &input.channel)
+            .suppress(
+                &input.phone,
+                "AGENT",
+                &input.channel,
+                mongodb::bson::DateTime::now(),
+            )
             .await?;
         info!(phone = %mask_phone(&input.phone), "opted out at the agent's request");
         Ok(())

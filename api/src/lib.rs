@@ -6,6 +6,7 @@
 //! | [`grpc`] | `voiceagent.v1.MessagingService` for campaign managers and `vactl`, with server reflection |
 //! | [`campaigns`] | `voiceagent.v1.CampaignService` and `/api/campaigns` (create, start, pause, resume, cancel, rate, progress) |
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
+//! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
 //!
 //! HTTP and gRPC listen on separate ports (`API_HTTP_ADDR`, `API_GRPC_ADDR`) and stop together
@@ -16,6 +17,7 @@ pub mod campaigns;
 pub mod contacts;
 pub mod conversations;
 pub mod grpc;
+pub mod inbox;
 pub mod ops;
 pub mod voice;
 pub mod webhooks;
@@ -93,6 +95,8 @@ pub struct AppState {
     pub agents: Arc<voice_agent_agent::AgentDirectory>,
     /// Campaign items' status callbacks, written in groups.
     pub item_callbacks: webhooks::ItemCallbackWriter,
+    /// Webhook work stored for the workflows (inbound messages, call progress).
+    pub inbox: inbox::Inbox,
 }
 
 /// The bound, ready-to-run API.
@@ -155,6 +159,7 @@ impl Application {
             grpc,
             state: AppState {
                 item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
+                inbox: inbox::Inbox::new(store.clone()),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -177,8 +182,14 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish. The inbox
+    /// drainer runs beside the servers and stops with them.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let drain = tokio::spawn(self.state.inbox.clone().drain(
+            self.state.temporal.clone(),
+            self.state.settings.common.task_queue.clone(),
+            shutdown.clone(),
+        ));
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
         let http = async move {
@@ -189,6 +200,9 @@ impl Application {
         };
         let grpc = grpc::serve(self.state, self.grpc, shutdown.clone());
         let (h, g) = tokio::join!(http, grpc);
+        // A server that failed stops the drainer too (and the process with it).
+        shutdown.cancel();
+        let _ = drain.await;
         h.and(g)
     }
 }

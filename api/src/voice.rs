@@ -19,10 +19,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use temporalio_client::errors::{WorkflowInteractionError, WorkflowUpdateError};
+use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 use tracing::{info, warn};
 use voice_agent_domain::{PhoneNumber, mask_phone};
@@ -41,6 +41,7 @@ use voice_agent_workflows::{
 use crate::AppState;
 use crate::campaigns::HttpError;
 use crate::grpc::ApiError;
+use crate::inbox::{CallStatusHandoff, KIND_CALL_STATUS};
 use crate::webhooks::{SignedForm, WebhookError, is_twilio_sid, twilio_address, twiml};
 
 /// Said when the call's workflow cannot be reached: never dead air, never an error page.
@@ -326,7 +327,9 @@ fn record_turn(kind: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Call progress: a signal to the call's workflow.
+/// Call progress: stored in the inbox and answered at once; the drainer signals the call's
+/// workflow (see [`crate::inbox`]), so a status that arrives while Temporal is unreachable is
+/// delivered when it is back instead of being lost (Twilio does not retry status callbacks).
 async fn call_status(
     State(state): State<AppState>,
     uri: OriginalUri,
@@ -338,6 +341,11 @@ async fn call_status(
     let sid = call_sid(&form)?;
     let workflow_id = call_workflow_id(&r, &sid)?;
     let status = form.require("CallStatus")?.to_owned();
+    if status.len() > 32 {
+        return Err(WebhookError::BadRequest(
+            "CallStatus is malformed".to_owned(),
+        ));
+    }
     let event = CallStatusEvent {
         call_sid: sid.clone(),
         status: status.clone(),
@@ -347,26 +355,19 @@ async fn call_status(
         recording_url: form.get("RecordingUrl").map(str::to_owned),
         at: now(),
     };
-    let sent = state
-        .temporal
-        .get_workflow_handle::<CallWorkflow>(workflow_id.clone())
-        .signal(
-            CallWorkflow::status,
-            event,
-            WorkflowSignalOptions::default(),
+    // One entry per (call, status, attempt): Twilio repeating a callback stores it once.
+    let id = format!("{sid}:{status}:{}", r.attempt.unwrap_or(0));
+    state
+        .inbox
+        .put(
+            &id,
+            KIND_CALL_STATUS,
+            &workflow_id,
+            &CallStatusHandoff { event },
         )
-        .await;
-    match sent {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        // A call we never started a workflow for (or one long finished): nothing to update.
-        Err(WorkflowInteractionError::NotFound(_)) => {
-            info!(call_sid = %sid, status = %status, "status of an unknown call ignored");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Err(e) => Err(WebhookError::Unavailable(
-            anyhow::Error::new(e).context("Failed to signal the call"),
-        )),
-    }
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.into()))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- /api/calls ----------------------------------------------------------------------------

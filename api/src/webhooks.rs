@@ -1,6 +1,7 @@
 //! Twilio's webhooks. Each request's `X-Twilio-Signature` is checked against
 //! `PUBLIC_BASE_URL` + the request path and query before anything is read or stored; a forged
-//! or unsigned request gets 403 and changes nothing.
+//! or unsigned request gets 403 and changes nothing. None of them waits for Temporal: inbound
+//! messages go through the durable inbox ([`crate::inbox`]), status callbacks to MongoDB.
 //!
 //! | route | what Twilio posts |
 //! |---|---|
@@ -13,7 +14,6 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use temporalio_client::WorkflowStartOptions;
 use tracing::{info, warn};
 use voice_agent_domain::{
     Channel, MessageStatus, PhoneNumber, conversation_workflow_id, mask_phone,
@@ -21,9 +21,10 @@ use voice_agent_domain::{
 use voice_agent_store::{InboundMessage, ItemCallback};
 use voice_agent_twilio::signature;
 use voice_agent_twilio::twiml::MessagingResponse;
-use voice_agent_workflows::{ConversationMessage, ConversationState, ConversationWorkflow};
+use voice_agent_workflows::{ConversationMessage, ConversationState};
 
 use crate::AppState;
+use crate::inbox::{KIND_MESSAGE, MessageHandoff};
 
 /// Webhook routes.
 pub fn routes() -> Router<AppState> {
@@ -141,9 +142,10 @@ pub(crate) fn twilio_address(
     Ok((channel, number))
 }
 
-/// Stores an inbound message once (keyed on `MessageSid`) and signals its conversation
-/// workflow, starting it if needed. A repeated delivery is stored once and signalled again;
-/// the workflow drops the duplicate, so a retry after a failed signal still lands.
+/// Stores an inbound message once (keyed on `MessageSid`), applies its opt-out keyword, and
+/// puts it in the inbox for its conversation; answers as soon as that is stored. The drainer
+/// (see [`crate::inbox`]) hands it to the conversation workflow behind the answer, so a burst
+/// is answered at MongoDB's pace, not Temporal's workflow-start rate.
 async fn inbound_message(
     State(state): State<AppState>,
     uri: OriginalUri,
@@ -161,6 +163,7 @@ async fn inbound_message(
     let (_, ours) = twilio_address(form.require("To")?, "To")?;
     let text = form.get("Body").unwrap_or_default().to_owned();
     let conversation_id = conversation_workflow_id(&ours, &theirs);
+    let unavailable = |e: voice_agent_store::StoreError| WebhookError::Unavailable(e.into());
 
     let stored = state
         .store
@@ -173,78 +176,70 @@ async fn inbound_message(
             conversation_id: conversation_id.clone(),
         })
         .await
-        .map_err(|e| WebhookError::Unavailable(e.into()))?;
+        .map_err(unavailable)?;
 
     if channel == Channel::Whatsapp {
         state
             .store
             .touch_whatsapp_session(ours.as_str(), theirs.as_str())
             .await
-            .map_err(|e| WebhookError::Unavailable(e.into()))?;
+            .map_err(unavailable)?;
     }
 
-    // Opt-out keywords act at once and on every channel, before anything else happens.
+    // Opt-out keywords act at once and on every channel, before anything else happens. They
+    // take effect at the message's first arrival, so a STOP that Twilio delivers again after a
+    // later START changes nothing.
     let keyword = OptKeyword::parse(&text);
     match keyword {
         Some(OptKeyword::Stop(word)) => {
-            state
+            let applied = state
                 .store
-                .suppress(theirs.as_str(), word, channel.as_str())
+                .suppress(theirs.as_str(), word, channel.as_str(), stored.received_at)
                 .await
-                .map_err(|e| WebhookError::Unavailable(e.into()))?;
-            info!(from = %mask_phone(theirs.as_str()), keyword = word, "opted out");
+                .map_err(unavailable)?;
+            info!(from = %mask_phone(theirs.as_str()), keyword = word, applied, "opted out");
         }
         Some(OptKeyword::Start) => {
-            state
+            let applied = state
                 .store
-                .unsuppress(theirs.as_str())
+                .unsuppress(theirs.as_str(), stored.received_at)
                 .await
-                .map_err(|e| WebhookError::Unavailable(e.into()))?;
-            info!(from = %mask_phone(theirs.as_str()), "opted back in");
+                .map_err(unavailable)?;
+            info!(from = %mask_phone(theirs.as_str()), applied, "opted back in");
         }
         Some(OptKeyword::Help) | None => {}
     }
 
-    let initial = ConversationState {
-        ours: ours.as_str().to_owned(),
-        theirs: theirs.as_str().to_owned(),
-        channel: Some(channel),
-        ..Default::default()
-    };
-    let signal = ConversationMessage {
-        id: message_sid.clone(),
-        direction: "inbound".to_owned(),
-        body: text,
-        at: chrono::Utc::now().to_rfc3339(),
-        keyword: keyword.map(|k| k.name().to_owned()),
-    };
-    state
-        .temporal
-        .signal_with_start_workflow(
-            ConversationWorkflow::run,
-            initial,
-            ConversationWorkflow::message,
-            signal,
-            WorkflowStartOptions::new(
-                state.settings.common.task_queue.clone(),
-                conversation_id.clone(),
-            )
-            .build(),
-        )
-        .await
-        .map_err(|e| {
-            WebhookError::Unavailable(
-                anyhow::Error::new(e).context("Failed to signal the conversation"),
-            )
-        })?;
+    if !stored.handed_over {
+        let handoff = MessageHandoff {
+            state: ConversationState {
+                ours: ours.as_str().to_owned(),
+                theirs: theirs.as_str().to_owned(),
+                channel: Some(channel),
+                ..Default::default()
+            },
+            message: ConversationMessage {
+                id: message_sid.clone(),
+                direction: "inbound".to_owned(),
+                body: text,
+                at: chrono::DateTime::<chrono::Utc>::from(stored.received_at.to_system_time())
+                    .to_rfc3339(),
+                keyword: keyword.map(|k| k.name().to_owned()),
+            },
+        };
+        state
+            .inbox
+            .put(&message_sid, KIND_MESSAGE, &conversation_id, &handoff)
+            .await
+            .map_err(unavailable)?;
+    }
 
-    metrics::counter!("voice_agent_inbound_messages_total", "duplicate" => if stored { "false" } else { "true" })
+    metrics::counter!("voice_agent_inbound_messages_total", "duplicate" => if stored.new { "false" } else { "true" })
         .increment(1);
     info!(
         message_sid = %message_sid,
         from = %mask_phone(theirs.as_str()),
-        conversation_id = %conversation_id,
-        duplicate = !stored,
+        duplicate = !stored.new,
         "inbound message"
     );
     let reply = match keyword {

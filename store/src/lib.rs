@@ -10,6 +10,7 @@
 //! | [`conversations`] | `conversations`: the agent's actions, usage and summary per conversation |
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
 //! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
+//! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -29,6 +30,7 @@ pub mod calls;
 pub mod campaigns;
 pub mod contacts;
 pub mod conversations;
+pub mod inbox;
 pub mod messages;
 pub mod schema;
 pub mod suppressions;
@@ -42,7 +44,8 @@ pub use campaigns::{
     campaign_status, item_status,
 };
 pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
-pub use messages::{InboundMessage, MessageDoc, MessageQuery, NewOutboundMessage};
+pub use inbox::{InboxBacklog, InboxEntry, Lease};
+pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
 
 /// What went wrong talking to MongoDB.
 #[derive(Debug, thiserror::Error)]

@@ -106,6 +106,20 @@ pub struct InboundMessage {
     pub conversation_id: String,
 }
 
+/// What [`MongoStore::insert_inbound`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InboundStored {
+    /// This call stored it (false: Twilio repeated the webhook).
+    pub new: bool,
+    /// When it first arrived: the time its keywords (STOP, START) take effect.
+    pub received_at: DateTime,
+    /// It already reached its conversation.
+    pub handed_over: bool,
+}
+
+/// Field set once an inbound message reached its conversation workflow.
+const HANDED_OVER_AT: &str = "handed_over_at";
+
 /// Filter for [`MongoStore::list_messages`].
 #[derive(Debug, Clone, Default)]
 pub struct MessageQuery {
@@ -274,9 +288,10 @@ impl MongoStore {
         Ok(result.modified_count > 0)
     }
 
-    /// Stores an inbound message once. Returns `false` when this `MessageSid` is already stored
-    /// (Twilio retried the webhook).
-    pub async fn insert_inbound(&self, msg: &InboundMessage) -> Result<bool> {
+    /// Stores an inbound message once (a repeated `MessageSid` is not stored again) and says
+    /// what is known of it: whether this call stored it, when it first arrived, and whether it
+    /// was already handed to its conversation.
+    pub async fn insert_inbound(&self, msg: &InboundMessage) -> Result<InboundStored> {
         let now = DateTime::now();
         let doc = MessageDoc {
             id: msg.message_sid.clone(),
@@ -298,10 +313,44 @@ impl MongoStore {
             updated_at: now,
         };
         match self.messages().insert_one(&doc).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Ok(_) => Ok(InboundStored {
+                new: true,
+                received_at: now,
+                handed_over: false,
+            }),
+            Err(e) if is_duplicate_key(&e) => {
+                let earlier = self
+                    .db
+                    .collection::<Document>(MESSAGES)
+                    .find_one(doc! { "_id": &msg.message_sid })
+                    .projection(doc! { "created_at": 1, HANDED_OVER_AT: 1 })
+                    .await?;
+                Ok(InboundStored {
+                    new: false,
+                    received_at: earlier
+                        .as_ref()
+                        .and_then(|d| d.get_datetime("created_at").ok().copied())
+                        .unwrap_or(now),
+                    handed_over: earlier.is_some_and(|d| d.contains_key(HANDED_OVER_AT)),
+                })
+            }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Marks inbound messages as handed to their conversations, so a webhook Twilio repeats
+    /// later does not hand them over again.
+    pub async fn mark_handed_over(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.messages()
+            .update_many(
+                doc! { "_id": { "$in": ids } },
+                doc! { "$set": { HANDED_OVER_AT: DateTime::now() } },
+            )
+            .await?;
+        Ok(())
     }
 
     /// One message by its id (our id or, for inbound, the MessageSid).

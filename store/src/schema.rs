@@ -26,6 +26,10 @@ pub const CONVERSATIONS: &str = "conversations";
 pub const SUPPRESSIONS: &str = "suppressions";
 /// `whatsapp_sessions`: last inbound WhatsApp message per (our number, their number).
 pub const WHATSAPP_SESSIONS: &str = "whatsapp_sessions";
+/// `inbox`: webhook work stored and not yet handed to its workflow.
+pub const INBOX: &str = "inbox";
+/// `leases`: named leases, e.g. the one api process that drains the inbox.
+pub const LEASES: &str = "leases";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -135,6 +139,9 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         // Keyed by phone number (`_id`); no further index needed.
         (SUPPRESSIONS, vec![]),
         (WHATSAPP_SESSIONS, vec![]),
+        // The drainer reads the oldest entries; the collection holds only pending ones.
+        (INBOX, vec![index("seq", doc! { "seq": 1, "_id": 1 })]),
+        (LEASES, vec![]),
     ]
 }
 
@@ -212,7 +219,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 10] = [
+pub const ALL_COLLECTIONS: [&str; 12] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -223,4 +230,6 @@ pub const ALL_COLLECTIONS: [&str; 10] = [
     CONVERSATIONS,
     SUPPRESSIONS,
     WHATSAPP_SESSIONS,
+    INBOX,
+    LEASES,
 ];

@@ -1,6 +1,9 @@
 //! The `suppressions` collection: numbers that opted out (STOP and its synonyms), on every
 //! channel. One document per E.164 number, `_id` = the number, so opting out twice is a no-op
-//! and a lookup for a page of recipients is one `$in` query.
+//! and a lookup for a page of recipients is one `$in` query. A START keeps the document with
+//! `opted_out: false` and the keyword's time, so keywords apply in the order they were sent
+//! whatever order their webhooks arrive in; documents of earlier versions (no `opted_out`)
+//! read as opted out.
 
 use std::collections::HashSet;
 
@@ -13,30 +16,60 @@ use crate::{MongoStore, Result};
 
 impl MongoStore {
     /// Suppresses `phone` on every channel, recording the keyword and channel that did it.
-    pub async fn suppress(&self, phone: &str, keyword: &str, channel: &str) -> Result<()> {
-        let now = DateTime::now();
-        self.db
-            .collection::<Document>(SUPPRESSIONS)
-            .update_one(
-                doc! { "_id": phone },
-                doc! {
-                    "$set": { "keyword": keyword, "channel": channel, "updated_at": now },
-                    "$setOnInsert": { "since": now },
-                },
-            )
-            .with_options(UpdateOptions::builder().upsert(true).build())
-            .await?;
-        Ok(())
+    /// `at` is when the request arrived (an inbound message's first receipt): a keyword older
+    /// than the last one recorded for the number changes nothing, so a replayed STOP cannot undo
+    /// a later START, nor a replayed START a later STOP.
+    pub async fn suppress(
+        &self,
+        phone: &str,
+        keyword: &str,
+        channel: &str,
+        at: DateTime,
+    ) -> Result<bool> {
+        self.record_keyword(
+            phone,
+            at,
+            doc! {
+                "opted_out": true, "keyword": keyword, "channel": channel,
+                "keyword_at": at, "updated_at": DateTime::now(), "since": at,
+            },
+        )
+        .await
     }
 
-    /// Lifts a suppression (START, UNSTOP). Returns whether there was one.
-    pub async fn unsuppress(&self, phone: &str) -> Result<bool> {
+    /// Lifts a suppression (START, UNSTOP) unless a later keyword was recorded. Returns whether
+    /// this keyword was the newest (and so applied).
+    pub async fn unsuppress(&self, phone: &str, at: DateTime) -> Result<bool> {
+        self.record_keyword(
+            phone,
+            at,
+            doc! {
+                "opted_out": false, "keyword": "START", "keyword_at": at,
+                "updated_at": DateTime::now(),
+            },
+        )
+        .await
+    }
+
+    async fn record_keyword(&self, phone: &str, at: DateTime, set: Document) -> Result<bool> {
         let r = self
             .db
             .collection::<Document>(SUPPRESSIONS)
-            .delete_one(doc! { "_id": phone })
-            .await?;
-        Ok(r.deleted_count > 0)
+            .update_one(
+                doc! { "_id": phone, "$or": [
+                    { "keyword_at": { "$exists": false } },
+                    { "keyword_at": { "$lt": at } },
+                ] },
+                doc! { "$set": set },
+            )
+            .with_options(UpdateOptions::builder().upsert(true).build())
+            .await;
+        match r {
+            Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
+            // A newer keyword is stored: the upsert's insert collides with it.
+            Err(e) if crate::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether `phone` opted out.
@@ -44,7 +77,7 @@ impl MongoStore {
         Ok(self
             .db
             .collection::<Document>(SUPPRESSIONS)
-            .find_one(doc! { "_id": phone })
+            .find_one(doc! { "_id": phone, "opted_out": { "$ne": false } })
             .await?
             .is_some())
     }
@@ -57,7 +90,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .db
             .collection::<Document>(SUPPRESSIONS)
-            .find(doc! { "_id": { "$in": phones.to_vec() } })
+            .find(doc! { "_id": { "$in": phones.to_vec() }, "opted_out": { "$ne": false } })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect()

@@ -3,7 +3,7 @@
 
 use mongodb::bson::doc;
 use voice_agent_domain::{Channel, MessageStatus};
-use voice_agent_store::{InboundMessage, MessageQuery, MongoStore, NewOutboundMessage};
+use voice_agent_store::{InboundMessage, InboxEntry, MessageQuery, MongoStore, NewOutboundMessage};
 
 async fn store() -> MongoStore {
     let uri = std::env::var("VA_TEST_MONGODB_URI")
@@ -310,9 +310,24 @@ async fn inbound_messages_are_stored_once_per_message_sid() {
         body: "hi".to_owned(),
         conversation_id: "conversation-15005550006-14155550100".to_owned(),
     };
-    assert!(store.insert_inbound(&msg).await.unwrap());
-    assert!(!store.insert_inbound(&msg).await.unwrap());
+    let first = store.insert_inbound(&msg).await.unwrap();
+    assert!(first.new && !first.handed_over);
+    let again = store.insert_inbound(&msg).await.unwrap();
+    assert!(!again.new && !again.handed_over);
+    assert_eq!(
+        again.received_at, first.received_at,
+        "the first arrival counts"
+    );
     assert_eq!(store.count_messages(doc! {}).await.unwrap(), 1);
+    store
+        .mark_handed_over(std::slice::from_ref(&msg.message_sid))
+        .await
+        .unwrap();
+    let after = store.insert_inbound(&msg).await.unwrap();
+    assert!(
+        !after.new && after.handed_over,
+        "a repeat after the hand-over is not handed over again"
+    );
     let listed = store
         .list_messages(&MessageQuery {
             phone: Some("+14155550100".to_owned()),
@@ -322,6 +337,138 @@ async fn inbound_messages_are_stored_once_per_message_sid() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn inbox_entries_are_stored_once_and_read_oldest_first() {
+    let store = store().await;
+    let entry = |id: &str, target: &str, seq: i64| InboxEntry {
+        id: id.to_owned(),
+        kind: "message".to_owned(),
+        target: target.to_owned(),
+        seq,
+        received_at: mongodb::bson::DateTime::now(),
+        payload: "{}".to_owned(),
+        attempts: 0,
+        last_error: None,
+    };
+    assert!(store.enqueue_inbox(&entry("b", "t1", 2)).await.unwrap());
+    assert!(store.enqueue_inbox(&entry("a", "t1", 1)).await.unwrap());
+    assert!(store.enqueue_inbox(&entry("c", "t2", 3)).await.unwrap());
+    assert!(
+        !store.enqueue_inbox(&entry("a", "t1", 9)).await.unwrap(),
+        "a repeat is stored once"
+    );
+    let pending = store.pending_inbox(10).await.unwrap();
+    let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(store.pending_inbox(2).await.unwrap().len(), 2);
+    let backlog = store.inbox_backlog().await.unwrap();
+    assert_eq!(backlog.pending, 3);
+    assert_eq!(backlog.oldest, Some(pending[0].received_at));
+
+    store.fail_inbox("a", &"x".repeat(10_000)).await.unwrap();
+    let a = &store.pending_inbox(1).await.unwrap()[0];
+    assert_eq!(a.attempts, 1);
+    assert_eq!(
+        a.last_error.as_deref().map(str::len),
+        Some(500),
+        "errors are kept short"
+    );
+
+    store
+        .complete_inbox(&["a".to_owned(), "c".to_owned()])
+        .await
+        .unwrap();
+    let left: Vec<String> = store
+        .pending_inbox(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, ["b"]);
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_and_is_taken_over_only_when_unrenewed() {
+    let store = store().await;
+    assert_eq!(store.lease("inbox").await.unwrap(), None);
+    assert!(store.claim_lease("inbox", "p1").await.unwrap());
+    assert!(
+        store.claim_lease("inbox", "p1").await.unwrap(),
+        "the holder may claim again"
+    );
+    assert!(!store.claim_lease("inbox", "p2").await.unwrap());
+    let seen = store.lease("inbox").await.unwrap().unwrap();
+    assert_eq!(seen.holder.as_deref(), Some("p1"));
+
+    // The holder renews after p2 looked: p2's take-over must fail.
+    assert!(store.renew_lease("inbox", "p1").await.unwrap());
+    assert!(!store.take_over_lease("inbox", "p2", &seen).await.unwrap());
+    assert!(!store.renew_lease("inbox", "p2").await.unwrap());
+
+    // Unrenewed since p2 looked: p2 takes it, and p1 finds out at its next renewal.
+    let seen = store.lease("inbox").await.unwrap().unwrap();
+    assert!(store.take_over_lease("inbox", "p2", &seen).await.unwrap());
+    assert!(!store.renew_lease("inbox", "p1").await.unwrap());
+    assert!(
+        !store.take_over_lease("inbox", "p3", &seen).await.unwrap(),
+        "seen is stale now"
+    );
+
+    // A release by a non-holder does nothing; the holder's release frees it at once.
+    store.release_lease("inbox", "p1").await.unwrap();
+    assert!(!store.claim_lease("inbox", "p3").await.unwrap());
+    store.release_lease("inbox", "p2").await.unwrap();
+    assert!(store.claim_lease("inbox", "p3").await.unwrap());
+}
+
+#[tokio::test]
+async fn opt_out_keywords_apply_in_the_order_they_were_sent() {
+    let store = store().await;
+    let t = |s: i64| mongodb::bson::DateTime::from_millis(1_800_000_000_000 + s * 1000);
+    let phone = "+14155550177";
+    assert!(store.suppress(phone, "STOP", "sms", t(10)).await.unwrap());
+    assert!(store.is_suppressed(phone).await.unwrap());
+    assert!(store.unsuppress(phone, t(20)).await.unwrap());
+    assert!(!store.is_suppressed(phone).await.unwrap());
+    // The STOP delivered again (or an older one arriving late) does not undo the START.
+    assert!(!store.suppress(phone, "STOP", "sms", t(10)).await.unwrap());
+    assert!(!store.suppress(phone, "STOP", "sms", t(15)).await.unwrap());
+    assert!(!store.is_suppressed(phone).await.unwrap());
+    assert!(
+        store
+            .suppressed_among(&[phone.to_owned()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A later STOP does.
+    assert!(store.suppress(phone, "STOP", "sms", t(30)).await.unwrap());
+    assert!(!store.unsuppress(phone, t(25)).await.unwrap());
+    assert!(store.is_suppressed(phone).await.unwrap());
+    assert_eq!(
+        store
+            .suppressed_among(&[phone.to_owned()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A START for a number that never opted out is recorded, so an older STOP is ignored.
+    let other = "+14155550178";
+    assert!(store.unsuppress(other, t(40)).await.unwrap());
+    assert!(!store.suppress(other, "STOP", "sms", t(35)).await.unwrap());
+    assert!(!store.is_suppressed(other).await.unwrap());
+    // Documents of earlier versions (no opted_out field) still mean opted out.
+    store
+        .database()
+        .collection::<mongodb::bson::Document>("suppressions")
+        .insert_one(doc! { "_id": "+14155550179", "keyword": "STOP" })
+        .await
+        .unwrap();
+    assert!(store.is_suppressed("+14155550179").await.unwrap());
 }
 
 // Contact lists and contacts; under tests/mongo/ so cargo does not build it as a target of its own.

@@ -164,9 +164,15 @@ impl TemporalServer {
     /// Stops the server as an operator would (SIGTERM, wait), then starts it on the same port
     /// and data file.
     pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.spawn().await
+    }
+
+    /// Stops the server (SIGTERM, wait; SIGKILL only if it hangs): Temporal is unreachable
+    /// until [`Self::start_again`].
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                // SIGTERM for a clean stop; SIGKILL only if it hangs.
                 let _ = Command::new("kill")
                     .arg("-TERM")
                     .arg(pid.to_string())
@@ -181,6 +187,11 @@ impl TemporalServer {
                 child.wait().await?;
             }
         }
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port and data file.
+    pub(crate) async fn start_again(&mut self) -> anyhow::Result<()> {
         self.spawn().await
     }
 }
@@ -373,6 +384,40 @@ impl Stack {
         read_url(&mut api, "voice-agent-api http on ").await?;
         self.api = api;
         Ok(())
+    }
+
+    /// Starts one more api process on the same MongoDB database, Temporal and task queue, as a
+    /// second replica behind a load balancer would run. Its `PUBLIC_BASE_URL` is its own
+    /// address, so webhooks signed for that address pass. Returns the process and its URL.
+    pub(crate) async fn spawn_api(&self) -> anyhow::Result<(Child, String)> {
+        let http_port = free_port();
+        let url = format!("http://127.0.0.1:{http_port}");
+        let env = self
+            .api_env
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "API_HTTP_ADDR" | "API_GRPC_ADDR" | "PUBLIC_BASE_URL"
+                )
+            })
+            .cloned()
+            .chain([
+                ("API_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
+                (
+                    "API_GRPC_ADDR".to_owned(),
+                    format!("127.0.0.1:{}", free_port()),
+                ),
+                ("PUBLIC_BASE_URL".to_owned(), url.clone()),
+            ]);
+        let mut api = Command::new(bin("voice-agent-api"))
+            .envs(env)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start another API")?;
+        read_url(&mut api, "voice-agent-api http on ").await?;
+        Ok((api, url))
     }
 
     /// SIGKILL, as a crash: no graceful shutdown, nothing flushed.
