@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use voice_agent_workflows::CallWorkflow;
 
-use crate::helpers::{Stack, eventually};
+use crate::helpers::{Stack, TemporalServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
 const OURS: &str = "+15005550006";
@@ -849,6 +849,82 @@ async fn a_call_lost_while_the_api_was_down_is_reconciled_with_twilio() -> anyho
     stack
         .save_history::<CallWorkflow>(&call_id, "call-lost-reconciled-with-twilio")
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_final_status_that_arrives_while_temporal_is_down_settles_the_call_when_it_is_back()
+-> anyhow::Result<()> {
+    let mut temporal = TemporalServer::start().await?;
+    let stack = Stack::start_with(&temporal.address).await?;
+    route_our_number(&stack).await?;
+    let callee = person();
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 1500}),
+    )
+    .await?;
+    // An hour's time limit: without the status callback, the workflow would ask Twilio only
+    // after ringing plus that hour plus a grace.
+    let resp: Value = stack
+        .http
+        .post(format!("{}/api/calls", stack.api_http))
+        .json(&json!({"to": callee, "max_duration_secs": 3600}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let call_id = resp["call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{resp}"))
+        .to_owned();
+    let sid = eventually("the greeting", WAIT, || async {
+        let calls = stack
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/calls?to={}", enc(&callee)),
+                None,
+            )
+            .await?;
+        let call = &calls["calls"][0];
+        let greeted = call["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == json!("say")));
+        Ok(greeted.then(|| call["sid"].as_str().unwrap_or_default().to_owned()))
+    })
+    .await?;
+    // Temporal goes away: the next turn cannot be answered, the call ends at Twilio, and its
+    // final status callback arrives while nothing can signal the workflow.
+    temporal.stop().await?;
+    eventually("the call to end at Twilio", WAIT, || async {
+        let c = simulator_call(&stack, &sid).await?;
+        Ok((c["status"] == json!("completed")).then_some(()))
+    })
+    .await?;
+    let waiting = eventually("the final status to wait in the inbox", WAIT, || async {
+        let n = stack
+            .mongo
+            .collection::<Document>("inbox")
+            .count_documents(doc! { "kind": "call_status", "target": &call_id, "_id": { "$regex": ":completed:" } })
+            .await?;
+        Ok((n == 1).then_some(n))
+    })
+    .await?;
+    assert_eq!(waiting, 1);
+
+    temporal.start_again().await?;
+    let logs = call_logs(&stack, &call_id, 1).await?;
+    assert_eq!(logs[0].get_str("status")?, "completed");
+    assert_eq!(logs[0].get_str("call_sid")?, sid);
+    let calls = stack
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/calls?to={}", enc(&callee)),
+            None,
+        )
+        .await?;
+    assert_eq!(calls["total"], json!(1), "dialled twice: {calls}");
     Ok(())
 }
 
