@@ -21,11 +21,24 @@
 //!   another process takes over only after seeing no renewal for [`LEASE`] on its own clock,
 //!   which is longer than both together, so two processes never deliver at the same time.
 //! - **Backpressure.** At most [`CONCURRENCY`] deliveries are in flight; when a round
-//!   delivers nothing (Temporal down), the drainer backs off up to [`MAX_BACKOFF`].
+//!   delivers nothing (Temporal down), the drainer backs off up to [`MAX_BACKOFF`]. A target
+//!   whose entry fails rests (1 s doubling to 60 s) and is left out of the reads meanwhile, so
+//!   a stuck conversation holds back nobody else; at most [`PER_TARGET`] entries of one target
+//!   go per round. A holder that delivers nothing for [`GIVE_UP_AFTER`] gives the lease up, in
+//!   case another api can reach Temporal where it cannot.
+//! - **Refusals are kept.** An entry Temporal refuses outright (an invalid argument) moves to
+//!   `inbox_dead` with the reason; everything else (unreachable, permission, an unknown kind
+//!   from a newer version) is retried.
+//!
+//! Known limits: the arrival sequence is the receiving api's clock (microseconds, strictly
+//! increasing within a process), so two messages of one conversation that reach two apis
+//! within their clock skew may be handed over in either order (keep the apis' clocks
+//! NTP-synced); a signal-with-start resent after a timed-out attempt that Temporal did apply
+//! reaches the workflow twice, and the workflow drops the repeat by its id.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -58,6 +71,17 @@ const _: () = assert!(
 );
 /// Entries read per round.
 const ROUND: i64 = 512;
+/// Entries of one target delivered per round: well below the 200 ids a conversation
+/// remembers, so entries delivered again after a crash are recognised as repeats.
+const PER_TARGET: usize = 20;
+/// A target whose entry failed rests this long before its next try, doubling up to
+/// [`TARGET_BACKOFF_MAX`].
+const TARGET_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const TARGET_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Most resting targets left out of a round's read (the query's size stays bounded).
+const MAX_RESTING: usize = 1000;
+/// A holder that has delivered nothing this long while entries wait gives the lease up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// Deliveries in flight at once (each to a different target).
 const CONCURRENCY: usize = 64;
 /// How often an idle drainer looks for entries other api processes stored.
@@ -156,32 +180,31 @@ impl Inbox {
             temporal,
             task_queue,
             holder,
+            blocked: Mutex::new(HashMap::new()),
         };
         tokio::spawn(report_backlog(
             drainer.inbox.store.clone(),
             shutdown.clone(),
         ));
         while !shutdown.is_cancelled() {
-            match drainer.acquire(&shutdown).await {
-                Ok(true) => {}
-                Ok(false) => break,
+            let taken_at = match drainer.acquire(&shutdown).await {
+                Ok(Some(at)) => at,
+                Ok(None) => break,
                 Err(e) => {
                     warn!(error = %e, "cannot reach MongoDB for the inbox lease; retrying");
                     sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
                     continue;
                 }
-            }
+            };
             info!("draining the inbox");
-            drainer.hold_and_deliver(&shutdown).await;
+            if drainer.hold_and_deliver(&shutdown, taken_at).await == Held::GaveUp {
+                // Another api may reach Temporal where this one cannot: let it have a go
+                // before claiming again.
+                drainer.release().await;
+                sleep_or_stop(&shutdown, LEASE).await;
+            }
         }
-        if let Err(e) = drainer
-            .inbox
-            .store
-            .release_lease(LEASE_NAME, &drainer.holder)
-            .await
-        {
-            warn!(error = %e, "could not release the inbox lease; it lapses by itself");
-        }
+        drainer.release().await;
     }
 }
 
@@ -190,6 +213,9 @@ struct Drainer {
     temporal: temporalio_client::Client,
     task_queue: String,
     holder: String,
+    /// Targets whose head entry failed, until when they rest and their current back-off: their
+    /// entries are left out of rounds meanwhile, so they hold back nobody else.
+    blocked: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 /// How one delivery went.
@@ -198,20 +224,43 @@ enum Delivery {
     Done,
     /// Try again later; the target's later entries wait.
     Retry(String),
-    /// It can never be delivered (a payload Temporal refuses): dropped, and said loudly.
+    /// Temporal refuses it outright (an invalid argument): set aside in `inbox_dead` for an
+    /// operator, and said loudly.
     Refused(String),
 }
 
+/// How a spell of holding the lease ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// Lost to another api, or stopped.
+    Ended,
+    /// Nothing could be delivered for [`GIVE_UP_AFTER`]: this api may be cut off from Temporal.
+    GaveUp,
+}
+
 impl Drainer {
-    /// Waits until this process holds the lease. Returns false when stopped first.
-    async fn acquire(&self, shutdown: &CancellationToken) -> Result<bool, StoreError> {
+    async fn release(&self) {
+        if let Err(e) = self
+            .inbox
+            .store
+            .release_lease(LEASE_NAME, &self.holder)
+            .await
+        {
+            warn!(error = %e, "could not release the inbox lease; it lapses by itself");
+        }
+    }
+
+    /// Waits until this process holds the lease. Returns when the claim that took it was sent
+    /// (the delivery window counts from there), or `None` when stopped first.
+    async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<Instant>, StoreError> {
         let store = &self.inbox.store;
         loop {
             if shutdown.is_cancelled() {
-                return Ok(false);
+                return Ok(None);
             }
+            let sent = Instant::now();
             if store.claim_lease(LEASE_NAME, &self.holder).await? {
-                return Ok(true);
+                return Ok(Some(sent));
             }
             let Some(seen) = store.lease(LEASE_NAME).await? else {
                 continue;
@@ -225,19 +274,20 @@ impl Drainer {
             loop {
                 sleep_or_stop(shutdown, RENEW_EVERY).await;
                 if shutdown.is_cancelled() {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let now = store.lease(LEASE_NAME).await?;
                 if now.as_ref() != Some(&seen) {
                     break;
                 }
                 if watched_from.elapsed() >= LEASE {
+                    let sent = Instant::now();
                     if store
                         .take_over_lease(LEASE_NAME, &self.holder, &seen)
                         .await?
                     {
                         info!("took over the inbox lease from an api that stopped");
-                        return Ok(true);
+                        return Ok(Some(sent));
                     }
                     break;
                 }
@@ -245,9 +295,10 @@ impl Drainer {
         }
     }
 
-    /// Renews the lease in the background and delivers rounds until it is lost or `shutdown`.
-    async fn hold_and_deliver(&self, shutdown: &CancellationToken) {
-        let (renewed_tx, renewed) = watch::channel(Some(Instant::now()));
+    /// Renews the lease in the background and delivers rounds until it is lost, `shutdown`,
+    /// or nothing could be delivered for [`GIVE_UP_AFTER`].
+    async fn hold_and_deliver(&self, shutdown: &CancellationToken, taken_at: Instant) -> Held {
+        let (renewed_tx, renewed) = watch::channel(taken_at);
         let lost = CancellationToken::new();
         let keeper = tokio::spawn({
             let store = self.inbox.store.clone();
@@ -263,7 +314,7 @@ impl Drainer {
                     let started = Instant::now();
                     match store.renew_lease(LEASE_NAME, &holder).await {
                         Ok(true) => {
-                            let _ = renewed_tx.send(Some(started));
+                            let _ = renewed_tx.send(started);
                         }
                         Ok(false) => {
                             warn!("lost the inbox lease to another api");
@@ -279,18 +330,21 @@ impl Drainer {
         let may_deliver = || {
             !lost.is_cancelled()
                 && !shutdown.is_cancelled()
-                && renewed
-                    .borrow()
-                    .is_some_and(|at| at.elapsed() < DELIVER_WINDOW)
+                && renewed.borrow().elapsed() < DELIVER_WINDOW
         };
         let mut backoff = Duration::ZERO;
-        while !lost.is_cancelled() && !shutdown.is_cancelled() {
+        let mut failing_since: Option<Instant> = None;
+        let outcome = loop {
+            if lost.is_cancelled() || shutdown.is_cancelled() {
+                break Held::Ended;
+            }
             if !may_deliver() {
                 // Renewals are failing (MongoDB unreachable): wait for one to land.
                 sleep_or_stop(shutdown, RENEW_EVERY).await;
                 continue;
             }
-            let entries = match self.inbox.store.pending_inbox(ROUND).await {
+            let resting = self.resting_targets();
+            let entries = match self.inbox.store.pending_inbox(ROUND, &resting).await {
                 Ok(entries) => entries,
                 Err(e) => {
                     warn!(error = %e, "cannot read the inbox");
@@ -299,6 +353,7 @@ impl Drainer {
                 }
             };
             if entries.is_empty() {
+                failing_since = None;
                 tokio::select! {
                     () = self.inbox.wake.notified() => {}
                     () = tokio::time::sleep(POLL) => {}
@@ -309,17 +364,54 @@ impl Drainer {
             }
             let (delivered, failed) = self.round(entries, &may_deliver).await;
             if delivered == 0 && failed > 0 {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GIVE_UP_AFTER {
+                    warn!("no inbox entry could be delivered for 30 s; letting another api try");
+                    break Held::GaveUp;
+                }
                 backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
                 sleep_or_stop(shutdown, backoff).await;
             } else {
+                failing_since = None;
                 backoff = Duration::ZERO;
             }
-        }
+        };
         keeper.abort();
+        outcome
     }
 
-    /// Delivers one round: the oldest entries, grouped by target, targets side by side.
-    /// Returns how many were delivered and how many failed.
+    /// Targets resting after a failure (at most [`MAX_RESTING`] of them, soonest due first).
+    fn resting_targets(&self) -> Vec<String> {
+        let mut blocked = self.blocked.lock().expect("not poisoned");
+        let now = Instant::now();
+        // Long rested targets are forgotten: their next failure starts a fresh back-off.
+        blocked.retain(|_, (until, backoff)| now < *until + *backoff * 4);
+        let mut resting: Vec<(&String, &Instant)> = blocked
+            .iter()
+            .filter(|(_, (until, _))| now < *until)
+            .map(|(t, (until, _))| (t, until))
+            .collect();
+        resting.sort_by_key(|(_, until)| **until);
+        resting
+            .into_iter()
+            .take(MAX_RESTING)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    fn rest(&self, target: &str) {
+        let mut blocked = self.blocked.lock().expect("not poisoned");
+        let now = Instant::now();
+        let backoff = blocked.get(target).map_or(TARGET_BACKOFF_MIN, |(_, b)| {
+            (*b * 2).min(TARGET_BACKOFF_MAX)
+        });
+        blocked.insert(target.to_owned(), (now + backoff, backoff));
+    }
+
+    /// Delivers one round: the oldest entries, grouped by target (at most [`PER_TARGET`] each,
+    /// which keeps a replay after a crash within what a conversation remembers of the ids it
+    /// has seen), targets side by side. Each group is cleared as soon as it is done. Returns
+    /// how many were delivered and how many failed.
     async fn round(
         &self,
         entries: Vec<InboxEntry>,
@@ -328,83 +420,96 @@ impl Drainer {
         let mut order: Vec<String> = Vec::new();
         let mut by_target: HashMap<String, Vec<InboxEntry>> = HashMap::new();
         for entry in entries {
-            if !by_target.contains_key(&entry.target) {
+            let group = by_target.entry(entry.target.clone()).or_default();
+            if group.is_empty() {
                 order.push(entry.target.clone());
             }
-            by_target
-                .entry(entry.target.clone())
-                .or_default()
-                .push(entry);
+            if group.len() < PER_TARGET {
+                group.push(entry);
+            }
         }
         let groups: Vec<Vec<InboxEntry>> = order
             .into_iter()
             .filter_map(|t| by_target.remove(&t))
             .collect();
-        let outcomes: Vec<(Vec<InboxEntry>, usize)> = futures::stream::iter(groups)
-            .map(|group| async move {
-                let mut done = Vec::new();
-                let mut failed = 0;
-                for entry in group {
-                    if !may_deliver() {
-                        break;
-                    }
-                    match self.deliver(&entry).await {
-                        Delivery::Done => done.push(entry),
-                        Delivery::Refused(reason) => {
-                            error!(
-                                entry = %entry.id, kind = %entry.kind, reason,
-                                "inbox entry refused by Temporal; dropped"
-                            );
-                            metrics::counter!("voice_agent_inbox_refused_total", "kind" => entry.kind.clone())
-                                .increment(1);
-                            done.push(entry);
-                        }
-                        Delivery::Retry(reason) => {
-                            debug!(entry = %entry.id, reason, "inbox delivery failed; retrying later");
-                            if let Err(e) = self.inbox.store.fail_inbox(&entry.id, &reason).await {
-                                warn!(error = %e, "could not record a failed inbox delivery");
-                            }
-                            failed += 1;
-                            // Its target's later entries wait for it.
-                            break;
-                        }
-                    }
-                }
-                (done, failed)
-            })
+        let outcomes: Vec<(usize, usize)> = futures::stream::iter(groups)
+            .map(|group| self.deliver_group(group, may_deliver))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut ids = Vec::new();
-        let mut messages = Vec::new();
+        outcomes
+            .into_iter()
+            .fold((0, 0), |(d, f), (dd, ff)| (d + dd, f + ff))
+    }
+
+    /// One target's entries, one after the other; stops at the first that fails.
+    async fn deliver_group(
+        &self,
+        group: Vec<InboxEntry>,
+        may_deliver: &(impl Fn() -> bool + Sync),
+    ) -> (usize, usize) {
+        let mut done: Vec<InboxEntry> = Vec::new();
         let mut failed = 0;
-        for (done, f) in outcomes {
-            failed += f;
-            for entry in done {
-                metrics::counter!("voice_agent_inbox_delivered_total", "kind" => entry.kind.clone())
-                    .increment(1);
-                if entry.kind == KIND_MESSAGE {
-                    messages.push(entry.id.clone());
+        for entry in group {
+            if !may_deliver() {
+                break;
+            }
+            match self.deliver(&entry).await {
+                Delivery::Done => done.push(entry),
+                Delivery::Refused(reason) => {
+                    error!(
+                        entry = %entry.id, kind = %entry.kind, reason,
+                        "Temporal refused an inbox entry; set aside in inbox_dead"
+                    );
+                    metrics::counter!("voice_agent_inbox_refused_total", "kind" => kind_label(&entry.kind))
+                        .increment(1);
+                    if let Err(e) = self.inbox.store.dead_letter_inbox(&entry, &reason).await {
+                        warn!(error = %e, "could not set a refused inbox entry aside; retrying");
+                        failed += 1;
+                        break;
+                    }
                 }
-                ids.push(entry.id);
+                Delivery::Retry(reason) => {
+                    debug!(entry = %entry.id, reason, "inbox delivery failed; retrying later");
+                    if let Err(e) = self.inbox.store.fail_inbox(&entry.id, &reason).await {
+                        warn!(error = %e, "could not record a failed inbox delivery");
+                    }
+                    self.rest(&entry.target);
+                    failed += 1;
+                    // Its target's later entries wait for it.
+                    break;
+                }
             }
         }
-        // Marked before the entries go: a crash in between delivers again (the workflow drops
-        // the repeat), never forgets.
-        let cleared = async {
-            self.inbox.store.mark_handed_over(&messages).await?;
-            self.inbox.store.complete_inbox(&ids).await
-        };
-        if let Err(e) = cleared.await {
-            warn!(error = %e, "could not clear delivered inbox entries; they are delivered again");
+        let delivered = done.len();
+        if delivered > 0 {
+            if failed == 0 {
+                self.blocked
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&done[0].target);
+            }
+            for entry in &done {
+                metrics::counter!("voice_agent_inbox_delivered_total", "kind" => kind_label(&entry.kind))
+                    .increment(1);
+            }
+            let messages: Vec<String> = done
+                .iter()
+                .filter(|e| e.kind == KIND_MESSAGE)
+                .map(|e| e.id.clone())
+                .collect();
+            let ids: Vec<String> = done.into_iter().map(|e| e.id).collect();
+            // Marked before the entries go: a crash in between delivers them again (the
+            // workflow drops the repeats), never forgets them.
+            let cleared = async {
+                self.inbox.store.mark_handed_over(&messages).await?;
+                self.inbox.store.complete_inbox(&ids).await
+            };
+            if let Err(e) = cleared.await {
+                warn!(error = %e, "could not clear delivered inbox entries; they are delivered again");
+            }
         }
-        if failed > 0 {
-            warn!(
-                delivered = ids.len(),
-                failed, "some inbox entries could not be delivered; retrying"
-            );
-        }
-        (ids.len(), failed)
+        (delivered, failed)
     }
 
     async fn deliver(&self, entry: &InboxEntry) -> Delivery {
@@ -412,7 +517,9 @@ impl Drainer {
             match entry.kind.as_str() {
                 KIND_MESSAGE => self.deliver_message(entry).await,
                 KIND_CALL_STATUS => self.deliver_call_status(entry).await,
-                other => Delivery::Refused(format!("unknown inbox entry kind {other:?}")),
+                // Written by a newer api (a rolling deploy or a rollback): leave it for one
+                // that knows it.
+                other => Delivery::Retry(format!("unknown inbox entry kind {other:?}")),
             }
         })
         .await;
@@ -422,7 +529,7 @@ impl Drainer {
     async fn deliver_message(&self, entry: &InboxEntry) -> Delivery {
         let handoff: MessageHandoff = match serde_json::from_str(&entry.payload) {
             Ok(h) => h,
-            Err(e) => return Delivery::Refused(format!("undecodable payload: {e}")),
+            Err(e) => return Delivery::Retry(format!("undecodable payload: {e}")),
         };
         let sent = self
             .temporal
@@ -447,7 +554,7 @@ impl Drainer {
     async fn deliver_call_status(&self, entry: &InboxEntry) -> Delivery {
         let handoff: CallStatusHandoff = match serde_json::from_str(&entry.payload) {
             Ok(h) => h,
-            Err(e) => return Delivery::Refused(format!("undecodable payload: {e}")),
+            Err(e) => return Delivery::Retry(format!("undecodable payload: {e}")),
         };
         let sent = self
             .temporal
@@ -455,11 +562,19 @@ impl Drainer {
             .signal(
                 CallWorkflow::status,
                 handoff.event,
-                WorkflowSignalOptions::default(),
+                // Temporal drops a repeat of the same request (a delivery resent after a
+                // timeout or a crash).
+                WorkflowSignalOptions::builder()
+                    .request_id(entry.id.clone())
+                    .build(),
             )
             .await;
         match sent {
             Ok(()) => Delivery::Done,
+            // A missing namespace is a configuration error worth retrying, not a missing call.
+            Err(WorkflowInteractionError::NotFound(s)) if s.message().contains("amespace") => {
+                Delivery::Retry(s.message().to_owned())
+            }
             // A call we never started a workflow for (or one long finished): nothing to update.
             Err(WorkflowInteractionError::NotFound(_)) => {
                 debug!(call = %entry.id, "status of an unknown call skipped");
@@ -471,6 +586,16 @@ impl Drainer {
             }
             Err(e) => Delivery::Retry(e.to_string()),
         }
+    }
+}
+
+/// The `kind` label of the inbox metrics: only the kinds this version writes, so an entry
+/// from elsewhere cannot grow the label set.
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        KIND_MESSAGE => KIND_MESSAGE,
+        KIND_CALL_STATUS => KIND_CALL_STATUS,
+        _ => "other",
     }
 }
 

@@ -192,16 +192,21 @@ impl Application {
         ));
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
-        let http = async move {
-            axum::serve(self.http, http_app)
+        // Either server ending (an error, or shutdown) stops the other and the drainer.
+        let http = async {
+            let r = axum::serve(self.http, http_app)
                 .with_graceful_shutdown(http_shutdown.cancelled_owned())
                 .await
-                .context("HTTP server failed")
+                .context("HTTP server failed");
+            shutdown.cancel();
+            r
         };
-        let grpc = grpc::serve(self.state, self.grpc, shutdown.clone());
+        let grpc = async {
+            let r = grpc::serve(self.state, self.grpc, shutdown.clone()).await;
+            shutdown.cancel();
+            r
+        };
         let (h, g) = tokio::join!(http, grpc);
-        // A server that failed stops the drainer too (and the process with it).
-        shutdown.cancel();
         let _ = drain.await;
         h.and(g)
     }

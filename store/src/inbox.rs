@@ -12,7 +12,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::UpdateOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{INBOX, LEASES};
+use crate::schema::{INBOX, INBOX_DEAD, LEASES};
 use crate::{MongoStore, Result, is_duplicate_key};
 
 /// One piece of webhook work waiting for its workflow.
@@ -75,11 +75,16 @@ impl MongoStore {
         }
     }
 
-    /// The oldest `limit` entries, in delivery order.
-    pub async fn pending_inbox(&self, limit: i64) -> Result<Vec<InboxEntry>> {
+    /// The oldest `limit` entries, in delivery order, leaving out the targets in `resting`.
+    pub async fn pending_inbox(&self, limit: i64, resting: &[String]) -> Result<Vec<InboxEntry>> {
+        let filter = if resting.is_empty() {
+            doc! {}
+        } else {
+            doc! { "target": { "$nin": resting } }
+        };
         Ok(self
             .inbox()
-            .find(doc! {})
+            .find(filter)
             .sort(doc! { "seq": 1, "_id": 1 })
             .limit(limit)
             .await?
@@ -95,6 +100,27 @@ impl MongoStore {
         self.inbox()
             .delete_many(doc! { "_id": { "$in": ids } })
             .await?;
+        Ok(())
+    }
+
+    /// Sets an entry Temporal refused aside in `inbox_dead`, with the reason, for an operator.
+    pub async fn dead_letter_inbox(&self, entry: &InboxEntry, reason: &str) -> Result<()> {
+        let reason: String = reason.chars().take(500).collect();
+        let mut dead = mongodb::bson::to_document(entry)?;
+        dead.insert("refused", reason);
+        dead.insert("refused_at", DateTime::now());
+        match self
+            .db
+            .collection::<Document>(INBOX_DEAD)
+            .insert_one(dead)
+            .await
+        {
+            Ok(_) => {}
+            // Set aside before, and the delete below did not happen then.
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.inbox().delete_one(doc! { "_id": &entry.id }).await?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@ pub const SUPPRESSIONS: &str = "suppressions";
 pub const WHATSAPP_SESSIONS: &str = "whatsapp_sessions";
 /// `inbox`: webhook work stored and not yet handed to its workflow.
 pub const INBOX: &str = "inbox";
+/// `inbox_dead`: inbox entries Temporal refused outright, kept for an operator.
+pub const INBOX_DEAD: &str = "inbox_dead";
 /// `leases`: named leases, e.g. the one api process that drains the inbox.
 pub const LEASES: &str = "leases";
 
@@ -141,6 +143,7 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (WHATSAPP_SESSIONS, vec![]),
         // The drainer reads the oldest entries; the collection holds only pending ones.
         (INBOX, vec![index("seq", doc! { "seq": 1, "_id": 1 })]),
+        (INBOX_DEAD, vec![]),
         (LEASES, vec![]),
     ]
 }
@@ -219,7 +222,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 12] = [
+pub const ALL_COLLECTIONS: [&str; 13] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -231,5 +234,6 @@ pub const ALL_COLLECTIONS: [&str; 12] = [
     SUPPRESSIONS,
     WHATSAPP_SESSIONS,
     INBOX,
+    INBOX_DEAD,
     LEASES,
 ];

@@ -51,23 +51,33 @@ impl MongoStore {
         .await
     }
 
+    /// Applies a keyword sent at `at` unless a newer one is recorded. A STOP also wins a tie:
+    /// when in doubt, the person stays opted out.
     async fn record_keyword(&self, phone: &str, at: DateTime, set: Document) -> Result<bool> {
-        let r = self
-            .db
-            .collection::<Document>(SUPPRESSIONS)
-            .update_one(
-                doc! { "_id": phone, "$or": [
-                    { "keyword_at": { "$exists": false } },
-                    { "keyword_at": { "$lt": at } },
-                ] },
-                doc! { "$set": set },
-            )
+        let opt_out = set.get_bool("opted_out").unwrap_or(true);
+        let older = if opt_out {
+            doc! { "$lte": at }
+        } else {
+            doc! { "$lt": at }
+        };
+        let filter = doc! { "_id": phone, "$or": [
+            { "keyword_at": { "$exists": false } },
+            { "keyword_at": older },
+        ] };
+        let collection = self.db.collection::<Document>(SUPPRESSIONS);
+        let r = collection
+            .update_one(filter.clone(), doc! { "$set": &set })
             .with_options(UpdateOptions::builder().upsert(true).build())
             .await;
         match r {
             Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
-            // A newer keyword is stored: the upsert's insert collides with it.
-            Err(e) if crate::is_duplicate_key(&e) => Ok(false),
+            // The upsert's insert collided: either a newer keyword is stored, or another
+            // keyword for this number inserted its document at the same moment. Apply this
+            // one to that document if it is newer.
+            Err(e) if crate::is_duplicate_key(&e) => {
+                let r = collection.update_one(filter, doc! { "$set": set }).await?;
+                Ok(r.matched_count > 0)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -359,16 +359,16 @@ async fn inbox_entries_are_stored_once_and_read_oldest_first() {
         !store.enqueue_inbox(&entry("a", "t1", 9)).await.unwrap(),
         "a repeat is stored once"
     );
-    let pending = store.pending_inbox(10).await.unwrap();
+    let pending = store.pending_inbox(10, &[]).await.unwrap();
     let ids: Vec<&str> = pending.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
-    assert_eq!(store.pending_inbox(2).await.unwrap().len(), 2);
+    assert_eq!(store.pending_inbox(2, &[]).await.unwrap().len(), 2);
     let backlog = store.inbox_backlog().await.unwrap();
     assert_eq!(backlog.pending, 3);
     assert_eq!(backlog.oldest, Some(pending[0].received_at));
 
     store.fail_inbox("a", &"x".repeat(10_000)).await.unwrap();
-    let a = &store.pending_inbox(1).await.unwrap()[0];
+    let a = &store.pending_inbox(1, &[]).await.unwrap()[0];
     assert_eq!(a.attempts, 1);
     assert_eq!(
         a.last_error.as_deref().map(str::len),
@@ -376,12 +376,42 @@ async fn inbox_entries_are_stored_once_and_read_oldest_first() {
         "errors are kept short"
     );
 
+    // A resting target is left out of the read.
+    let without_t1: Vec<String> = store
+        .pending_inbox(10, &["t1".to_owned()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(without_t1, ["c"]);
+
+    store.complete_inbox(&["a".to_owned()]).await.unwrap();
+    // A refused entry is kept aside, with its reason, and leaves the inbox.
+    let c = store
+        .pending_inbox(10, &["t1".to_owned()])
+        .await
+        .unwrap()
+        .remove(0);
     store
-        .complete_inbox(&["a".to_owned(), "c".to_owned()])
+        .dead_letter_inbox(&c, "invalid argument")
         .await
         .unwrap();
+    store
+        .dead_letter_inbox(&c, "invalid argument")
+        .await
+        .unwrap();
+    let dead = store
+        .database()
+        .collection::<mongodb::bson::Document>("inbox_dead")
+        .find_one(doc! { "_id": "c" })
+        .await
+        .unwrap()
+        .expect("kept aside");
+    assert_eq!(dead.get_str("refused").unwrap(), "invalid argument");
+    assert_eq!(dead.get_str("target").unwrap(), "t2");
     let left: Vec<String> = store
-        .pending_inbox(10)
+        .pending_inbox(10, &[])
         .await
         .unwrap()
         .into_iter()

@@ -190,15 +190,16 @@ async fn all_dials(stack: &Stack, numbers: &[String]) -> anyhow::Result<usize> {
 }
 
 /// Issue 13's voice chaos test: calls in flight and retries waiting on timers when the worker
-/// dies, dials refused by a flaky Twilio. (No Temporal restart here: a call's final status
-/// callback that arrives while Temporal is down is answered 503 and not retried by Twilio, so
-/// the call settles only when its time limit has passed; docs/voice.md, Known limits.)
+/// dies, dials refused by a flaky Twilio, and Temporal restarted once mid-campaign (the status
+/// callbacks that arrive meanwhile wait in the api's inbox).
 #[tokio::test]
-async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::Result<()> {
+async fn a_voice_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio()
+-> anyhow::Result<()> {
     use crate::durability::{create_voice_campaign, dials, item};
     use crate::voice::{person, route_our_number, script_callee, voice_list};
 
-    let mut stack = Stack::start().await?;
+    let mut temporal = TemporalServer::start().await?;
+    let mut stack = Stack::start_with(&temporal.address).await?;
     route_our_number(&stack).await?;
     let people: Vec<String> = (0..20).map(|_| person()).collect();
     let busy: Vec<String> = (0..10).map(|_| person()).collect();
@@ -236,6 +237,13 @@ async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::
             Ok((all_dials(&stack, &numbers).await? >= at).then_some(()))
         })
         .await?;
+        if at == 14 {
+            // Calls in progress lose their next turn (Twilio ends them with an application
+            // error); their status callbacks wait in the api's inbox until Temporal is back.
+            // (Before the worker restart: a worker that cannot reach Temporal while it starts
+            // gives up.)
+            temporal.restart().await?;
+        }
         stack.kill_worker().await?;
         stack.start_worker()?;
     }
@@ -247,6 +255,7 @@ async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::
         .await?;
     let items = item(&stack, &id).await?;
     assert_eq!(items.len(), 30);
+    let mut cut_short = 0;
     let logs = stack.mongo.collection::<Document>("call_logs");
     for it in &items {
         let status = it.get_str("status")?;
@@ -257,7 +266,17 @@ async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::
         } else {
             "answered"
         };
-        assert_eq!(status, expected, "{it}");
+        if expected == "answered" && status != expected {
+            // A call being answered while Temporal restarted got no greeting; it still ends
+            // once, with a final status, dialled once per attempt (checked below).
+            assert!(
+                ["failed", "no_answer", "answered"].contains(&status),
+                "{it}"
+            );
+            cut_short += 1;
+        } else {
+            assert_eq!(status, expected, "{it}");
+        }
         // Every dial is an attempt the call logged, and no attempt was dialled twice.
         let dialled = dials(&stack, phone).await?.len();
         let attempts: Vec<Document> = logs
@@ -270,10 +289,21 @@ async fn a_voice_campaign_survives_worker_kills_and_a_flaky_twilio() -> anyhow::
             .filter(|a| a.get_str("call_sid").is_ok())
             .count();
         assert_eq!(dialled, placed, "{phone}: {attempts:?}");
-        assert_eq!(dialled, if expected == "busy" { 2 } else { 1 }, "{it}");
+        if status == expected {
+            assert_eq!(dialled, if expected == "busy" { 2 } else { 1 }, "{it}");
+        } else {
+            assert!((1..=2).contains(&dialled), "{it}");
+        }
     }
+    // At most the calls in flight when Temporal went away (max_in_flight) are cut short.
+    assert!(cut_short <= 5, "{cut_short} calls cut short");
+    assert_eq!(counters.total, 30, "{counters:?}");
     assert_eq!(counters.outcomes.get("busy"), Some(&10), "{counters:?}");
-    assert_eq!(counters.outcomes.get("human"), Some(&20), "{counters:?}");
-    println!("voice chaos: counters {counters:?}");
+    assert_eq!(
+        counters.outcomes.get("human").copied().unwrap_or(0),
+        20 - cut_short,
+        "{counters:?}"
+    );
+    println!("voice chaos: counters {counters:?}, {cut_short} calls cut short by the restart");
     Ok(())
 }

@@ -862,7 +862,7 @@ async fn a_final_status_that_arrives_while_temporal_is_down_settles_the_call_whe
     script_callee(
         &stack,
         &callee,
-        json!({"behaviour": "human", "lines": ["hello", "bye"], "think_ms": 1500}),
+        json!({"behaviour": "human", "lines": ["hello", "tell me more", "bye"], "think_ms": 4000}),
     )
     .await?;
     // An hour's time limit: without the status callback, the workflow would ask Twilio only
@@ -902,16 +902,15 @@ async fn a_final_status_that_arrives_while_temporal_is_down_settles_the_call_whe
         Ok((c["status"] == json!("completed")).then_some(()))
     })
     .await?;
-    let waiting = eventually("the final status to wait in the inbox", WAIT, || async {
+    eventually("the final status to wait in the inbox", WAIT, || async {
         let n = stack
             .mongo
             .collection::<Document>("inbox")
             .count_documents(doc! { "kind": "call_status", "target": &call_id, "_id": { "$regex": ":completed:" } })
             .await?;
-        Ok((n == 1).then_some(n))
+        Ok((n == 1).then_some(()))
     })
     .await?;
-    assert_eq!(waiting, 1);
 
     temporal.start_again().await?;
     let logs = call_logs(&stack, &call_id, 1).await?;
