@@ -962,6 +962,19 @@ impl IntoResponse for HttpError {
                     (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
                 }
                 ImportError::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
+                ImportError::TooManyCells { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_cells")
+                }
+                ImportError::TooMuchText { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_much_text"),
+                ImportError::TooManyColumns { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "too_many_columns")
+                }
+                ImportError::CellTooLong { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "cell_too_long")
+                }
+                ImportError::HeaderTooLong { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "header_too_long")
+                }
                 ImportError::WrongType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong_file_type")
                 }
@@ -1383,5 +1396,21 @@ mod tests {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         assert_eq!(status(ImportError::Empty), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status(ImportError::TooManyCells { max: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ImportError::TooMuchText { max: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ImportError::CellTooLong {
+                row: 1,
+                column: "A".to_owned(),
+                max: 1
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }

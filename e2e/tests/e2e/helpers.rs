@@ -355,6 +355,19 @@ impl Stack {
             .expect("the stack sets TEMPORAL_TASK_QUEUE")
     }
 
+    /// The API process's memory figure `field` of `/proc/<pid>/status` (`VmHWM`: peak resident
+    /// set; `VmRSS`: now), in KiB.
+    pub(crate) fn api_memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let pid = self.api.id().context("the API has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("Failed to read the API's /proc status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    }
+
     /// SIGKILL of the API, as a crash: Twilio's webhooks fail until it is back.
     pub(crate) async fn kill_api(&mut self) -> anyhow::Result<()> {
         self.api.start_kill()?;

@@ -1,0 +1,204 @@
+//! Hostile uploads against the real api process: each gets a clear 4xx, nothing is stored,
+//! the api keeps serving, and its peak memory stays within a bound set by the upload limit.
+
+use mongodb::bson::doc;
+use rust_xlsxwriter::Workbook;
+use serde_json::{Value, json};
+
+use crate::campaigns::api;
+use crate::helpers::Stack;
+
+/// The upload limit the api runs with here; every file below fits in it.
+const LIMIT: usize = 2 << 20;
+/// How far the api's peak resident memory may rise over the whole corpus. The limits scale
+/// with the upload limit (a cell per 4 bytes, 4 bytes of text per byte), so at 2 MiB an
+/// accepted file of the worst shape costs well under this; the dotted header alone took the
+/// api before the fix from 66 MiB to 6 GB.
+const MAX_GROWTH_KIB: u64 = 160 * 1024;
+
+fn xlsx(write: impl FnOnce(&mut rust_xlsxwriter::Worksheet)) -> Vec<u8> {
+    let mut wb = Workbook::new();
+    write(wb.add_worksheet());
+    wb.save_to_buffer().expect("an in-memory workbook")
+}
+
+/// (name, file, expected HTTP status, expected error code).
+fn corpus() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
+    let mut dots = ".".repeat(1 << 20);
+    dots.push_str("phone\n");
+    for i in 0..2_000 {
+        dots.push_str(&format!("garbage {i}\n"));
+    }
+
+    let mut long_header = format!("Name,{}phone\n", ".".repeat(1_500));
+    long_header.push_str(&"Ann,nope\n".repeat(20_000));
+
+    let huge_cell = format!("Phone,Note\n4155550100,{}\n", "x".repeat(LIMIT - 100));
+
+    // 256 columns with long headers, each row 256 one-character cells: every cell would
+    // become a variable keyed by its header in every contact.
+    let mut wide = String::from("Phone");
+    for c in 1..256 {
+        wide.push_str(&format!(",{c:03}{}", "h".repeat(197)));
+    }
+    wide.push('\n');
+    let mut i = 0;
+    while wide.len() < LIMIT - 1_024 {
+        wide.push_str(&format!("+1415555{:04}{}\n", i % 10_000, ",1".repeat(255)));
+        i += 1;
+    }
+
+    let far = xlsx(|ws| {
+        ws.write_string(0, 0, "Phone").unwrap();
+        ws.write_string(1, 0, "4155550100").unwrap();
+        ws.write_string(1, 15_999, "far").unwrap();
+    });
+
+    let long = "y".repeat(2_000);
+    let repeated = xlsx(|ws| {
+        ws.write_string(0, 0, "Phone").unwrap();
+        ws.write_string(0, 1, "Note").unwrap();
+        for r in 1..60_000 {
+            ws.write_string(r, 1, &long).unwrap();
+        }
+    });
+
+    let tail = "z".repeat(1_990);
+    let strings = xlsx(|ws| {
+        ws.write_string(0, 0, "Phone").unwrap();
+        for r in 1..10_000 {
+            ws.write_string(r, 1, format!("{r:08}{tail}")).unwrap();
+        }
+    });
+
+    let mut deep = String::from("Phone\n");
+    while deep.len() < LIMIT - 2 {
+        deep.push_str("1\n");
+    }
+
+    let files = vec![
+        ("dots.csv", dots.into_bytes(), 422, "cell_too_long"),
+        (
+            "long-header.csv",
+            long_header.into_bytes(),
+            422,
+            "header_too_long",
+        ),
+        (
+            "huge-cell.csv",
+            huge_cell.into_bytes(),
+            422,
+            "cell_too_long",
+        ),
+        ("wide.csv", wide.into_bytes(), 413, "too_many_cells"),
+        ("far.xlsx", far, 422, "too_many_columns"),
+        ("repeated.xlsx", repeated, 413, "too_much_text"),
+        ("strings.xlsx", strings, 413, "file_too_large"),
+        ("deep.csv", deep.into_bytes(), 413, "too_many_cells"),
+    ];
+    for (name, bytes, _, _) in &files {
+        assert!(bytes.len() <= LIMIT, "{name} has {} bytes", bytes.len());
+    }
+    files
+}
+
+async fn upload(
+    stack: &Stack,
+    list_id: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+    );
+    let resp = stack
+        .http
+        .post(format!(
+            "{}/api/contact-lists/{list_id}/uploads",
+            stack.api_http
+        ))
+        .multipart(form)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+#[tokio::test]
+async fn hostile_uploads_get_a_clear_error_store_nothing_and_stay_small() -> anyhow::Result<()> {
+    let stack = Stack::start_with_env(&[("CONTACTS_MAX_UPLOAD_BYTES", &LIMIT.to_string())]).await?;
+    let (status, list) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/contact-lists",
+        Some(json!({"name": "hostile"})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{list}");
+    let list_id = list["id"].as_str().expect("list id").to_owned();
+    let corpus = corpus();
+    let start_kib = stack.api_memory_kib("VmHWM")?;
+
+    for (name, bytes, want_status, want_code) in corpus {
+        let (status, body) = upload(&stack, &list_id, name, bytes).await?;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (want_status, Some(want_code)),
+            "{name}: {body}"
+        );
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.len() < 300,
+            "{name}: a short message, not the file: {message}"
+        );
+        let health = stack
+            .http
+            .get(format!("{}/healthz", stack.api_http))
+            .send()
+            .await?;
+        assert!(health.status().is_success(), "{name}: the api still serves");
+        let peak_kib = stack.api_memory_kib("VmHWM")?;
+        eprintln!(
+            "{name}: api peak {} MiB (start {} MiB)",
+            peak_kib / 1024,
+            start_kib / 1024
+        );
+    }
+    let grown_kib = stack.api_memory_kib("VmHWM")?.saturating_sub(start_kib);
+    assert!(
+        grown_kib <= MAX_GROWTH_KIB,
+        "the api's peak memory grew by {} MiB over the corpus",
+        grown_kib / 1024
+    );
+
+    let stored = stack
+        .mongo
+        .collection::<mongodb::bson::Document>("contacts")
+        .count_documents(doc! { "list_id": &list_id })
+        .await?;
+    let reports = stack
+        .mongo
+        .collection::<mongodb::bson::Document>("contact_imports")
+        .count_documents(doc! { "list_id": &list_id })
+        .await?;
+    assert_eq!(
+        (stored, reports),
+        (0, 0),
+        "nothing is stored for refused files"
+    );
+
+    let (status, body) = upload(
+        &stack,
+        &list_id,
+        "fine.csv",
+        b"Phone,Name\n(415) 555-0141,Ada\n".to_vec(),
+    )
+    .await?;
+    assert_eq!((status, &body["imported"]), (200, &json!(1)), "{body}");
+    Ok(())
+}
