@@ -1,12 +1,15 @@
 //! Hostile uploads against the real api process: each gets a clear 4xx, nothing is stored,
 //! the api keeps serving, and its peak memory stays within a bound set by the upload limit.
 
+use std::time::Duration;
+
 use mongodb::bson::doc;
 use rust_xlsxwriter::Workbook;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use crate::campaigns::api;
-use crate::helpers::Stack;
+use crate::helpers::{Stack, eventually};
 
 /// The upload limit the api runs with here; every file below fits in it.
 const LIMIT: usize = 2 << 20;
@@ -198,6 +201,90 @@ async fn hostile_uploads_get_a_clear_error_store_nothing_and_stay_small() -> any
         "fine.csv",
         b"Phone,Name\n(415) 555-0141,Ada\n".to_vec(),
     )
+    .await?;
+    assert_eq!((status, &body["imported"]), (200, &json!(1)), "{body}");
+    Ok(())
+}
+
+/// Starts an upload whose body never finishes: the headers and the start of the file, then
+/// nothing, the connection held open until the stream is dropped.
+async fn stalled_upload(stack: &Stack, list_id: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    let addr = stack.api_http.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /api/contact-lists/{list_id}/uploads HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.csv\"\r\n\r\n\
+         Phone\n4155550100\n"
+    );
+    conn.write_all(head.as_bytes()).await?;
+    Ok(conn)
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_import_slots_are_refused_busy_before_their_body_is_read()
+-> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let (_, list) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/contact-lists",
+        Some(json!({"name": "busy"})),
+    )
+    .await?;
+    let list_id = list["id"].as_str().expect("list id").to_owned();
+    // Uploads whose bodies never finish take the slots; each round adds one (one that came
+    // in while a finished upload held a slot was itself answered busy), until a small upload
+    // is answered busy at once.
+    let mut stalled = Vec::new();
+    let mut busy = None;
+    for _ in 0..50 {
+        stalled.push(stalled_upload(&stack, &list_id).await?);
+        let resp = stack
+            .http
+            .post(format!(
+                "{}/api/contact-lists/{list_id}/uploads",
+                stack.api_http
+            ))
+            .multipart(
+                reqwest::multipart::Form::new().part(
+                    "file",
+                    reqwest::multipart::Part::bytes(b"Phone\n4155550100\n".to_vec())
+                        .file_name("third.csv"),
+                ),
+            )
+            .send()
+            .await?;
+        if resp.status().as_u16() == 503 {
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            busy = Some((503, resp.json::<Value>().await?, retry_after));
+            break;
+        }
+    }
+    let (status, body, retry_after) = busy.expect("a busy answer once the slots are held");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("busy")),
+        "{body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("5"));
+
+    // The stalled clients go away; their slots come back and uploads work again.
+    drop(stalled);
+    let (status, body) = eventually("a free slot", Duration::from_secs(30), || async {
+        let (status, body) = upload(
+            &stack,
+            &list_id,
+            "fine.csv",
+            b"Phone\n(415) 555-0142\n".to_vec(),
+        )
+        .await?;
+        Ok((status != 503).then_some((status, body)))
+    })
     .await?;
     assert_eq!((status, &body["imported"]), (200, &json!(1)), "{body}");
     Ok(())
