@@ -289,3 +289,86 @@ async fn uploads_beyond_the_import_slots_are_refused_busy_before_their_body_is_r
     assert_eq!((status, &body["imported"]), (200, &json!(1)), "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_at_the_api_with_the_field_named() -> anyhow::Result<()> {
+    use voice_agent_protos::v1::PlaceCallRequest;
+    use voice_agent_protos::v1::call_service_client::CallServiceClient;
+
+    let stack = Stack::start().await?;
+    let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
+    for (field, request) in [
+        (
+            "max_attempts",
+            PlaceCallRequest {
+                max_attempts: -1,
+                ..Default::default()
+            },
+        ),
+        (
+            "retry_after_secs",
+            PlaceCallRequest {
+                retry_after_secs: -600,
+                ..Default::default()
+            },
+        ),
+        (
+            "max_duration_secs",
+            PlaceCallRequest {
+                max_duration_secs: i64::MAX,
+                ..Default::default()
+            },
+        ),
+        (
+            "ring_timeout_secs",
+            PlaceCallRequest {
+                ring_timeout_secs: u32::MAX,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let request = PlaceCallRequest {
+            to: "+14155550143".to_owned(),
+            ..request
+        };
+        let err = grpc.place_call(request).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().starts_with(field), "{field}: {err:?}");
+    }
+
+    for (field, body) in [
+        (
+            "max_duration_secs",
+            json!({"to": "+14155550143", "max_duration_secs": u64::MAX}),
+        ),
+        (
+            "max_attempts",
+            json!({"to": "+14155550143", "max_attempts": 11}),
+        ),
+        (
+            "retry_after_secs",
+            json!({"to": "+14155550143", "retry_after_secs": 0}),
+        ),
+    ] {
+        let (status, answer) = api(&stack, reqwest::Method::POST, "/api/calls", Some(body)).await?;
+        assert_eq!(status, 400, "{field}: {answer}");
+        assert!(answer.to_string().contains(field), "{field}: {answer}");
+    }
+    let (status, answer) = api(
+        &stack,
+        reqwest::Method::GET,
+        "/api/conversations?limit=0",
+        None,
+    )
+    .await?;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = api(
+        &stack,
+        reqwest::Method::GET,
+        "/api/conversations?limit=99999999999999999999",
+        None,
+    )
+    .await?;
+    assert_eq!(status, 400, "{answer}");
+    Ok(())
+}
