@@ -47,6 +47,7 @@ use voice_agent_contacts::{
 use voice_agent_domain::PhoneNumber;
 use voice_agent_protos::v1 as pb;
 use voice_agent_protos::v1::contact_service_server::{ContactService, ContactServiceServer};
+use voice_agent_store::StoreError;
 use voice_agent_store::contacts::{
     ContactDoc, ContactListDoc, ContactPatch, ContactQuery, ContactWrite, ImportReportDoc,
     NewContact, RejectedRowDoc, new_id,
@@ -307,6 +308,7 @@ impl ContactsApi {
     ) -> Result<Page<ContactDoc>, ApiError> {
         self.require_list(list_id).await?;
         let size = page_size_or_default(page_size)?;
+        check_search(phone, name, tag)?;
         let after_phone = match page_token {
             "" => None,
             t if t.starts_with('+') && t[1..].bytes().all(|b| b.is_ascii_digit()) => {
@@ -328,7 +330,7 @@ impl ContactsApi {
                 limit: size + 1,
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(search_failed)?;
         let next = if docs.len() as i64 > size {
             docs.truncate(size as usize);
             docs.last().map_or_else(String::new, |c| c.phone.clone())
@@ -608,6 +610,38 @@ fn page_size_or_default(size: i64) -> Result<i64, ApiError> {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if (1..=1000).contains(&n) => Ok(n),
         _ => Err(invalid("page_size", "between 1 and 1000")),
+    }
+}
+
+/// Longest search text: a name or tag search is a case-insensitive substring match that
+/// scans the list, and a long pattern costs on every contact it meets.
+const MAX_SEARCH_CHARS: usize = 100;
+/// Longest phone search; an E.164 number with spaces and a `00` prefix fits.
+const MAX_PHONE_SEARCH_CHARS: usize = 32;
+
+fn check_search(phone: &str, name: &str, tag: &str) -> Result<(), ApiError> {
+    for (field, text, max) in [
+        ("phone", phone, MAX_PHONE_SEARCH_CHARS),
+        ("name", name, MAX_SEARCH_CHARS),
+        ("tag", tag, MAX_SEARCH_CHARS),
+    ] {
+        if text.chars().count() > max {
+            return Err(invalid(
+                field,
+                format!("search text of at most {max} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A search MongoDB stopped at `SEARCH_MAX_TIME` is the caller's to narrow, not a fault.
+fn search_failed(e: StoreError) -> ApiError {
+    match e {
+        StoreError::SearchTimedOut => ApiError::FailedPrecondition(format!(
+            "{e}; narrow it with a phone prefix starting with + or a tag"
+        )),
+        other => unavailable(other),
     }
 }
 
@@ -1421,6 +1455,19 @@ mod tests {
         );
         assert_eq!(phone_search(" ").unwrap(), (None, None));
         assert!(phone_search("abc").is_err());
+    }
+
+    #[test]
+    fn search_texts_are_capped() {
+        assert!(check_search("+1 415", "Ann", "vip").is_ok());
+        let long = "a".repeat(MAX_SEARCH_CHARS + 1);
+        assert!(check_search("", &long, "").is_err());
+        assert!(check_search("", "", &long).is_err());
+        assert!(check_search(&"1".repeat(MAX_PHONE_SEARCH_CHARS + 1), "", "").is_err());
+        let ApiError::FailedPrecondition(m) = search_failed(StoreError::SearchTimedOut) else {
+            panic!("a timed-out search is the caller's to narrow");
+        };
+        assert!(m.contains("narrow"), "{m}");
     }
 
     #[test]
