@@ -372,3 +372,97 @@ async fn numbers_out_of_range_are_refused_at_the_api_with_the_field_named() -> a
     assert_eq!(status, 400, "{answer}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_logs_of_a_run_hold_no_whole_phone_number_or_secret() -> anyhow::Result<()> {
+    use voice_agent_protos::v1::SendSmsRequest;
+
+    // Outbound SMS to delivery, a contact added and uploaded, an outbound call: the flows that
+    // log numbers outside the inbound webhooks (api/src/webhooks.rs is checked separately).
+    let stack = Stack::start_with_env(&[("RUST_LOG", "info")]).await?;
+    let (sms_to, contact, uploaded, called) = (
+        "+14155550151",
+        "+14155550152",
+        "+14155550153",
+        "+14155550154",
+    );
+    stack
+        .grpc()
+        .await?
+        .send_sms(SendSmsRequest {
+            to: sms_to.to_owned(),
+            body: "log scan".to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let (_, list) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/contact-lists",
+        Some(json!({"name": "logs"})),
+    )
+    .await?;
+    let list_id = list["id"].as_str().expect("list id").to_owned();
+    let (status, body) = api(
+        &stack,
+        reqwest::Method::POST,
+        &format!("/api/contact-lists/{list_id}/contacts"),
+        Some(json!({"phone": contact})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = upload(
+        &stack,
+        &list_id,
+        "one.csv",
+        format!("Phone\n{uploaded}\n").into_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        &stack,
+        reqwest::Method::POST,
+        "/api/calls",
+        Some(json!({"to": called})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    // Delivered means the worker sent it and the status callback came back.
+    eventually("the SMS in the ledger", Duration::from_secs(60), || async {
+        Ok((!stack.ledger(sms_to).await?.is_empty()).then_some(()))
+    })
+    .await?;
+    eventually(
+        "the worker to log the dial",
+        Duration::from_secs(60),
+        || async {
+            let logs = stack.logs.lock().expect("log lock");
+            Ok(logs.contains("call placed").then_some(()))
+        },
+    )
+    .await?;
+
+    let logs = stack.logs.lock().expect("log lock").clone();
+    // The numbers are logged, masked: the scan below looks at the lines that matter.
+    assert!(
+        logs.contains("+1******0151"),
+        "the api's send log is captured:\n{logs}"
+    );
+    for secret in [
+        sms_to,
+        contact,
+        uploaded,
+        called,
+        crate::helpers::FROM,
+        crate::helpers::AUTH_TOKEN,
+    ] {
+        let digits = secret.trim_start_matches('+');
+        let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(digits)).collect();
+        assert!(
+            leaked.is_empty(),
+            "{secret} in the logs:\n{}",
+            leaked.join("\n")
+        );
+    }
+    Ok(())
+}
