@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use voice_agent_agent::{
     Agent, AgentDirectory, AgentError, AgentProfile, AgentReply, AgentRequest, Summary, respond,
 };
-use voice_agent_domain::mask_phone;
+use voice_agent_domain::{mask_phone, mask_workflow_id};
 use voice_agent_store::{AgentTurnRecord, ConversationCarry, MongoStore};
 
 /// Failure type of an agent call that retrying cannot fix (a refused request).
@@ -133,12 +133,12 @@ impl AgentActivities {
         request.contact = match self.store.contact_variables(&input.theirs).await {
             Ok(vars) => vars,
             Err(e) => {
-                warn!(conversation_id = %input.conversation_id, error = %e, "contact details unavailable for the agent");
+                warn!(conversation_id = %mask_workflow_id(&input.conversation_id), error = %e, "contact details unavailable for the agent");
                 Default::default()
             }
         };
         let reply = respond(self.agent.as_ref(), &request).await.map_err(|e| {
-            warn!(conversation_id = %input.conversation_id, error = %e, "agent turn failed");
+            warn!(conversation_id = %mask_workflow_id(&input.conversation_id), error = %e, "agent turn failed");
             agent_failure(e)
         })?;
         Ok(AgentTurnOutput {

@@ -13,7 +13,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
-use voice_agent_domain::mask_phone;
+use voice_agent_domain::{mask_phone, mask_workflow_id};
 
 use crate::deadline::{AttemptDeadline, too_late};
 use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry, item_status};
@@ -227,7 +227,7 @@ impl VoiceActivities {
                 if self.store.call_log_by_sid(&call.sid).await?.is_some() {
                     continue;
                 }
-                info!(call_id = %a.call_id, attempt = a.attempt, "dial reconciled: Twilio had already placed this call");
+                info!(call_id = %mask_workflow_id(&a.call_id), attempt = a.attempt, "dial reconciled: Twilio had already placed this call");
                 self.store.record_call_sid(&a.id, &call.sid).await?;
                 return Ok(PlaceCallOutput {
                     call_sid: call.sid,
@@ -239,7 +239,7 @@ impl VoiceActivities {
         // Checked at the moment of dialling, on every path (campaigns, single calls,
         // callbacks): an opt-out on any channel wins.
         if self.store.is_suppressed(&a.to).await? {
-            info!(call_id = %a.call_id, to = %mask_phone(&a.to), "not dialled: the person opted out");
+            info!(call_id = %mask_workflow_id(&a.call_id), to = %mask_phone(&a.to), "not dialled: the person opted out");
             return Ok(PlaceCallOutput {
                 call_sid: String::new(),
                 reconciled: false,
@@ -273,7 +273,7 @@ impl VoiceActivities {
         }
         match self.twilio.create_call(&params).await {
             Ok(call) => {
-                info!(call_id = %a.call_id, attempt = a.attempt, to = %mask_phone(&a.to), "call placed");
+                info!(call_id = %mask_workflow_id(&a.call_id), attempt = a.attempt, to = %mask_phone(&a.to), "call placed");
                 self.store.record_call_sid(&a.id, &call.sid).await?;
                 Ok(PlaceCallOutput {
                     call_sid: call.sid,
@@ -282,7 +282,7 @@ impl VoiceActivities {
                 })
             }
             Err(e) if e.is_retryable() => {
-                warn!(call_id = %a.call_id, error = %e, "dial failed, will retry");
+                warn!(call_id = %mask_workflow_id(&a.call_id), error = %e, "dial failed, will retry");
                 Err(anyhow::Error::new(e)
                     .context("Twilio create call failed")
                     .into())

@@ -28,6 +28,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const ERROR_SNIPPET: usize = 300;
 /// Callback delay when the model asks for one without saying when.
 const DEFAULT_CALLBACK_DELAY: u64 = 3600;
+/// Longest callback delay a model may ask for, in minutes (30 days); longer asks are cut to
+/// it. The value comes from the model, so it is bounded before it becomes a timer.
+const MAX_CALLBACK_MINUTES: u64 = 30 * 24 * 60;
 
 /// The agent backed by a Chat Completions endpoint.
 #[derive(Debug, Clone)]
@@ -369,7 +372,7 @@ fn tools() -> Value {
             "name": "schedule_callback",
             "description": "Contact the person again later.",
             "parameters": {"type": "object", "properties": {
-                "delay_minutes": {"type": "integer", "minimum": 1, "description": "How many minutes from now."},
+                "delay_minutes": {"type": "integer", "minimum": 1, "maximum": MAX_CALLBACK_MINUTES, "description": "How many minutes from now."},
                 "note": {"type": "string"}
             }, "required": ["delay_minutes"]}
         }}
@@ -419,6 +422,17 @@ fn parse_completion(value: &Value) -> Result<Completion, AgentError> {
     })
 }
 
+/// The callback delay a `schedule_callback` call asks for, in seconds: `delay_minutes` between
+/// 1 and [`MAX_CALLBACK_MINUTES`] (a larger number is cut, a smaller one raised), or the
+/// default when it is missing or not a whole number.
+fn callback_delay_secs(args: &Value) -> u64 {
+    args.get("delay_minutes")
+        .and_then(Value::as_u64)
+        .map_or(DEFAULT_CALLBACK_DELAY, |m| {
+            m.clamp(1, MAX_CALLBACK_MINUTES) * 60
+        })
+}
+
 fn parse_usage(usage: Option<&Value>) -> Usage {
     usage
         .map(|u| Usage {
@@ -445,10 +459,7 @@ fn into_reply(completion: Completion, request: &AgentRequest) -> AgentReply {
                 reason: text_arg("reason"),
             }),
             "schedule_callback" => actions.push(AgentAction::ScheduleCallback {
-                delay_seconds: args
-                    .get("delay_minutes")
-                    .and_then(Value::as_u64)
-                    .map_or(DEFAULT_CALLBACK_DELAY, |m| m.max(1) * 60),
+                delay_seconds: callback_delay_secs(&args),
                 note: text_arg("note"),
             }),
             other => warn!(tool = other, "the model called an unknown tool; ignored"),
@@ -583,6 +594,39 @@ impl StreamAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_delays_from_the_model_are_bounded() {
+        let delay = |v: Value| callback_delay_secs(&v);
+        assert_eq!(delay(json!({"delay_minutes": 15})), 900);
+        assert_eq!(delay(json!({"delay_minutes": 0})), 60);
+        assert_eq!(
+            delay(json!({"delay_minutes": u64::MAX})),
+            MAX_CALLBACK_MINUTES * 60
+        );
+        assert_eq!(delay(json!({"delay_minutes": -5})), DEFAULT_CALLBACK_DELAY);
+        assert_eq!(
+            delay(json!({"delay_minutes": 1e300})),
+            DEFAULT_CALLBACK_DELAY
+        );
+        assert_eq!(delay(json!({})), DEFAULT_CALLBACK_DELAY);
+    }
+
+    #[test]
+    fn token_counts_from_the_model_saturate() {
+        let mut total = Usage {
+            prompt_tokens: u64::MAX - 1,
+            completion_tokens: 1,
+        };
+        total.add(Usage {
+            prompt_tokens: 10,
+            completion_tokens: u64::MAX,
+        });
+        assert_eq!(
+            (total.prompt_tokens, total.completion_tokens),
+            (u64::MAX, u64::MAX)
+        );
+    }
 
     #[test]
     fn sse_events_split_across_chunks() {

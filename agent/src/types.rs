@@ -160,10 +160,13 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Adds another call's usage.
+    /// Adds another call's usage. The counts come from the model's server, so a sum that
+    /// would overflow stays at the maximum instead of panicking the workflow that keeps it.
     pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
     }
 }
 

@@ -16,13 +16,15 @@
 //! [`ApiError`] to a status, HTTP to a status code and `{"error": …}`.
 //!
 //! Uploads are parsed completely before anything is written, so a file that fails as a whole
-//! (wrong type, unreadable, over `CONTACTS_MAX_UPLOAD_BYTES` or `CONTACTS_MAX_ROWS`, no phone
-//! column) writes nothing. Parsing runs on the blocking pool (it is CPU-bound, about a second
-//! per 100,000 rows), and at most [`MAX_CONCURRENT_IMPORTS`] run at once, because each holds
-//! the whole file and its rows in memory.
+//! (wrong type, unreadable, over a limit, no phone column) writes nothing. Parsing runs on the
+//! blocking pool (it is CPU-bound, about a second per 100,000 rows). At most
+//! [`MAX_CONCURRENT_IMPORTS`] uploads are received or imported at once, because each holds the
+//! whole file and its rows in memory: an upload takes its slot before its body is read, and
+//! one that finds none free is answered at once (HTTP 503 with `Retry-After`, gRPC
+//! `UNAVAILABLE`) instead of being buffered while it waits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -33,7 +35,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Status, Streaming};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -45,6 +47,7 @@ use voice_agent_contacts::{
 use voice_agent_domain::PhoneNumber;
 use voice_agent_protos::v1 as pb;
 use voice_agent_protos::v1::contact_service_server::{ContactService, ContactServiceServer};
+use voice_agent_store::StoreError;
 use voice_agent_store::contacts::{
     ContactDoc, ContactListDoc, ContactPatch, ContactQuery, ContactWrite, ImportReportDoc,
     NewContact, RejectedRowDoc, new_id,
@@ -53,19 +56,34 @@ use voice_agent_store::contacts::{
 use crate::AppState;
 use crate::grpc::ApiError;
 
-/// Uploads parsed at the same time; more wait their turn.
+/// Uploads received or imported at the same time; more are refused as busy.
 pub const MAX_CONCURRENT_IMPORTS: usize = 2;
+/// What a busy answer asks the client to wait, in seconds: about one typical import.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 5;
 /// Page size when a request asks for none.
 const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Longest list name.
 const MAX_NAME_CHARS: usize = 200;
+/// Longest sheet name asked for.
+const MAX_SHEET_CHARS: usize = 100;
 /// Room for the multipart framing and the `sheet` field around the file itself.
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
 /// An upload of the largest allowed file over a slow link, plus its import.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
-static IMPORT_PERMITS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(MAX_CONCURRENT_IMPORTS));
+static IMPORT_PERMITS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT_IMPORTS)));
+
+/// An upload slot, held from before the body is read until the import is stored. Waiting for
+/// one would hold the connection and, for a client that streams anyway, its buffered bytes.
+fn import_permit() -> Result<OwnedSemaphorePermit, UploadError> {
+    IMPORT_PERMITS
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| UploadError::Busy {
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        })
+}
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument {
@@ -87,6 +105,15 @@ pub enum UploadError {
     /// The file cannot be imported at all; nothing was written.
     #[error(transparent)]
     File(#[from] ImportError),
+    /// Every upload slot is taken; nothing was read. Retry after `retry_after_secs`.
+    #[error(
+        "the server is importing {MAX_CONCURRENT_IMPORTS} files already; retry in \
+         {retry_after_secs} s"
+    )]
+    Busy {
+        /// Seconds to wait before retrying.
+        retry_after_secs: u64,
+    },
 }
 
 impl From<UploadError> for Status {
@@ -98,6 +125,7 @@ impl From<UploadError> for Status {
             )
             .into(),
             UploadError::File(e) => invalid("file", e.to_string()).into(),
+            busy @ UploadError::Busy { .. } => Status::unavailable(busy.to_string()),
         }
     }
 }
@@ -280,6 +308,7 @@ impl ContactsApi {
     ) -> Result<Page<ContactDoc>, ApiError> {
         self.require_list(list_id).await?;
         let size = page_size_or_default(page_size)?;
+        check_search(phone, name, tag)?;
         let after_phone = match page_token {
             "" => None,
             t if t.starts_with('+') && t[1..].bytes().all(|b| b.is_ascii_digit()) => {
@@ -301,7 +330,7 @@ impl ContactsApi {
                 limit: size + 1,
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(search_failed)?;
         let next = if docs.len() as i64 > size {
             docs.truncate(size as usize);
             docs.last().map_or_else(String::new, |c| c.phone.clone())
@@ -415,19 +444,24 @@ impl ContactsApi {
     /// Imports an uploaded file into a list and keeps its report.
     ///
     /// The import runs in its own task, so a client that disconnects (or the request timeout)
-    /// cannot stop it between writes: it finishes and its report is kept.
+    /// cannot stop it between writes: it finishes and its report is kept. `permit` is the
+    /// upload's slot ([`import_permit`]), released when the import is done.
     pub async fn upload(
         &self,
         list_id: &str,
         file_name: &str,
         sheet: Option<String>,
         bytes: Bytes,
+        permit: OwnedSemaphorePermit,
     ) -> Result<ImportReportDoc, UploadError> {
         let api = self.clone();
         let (list_id, file_name) = (list_id.to_owned(), file_name.to_owned());
-        tokio::spawn(async move { api.import_file(&list_id, &file_name, sheet, bytes).await })
-            .await
-            .map_err(|e| unavailable(anyhow::anyhow!("the import task failed: {e}")))?
+        tokio::spawn(async move {
+            let _permit = permit;
+            api.import_file(&list_id, &file_name, sheet, bytes).await
+        })
+        .await
+        .map_err(|e| unavailable(anyhow::anyhow!("the import task failed: {e}")))?
     }
 
     async fn import_file(
@@ -442,16 +476,19 @@ impl ContactsApi {
         if file_name.is_empty() || file_name.len() > 255 {
             return Err(invalid("file_name", "1 to 255 bytes").into());
         }
+        // Excel's own limit is 31 characters.
+        if sheet
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SHEET_CHARS)
+        {
+            return Err(invalid("sheet", format!("at most {MAX_SHEET_CHARS} characters")).into());
+        }
         let options = ImportOptions {
             sheet: sheet.filter(|s| !s.trim().is_empty()),
             max_bytes: self.state.settings.contacts_max_upload_bytes as u64,
             max_rows: self.state.settings.contacts_max_rows,
             ..ImportOptions::new(self.region())
         };
-        let _permit = IMPORT_PERMITS
-            .acquire()
-            .await
-            .map_err(|e| unavailable(anyhow::anyhow!("import permits closed: {e}")))?;
         let started = Instant::now();
         let name = file_name.to_owned();
         let parsed = tokio::task::spawn_blocking(move || parse_file(&name, &bytes, &options))
@@ -573,6 +610,38 @@ fn page_size_or_default(size: i64) -> Result<i64, ApiError> {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if (1..=1000).contains(&n) => Ok(n),
         _ => Err(invalid("page_size", "between 1 and 1000")),
+    }
+}
+
+/// Longest search text: a name or tag search is a case-insensitive substring match that
+/// scans the list, and a long pattern costs on every contact it meets.
+const MAX_SEARCH_CHARS: usize = 100;
+/// Longest phone search; an E.164 number with spaces and a `00` prefix fits.
+const MAX_PHONE_SEARCH_CHARS: usize = 32;
+
+fn check_search(phone: &str, name: &str, tag: &str) -> Result<(), ApiError> {
+    for (field, text, max) in [
+        ("phone", phone, MAX_PHONE_SEARCH_CHARS),
+        ("name", name, MAX_SEARCH_CHARS),
+        ("tag", tag, MAX_SEARCH_CHARS),
+    ] {
+        if text.chars().count() > max {
+            return Err(invalid(
+                field,
+                format!("search text of at most {max} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A search MongoDB stopped at `SEARCH_MAX_TIME` is the caller's to narrow, not a fault.
+fn search_failed(e: StoreError) -> ApiError {
+    match e {
+        StoreError::SearchTimedOut => ApiError::FailedPrecondition(format!(
+            "{e}; narrow it with a phone prefix starting with + or a tag"
+        )),
+        other => unavailable(other),
     }
 }
 
@@ -839,6 +908,7 @@ impl ContactService for ContactsApi {
         &self,
         request: Request<Streaming<pb::UploadContactsRequest>>,
     ) -> GrpcResult<pb::UploadContactsResponse> {
+        let permit = import_permit()?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -868,7 +938,13 @@ impl ContactService for ContactsApi {
         }
         let sheet = Some(start.sheet).filter(|s| !s.is_empty());
         let report = self
-            .upload(&start.list_id, &start.file_name, sheet, Bytes::from(bytes))
+            .upload(
+                &start.list_id,
+                &start.file_name,
+                sheet,
+                Bytes::from(bytes),
+                permit,
+            )
             .await?;
         Ok(tonic::Response::new(report_proto(report)))
     }
@@ -946,6 +1022,15 @@ impl<E: Into<UploadError>> From<E> for HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let (status, code) = match &self.0 {
+            UploadError::Busy { retry_after_secs } => {
+                let body = Json(serde_json::json!({ "error": self.0.to_string(), "code": "busy" }));
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                    body,
+                )
+                    .into_response();
+            }
             UploadError::Api(ApiError::InvalidArgument { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_argument")
             }
@@ -962,6 +1047,19 @@ impl IntoResponse for HttpError {
                     (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
                 }
                 ImportError::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
+                ImportError::TooManyCells { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_cells")
+                }
+                ImportError::TooMuchText { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_much_text"),
+                ImportError::TooManyColumns { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "too_many_columns")
+                }
+                ImportError::CellTooLong { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "cell_too_long")
+                }
+                ImportError::HeaderTooLong { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "header_too_long")
+                }
                 ImportError::WrongType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong_file_type")
                 }
@@ -1270,7 +1368,10 @@ async fn http_upload(
     Path(id): Path<String>,
     mut multipart: Multipart,
 ) -> HttpResult<UploadView> {
+    let permit = import_permit()?;
     let api = ContactsApi::new(state);
+    // Fail fast on an unknown list, before receiving the whole file.
+    api.require_list(&id).await?;
     let max = api.max_upload_bytes();
     let mut file: Option<(String, Vec<u8>)> = None;
     let mut sheet = None;
@@ -1299,7 +1400,9 @@ async fn http_upload(
         }
     }
     let (name, bytes) = file.ok_or_else(|| invalid("file", "required (multipart field `file`)"))?;
-    let report = api.upload(&id, &name, sheet, Bytes::from(bytes)).await?;
+    let report = api
+        .upload(&id, &name, sheet, Bytes::from(bytes), permit)
+        .await?;
     Ok(Json(report.into()))
 }
 
@@ -1355,6 +1458,19 @@ mod tests {
     }
 
     #[test]
+    fn search_texts_are_capped() {
+        assert!(check_search("+1 415", "Ann", "vip").is_ok());
+        let long = "a".repeat(MAX_SEARCH_CHARS + 1);
+        assert!(check_search("", &long, "").is_err());
+        assert!(check_search("", "", &long).is_err());
+        assert!(check_search(&"1".repeat(MAX_PHONE_SEARCH_CHARS + 1), "", "").is_err());
+        let ApiError::FailedPrecondition(m) = search_failed(StoreError::SearchTimedOut) else {
+            panic!("a timed-out search is the caller's to narrow");
+        };
+        assert!(m.contains("narrow"), "{m}");
+    }
+
+    #[test]
     fn contact_fields_are_checked() {
         assert!(check_email("x@example.com").unwrap().is_some());
         assert!(check_email("nope").is_err());
@@ -1383,5 +1499,21 @@ mod tests {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
         assert_eq!(status(ImportError::Empty), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status(ImportError::TooManyCells { max: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ImportError::TooMuchText { max: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(ImportError::CellTooLong {
+                row: 1,
+                column: "A".to_owned(),
+                max: 1
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }

@@ -167,9 +167,17 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ConversationView>>, HttpError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::InvalidArgument {
+            field: "limit",
+            reason: "between 1 and 500".to_owned(),
+        }
+        .into());
+    }
     let docs = state
         .store
-        .list_conversations(q.needs_human, q.limit.unwrap_or(100))
+        .list_conversations(q.needs_human, limit)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(docs.iter().map(ConversationView::from).collect()))

@@ -49,6 +49,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use voice_agent_domain::mask_workflow_id;
 use voice_agent_store::{InboxEntry, MongoStore, StoreError};
 use voice_agent_workflows::{
     CallStatusEvent, CallWorkflow, ConversationMessage, ConversationState, ConversationWorkflow,
@@ -458,7 +459,7 @@ impl Drainer {
                 Delivery::Done => done.push(entry),
                 Delivery::Refused(reason) => {
                     error!(
-                        entry = %entry.id, kind = %entry.kind, reason,
+                        entry = %entry.id, kind = %entry.kind, reason = %mask_workflow_id(&reason),
                         "Temporal refused an inbox entry; set aside in inbox_dead"
                     );
                     metrics::counter!("voice_agent_inbox_refused_total", "kind" => kind_label(&entry.kind))
@@ -470,7 +471,10 @@ impl Drainer {
                     }
                 }
                 Delivery::Retry(reason) => {
-                    debug!(entry = %entry.id, reason, "inbox delivery failed; retrying later");
+                    debug!(
+                        entry = %entry.id, reason = %mask_workflow_id(&reason),
+                        "inbox delivery failed; retrying later"
+                    );
                     if let Err(e) = self.inbox.store.fail_inbox(&entry.id, &reason).await {
                         warn!(error = %e, "could not record a failed inbox delivery");
                     }

@@ -602,6 +602,24 @@ impl CallService for CallsApi {
         request: tonic::Request<pb::PlaceCallRequest>,
     ) -> Result<tonic::Response<pb::PlaceCallResponse>, tonic::Status> {
         let r = request.into_inner();
+        // 0 means "the default"; a negative number is refused, not read as the default, so a
+        // client's sign bug shows up instead of dialling with settings it did not ask for.
+        let negative = |field: &'static str, range: &str| ApiError::InvalidArgument {
+            field,
+            reason: format!("must be between {range} (0 for the default)"),
+        };
+        let max_attempts = match r.max_attempts {
+            0 => None,
+            n => Some(u32::try_from(n).map_err(|_| negative("max_attempts", "1 and 10"))?),
+        };
+        let retry_after_secs = match r.retry_after_secs {
+            0 => None,
+            n => Some(u64::try_from(n).map_err(|_| negative("retry_after_secs", "1 and 604800"))?),
+        };
+        let max_duration_secs = match r.max_duration_secs {
+            0 => None,
+            n => Some(u64::try_from(n).map_err(|_| negative("max_duration_secs", "1 and 14400"))?),
+        };
         let call_id = start_call(
             &self.state,
             NewCall {
@@ -610,16 +628,11 @@ impl CallService for CallsApi {
                 profile: Some(r.agent_profile),
                 voicemail: Some(r.voicemail),
                 machine_detection: Some(!r.disable_machine_detection),
-                max_attempts: Some(u32::try_from(r.max_attempts.max(1)).unwrap_or(1)),
-                retry_after_secs: Some(if r.retry_after_secs <= 0 {
-                    600
-                } else {
-                    u64::try_from(r.retry_after_secs).unwrap_or(600)
-                }),
+                max_attempts,
+                retry_after_secs,
                 record: Some(r.record),
                 ring_timeout_secs: (r.ring_timeout_secs > 0).then_some(r.ring_timeout_secs),
-                max_duration_secs: (r.max_duration_secs != 0)
-                    .then(|| u64::try_from(r.max_duration_secs).unwrap_or(u64::MAX)),
+                max_duration_secs,
             },
         )
         .await?;

@@ -7,10 +7,20 @@
 
 use serde::Serialize;
 
+use crate::ImportError;
 use crate::read::RawRow;
 
 /// How many leading rows may precede the header (a title, a date line, an empty banner).
 pub const HEADER_SEARCH_ROWS: usize = 10;
+
+/// Longest header cell, in characters. Header texts are copied into every rejected row of the
+/// report and into the column list, so a long one would multiply by the number of rows.
+pub const MAX_HEADER_CHARS: usize = 200;
+
+/// Longest variable key, in characters (what the API accepts for a contact's variables), plus
+/// a `_2`-style suffix when two headers cut alike. Keys are stored with every contact, so a
+/// longer header is cut.
+pub const MAX_KEY_CHARS: usize = 64;
 
 /// A standard contact field a column can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -99,14 +109,26 @@ impl Columns {
     }
 }
 
-/// Finds the header: the first of the leading rows with a phone column.
-pub(crate) fn detect(rows: &[RawRow]) -> Option<Columns> {
-    let header_index = rows.iter().take(HEADER_SEARCH_ROWS).position(|row| {
-        row.cells
-            .iter()
-            .any(|c| Field::from_header(&normalise(c)) == Some(Field::Phone))
-    })?;
-    let headers = rows[header_index].cells.clone();
+/// Finds the header: the first of the leading rows with a phone column. `None` when there is
+/// none; an error when the header has a cell too long to be a column name.
+pub(crate) fn detect(rows: &[RawRow]) -> Result<Option<Columns>, ImportError> {
+    let Some(header_index) = rows.iter().take(HEADER_SEARCH_ROWS).position(|row| {
+        row.iter()
+            .any(|(_, c)| Field::from_header(&normalise(c)) == Some(Field::Phone))
+    }) else {
+        return Ok(None);
+    };
+    let row = &rows[header_index];
+    if let Some((col, _)) = row
+        .iter()
+        .find(|(_, c)| c.len() > MAX_HEADER_CHARS && c.chars().count() > MAX_HEADER_CHARS)
+    {
+        return Err(ImportError::HeaderTooLong {
+            column: column_letter(col),
+            max: MAX_HEADER_CHARS,
+        });
+    }
+    let headers: Vec<String> = (0..row.width()).map(|i| row.get(i).to_owned()).collect();
     let mut roles = Vec::with_capacity(headers.len());
     let mut seen_fields = Vec::new();
     let mut seen_keys: Vec<String> = Vec::new();
@@ -131,11 +153,11 @@ pub(crate) fn detect(rows: &[RawRow]) -> Option<Columns> {
         };
         roles.push(role);
     }
-    Some(Columns {
+    Ok(Some(Columns {
         header_index,
         headers,
         roles,
-    })
+    }))
 }
 
 fn normalise(header: &str) -> String {
@@ -149,7 +171,11 @@ fn normalise(header: &str) -> String {
 /// A template-friendly key ([`voice_agent_domain::variable_key`]), or `column_<letter>` for a
 /// header with no letters or digits.
 fn variable_key(header: &str, index: usize) -> String {
-    let key = voice_agent_domain::variable_key(header);
+    let mut key = voice_agent_domain::variable_key(header);
+    if let Some((cut, _)) = key.char_indices().nth(MAX_KEY_CHARS) {
+        key.truncate(cut);
+        key.truncate(key.trim_end_matches('_').len());
+    }
     if key.is_empty() {
         format!("column_{}", column_letter(index).to_ascii_lowercase())
     } else {
@@ -176,10 +202,11 @@ mod tests {
     use super::*;
 
     fn row(number: u32, cells: &[&str]) -> RawRow {
-        RawRow {
-            number,
-            cells: cells.iter().map(|c| (*c).to_owned()).collect(),
-        }
+        RawRow::from_cells(number, cells)
+    }
+
+    fn detect(rows: &[RawRow]) -> Option<Columns> {
+        super::detect(rows).expect("no header too long")
     }
 
     #[test]
@@ -277,5 +304,32 @@ mod tests {
         assert_eq!(column_letter(26), "AA");
         assert_eq!(column_letter(701), "ZZ");
         assert_eq!(column_letter(702), "AAA");
+    }
+
+    #[test]
+    fn a_header_too_long_for_a_column_name_fails_the_file() {
+        let dots = format!("{}phone", ".".repeat(MAX_HEADER_CHARS));
+        assert_eq!(
+            super::detect(&[row(1, &["Name", &dots])]),
+            Err(ImportError::HeaderTooLong {
+                column: "B".to_owned(),
+                max: MAX_HEADER_CHARS
+            })
+        );
+        let long_var = format!("Phone,{}", "x".repeat(MAX_HEADER_CHARS + 1));
+        let cells: Vec<&str> = long_var.split(',').collect();
+        assert!(super::detect(&[row(1, &cells)]).is_err());
+    }
+
+    #[test]
+    fn variable_keys_are_cut_to_what_the_api_accepts() {
+        let header = format!("{} tail", "Ab".repeat(MAX_KEY_CHARS));
+        let c = detect(&[row(1, &["Phone", &header, &header])]).unwrap();
+        let key = |i: usize| match &c.roles[i] {
+            ColumnRole::Variable { key } => key.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(1), "ab".repeat(MAX_KEY_CHARS / 2));
+        assert_eq!(key(2), format!("{}_2", key(1)));
     }
 }

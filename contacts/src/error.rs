@@ -38,6 +38,50 @@ pub enum ImportError {
         /// The configured limit.
         max: usize,
     },
+    /// A row has a non-empty cell beyond the last column read; delete the stray cells (or
+    /// split the columns over two files).
+    #[error("row {row} has a value in column {column}; at most {max} columns are read")]
+    TooManyColumns {
+        /// 1-based row number.
+        row: u32,
+        /// The column's letters.
+        column: String,
+        /// The limit ([`crate::MAX_COLUMNS`]).
+        max: usize,
+    },
+    /// A cell is longer than any contact field or template variable can be; shorten it or
+    /// remove the column.
+    #[error("the cell in row {row}, column {column} is longer than {max} characters")]
+    CellTooLong {
+        /// 1-based row number.
+        row: u32,
+        /// The column's letters.
+        column: String,
+        /// The limit ([`crate::MAX_CELL_CHARS`]).
+        max: usize,
+    },
+    /// A header cell is longer than a column name can be; shorten it.
+    #[error("the header of column {column} is longer than {max} characters")]
+    HeaderTooLong {
+        /// The column's letters.
+        column: String,
+        /// The limit ([`crate::columns::MAX_HEADER_CHARS`]).
+        max: usize,
+    },
+    /// The file has more non-empty cells than the limit ([`crate::ImportOptions::max_cells`]);
+    /// split it into smaller files.
+    #[error("the file has more than {max} non-empty cells")]
+    TooManyCells {
+        /// The limit.
+        max: usize,
+    },
+    /// The file's cells hold more text than the limit
+    /// ([`crate::ImportOptions::max_text_bytes`]); split it into smaller files.
+    #[error("the file's cells hold more than {max} bytes of text")]
+    TooMuchText {
+        /// The limit, in bytes of UTF-8.
+        max: u64,
+    },
     /// The requested sheet does not exist in the workbook; pick one of `available`.
     #[error("no sheet named {requested:?}; the workbook has {available:?}")]
     SheetNotFound {

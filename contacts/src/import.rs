@@ -8,7 +8,7 @@ use voice_agent_domain::{PhoneError, PhoneNumber};
 use crate::ImportError;
 use crate::columns::{self, ColumnRole, Columns, Field, HEADER_SEARCH_ROWS};
 use crate::detect::{FileKind, detect};
-use crate::read::{RawRow, number_text, read_csv, read_xlsx};
+use crate::read::{RawRow, ReadLimits, number_text, read_csv, read_xlsx};
 
 /// Default byte limit of one upload (20 MiB: about a million rows of a typical xlsx).
 pub const DEFAULT_MAX_BYTES: u64 = 20 * 1024 * 1024;
@@ -17,6 +17,16 @@ pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 /// By default a workbook may expand to at most this many times [`ImportOptions::max_bytes`]
 /// once decompressed. Typical contact sheets compress 5 to 10 times.
 pub const UNCOMPRESSED_RATIO: u64 = 32;
+/// By default a file may hold at most one non-empty cell per this many bytes of
+/// [`ImportOptions::max_bytes`] (5.2 million cells for 20 MiB: a million rows of five
+/// columns). A cell kept as a template variable costs about 200 bytes in its contact beyond
+/// its text, so this, not the file's size, is what bounds an import's memory when the cells
+/// are tiny.
+pub const BYTES_PER_CELL: u64 = 4;
+/// By default a file's cells may hold at most this many times [`ImportOptions::max_bytes`] of
+/// text (UTF-8): room for a Windows-1252 CSV, whose accented letters double in UTF-8, and for
+/// a workbook's repeated shared strings.
+pub const TEXT_RATIO: u64 = 4;
 /// Default number of rejected rows kept with their details (all are counted).
 pub const DEFAULT_MAX_REPORTED_REJECTIONS: usize = 10_000;
 
@@ -32,6 +42,11 @@ pub struct ImportOptions {
     /// Largest decompressed size of a workbook; `None` means [`UNCOMPRESSED_RATIO`] times
     /// `max_bytes`.
     pub max_uncompressed_bytes: Option<u64>,
+    /// Most non-empty cells in a file; `None` means one per [`BYTES_PER_CELL`] bytes of
+    /// `max_bytes`.
+    pub max_cells: Option<usize>,
+    /// Most bytes of cell text in a file; `None` means [`TEXT_RATIO`] times `max_bytes`.
+    pub max_text_bytes: Option<u64>,
     /// Sheet to read; `None` reads the first one. Ignored for CSV.
     pub sheet: Option<String>,
     /// How many rejected rows keep their details; the rest are only counted, so a file of
@@ -47,6 +62,8 @@ impl ImportOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             max_rows: DEFAULT_MAX_ROWS,
             max_uncompressed_bytes: None,
+            max_cells: None,
+            max_text_bytes: None,
             sheet: None,
             max_reported_rejections: DEFAULT_MAX_REPORTED_REJECTIONS,
         }
@@ -154,24 +171,32 @@ pub fn parse_file(
     }
     let kind = detect(file_name, bytes)?;
     // Rows above the header are read too; the exact data-row limit is checked below.
-    let read_limit = options.max_rows.saturating_add(HEADER_SEARCH_ROWS);
+    let limits = ReadLimits {
+        max_rows: options.max_rows,
+        error_rows: options.max_rows.saturating_add(HEADER_SEARCH_ROWS),
+        max_cells: options.max_cells.unwrap_or_else(|| {
+            usize::try_from(options.max_bytes / BYTES_PER_CELL).unwrap_or(usize::MAX)
+        }),
+        max_text_bytes: options
+            .max_text_bytes
+            .unwrap_or(options.max_bytes.saturating_mul(TEXT_RATIO)),
+    };
     let sheet = match kind {
         FileKind::Xlsx => read_xlsx(
             bytes,
             options.sheet.as_deref(),
-            options.max_rows,
-            read_limit,
+            limits,
             options
                 .max_uncompressed_bytes
                 .unwrap_or(options.max_bytes.saturating_mul(UNCOMPRESSED_RATIO)),
         )?,
-        FileKind::Csv => read_csv(bytes, options.max_rows, read_limit)?,
+        FileKind::Csv => read_csv(bytes, limits)?,
     };
     if sheet.rows.is_empty() {
         return Err(ImportError::Empty);
     }
     let sheet_name = sheet.name.clone();
-    let columns = columns::detect(&sheet.rows).ok_or(ImportError::MissingPhoneColumn {
+    let columns = columns::detect(&sheet.rows)?.ok_or(ImportError::MissingPhoneColumn {
         searched: HEADER_SEARCH_ROWS,
     })?;
     let data_rows = sheet.rows.len() - (columns.header_index + 1);
@@ -183,8 +208,8 @@ pub fn parse_file(
 
     // One thread: phone parsing costs about 1 µs a number since the move to rlibphonenumber
     // (it was 9 µs with the `phonenumber` crate), so 100,000 rows parse in about half a second
-    // and the database writes dominate. Rows are consumed as they are parsed, their cells
-    // moved into the records, so a file is not held twice.
+    // and the database writes dominate. Rows are consumed as they are parsed, each row's text
+    // freed once its record is built, so a file is not held twice.
     let region = options.default_region.as_str();
     let mut contacts: Vec<ContactRecord> = Vec::with_capacity(data_rows);
     let mut by_phone: HashMap<PhoneNumber, usize> = HashMap::with_capacity(data_rows);
@@ -236,11 +261,7 @@ pub fn check_region(region: &str) -> Result<(), ImportError> {
     }
 }
 
-fn parse_row(
-    mut row: RawRow,
-    columns: &Columns,
-    region: &str,
-) -> Result<ContactRecord, RejectedRow> {
+fn parse_row(row: RawRow, columns: &Columns, region: &str) -> Result<ContactRecord, RejectedRow> {
     let number = row.number;
     let reject = |index: usize, value: &str, reason: &str| RejectedRow {
         row: number,
@@ -251,16 +272,15 @@ fn parse_row(
     let phone_col = columns
         .of(Field::Phone)
         .expect("columns have a phone column");
-    let raw_phone = row.cells.get(phone_col).map_or("", String::as_str);
+    let raw_phone = row.get(phone_col);
     let phone = normalise_phone(raw_phone, region)
         .map_err(|reason| reject(phone_col, raw_phone, reason))?;
-    // The row is used once: move its cells out instead of copying them.
-    let mut text = |field: Field| {
+    let text = |field: Field| {
         columns
             .of(field)
-            .and_then(|i| row.cells.get_mut(i))
-            .map(std::mem::take)
+            .map(|i| row.get(i))
             .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     };
 
     let email = match text(Field::Email) {
@@ -306,18 +326,20 @@ fn parse_row(
         (!joined.is_empty()).then_some(joined)
     });
     let mut tags: Vec<String> = Vec::new();
-    for tag in text(Field::Tags).unwrap_or_default().split([',', ';', '|']) {
+    for tag in row
+        .get(columns.of(Field::Tags).unwrap_or(usize::MAX))
+        .split([',', ';', '|'])
+    {
         let tag = tag.trim();
         if !tag.is_empty() && !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_owned());
         }
     }
-    let variables = columns
-        .roles
+    // Cells right of the header's last column have no role and are left out.
+    let variables = row
         .iter()
-        .zip(&row.cells)
-        .filter_map(|(role, value)| match role {
-            ColumnRole::Variable { key } if !value.is_empty() => Some((key.clone(), value.clone())),
+        .filter_map(|(i, value)| match columns.roles.get(i) {
+            Some(ColumnRole::Variable { key }) => Some((key.clone(), value.to_owned())),
             _ => None,
         })
         .collect();

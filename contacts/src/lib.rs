@@ -11,7 +11,10 @@
 //! | [`report`] | CSV exports with formula neutralisation, the rejected-rows report |
 //!
 //! A file fails as a whole ([`ImportError`]) only when it cannot be used at all: wrong type,
-//! unreadable, over the byte or row limit, no rows, no phone column. Anything wrong with a
+//! unreadable, over a limit (bytes, rows, columns, cells, text, a cell or header too long),
+//! no rows, no phone column. The limits on cells and text scale with the byte limit, so the
+//! memory an import takes is bounded by what its upload limit allows, whatever the file's
+//! shape; rows are stored sparse (a cell far to the right costs that cell only). Anything wrong with a
 //! single row (a bad phone number, a malformed e-mail) rejects that row only, with its row
 //! number, column and reason.
 //!
@@ -42,3 +45,4 @@ pub use import::{
     ContactRecord, ImportOptions, ParsedFile, RejectedRow, check_region, is_email, is_time_zone,
     language_tag, normalise_phone, parse_file,
 };
+pub use read::{MAX_CELL_CHARS, MAX_COLUMNS};

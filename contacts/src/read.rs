@@ -1,23 +1,175 @@
 //! Reading a workbook sheet or a CSV file into rows of text cells, numbered as a spreadsheet
 //! program shows them, so the rejected-rows report points at the right line.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use calamine::{DataRef, Reader, Xlsx, XlsxError};
 
 use crate::ImportError;
+use crate::columns::column_letter;
 
 /// Cells beyond this column are refused: a real contact sheet has a few dozen columns, and a
 /// stray cell at column XFD would otherwise make every row sixteen thousand cells wide.
-pub(crate) const MAX_COLUMNS: usize = 256;
+pub const MAX_COLUMNS: usize = 256;
 
-/// One non-empty row of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Longest cell, in characters. The longest SMS is 1,600 characters, so a longer cell can feed
+/// no field and no template variable; such a cell is a wrong file or an attack, and every cell
+/// read is copied into the contact it feeds.
+pub const MAX_CELL_CHARS: usize = 2_000;
+
+/// What one read may hold, on top of the row limit: every cell costs memory beyond its text,
+/// so cells and text are capped in proportion to the upload's byte limit, whatever the file's
+/// shape (a CSV of empty-ish cells, a workbook whose tiny cells all point at one long shared
+/// string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadLimits {
+    /// Data-row limit reported in [`ImportError::TooManyRows`].
+    pub(crate) max_rows: usize,
+    /// Rows read (the header and the rows above it included) before giving up.
+    pub(crate) error_rows: usize,
+    /// Non-empty cells in the whole file.
+    pub(crate) max_cells: usize,
+    /// Bytes of cell text (UTF-8, trimmed) in the whole file.
+    pub(crate) max_text_bytes: u64,
+}
+
+/// Running totals of a read, checked cell by cell so a hostile file stops early.
+struct Budget {
+    limits: ReadLimits,
+    cells: usize,
+    text: u64,
+}
+
+impl Budget {
+    fn new(limits: ReadLimits) -> Self {
+        Self {
+            limits,
+            cells: 0,
+            text: 0,
+        }
+    }
+
+    /// Accounts for one non-empty, trimmed cell at 0-based `col` of spreadsheet row `row`.
+    fn take(&mut self, row: u32, col: usize, text: &str) -> Result<(), ImportError> {
+        if col >= MAX_COLUMNS {
+            return Err(ImportError::TooManyColumns {
+                row,
+                column: column_letter(col),
+                max: MAX_COLUMNS,
+            });
+        }
+        // A char is at least one byte, so only a long text needs counting.
+        if text.len() > MAX_CELL_CHARS && text.chars().count() > MAX_CELL_CHARS {
+            return Err(ImportError::CellTooLong {
+                row,
+                column: column_letter(col),
+                max: MAX_CELL_CHARS,
+            });
+        }
+        self.cells += 1;
+        if self.cells > self.limits.max_cells {
+            return Err(ImportError::TooManyCells {
+                max: self.limits.max_cells,
+            });
+        }
+        self.text += text.len() as u64;
+        if self.text > self.limits.max_text_bytes {
+            return Err(ImportError::TooMuchText {
+                max: self.limits.max_text_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One non-empty row of the file, stored sparse: only its non-empty cells, their texts in one
+/// buffer. A row with one cell far to the right costs that cell, not every cell before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RawRow {
     /// 1-based row number as a spreadsheet program shows it.
     pub(crate) number: u32,
-    /// Cell texts, trimmed, from column A on.
-    pub(crate) cells: Vec<String>,
+    /// The texts of the non-empty cells, trimmed, one after the other.
+    text: String,
+    /// Per non-empty cell, by column: (0-based column, end of its text in `text`); a cell's
+    /// text starts where the previous one's ends.
+    cells: Vec<(u16, u32)>,
+}
+
+impl RawRow {
+    pub(crate) fn new(number: u32) -> Self {
+        Self {
+            number,
+            ..Self::default()
+        }
+    }
+
+    /// A row from dense cells (empty ones skipped), for tests.
+    #[cfg(test)]
+    pub(crate) fn from_cells(number: u32, cells: &[&str]) -> Self {
+        let mut row = Self::new(number);
+        for (i, c) in cells.iter().enumerate() {
+            row.push(i, c);
+        }
+        row
+    }
+
+    /// Sets cell `col` (below [`MAX_COLUMNS`]) to `text`; empty text is not stored.
+    pub(crate) fn push(&mut self, col: usize, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let col16 = u16::try_from(col).expect("columns are checked against MAX_COLUMNS");
+        if self.cells.last().is_none_or(|&(last, _)| last < col16) {
+            self.text.push_str(text);
+            let end = u32::try_from(self.text.len())
+                .expect("a row holds at most 256 cells of 2,000 chars");
+            self.cells.push((col16, end));
+            return;
+        }
+        // Out of order or repeated (a hand-made workbook): rebuild, the later value winning.
+        let mut all: Vec<(usize, String)> = self
+            .iter()
+            .filter(|&(c, _)| c != col)
+            .map(|(c, t)| (c, t.to_owned()))
+            .collect();
+        all.push((col, text.to_owned()));
+        all.sort_by_key(|&(c, _)| c);
+        *self = Self::new(self.number);
+        for (c, t) in all {
+            self.push(c, &t);
+        }
+    }
+
+    /// The text of cell `col`, empty when the cell is.
+    pub(crate) fn get(&self, col: usize) -> &str {
+        let Ok(col) = u16::try_from(col) else {
+            return "";
+        };
+        match self.cells.binary_search_by_key(&col, |&(c, _)| c) {
+            Ok(i) => self.text_at(i),
+            Err(_) => "",
+        }
+    }
+
+    /// The non-empty cells, by column: (0-based column, text).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &str)> {
+        (0..self.cells.len()).map(|i| (usize::from(self.cells[i].0), self.text_at(i)))
+    }
+
+    /// One past the last non-empty column.
+    pub(crate) fn width(&self) -> usize {
+        self.cells.last().map_or(0, |&(c, _)| usize::from(c) + 1)
+    }
+
+    fn text_at(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.cells[i - 1].1 as usize
+        };
+        &self.text[start..self.cells[i].1 as usize]
+    }
 }
 
 /// The rows of one sheet (or of the CSV file).
@@ -31,15 +183,19 @@ pub(crate) struct RawSheet {
 
 /// Reads the first sheet, or the sheet called `sheet` (matched exactly, then ignoring case),
 /// stopping with [`ImportError::TooManyRows`] as soon as more than `max_rows` non-empty rows
-/// were read, before the rest of the sheet is decompressed.
+/// were read, before the rest of the sheet is decompressed, and likewise at the first cell
+/// over a limit.
 pub(crate) fn read_xlsx(
     bytes: &[u8],
     sheet: Option<&str>,
-    max_rows: usize,
-    error_rows: usize,
+    limits: ReadLimits,
     max_uncompressed: u64,
 ) -> Result<RawSheet, ImportError> {
-    check_uncompressed_size(bytes, max_uncompressed)?;
+    // calamine keeps the shared strings whole in memory, as text plus about 40 bytes each;
+    // their XML carries at least 16 bytes of markup per string, so twice the text budget
+    // bounds them in proportion to the upload limit.
+    let max_shared = limits.max_text_bytes.saturating_mul(2);
+    check_uncompressed_size(bytes, max_uncompressed, max_shared)?;
     let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(xlsx_error)?;
     let names = workbook.sheet_names();
     let name = match sheet.map(str::trim).filter(|s| !s.is_empty()) {
@@ -55,45 +211,39 @@ pub(crate) fn read_xlsx(
             })?,
     };
     let mut cells = workbook.worksheet_cells_reader(&name).map_err(xlsx_error)?;
-    let expected_rows = (cells.dimensions().end.0 as usize + 1).min(max_rows + 1);
-    let mut rows: Vec<RawRow> = Vec::with_capacity(expected_rows);
+    // No capacity from the sheet's declared dimensions: a tiny file may declare a million rows.
+    let mut rows: Vec<RawRow> = Vec::new();
     let mut current: Option<RawRow> = None;
+    let mut budget = Budget::new(limits);
     while let Some(cell) = cells.next_cell().map_err(xlsx_error)? {
         let text = cell_text(cell.get_value());
         if text.is_empty() {
             continue;
         }
         let (row, col) = cell.get_position();
-        let col = col as usize;
-        if col >= MAX_COLUMNS {
-            return Err(ImportError::Unreadable(format!(
-                "a cell in column {} (row {}); at most {MAX_COLUMNS} columns are read",
-                col + 1,
-                row + 1
-            )));
-        }
-        let number = row + 1;
+        let number = row.saturating_add(1);
+        budget.take(number, col as usize, &text)?;
         if current.as_ref().is_none_or(|r| r.number != number) {
             if let Some(done) = current.take() {
                 rows.push(done);
-                if rows.len() > error_rows {
-                    return Err(ImportError::TooManyRows { max: max_rows });
+                if rows.len() > limits.error_rows {
+                    return Err(ImportError::TooManyRows {
+                        max: limits.max_rows,
+                    });
                 }
             }
-            current = Some(RawRow {
-                number,
-                cells: Vec::with_capacity(8),
-            });
+            current = Some(RawRow::new(number));
         }
-        let r = current.as_mut().expect("set just above");
-        if r.cells.len() <= col {
-            r.cells.resize(col + 1, String::new());
-        }
-        r.cells[col] = text;
+        current
+            .as_mut()
+            .expect("set just above")
+            .push(col as usize, &text);
     }
     rows.extend(current);
-    if rows.len() > error_rows {
-        return Err(ImportError::TooManyRows { max: max_rows });
+    if rows.len() > limits.error_rows {
+        return Err(ImportError::TooManyRows {
+            max: limits.max_rows,
+        });
     }
     Ok(RawSheet {
         name: Some(name),
@@ -104,7 +254,8 @@ pub(crate) fn read_xlsx(
 /// calamine decompresses the shared-strings part whole before the first row is read, so the
 /// row limit cannot protect against a small archive that expands to gigabytes; the sizes the
 /// archive declares can, and reading them costs only the central directory.
-fn check_uncompressed_size(bytes: &[u8], max: u64) -> Result<(), ImportError> {
+/// The shared-strings part, which calamine reads whole, is held to `max_shared` on its own.
+fn check_uncompressed_size(bytes: &[u8], max: u64, max_shared: u64) -> Result<(), ImportError> {
     let damaged = || ImportError::Unreadable("the workbook's zip archive is damaged".to_owned());
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| damaged())?;
     let mut size: u64 = 0;
@@ -112,6 +263,15 @@ fn check_uncompressed_size(bytes: &[u8], max: u64) -> Result<(), ImportError> {
         // The central directory records every part's size, also for archives written with
         // data descriptors (where `ZipArchive::decompressed_size` gives up).
         let part = archive.by_index_raw(i).map_err(|_| damaged())?;
+        let shared = part
+            .name()
+            .is_ok_and(|n| n.eq_ignore_ascii_case("xl/sharedStrings.xml"));
+        if shared && part.size() > max_shared {
+            return Err(ImportError::TooLargeUncompressed {
+                size: part.size(),
+                max: max_shared,
+            });
+        }
         size = size.saturating_add(part.size());
         if size > max {
             return Err(ImportError::TooLargeUncompressed { size, max });
@@ -131,27 +291,29 @@ fn xlsx_error(e: XlsxError) -> ImportError {
 
 /// The text of a cell. Numbers come back as Excel shows them in a "General" cell, so a phone
 /// number stored as the number 4155550100 reads as `4155550100`, not `4155550100.0`.
-fn cell_text(value: &DataRef<'_>) -> String {
+fn cell_text<'a>(value: &DataRef<'a>) -> Cow<'a, str> {
     match value {
-        DataRef::Empty => String::new(),
+        DataRef::Empty => Cow::Borrowed(""),
         DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
-            s.trim().to_owned()
+            Cow::Owned(s.trim().to_owned())
         }
-        DataRef::SharedString(s) => s.trim().to_owned(),
-        DataRef::Int(i) => i.to_string(),
-        DataRef::Float(f) => number_text(*f),
-        DataRef::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
-        DataRef::DateTime(dt) if dt.is_duration() => number_text(dt.as_f64()),
+        // Borrowed from the shared strings: a long one referenced by many cells is refused
+        // by its length before it is ever copied.
+        DataRef::SharedString(s) => Cow::Borrowed(s.trim()),
+        DataRef::Int(i) => Cow::Owned(i.to_string()),
+        DataRef::Float(f) => Cow::Owned(number_text(*f)),
+        DataRef::Bool(b) => Cow::Borrowed(if *b { "TRUE" } else { "FALSE" }),
+        DataRef::DateTime(dt) if dt.is_duration() => Cow::Owned(number_text(dt.as_f64())),
         DataRef::DateTime(dt) => {
             let (y, mo, d, h, mi, s, _) = dt.to_ymd_hms_milli();
-            if (h, mi, s) == (0, 0, 0) {
+            Cow::Owned(if (h, mi, s) == (0, 0, 0) {
                 format!("{y:04}-{mo:02}-{d:02}")
             } else {
                 format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
-            }
+            })
         }
         // "#N/A" and friends: kept, so a phone cell holding one is reported with its value.
-        DataRef::Error(e) => e.to_string(),
+        DataRef::Error(e) => Cow::Owned(e.to_string()),
     }
 }
 
@@ -169,11 +331,7 @@ pub(crate) fn number_text(f: f64) -> String {
 /// Reads delimited text: UTF-8 (with or without BOM), UTF-16 with a BOM, or else
 /// Windows-1252 (what Excel on Windows writes for "CSV"); the delimiter is sniffed from the
 /// first line (`,` `;` tab or `|`).
-pub(crate) fn read_csv(
-    bytes: &[u8],
-    max_rows: usize,
-    error_rows: usize,
-) -> Result<RawSheet, ImportError> {
+pub(crate) fn read_csv(bytes: &[u8], limits: ReadLimits) -> Result<RawSheet, ImportError> {
     let text = decode_text(bytes);
     let delimiter = sniff_delimiter(&text);
     let mut reader = csv::ReaderBuilder::new()
@@ -182,6 +340,7 @@ pub(crate) fn read_csv(
         .delimiter(delimiter)
         .from_reader(text.as_bytes());
     let mut rows = Vec::new();
+    let mut budget = Budget::new(limits);
     let mut record = csv::StringRecord::new();
     // The csv crate skips blank lines, which a spreadsheet shows as rows, so rows are
     // numbered by line; a quoted cell spanning lines is one row, so those lines are taken off.
@@ -203,30 +362,22 @@ pub(crate) fn read_csv(
         let first_line = end.line() - u64::from(broke) - inside;
         let number = u32::try_from(first_line - embedded_newlines).unwrap_or(u32::MAX);
         embedded_newlines += inside;
-        if record.iter().all(|c| c.trim().is_empty()) {
+        let mut row = RawRow::new(number);
+        for (col, cell) in record.iter().enumerate() {
+            let cell = cell.trim();
+            if !cell.is_empty() {
+                budget.take(number, col, cell)?;
+                row.push(col, cell);
+            }
+        }
+        if row.width() == 0 {
             continue;
         }
-        if record.len() > MAX_COLUMNS
-            && record
-                .iter()
-                .skip(MAX_COLUMNS)
-                .any(|c| !c.trim().is_empty())
-        {
-            return Err(ImportError::Unreadable(format!(
-                "row {number} has {} columns; at most {MAX_COLUMNS} are read",
-                record.len()
-            )));
-        }
-        rows.push(RawRow {
-            number,
-            cells: record
-                .iter()
-                .take(MAX_COLUMNS)
-                .map(|c| c.trim().to_owned())
-                .collect(),
-        });
-        if rows.len() > error_rows {
-            return Err(ImportError::TooManyRows { max: max_rows });
+        rows.push(row);
+        if rows.len() > limits.error_rows {
+            return Err(ImportError::TooManyRows {
+                max: limits.max_rows,
+            });
         }
     }
     Ok(RawSheet { name: None, rows })
@@ -306,8 +457,17 @@ mod tests {
         sheet
             .rows
             .iter()
-            .map(|r| (r.number, r.cells.iter().map(String::as_str).collect()))
+            .map(|r| (r.number, (0..r.width()).map(|c| r.get(c)).collect()))
             .collect()
+    }
+
+    fn limits(max_rows: usize, error_rows: usize) -> ReadLimits {
+        ReadLimits {
+            max_rows,
+            error_rows,
+            max_cells: 1_000,
+            max_text_bytes: 100_000,
+        }
     }
 
     #[test]
@@ -331,7 +491,7 @@ mod tests {
     #[test]
     fn csv_rows_keep_their_line_numbers_and_skip_blank_lines() {
         let text = "\u{feff}Phone,Name\n\n 415 , Ann \n,\n416,\"B,\nC\"\n417,D\n";
-        let sheet = read_csv(text.as_bytes(), 10, 10).unwrap();
+        let sheet = read_csv(text.as_bytes(), limits(10, 10)).unwrap();
         assert_eq!(
             cells(&sheet),
             vec![
@@ -345,23 +505,90 @@ mod tests {
 
     #[test]
     fn csv_in_windows_1252_and_utf16_decodes() {
-        let latin = read_csv(b"Name;Phone\nJos\xE9 \x80;1\n", 10, 10).unwrap();
-        assert_eq!(latin.rows[1].cells[0], "José €");
+        let latin = read_csv(b"Name;Phone\nJos\xE9 \x80;1\n", limits(10, 10)).unwrap();
+        assert_eq!(latin.rows[1].get(0), "José €");
         let mut utf16 = vec![0xFF, 0xFE];
         for u in "Phone\tName\r\n1\tÅsa\r\n".encode_utf16() {
             utf16.extend(u.to_le_bytes());
         }
-        let sheet = read_csv(&utf16, 10, 10).unwrap();
-        assert_eq!(sheet.rows[1].cells, vec!["1", "Åsa"]);
+        let sheet = read_csv(&utf16, limits(10, 10)).unwrap();
+        assert_eq!(cells(&sheet)[1].1, vec!["1", "Åsa"]);
     }
 
     #[test]
     fn csv_row_limit_stops_reading() {
         let text = "Phone\n1\n2\n3\n";
         assert_eq!(
-            read_csv(text.as_bytes(), 2, 3),
+            read_csv(text.as_bytes(), limits(2, 3)),
             Err(ImportError::TooManyRows { max: 2 })
         );
-        assert_eq!(read_csv(text.as_bytes(), 3, 4).unwrap().rows.len(), 4);
+        assert_eq!(
+            read_csv(text.as_bytes(), limits(3, 4)).unwrap().rows.len(),
+            4
+        );
+    }
+
+    #[test]
+    fn rows_are_sparse_and_keep_cells_by_column() {
+        let mut row = RawRow::new(3);
+        row.push(0, "a");
+        row.push(200, "far");
+        assert_eq!(row.get(0), "a");
+        assert_eq!(row.get(1), "");
+        assert_eq!(row.get(200), "far");
+        assert_eq!(row.width(), 201);
+        // Out of order and repeated cells (hand-made workbooks) land in column order.
+        row.push(5, "mid");
+        row.push(0, "A");
+        assert_eq!(
+            row.iter().collect::<Vec<_>>(),
+            [(0, "A"), (5, "mid"), (200, "far")]
+        );
+        // Two cells, three short texts: nothing is allocated for the columns in between.
+        assert!(row.text.capacity() < 64, "{}", row.text.capacity());
+    }
+
+    #[test]
+    fn csv_cells_over_the_limits_fail_the_file_with_their_place() {
+        let long = format!("Phone,Note\n1,{}\n", "x".repeat(MAX_CELL_CHARS + 1));
+        assert_eq!(
+            read_csv(long.as_bytes(), limits(10, 10)),
+            Err(ImportError::CellTooLong {
+                row: 2,
+                column: "B".to_owned(),
+                max: MAX_CELL_CHARS
+            })
+        );
+        // Exactly at the limit, counted in characters, is fine.
+        let at = format!("Phone,Note\n1,{}\n", "é".repeat(MAX_CELL_CHARS));
+        assert!(read_csv(at.as_bytes(), limits(10, 10)).is_ok());
+
+        let wide = format!("Phone{}x\n", ",".repeat(MAX_COLUMNS));
+        assert_eq!(
+            read_csv(wide.as_bytes(), limits(10, 10)),
+            Err(ImportError::TooManyColumns {
+                row: 1,
+                column: "IW".to_owned(),
+                max: MAX_COLUMNS
+            })
+        );
+        // Trailing empty cells beyond the limit are harmless.
+        let trailing = format!("Phone{}\n", ",".repeat(MAX_COLUMNS * 2));
+        assert!(read_csv(trailing.as_bytes(), limits(10, 10)).is_ok());
+
+        let many = "1,2,3\n".repeat(400);
+        assert_eq!(
+            read_csv(many.as_bytes(), limits(1_000, 1_000)),
+            Err(ImportError::TooManyCells { max: 1_000 })
+        );
+        let mut tight = limits(1_000, 1_000);
+        tight.max_text_bytes = 40;
+        assert_eq!(
+            read_csv(
+                "Phone,Name\n4155550100,Ann\n4155550101,Bob\n4155550102,Cy\n".as_bytes(),
+                tight
+            ),
+            Err(ImportError::TooMuchText { max: 40 })
+        );
     }
 }

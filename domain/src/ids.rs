@@ -60,6 +60,36 @@ pub fn conversation_workflow_id(ours: &PhoneNumber, theirs: &PhoneNumber) -> Str
     format!("conversation-{}-{}", ours.digits(), theirs.digits())
 }
 
+/// A workflow id fit for logs: conversation ids (`conversation-<our digits>-<their digits>`)
+/// and the follow-up and call ids derived from them carry whole phone numbers, so every run of
+/// seven or more digits keeps its first digit and last four, as [`crate::mask_phone`] does.
+/// Shorter runs (turn counters, attempt numbers) stay readable.
+pub fn mask_workflow_id(id: &str) -> String {
+    const MIN_RUN: usize = 7;
+    let mut out = String::with_capacity(id.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= MIN_RUN {
+            out.push_str(&run[..1]);
+            out.extend(std::iter::repeat_n('*', run.len() - 5));
+            out.push_str(&run[run.len() - 4..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in id.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +118,20 @@ mod tests {
             conversation_workflow_id(&a, &b),
             conversation_workflow_id(&b, &a)
         );
+    }
+
+    #[test]
+    fn workflow_ids_in_logs_keep_no_whole_number() {
+        assert_eq!(
+            mask_workflow_id("conversation-15005550006-14155550123"),
+            "conversation-1******0006-1******0123"
+        );
+        assert_eq!(
+            mask_workflow_id("call-followup-15005550006-14155550123-3"),
+            "call-followup-1******0006-1******0123-3"
+        );
+        assert_eq!(mask_workflow_id("call-CA12ab"), "call-CA12ab");
+        assert_eq!(mask_workflow_id("send-msg_1"), "send-msg_1");
+        assert_eq!(mask_workflow_id("x1234567"), "x1**4567");
     }
 }

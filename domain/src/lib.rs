@@ -23,7 +23,7 @@ pub mod message;
 pub mod phone;
 pub mod variables;
 
-pub use ids::{MessageId, conversation_workflow_id, send_workflow_id};
+pub use ids::{MessageId, conversation_workflow_id, mask_workflow_id, send_workflow_id};
 pub use message::{Channel, Direction, MessageStatus};
 pub use phone::{PhoneError, PhoneNumber, mask_phone};
 pub use variables::variable_key;

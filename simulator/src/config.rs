@@ -215,6 +215,15 @@ pub enum ConfigError {
     /// A simulated call second of 0 ms would make durations meaningless.
     #[error("call second must be at least 1 ms")]
     CallSecond,
+    /// The simulator would listen beyond this machine with the auth token everyone knows (it
+    /// is in the source), so anyone reaching it could sign webhooks our api accepts. Set
+    /// `--auth-token` / `SIMULATOR_AUTH_TOKEN` to a secret of your own, or bind a loopback
+    /// address.
+    #[error(
+        "refusing to listen on {0} with the default auth token; set SIMULATOR_AUTH_TOKEN \
+         (--auth-token) or bind a loopback address"
+    )]
+    DefaultTokenOnPublicAddress(IpAddr),
 }
 
 impl Config {
@@ -256,6 +265,9 @@ impl Config {
         if self.call_second_ms == 0 {
             return Err(ConfigError::CallSecond);
         }
+        if !self.host.is_loopback() && self.auth_token.expose() == DEFAULT_AUTH_TOKEN {
+            return Err(ConfigError::DefaultTokenOnPublicAddress(self.host));
+        }
         Ok(())
     }
 }
@@ -274,6 +286,32 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_default_token_is_refused_beyond_loopback() {
+        for host in ["0.0.0.0", "::", "192.168.1.20"] {
+            let config = Config::try_parse_from(["voice-agent-simulator", "--host", host]).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::DefaultTokenOnPublicAddress(_)),
+                "{host}: {err:?}"
+            );
+            assert!(err.to_string().contains("SIMULATOR_AUTH_TOKEN"), "{err}");
+        }
+        for host in ["127.0.0.1", "127.0.0.2", "::1"] {
+            let config = Config::try_parse_from(["voice-agent-simulator", "--host", host]).unwrap();
+            config.validate().unwrap();
+        }
+        let own_token = Config::try_parse_from([
+            "voice-agent-simulator",
+            "--host",
+            "0.0.0.0",
+            "--auth-token",
+            "a-secret-of-our-own",
+        ])
+        .unwrap();
+        own_token.validate().unwrap();
     }
 
     #[test]

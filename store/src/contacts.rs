@@ -518,14 +518,16 @@ impl MongoStore {
         let options = FindOptions::builder()
             .sort(doc! { "phone": 1 })
             .limit(query.limit.clamp(1, 1000))
+            .max_time(crate::SEARCH_MAX_TIME)
             .build();
-        Ok(self
-            .contacts()
+        self.contacts()
             .find(filter)
             .with_options(options)
-            .await?
+            .await
+            .map_err(crate::search_error)?
             .try_collect()
-            .await?)
+            .await
+            .map_err(crate::search_error)
     }
 
     /// Adds one contact to a list.

@@ -280,14 +280,16 @@ impl MongoStore {
             .sort(doc! { "updated_at": -1 })
             .limit(limit.clamp(1, 500))
             .projection(doc! { "turn_ids": 0 })
+            .max_time(crate::SEARCH_MAX_TIME)
             .build();
-        Ok(self
-            .conversations()
+        self.conversations()
             .find(filter)
             .with_options(options)
-            .await?
+            .await
+            .map_err(crate::search_error)?
             .try_collect()
-            .await?)
+            .await
+            .map_err(crate::search_error)
     }
 
     /// The variables of the most recently changed contact with this number, on any list: what

@@ -63,6 +63,10 @@ pub enum StoreError {
     /// A value could not be turned into a document.
     #[error("cannot encode a document: {0}")]
     Encode(#[from] mongodb::bson::ser::Error),
+    /// A search ran longer than [`SEARCH_MAX_TIME`] and MongoDB stopped it (`maxTimeMS`); the
+    /// caller should narrow it (a phone prefix, a tag) rather than retry it as it is.
+    #[error("the search took longer than {} s and was stopped", SEARCH_MAX_TIME.as_secs())]
+    SearchTimedOut,
     /// Some statements of a grouped write failed (the others were applied); worth retrying,
     /// since every grouped write here is idempotent.
     #[error("{failed} of {total} grouped writes failed, first: {first}")]
@@ -118,6 +122,18 @@ impl MongoStore {
 
 /// True when `err` is a duplicate-key error (code 11000), which idempotent inserts treat as
 /// "already there".
+/// Longest a search over user-given text (contact names, phone substrings) or a listing may
+/// run on the server: such a search can scan a whole list, and nobody waits longer anyway.
+pub const SEARCH_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A search's error, with MongoDB's `MaxTimeMSExpired` (code 50) told apart.
+pub(crate) fn search_error(err: mongodb::error::Error) -> StoreError {
+    match err.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(e) if e.code == 50 => StoreError::SearchTimedOut,
+        _ => StoreError::Mongo(err),
+    }
+}
+
 pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match err.kind.as_ref() {

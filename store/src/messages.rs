@@ -373,15 +373,16 @@ impl MongoStore {
         let options = FindOptions::builder()
             .sort(doc! { "created_at": -1, "_id": -1 })
             .limit(query.limit.clamp(1, 500))
+            .max_time(crate::SEARCH_MAX_TIME)
             .build();
-        let docs = self
-            .messages()
+        self.messages()
             .find(filter)
             .with_options(options)
-            .await?
+            .await
+            .map_err(crate::search_error)?
             .try_collect()
-            .await?;
-        Ok(docs)
+            .await
+            .map_err(crate::search_error)
     }
 
     /// Number of messages matching a raw filter; for tests and tools.

@@ -53,7 +53,8 @@ struct Args {
 
 struct Outcome {
     latency: Duration,
-    ok: bool,
+    /// The HTTP status, 0 when the request failed (connect error, timeout).
+    status: u16,
 }
 
 #[tokio::main]
@@ -85,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
         let params: Vec<(String, String)> = vec![
             ("AccountSid".into(), args.account_sid.clone()),
             ("Body".into(), format!("burst {i}")),
-            ("From".into(), format!("+1650{:07}", i % 10_000_000)),
+            // Valid NANP numbers: exchanges 200-999, 10,000 lines each (8 million in all).
+            ("From".into(), format!("+1650{:03}{:04}", 200 + (i / 10_000) % 800, i % 10_000)),
             ("MessageSid".into(), format!("SM{:032x}", salt + i)),
             ("To".into(), args.ours.clone()),
         ];
@@ -97,22 +99,24 @@ async fn main() -> anyhow::Result<()> {
             .form(&params);
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let ok = matches!(request.send().await, Ok(r) if r.status().as_u16() == 200);
+            let status = request.send().await.map_or(0, |r| r.status().as_u16());
             Outcome {
                 latency: t0.elapsed(),
-                ok,
+                status,
             }
         }));
     }
     let offered_s = started.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut errors = 0_u64;
+    let mut by_status = std::collections::BTreeMap::<u16, u64>::new();
     for task in tasks {
         let o = task.await?;
-        if o.ok {
+        if o.status == 200 {
             latencies.push(o.latency);
         } else {
             errors += 1;
+            *by_status.entry(o.status).or_default() += 1;
         }
     }
     let answered_s = started.elapsed().as_secs_f64();

@@ -58,6 +58,33 @@ where
     }
 }
 
+/// Captured process output, shared by the drain tasks.
+pub(crate) type Logs = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Most log text kept per stack; the rest is read and dropped, so a long test cannot fill
+/// memory and no process ever blocks on a full pipe.
+const MAX_CAPTURED_LOG: usize = 16 << 20;
+
+/// Reads `lines` to the end, keeping them in `logs`.
+fn drain<R>(mut lines: tokio::io::Lines<BufReader<R>>, logs: Logs)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&logs, &line);
+        }
+    });
+}
+
+fn keep(logs: &Logs, line: &str) {
+    let mut logs = logs.lock().expect("no test panics while holding the log");
+    if logs.len() + line.len() < MAX_CAPTURED_LOG {
+        logs.push_str(line);
+        logs.push('\n');
+    }
+}
+
 /// One test's processes and handles.
 pub(crate) struct Stack {
     pub(crate) temporal_address: String,
@@ -66,6 +93,9 @@ pub(crate) struct Stack {
     pub(crate) api_grpc: String,
     pub(crate) mongo: mongodb::Database,
     pub(crate) http: reqwest::Client,
+    /// What the simulator, API and worker processes wrote to stdout (their logs), up to
+    /// [`MAX_CAPTURED_LOG`].
+    pub(crate) logs: Logs,
     simulator: Child,
     api: Child,
     api_env: Vec<(String, String)>,
@@ -257,7 +287,9 @@ impl Stack {
             .context(
                 "Failed to start the simulator; build it with cargo build --workspace --bins",
             )?;
-        let simulator_url = read_url(&mut simulator, "voice-agent-simulator listening on ").await?;
+        let logs = Logs::default();
+        let simulator_url =
+            read_url(&mut simulator, "voice-agent-simulator listening on ", &logs).await?;
 
         let common = vec![
             ("TEMPORAL_ADDRESS".to_owned(), temporal_address.to_owned()),
@@ -295,7 +327,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .context("Failed to start the API")?;
-        read_url(&mut api, "voice-agent-api http on ").await?;
+        read_url(&mut api, "voice-agent-api http on ", &logs).await?;
 
         let client = mongodb::Client::with_uri_str(env("VA_TEST_MONGODB_URI")).await?;
         let mut stack = Self {
@@ -310,6 +342,7 @@ impl Stack {
             simulator,
             api,
             api_env,
+            logs,
             worker: None,
             worker_env: common,
         };
@@ -318,11 +351,14 @@ impl Stack {
     }
 
     pub(crate) fn start_worker(&mut self) -> anyhow::Result<()> {
-        let worker = Command::new(bin("voice-agent-worker"))
+        let mut worker = Command::new(bin("voice-agent-worker"))
             .envs(self.worker_env.iter().cloned())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("Failed to start the worker")?;
+        let stdout = worker.stdout.take().context("stdout is piped")?;
+        drain(BufReader::new(stdout).lines(), self.logs.clone());
         self.worker = Some(worker);
         Ok(())
     }
@@ -366,6 +402,19 @@ impl Stack {
             .expect("the stack sets TEMPORAL_TASK_QUEUE")
     }
 
+    /// The API process's memory figure `field` of `/proc/<pid>/status` (`VmHWM`: peak resident
+    /// set; `VmRSS`: now), in KiB.
+    pub(crate) fn api_memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let pid = self.api.id().context("the API has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("Failed to read the API's /proc status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    }
+
     /// SIGKILL of the API, as a crash: Twilio's webhooks fail until it is back.
     pub(crate) async fn kill_api(&mut self) -> anyhow::Result<()> {
         self.api.start_kill()?;
@@ -381,7 +430,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .context("Failed to start the API")?;
-        read_url(&mut api, "voice-agent-api http on ").await?;
+        read_url(&mut api, "voice-agent-api http on ", &self.logs).await?;
         self.api = api;
         Ok(())
     }
@@ -597,11 +646,12 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read_url(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+async fn read_url(child: &mut Child, prefix: &str, logs: &Logs) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("stdout is piped")?;
     let mut lines = BufReader::new(stdout).lines();
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
+            keep(logs, &line);
             if let Some(rest) = line.strip_prefix(prefix) {
                 let url = rest
                     .split_whitespace()
@@ -615,7 +665,7 @@ async fn read_url(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
     })
     .await
     .context("process did not announce its address within 60 s")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    drain(lines, logs.clone());
     match found {
         Some(url) => Ok(url),
         None => bail!("process exited before announcing its address (prefix {prefix:?})"),

@@ -5,6 +5,7 @@ mod campaigns;
 mod chaos;
 mod durability;
 mod helpers;
+mod hostile;
 mod inbox;
 mod voice;
 mod whatsapp;
