@@ -328,3 +328,90 @@ async fn a_finished_campaigns_counters_left_short_by_a_crash_are_recounted_once_
     );
     assert!(c.counts_checked_at.is_some());
 }
+
+/// Not a test: the reproduction behind docs/benchmarks.md ("The local server reads the whole
+/// range"). It prints the server's CPU time per query (`VA_TEST_MONGO_PID` = the server's
+/// process id) for one 100-document page of a 100,000-document collection, by the shape of the
+/// range. Run with `--ignored --nocapture`.
+#[tokio::test]
+#[ignore = "diagnostic: prints figures, asserts nothing"]
+async fn local_server_range_cost_reproduction() {
+    use futures::TryStreamExt;
+    let Ok(pid) = std::env::var("VA_TEST_MONGO_PID") else {
+        eprintln!("set VA_TEST_MONGO_PID to the MongoDB-wire server's process id");
+        return;
+    };
+    let cpu_ms = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().expect("ticks"))
+            .collect();
+        (f[0] + f[1]) * 10
+    };
+    let store = store().await;
+    let coll = store.database().collection::<Document>("docs");
+    for chunk in 0..20 {
+        let docs: Vec<Document> = (chunk * 5_000..(chunk + 1) * 5_000)
+            .map(|i| doc! { "_id": format!("k{i:08}"), "n": i })
+            .collect();
+        coll.insert_many(docs).await.expect("insert");
+    }
+    let shapes = [
+        (
+            "$gt, limit 100, 90,000 after it",
+            doc! { "_id": { "$gt": "k00010000" } },
+        ),
+        (
+            "$gt, limit 100, 200 after it",
+            doc! { "_id": { "$gt": "k00099800" } },
+        ),
+        (
+            "$gt and $lt 100 apart",
+            doc! { "_id": { "$gt": "k00010000", "$lte": "k00010100" } },
+        ),
+        (
+            "$gt and $lt 90,000 apart",
+            doc! { "_id": { "$gt": "k00010000", "$lt": "k00100000" } },
+        ),
+    ];
+    for (what, filter) in shapes {
+        let before = cpu_ms();
+        for _ in 0..10 {
+            let page: Vec<Document> = coll
+                .find(filter.clone())
+                .sort(doc! { "_id": 1 })
+                .limit(100)
+                .await
+                .expect("find")
+                .try_collect()
+                .await
+                .expect("page");
+            assert_eq!(page.len(), 100);
+        }
+        println!(
+            "{what}: {} ms of server CPU per query",
+            (cpu_ms() - before) / 10
+        );
+    }
+    let before = cpu_ms();
+    let mut all = coll
+        .find(doc! { "_id": { "$gt": "k" } })
+        .sort(doc! { "_id": 1 })
+        .batch_size(5_000)
+        .await
+        .expect("find");
+    let mut n = 0;
+    while all.try_next().await.expect("next").is_some() {
+        n += 1;
+    }
+    println!(
+        "one cursor over all {n}: {} ms of server CPU",
+        cpu_ms() - before
+    );
+}
