@@ -1205,6 +1205,7 @@ mod tests {
             campaign_id: "cmp".to_owned(),
             contact_id: "ct".to_owned(),
             seq: None,
+            seq_key: None,
             phone: phone.to_owned(),
             variables: Default::default(),
             time_zone: Some("America/New_York".to_owned()),

@@ -80,6 +80,7 @@ async fn grouped_item_writes_move_items_forward_only() {
                 campaign_id: "cp".to_owned(),
                 contact_id: id[3..].to_owned(),
                 seq: None,
+                seq_key: None,
                 phone: "+14155550100".to_owned(),
                 variables: Default::default(),
                 time_zone: None,
@@ -153,6 +154,7 @@ async fn finished_items_without_their_attempt_record_are_found() {
         .collection::<CampaignItemDoc>(voice_agent_store::schema::CAMPAIGN_ITEMS);
     let item = |id: &str, status: &str, attempts: i32| CampaignItemDoc {
         seq: None,
+        seq_key: None,
         id: format!("cq:{id}"),
         campaign_id: "cq".to_owned(),
         contact_id: id.to_owned(),
