@@ -1377,10 +1377,10 @@ pub fn finished_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery
     )
 }
 
-/// The indexed form of an item's `seq`: one string whose order is (campaign, seq). A compound
-/// `(campaign_id, seq)` index serves the same windows on MongoDB, but the local server scans
-/// every key of the campaign for a range on its second field (about 2 s of CPU per window at
-/// 1,000,000 items, docs/benchmarks.md); on one field it reads only the window.
+/// The indexed form of an item's `seq`: one string whose order is (campaign, seq). On MongoDB
+/// a compound `(campaign_id, seq)` index serves the same windows; on the local server a range
+/// on either costs in proportion to the collection (this one a little less; both 1.4-2.5 s of
+/// CPU per window at 1,000,000 items, docs/benchmarks.md), which only paging by `_id` avoids.
 pub fn seq_key(campaign_id: &str, seq: i64) -> String {
     format!("{campaign_id}:{seq:012}")
 }
