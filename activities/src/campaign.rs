@@ -38,8 +38,9 @@ use crate::window;
 
 /// Sends in flight at once within a batch.
 const SEND_CONCURRENCY: usize = 64;
-/// Contacts copied into items per materialisation call.
-const MATERIALIZE_PAGE: i64 = 5_000;
+/// How long one materialisation call copies contacts before it returns its cursor: one query
+/// per call (see `MongoStore::materialize_items`), well inside the call's 120 s timeout.
+const MATERIALIZE_FOR: Duration = Duration::from_secs(45);
 /// Twilio's "too many requests" code: the request was refused, nothing was sent.
 const TOO_MANY_REQUESTS: u32 = 20429;
 /// How far back before the first attempt a reconciliation looks, for clock skew.
@@ -354,20 +355,20 @@ impl CampaignActivities {
         input: MaterializeInput,
     ) -> Result<MaterializeOutput, ActivityError> {
         let campaign = self.campaign(&input.campaign_id).await?;
-        let (read, last) = self
+        let (read, last, done) = self
             .store
             .materialize_items(
                 &campaign.id,
                 &campaign.list_id,
                 input.after.as_deref(),
-                MATERIALIZE_PAGE,
+                std::time::Instant::now() + MATERIALIZE_FOR,
             )
             .await?;
-        if read == 0 {
+        if done {
             let total = self.store.set_campaign_total(&campaign.id).await?;
             return Ok(MaterializeOutput {
-                after: input.after,
-                read: 0,
+                after: last,
+                read: read as u64,
                 done: true,
                 total,
             });
@@ -417,18 +418,18 @@ impl CampaignActivities {
         input: CallItemsInput,
     ) -> Result<CallItemsOutput, ActivityError> {
         let campaign = self.campaign(&input.campaign_id).await?;
-        let items = self
+        let (items, after) = self
             .store
-            .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
+            .next_open_items(&campaign, input.after.as_deref(), input.limit)
             .await?;
-        let Some(last) = items.last() else {
-            return Ok(CallItemsOutput::default());
-        };
         let mut out = CallItemsOutput {
-            after: Some(last.id.clone()),
+            after,
             processed: items.len() as u64,
             ..Default::default()
         };
+        if items.is_empty() {
+            return Ok(out);
+        }
         let screen = Screen::new(&self.store, &campaign, &items, &self.default_region).await?;
         let mut skipped = Vec::new();
         for item in items {
@@ -567,27 +568,29 @@ impl CampaignActivities {
         provider: Arc<dyn MessageChannel>,
         lease: &BatchLeaseHold,
     ) -> Result<BatchOutput, ActivityError> {
-        let items = self
+        let (items, after) = self
             .store
-            .next_open_items(&campaign.id, input.after.as_deref(), input.limit)
+            .next_open_items(campaign, input.after.as_deref(), input.limit)
             .await?;
         if ctx.info().attempt > 1 {
-            self.restore_lost_executions(
-                campaign,
-                input.after.as_deref(),
-                items.last().map(|i| i.id.as_str()),
-                input.limit,
-            )
-            .await?;
+            // Where this attempt's page ends: the next cursor for campaigns paged by `seq`
+            // (exclusive), the last item for older ones (inclusive).
+            let up_to = if campaign.indexed_items {
+                after.as_deref()
+            } else {
+                items.last().map(|i| i.id.as_str())
+            };
+            self.restore_lost_executions(campaign, input.after.as_deref(), up_to, input.limit)
+                .await?;
         }
-        let Some(last) = items.last() else {
-            return Ok(BatchOutput::default());
-        };
         let mut out = BatchOutput {
-            after: Some(last.id.clone()),
+            after,
             processed: items.len() as u64,
             ..Default::default()
         };
+        if items.is_empty() {
+            return Ok(out);
+        }
         let channel = match campaign.channel.as_str() {
             "whatsapp" => Channel::Whatsapp,
             _ => Channel::Sms,
@@ -1022,7 +1025,7 @@ impl CampaignActivities {
     ) -> Result<(), voice_agent_store::StoreError> {
         let lost = self
             .store
-            .items_missing_executions(&campaign.id, after, up_to, limit.saturating_mul(10))
+            .items_missing_executions(campaign, after, up_to, limit.saturating_mul(10))
             .await?;
         if lost.is_empty() {
             return Ok(());
@@ -1201,6 +1204,8 @@ mod tests {
             id: "cmp:ct".to_owned(),
             campaign_id: "cmp".to_owned(),
             contact_id: "ct".to_owned(),
+            seq: None,
+            seq_key: None,
             phone: phone.to_owned(),
             variables: Default::default(),
             time_zone: Some("America/New_York".to_owned()),

@@ -410,6 +410,11 @@ impl Campaigns {
             max_in_flight,
             status: campaign_status::DRAFT.to_owned(),
             total_items: 0,
+            indexed_items: false,
+            items_seq: 0,
+            status_counts: Default::default(),
+            counts_at: None,
+            counts_checked_at: None,
             created_at: now,
             updated_at: now,
         };
@@ -559,13 +564,14 @@ impl Campaigns {
         self.get(id).await
     }
 
-    /// Counts from MongoDB, the rest from the workflow's state.
+    /// Counts from the campaign's counters in MongoDB (one document read, whatever the
+    /// campaign's size), the rest from the workflow's state.
     pub async fn progress(&self, id: &str) -> Result<ProgressView, ApiError> {
         let c = self.get(id).await?;
         let counts = self
             .state
             .store
-            .item_counts(&c.id)
+            .progress_counts(&c)
             .await
             .map_err(unavailable)?;
         let run = if c.status == campaign_status::DRAFT {

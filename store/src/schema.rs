@@ -102,6 +102,9 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                     "campaign_contact_unique",
                     doc! { "campaign_id": 1, "contact_id": 1 },
                 ),
+                // Pages of the send passes: windows of `seq_key`, bounded on both sides. It
+                // never changes, so status writes do not touch this index.
+                index(crate::campaigns::ITEM_SEQ_INDEX, doc! { "seq_key": 1 }),
                 // No index on status or message_sid: every status change would update it, at
                 // campaign rates the server's main cost; queries by campaign use the index above.
             ],

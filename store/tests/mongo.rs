@@ -5,7 +5,7 @@ use mongodb::bson::doc;
 use voice_agent_domain::{Channel, MessageStatus};
 use voice_agent_store::{InboundMessage, InboxEntry, MessageQuery, MongoStore, NewOutboundMessage};
 
-async fn store() -> MongoStore {
+pub(crate) async fn store() -> MongoStore {
     let uri = std::env::var("VA_TEST_MONGODB_URI")
         .expect("VA_TEST_MONGODB_URI is not set: run through scripts/test.sh");
     let name = format!("store_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -79,6 +79,8 @@ async fn grouped_item_writes_move_items_forward_only() {
                 id: id.to_owned(),
                 campaign_id: "cp".to_owned(),
                 contact_id: id[3..].to_owned(),
+                seq: None,
+                seq_key: None,
                 phone: "+14155550100".to_owned(),
                 variables: Default::default(),
                 time_zone: None,
@@ -151,6 +153,8 @@ async fn finished_items_without_their_attempt_record_are_found() {
         .database()
         .collection::<CampaignItemDoc>(voice_agent_store::schema::CAMPAIGN_ITEMS);
     let item = |id: &str, status: &str, attempts: i32| CampaignItemDoc {
+        seq: None,
+        seq_key: None,
         id: format!("cq:{id}"),
         campaign_id: "cq".to_owned(),
         contact_id: id.to_owned(),
@@ -188,8 +192,16 @@ async fn finished_items_without_their_attempt_record_are_found() {
         .record_executions(&[record("a", 1), record("d", 1)])
         .await
         .unwrap();
+    // A campaign from before items carried a `seq`: paged by `_id`.
+    let now = mongodb::bson::DateTime::now();
+    let cq: voice_agent_store::CampaignDoc = mongodb::bson::from_document(doc! {
+        "_id": "cq", "name": "cq", "channel": "sms", "template": "Hi", "list_id": "l",
+        "rate_per_second": 0.0, "max_attempts": 3, "status": "running",
+        "created_at": now, "updated_at": now,
+    })
+    .unwrap();
     let missing: Vec<String> = store
-        .items_missing_executions("cq", None, Some("cq:d"), 100)
+        .items_missing_executions(&cq, None, Some("cq:d"), 100)
         .await
         .unwrap()
         .into_iter()
@@ -197,7 +209,7 @@ async fn finished_items_without_their_attempt_record_are_found() {
         .collect();
     assert_eq!(missing, ["cq:b", "cq:d"]);
     let after_b: Vec<String> = store
-        .items_missing_executions("cq", Some("cq:b"), None, 100)
+        .items_missing_executions(&cq, Some("cq:b"), None, 100)
         .await
         .unwrap()
         .into_iter()
@@ -500,6 +512,10 @@ async fn opt_out_keywords_apply_in_the_order_they_were_sent() {
         .unwrap();
     assert!(store.is_suppressed("+14155550179").await.unwrap());
 }
+
+// The page queries of a campaign: their plans must not grow with it.
+#[path = "mongo/plans.rs"]
+mod plans;
 
 // Contact lists and contacts; under tests/mongo/ so cargo does not build it as a target of its own.
 #[path = "mongo/contacts.rs"]

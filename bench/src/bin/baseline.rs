@@ -38,8 +38,6 @@ use shared::{
     parse_watched, phone_numbers, process_figures, rates, write_result,
 };
 
-/// Contacts copied into items per call, as the durable campaign's materialisation does.
-const MATERIALIZE_PAGE: i64 = 5_000;
 const TEMPLATE: &str = "Hi {{name}}";
 /// Items per batch in `--writes durable` (the workflow's MAX_BATCH at an unlimited rate).
 const BATCH: usize = 1_000;
@@ -259,21 +257,13 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    // 1. Items from the contact list, page by page.
-    let mut after: Option<String> = None;
-    let mut pages = 0u64;
-    loop {
-        let (read, last) = store
-            .materialize_items(&campaign_id, &list_id, after.as_deref(), MATERIALIZE_PAGE)
-            .await?;
-        if read == 0 {
-            break;
-        }
-        after = last;
-        pages += 1;
-        if pages > 1_000_000 {
-            bail!("materialisation does not end");
-        }
+    // 1. Items from the contact list, in one streaming call.
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let (_, _, listed) = store
+        .materialize_items(&campaign_id, &list_id, None, deadline)
+        .await?;
+    if !listed {
+        bail!("materialisation does not end");
     }
     let materialize_s = t0.elapsed().as_secs_f64();
 

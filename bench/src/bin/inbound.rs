@@ -87,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
             ("AccountSid".into(), args.account_sid.clone()),
             ("Body".into(), format!("burst {i}")),
             // Valid NANP numbers: exchanges 200-999, 10,000 lines each (8 million in all).
-            ("From".into(), format!("+1650{:03}{:04}", 200 + (i / 10_000) % 800, i % 10_000)),
+            (
+                "From".into(),
+                format!("+1650{:03}{:04}", 200 + (i / 10_000) % 800, i % 10_000),
+            ),
             ("MessageSid".into(), format!("SM{:032x}", salt + i)),
             ("To".into(), args.ours.clone()),
         ];
