@@ -465,7 +465,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .context("Failed to start another API")?;
-        read_url(&mut api, "voice-agent-api http on ").await?;
+        read_url(&mut api, "voice-agent-api http on ", &self.logs).await?;
         Ok((api, url))
     }
 
