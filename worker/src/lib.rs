@@ -40,6 +40,55 @@ use voice_agent_workflows::{
     agent_task_queue,
 };
 
+/// Connects to Temporal once it answers for our namespace. Connecting, and the SDK's own check
+/// when the worker starts polling, give up after a few seconds; a worker started while
+/// Temporal restarts (or before it, in the wrong order) waits here instead of exiting. Returns
+/// `None` when stopped first.
+async fn connect_when_up(
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<temporalio_client::Client>> {
+    use temporalio_client::tonic::{Code, Request};
+    use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
+
+    let mut pause = Duration::from_millis(250);
+    let mut client = None;
+    loop {
+        if client.is_none() {
+            match voice_agent_config::connect_temporal("voice-agent-worker").await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "Temporal is not reachable yet; waiting")
+                }
+            }
+        }
+        if let Some(c) = &client {
+            let namespace = c.options().namespace.clone();
+            let request = DescribeNamespaceRequest {
+                namespace: namespace.clone(),
+                ..Default::default()
+            };
+            let mut service = c.connection().workflow_service();
+            match service.describe_namespace(Request::new(request)).await {
+                Ok(_) => return Ok(client),
+                // A dev server registers its namespace just after it starts listening: wait
+                // for it too, saying what is missing.
+                Err(s) if s.code() == Code::NotFound => tracing::warn!(
+                    namespace,
+                    "Temporal has no such namespace (yet); waiting: create it, or fix TEMPORAL_NAMESPACE"
+                ),
+                Err(s) => {
+                    tracing::warn!(error = %s.message(), "Temporal is not reachable yet; waiting")
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs the worker until `shutdown` is cancelled, then drains in-flight tasks.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = MongoStore::connect(settings.mongo.uri.expose_secret(), &settings.mongo.database)
@@ -80,7 +129,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.default_region.clone(),
     );
 
-    let client = voice_agent_config::connect_temporal("voice-agent-worker").await?;
+    let Some(client) = connect_when_up(&shutdown).await? else {
+        return Ok(());
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .context("Failed to start the Temporal runtime")?;
     let mut workers = Vec::new();

@@ -240,8 +240,6 @@ async fn a_voice_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_t
         if at == 14 {
             // Calls in progress lose their next turn (Twilio ends them with an application
             // error); their status callbacks wait in the api's inbox until Temporal is back.
-            // (Before the worker restart: a worker that cannot reach Temporal while it starts
-            // gives up.)
             temporal.restart().await?;
         }
         stack.kill_worker().await?;

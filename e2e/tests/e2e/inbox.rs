@@ -132,8 +132,8 @@ async fn metric(stack: &Stack, api: &str, name: &str) -> anyhow::Result<Option<f
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())))
 }
 
-/// One message through the whole path, so the worker is polling (a worker that cannot reach
-/// Temporal while it starts gives up) before the test takes Temporal away.
+/// One message through the whole path, so every process is up and polling before the test
+/// takes Temporal away.
 async fn warm_up(stack: &Stack, run: &Run) -> anyhow::Result<()> {
     let warm = run.person(9_999);
     assert_eq!(
@@ -367,5 +367,38 @@ async fn two_apis_share_one_backlog_and_the_second_finishes_it_when_the_first_di
         assert_eq!(ids, sent, "person {p}: out of order");
     }
     assert_inbox_empty(&stack).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_started_while_temporal_is_down_waits_for_it() -> anyhow::Result<()> {
+    let run = Run::new("707");
+    let mut temporal = TemporalServer::start().await?;
+    let mut stack = Stack::start_with(&temporal.address).await?;
+    warm_up(&stack, &run).await?;
+
+    // The worker restarts while Temporal is away, for longer than the SDK's own start-up
+    // check retries (about ten seconds).
+    stack.kill_worker().await?;
+    temporal.stop().await?;
+    stack.start_worker()?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    temporal.start_again().await?;
+
+    // Answering a query takes a polling worker.
+    let from = run.person(1);
+    assert_eq!(
+        post_sms(
+            &stack.http,
+            &stack.api_http,
+            &from,
+            &run.sid(1, 0),
+            "still there?"
+        )
+        .await,
+        Some(200)
+    );
+    let ids = conversation_inbound(&stack, &from, 1).await?;
+    assert_eq!(ids, [run.sid(1, 0)]);
     Ok(())
 }
