@@ -88,18 +88,9 @@ async fn text(stack: &Stack, from: &str, body: &str) -> anyhow::Result<()> {
     anyhow::ensure!(r["status"] == json!(200), "webhook answered {r}");
     // The webhook answers once the message is stored; wait until the inbox has handed it to
     // the conversation, so what the test asks the workflow next is about this message.
-    let sid = r["message_sid"].as_str().unwrap_or_default().to_owned();
-    eventually("the message to reach its conversation", WAIT, || async {
-        let handed = stack
-            .mongo
-            .collection::<mongodb::bson::Document>("messages")
-            .count_documents(
-                mongodb::bson::doc! { "_id": &sid, "handed_over_at": { "$exists": true } },
-            )
-            .await?;
-        Ok((handed == 1).then_some(()))
-    })
-    .await
+    stack
+        .handed_over(r["message_sid"].as_str().unwrap_or_default())
+        .await
 }
 
 /// Waits until the simulator has accepted `n` messages to `to`, and returns their bodies.

@@ -435,6 +435,26 @@ impl Stack {
         Ok(())
     }
 
+    /// Waits until the inbound message `sid` has been handed to its conversation by the api's
+    /// inbox (the webhook answers once it is stored, before that).
+    pub(crate) async fn handed_over(&self, sid: &str) -> anyhow::Result<()> {
+        eventually(
+            "the message to reach its conversation",
+            Duration::from_secs(120),
+            || async {
+                let handed = self
+                    .mongo
+                    .collection::<mongodb::bson::Document>("messages")
+                    .count_documents(
+                        mongodb::bson::doc! { "_id": sid, "handed_over_at": { "$exists": true } },
+                    )
+                    .await?;
+                Ok((handed == 1).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Starts one more api process on the same MongoDB database, Temporal and task queue, as a
     /// second replica behind a load balancer would run. Its `PUBLIC_BASE_URL` is its own
     /// address, so webhooks signed for that address pass. Returns the process and its URL.

@@ -395,25 +395,9 @@ async fn the_logs_of_a_run_hold_no_whole_phone_number_or_secret() -> anyhow::Res
         )
         .await?;
     assert_eq!(inbound["status"], json!(200), "{inbound}");
-    let sid = inbound["message_sid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    eventually(
-        "the inbound SMS in its conversation",
-        Duration::from_secs(60),
-        || async {
-            let handed = stack
-                .mongo
-                .collection::<mongodb::bson::Document>("messages")
-                .count_documents(
-                    mongodb::bson::doc! { "_id": &sid, "handed_over_at": { "$exists": true } },
-                )
-                .await?;
-            Ok((handed == 1).then_some(()))
-        },
-    )
-    .await?;
+    stack
+        .handed_over(inbound["message_sid"].as_str().unwrap_or_default())
+        .await?;
     stack
         .grpc()
         .await?
