@@ -11,6 +11,7 @@
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
 //! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
 //! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
+//! | [`senders`] | `sender_slots`: the send slots reserved on each sender, across campaigns and single sends |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -33,6 +34,7 @@ pub mod conversations;
 pub mod inbox;
 pub mod messages;
 pub mod schema;
+pub mod senders;
 pub mod suppressions;
 pub mod whatsapp;
 
@@ -45,6 +47,7 @@ pub use campaigns::{
 };
 pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
 pub use inbox::{InboxBacklog, InboxEntry, Lease};
+pub use senders::{Reservation, SlotGrant};
 pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
 
 /// What went wrong talking to MongoDB.
@@ -67,6 +70,10 @@ pub enum StoreError {
     /// caller should narrow it (a phone prefix, a tag) rather than retry it as it is.
     #[error("the search took longer than {} s and was stopped", SEARCH_MAX_TIME.as_secs())]
     SearchTimedOut,
+    /// Too many processes reserved send slots on one sender at the same moment and this one
+    /// lost every race; worth retrying a little later.
+    #[error("{0}")]
+    Contended(String),
     /// Some statements of a grouped write failed (the others were applied); worth retrying,
     /// since every grouped write here is idempotent.
     #[error("{failed} of {total} grouped writes failed, first: {first}")]

@@ -32,6 +32,8 @@ pub const INBOX: &str = "inbox";
 pub const INBOX_DEAD: &str = "inbox_dead";
 /// `leases`: named leases, e.g. the one api process that drains the inbox.
 pub const LEASES: &str = "leases";
+/// `sender_slots`: per sender, the first send slot nobody has reserved.
+pub const SENDER_SLOTS: &str = "sender_slots";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -148,6 +150,7 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (INBOX, vec![index("seq", doc! { "seq": 1, "_id": 1 })]),
         (INBOX_DEAD, vec![]),
         (LEASES, vec![]),
+        (SENDER_SLOTS, vec![]),
     ]
 }
 
@@ -225,7 +228,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 13] = [
+pub const ALL_COLLECTIONS: [&str; 14] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -239,4 +242,5 @@ pub const ALL_COLLECTIONS: [&str; 13] = [
     INBOX,
     INBOX_DEAD,
     LEASES,
+    SENDER_SLOTS,
 ];
