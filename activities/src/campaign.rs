@@ -33,6 +33,7 @@ use voice_agent_store::{
 };
 
 use crate::channel::{ChannelError, ChannelRegistry, MessageChannel, OutboundSend, SentProbe};
+use crate::sender::{SenderLimits, SlotError, SlotPacer};
 use crate::template::render;
 use crate::window;
 
@@ -51,6 +52,9 @@ const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
 /// request timeout: the lease lasts this plus the timeout, so every send a holder starts is over
 /// (answered or timed out) before another attempt can take the lease.
 const LEASE_SEND_WINDOW: Duration = Duration::from_secs(10);
+/// How long a batch may spend sending when its sender's limit, not the campaign's rate, sets
+/// the pace: well inside the batch's 600 s start-to-close timeout.
+const BATCH_SENDING_BUDGET: Duration = Duration::from_secs(120);
 /// Slowest pace a rate may set: one message (or call) in this long.
 pub const MAX_SEND_INTERVAL: Duration = Duration::from_secs(1_000);
 /// Lowest positive rate, per second: [`MAX_SEND_INTERVAL`]'s.
@@ -225,6 +229,7 @@ pub struct CampaignActivities {
     channels: ChannelRegistry,
     public_base_url: url::Url,
     default_region: String,
+    limits: SenderLimits,
 }
 
 impl CampaignActivities {
@@ -240,7 +245,14 @@ impl CampaignActivities {
             channels,
             public_base_url,
             default_region,
+            limits: SenderLimits::unlimited(),
         }
+    }
+
+    /// Sends batches within each sender's limit, shared with other campaigns and single sends.
+    pub fn with_sender_limits(mut self, limits: SenderLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn callback_url(&self, item_id: &str) -> String {
@@ -568,9 +580,27 @@ impl CampaignActivities {
         provider: Arc<dyn MessageChannel>,
         lease: &BatchLeaseHold,
     ) -> Result<BatchOutput, ActivityError> {
+        let channel = match campaign.channel.as_str() {
+            "whatsapp" => Channel::Whatsapp,
+            _ => Channel::Sms,
+        };
+        let pacer = self
+            .limits
+            .message_sender(
+                channel,
+                campaign.from.as_deref(),
+                campaign.messaging_service_sid.as_deref(),
+            )
+            .map(|sender| SlotPacer::new(self.store.clone(), sender, input.rate_per_second));
+        // The workflow sizes a batch by the campaign's rate; a slower sender would stretch it
+        // past its timeout, so the page is cut to what the sender lets out in that time.
+        let limit = match &pacer {
+            Some(p) => input.limit.min(p.sends_within(BATCH_SENDING_BUDGET)),
+            None => input.limit,
+        };
         let (items, after) = self
             .store
-            .next_open_items(campaign, input.after.as_deref(), input.limit)
+            .next_open_items(campaign, input.after.as_deref(), limit)
             .await?;
         if ctx.info().attempt > 1 {
             // Where this attempt's page ends: the next cursor for campaigns paged by `seq`
@@ -580,7 +610,7 @@ impl CampaignActivities {
             } else {
                 items.last().map(|i| i.id.as_str())
             };
-            self.restore_lost_executions(campaign, input.after.as_deref(), up_to, input.limit)
+            self.restore_lost_executions(campaign, input.after.as_deref(), up_to, limit)
                 .await?;
         }
         let mut out = BatchOutput {
@@ -591,10 +621,6 @@ impl CampaignActivities {
         if items.is_empty() {
             return Ok(out);
         }
-        let channel = match campaign.channel.as_str() {
-            "whatsapp" => Channel::Whatsapp,
-            _ => Channel::Sms,
-        };
 
         let screen = Screen::new(&self.store, campaign, &items, &self.default_region).await?;
         let phones: Vec<String> = items.iter().map(|i| i.phone.clone()).collect();
@@ -652,6 +678,7 @@ impl CampaignActivities {
                     let provider = provider.clone();
                     let this = &self;
                     let writer = &writer;
+                    let pacer = pacer.as_ref();
                     async move {
                         if let Some(step) = interval {
                             let offset = step
@@ -670,6 +697,7 @@ impl CampaignActivities {
                                 &phone,
                                 content,
                                 lease,
+                                pacer,
                             )
                             .await;
                         lease.progress();
@@ -1124,6 +1152,7 @@ impl CampaignActivities {
         phone: &PhoneNumber,
         content: Content,
         lease: &BatchLeaseHold,
+        pacer: Option<&SlotPacer>,
     ) -> ItemOutcome {
         let body = render(&campaign.template, &item.variables);
         let (content_sid, content_variables) = match content {
@@ -1176,6 +1205,21 @@ impl CampaignActivities {
             content_sid,
             content_variables,
         };
+        // The sender's slot, shared with everything else sending from it; nothing was sent yet,
+        // so a failed reservation puts the item back like a 429.
+        if let Some(pacer) = pacer {
+            match pacer.next(&|| lease.may_send()).await {
+                Ok(()) => {}
+                Err(SlotError::Stopped) => return ItemOutcome::NotSent,
+                Err(e) => {
+                    return ItemOutcome::Transient(ChannelError {
+                        code: Some(TOO_MANY_REQUESTS),
+                        message: format!("no send slot: {e}"),
+                        retryable: true,
+                    });
+                }
+            }
+        }
         // Checked last, right before the request: a send starts only while this attempt's lease
         // has long enough to run that the request is over before anyone else may take it.
         if !lease.may_send() {

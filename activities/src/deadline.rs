@@ -32,6 +32,14 @@ impl AttemptDeadline {
         Self(budget.and_then(|b| Instant::now().checked_add(b)))
     }
 
+    /// How long the attempt may still wait before a request that may take `request_timeout`
+    /// (`Duration::MAX` without a deadline).
+    pub fn spare(&self, request_timeout: Duration) -> Duration {
+        self.0.map_or(Duration::MAX, |end| {
+            end.saturating_duration_since(Instant::now() + request_timeout + MARGIN)
+        })
+    }
+
     /// Whether a request that may take `request_timeout` can start now and be over before the
     /// attempt's deadline.
     pub fn allows(&self, request_timeout: Duration) -> bool {

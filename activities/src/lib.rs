@@ -8,6 +8,7 @@
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
 //! | [`agent`] | [`AgentActivities`]: the agent's turns, summaries, opt-outs and records |
 //! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
+//! | [`sender`] | one send limit per sender number across campaigns, single sends, replies and dials |
 //! | [`template`] | `{{variable}}` rendering |
 //! | [`voice`] | [`VoiceActivities`]: dial exactly once per attempt, fetch and end calls, call logs |
 //! | [`window`] | sending windows in the recipient's local time |
@@ -25,6 +26,7 @@ pub mod campaign;
 pub mod channel;
 pub mod deadline;
 pub mod messaging;
+pub mod sender;
 pub mod template;
 pub mod twilio_channel;
 pub mod voice;

@@ -16,6 +16,7 @@ use voice_agent_store::{MongoStore, NewOutboundMessage};
 
 use crate::channel::{ChannelError, ChannelRegistry, OutboundSend, SentProbe};
 use crate::deadline::{AttemptDeadline, too_late};
+use crate::sender::{SenderLimits, take_slot};
 
 /// Failure type name of a permanent provider rejection; workflows match on it.
 pub const PERMANENT_SEND_FAILURE: &str = "PermanentSendFailure";
@@ -66,6 +67,7 @@ pub struct MessagingActivities {
     channels: ChannelRegistry,
     /// Base URL at which the provider reaches our webhooks (for status callbacks).
     public_base_url: url::Url,
+    limits: SenderLimits,
 }
 
 impl MessagingActivities {
@@ -75,7 +77,14 @@ impl MessagingActivities {
             store,
             channels,
             public_base_url,
+            limits: SenderLimits::unlimited(),
         }
+    }
+
+    /// Sends within each sender's limit, shared with campaigns and every other send.
+    pub fn with_sender_limits(mut self, limits: SenderLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn status_callback_url(&self, message_id: &str) -> String {
@@ -206,6 +215,13 @@ impl MessagingActivities {
             content_sid: None,
             content_variables: None,
         };
+        if let Some(sender) = self.limits.message_sender(
+            input.channel,
+            input.from.as_deref(),
+            input.messaging_service_sid.as_deref(),
+        ) {
+            take_slot(&self.store, &sender, &deadline, provider.request_timeout()).await?;
+        }
         if !deadline.allows(provider.request_timeout()) {
             return Err(too_late());
         }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use voice_agent_domain::{mask_phone, mask_workflow_id};
 
 use crate::deadline::{AttemptDeadline, too_late};
+use crate::sender::{SenderLimits, take_slot};
 use voice_agent_store::{CallLogDoc, MongoStore, NewCallAttempt, TranscriptEntry, item_status};
 use voice_agent_twilio::client::{
     CallStatus, CreateCall, ListCalls, MachineDetection, TwilioClient, TwilioError, UpdateCall,
@@ -127,6 +128,7 @@ pub struct VoiceActivities {
     store: MongoStore,
     twilio: TwilioClient,
     public_base_url: url::Url,
+    limits: SenderLimits,
 }
 
 impl VoiceActivities {
@@ -137,7 +139,14 @@ impl VoiceActivities {
             store,
             twilio,
             public_base_url,
+            limits: SenderLimits::unlimited(),
         }
+    }
+
+    /// Dials within each number's calls-per-second limit, shared with every other dialler.
+    pub fn with_sender_limits(mut self, limits: SenderLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     async fn snapshot(&self, call_sid: &str) -> Result<CallSnapshot, ActivityError> {
@@ -268,6 +277,9 @@ impl VoiceActivities {
                 .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
             ..CreateCall::default()
         };
+        if let Some(sender) = self.limits.call_sender(&a.from) {
+            take_slot(&self.store, &sender, &deadline, self.twilio.timeout()).await?;
+        }
         if !deadline.allows(self.twilio.timeout()) {
             return Err(too_late());
         }

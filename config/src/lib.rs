@@ -19,7 +19,8 @@ pub mod telemetry;
 mod temporal;
 
 pub use settings::{
-    AgentSettings, ConfigError, Env, MongoSettings, Settings, TwilioSettings, WorkerSettings,
+    AgentSettings, ConfigError, Env, MongoSettings, SenderLimitSettings, Settings, TwilioSettings,
+    WorkerSettings,
 };
 pub use temporal::connect_temporal;
 

@@ -331,6 +331,93 @@ fn slots(env: &Env, var: &'static str, default: usize) -> Result<usize, ConfigEr
     Ok(n)
 }
 
+/// Sends per second allowed per sender, across every campaign, single send, reply and dial
+/// from it (0: no limit). Twilio queues or refuses what goes over its own per-number limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SenderLimitSettings {
+    /// `SENDER_LIMIT_SMS_PER_SECOND`: SMS per second per number (default 1, Twilio's US long
+    /// code; raise it for toll-free numbers, short codes or the simulator).
+    pub sms_per_second: f64,
+    /// `SENDER_LIMIT_WHATSAPP_PER_SECOND`: WhatsApp messages per second per number (default 10).
+    pub whatsapp_per_second: f64,
+    /// `SENDER_LIMIT_CALLS_PER_SECOND`: calls dialled per second per number (default 1,
+    /// Twilio's CPS).
+    pub calls_per_second: f64,
+    /// `SENDER_LIMITS`: per-sender overrides, `KEY=RATE` separated by commas, where `KEY` is a
+    /// number (its SMS), `whatsapp:NUMBER`, `call:NUMBER` or a Messaging Service SID (`MG…`,
+    /// otherwise unlimited).
+    pub overrides: Vec<(String, f64)>,
+}
+
+/// Highest per-sender rate accepted: anything above is a typo.
+const MAX_SENDER_RATE: f64 = 100_000.0;
+/// Lowest positive per-sender rate: one send in 1,000 s.
+const MIN_SENDER_RATE: f64 = 0.001;
+
+fn sender_rate(var: &'static str, raw: &str) -> Result<f64, ConfigError> {
+    let rate: f64 = raw.trim().parse().map_err(|e| ConfigError::Invalid {
+        var,
+        reason: format!("{raw:?}: {e}"),
+    })?;
+    if rate == 0.0 || (MIN_SENDER_RATE..=MAX_SENDER_RATE).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            reason: format!(
+                "expected 0 (no limit) or {MIN_SENDER_RATE} to {MAX_SENDER_RATE} per second, got {raw}"
+            ),
+        })
+    }
+}
+
+impl SenderLimitSettings {
+    fn from_env(env: &Env, region: &str) -> Result<Self, ConfigError> {
+        let rate = |var: &'static str, default: f64| match env.get(var) {
+            None => Ok(default),
+            Some(raw) => sender_rate(var, &raw),
+        };
+        const VAR: &str = "SENDER_LIMITS";
+        let mut overrides = Vec::new();
+        for pair in env.get(VAR).unwrap_or_default().split(',') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let Some((key, raw)) = pair.split_once('=') else {
+                return Err(ConfigError::Invalid {
+                    var: VAR,
+                    reason: format!("expected KEY=RATE, got {pair:?}"),
+                });
+            };
+            let key = key.trim();
+            let (prefix, number) = match key.split_once(':') {
+                Some((p @ ("whatsapp" | "call"), n)) => (Some(p), n),
+                _ => (None, key),
+            };
+            let key = if prefix.is_none() && number.starts_with("MG") {
+                number.to_owned()
+            } else {
+                let n = PhoneNumber::parse(number, region).map_err(|e| ConfigError::Invalid {
+                    var: VAR,
+                    reason: format!("{key:?}: {e}"),
+                })?;
+                match prefix {
+                    Some(p) => format!("{p}:{}", n.as_str()),
+                    None => n.as_str().to_owned(),
+                }
+            };
+            overrides.push((key, sender_rate(VAR, raw)?));
+        }
+        Ok(Self {
+            sms_per_second: rate("SENDER_LIMIT_SMS_PER_SECOND", 1.0)?,
+            whatsapp_per_second: rate("SENDER_LIMIT_WHATSAPP_PER_SECOND", 10.0)?,
+            calls_per_second: rate("SENDER_LIMIT_CALLS_PER_SECOND", 1.0)?,
+            overrides,
+        })
+    }
+}
+
 /// Settings every process needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -349,6 +436,8 @@ pub struct Settings {
     pub agent: AgentSettings,
     /// The worker's task queues and slots (the API ignores them).
     pub worker: WorkerSettings,
+    /// Send limits per sender (the worker's; the API ignores them).
+    pub senders: SenderLimitSettings,
 }
 
 impl Settings {
@@ -423,6 +512,7 @@ impl Settings {
                 reason: "must be between 1 and 12000 ms".to_owned(),
             });
         }
+        let senders = SenderLimitSettings::from_env(env, &default_region)?;
         let public_base_url = env.url("PUBLIC_BASE_URL", "http://127.0.0.1:8080")?;
         if public_base_url.cannot_be_a_base() || public_base_url.host().is_none() {
             return Err(ConfigError::Invalid {
@@ -452,6 +542,7 @@ impl Settings {
             default_region,
             agent: AgentSettings::from_env(env)?,
             worker: WorkerSettings::from_env(env)?,
+            senders,
         })
     }
 }
@@ -505,6 +596,37 @@ mod tests {
     }
 
     #[test]
+    fn sender_limits_default_to_twilios_and_take_overrides_per_sender() {
+        let s = Settings::from_env(&Env::from_pairs(base())).unwrap();
+        assert_eq!(
+            s.senders,
+            SenderLimitSettings {
+                sms_per_second: 1.0,
+                whatsapp_per_second: 10.0,
+                calls_per_second: 1.0,
+                overrides: vec![],
+            }
+        );
+        let mut vars = base();
+        vars.push(("SENDER_LIMIT_SMS_PER_SECOND", "0"));
+        vars.push((
+            "SENDER_LIMITS",
+            "4155550100=5, whatsapp:+14155550100=20,call:+1 415 555 0100=0.5,MG00000000000000000000000000000000=30",
+        ));
+        let s = Settings::from_env(&Env::from_pairs(vars)).unwrap();
+        assert_eq!(s.senders.sms_per_second, 0.0);
+        assert_eq!(
+            s.senders.overrides,
+            vec![
+                ("+14155550100".to_owned(), 5.0),
+                ("whatsapp:+14155550100".to_owned(), 20.0),
+                ("call:+14155550100".to_owned(), 0.5),
+                ("MG00000000000000000000000000000000".to_owned(), 30.0),
+            ]
+        );
+    }
+
+    #[test]
     fn missing_credentials_name_the_variable() {
         let err = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).unwrap_err();
         assert!(err.to_string().contains("TWILIO_ACCOUNT_SID"), "{err}");
@@ -551,6 +673,11 @@ mod tests {
             ("WORKER_MAIN_ACTIVITY_SLOTS", "many"),
             ("WORKER_AGENT_ACTIVITY_SLOTS", "0"),
             ("WORKER_AGENT_ACTIVITY_SLOTS", "1000000"),
+            ("SENDER_LIMIT_SMS_PER_SECOND", "-1"),
+            ("SENDER_LIMIT_CALLS_PER_SECOND", "fast"),
+            ("SENDER_LIMITS", "+14155550100"),
+            ("SENDER_LIMITS", "+14155550100=1e9"),
+            ("SENDER_LIMITS", "sms:12=1"),
         ] {
             let mut vars = base();
             vars.retain(|(k, _)| *k != var);

@@ -47,8 +47,8 @@ pub use campaigns::{
 };
 pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
 pub use inbox::{InboxBacklog, InboxEntry, Lease};
-pub use senders::{Reservation, SlotGrant};
 pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
+pub use senders::{Reservation, SlotGrant};
 
 /// What went wrong talking to MongoDB.
 #[derive(Debug, thiserror::Error)]

@@ -117,7 +117,10 @@ impl MongoStore {
                 }
             };
             let free_at = DateTime::<Utc>::from(next_at.to_system_time());
-            if now.checked_add_signed(look_ahead).is_some_and(|limit| free_at > limit) {
+            if now
+                .checked_add_signed(look_ahead)
+                .is_some_and(|limit| free_at > limit)
+            {
                 return Ok(Reservation::Backlogged { free_at });
             }
             let grant = SlotGrant {

@@ -29,6 +29,7 @@ use secrecy::ExposeSecret;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
+use voice_agent_activities::sender::SenderLimits;
 use voice_agent_activities::{
     AgentActivities, CampaignActivities, ChannelRegistry, MessagingActivities, TwilioChannel,
     VoiceActivities,
@@ -111,23 +112,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let agents = AgentActivities::new(agent.clone(), directory.clone(), store.clone());
     let model_calls = AgentActivities::new(agent, directory, store.clone());
     let twilio = settings.twilio.client()?;
+    let limits = sender_limits(&settings.senders);
     let voice = VoiceActivities::new(
         store.clone(),
         twilio.clone(),
         settings.public_base_url.clone(),
-    );
+    )
+    .with_sender_limits(limits.clone());
     let channels = ChannelRegistry::new("twilio", Arc::new(TwilioChannel::new(twilio)));
     let messaging = MessagingActivities::new(
         store.clone(),
         channels.clone(),
         settings.public_base_url.clone(),
-    );
+    )
+    .with_sender_limits(limits.clone());
     let campaigns = CampaignActivities::new(
         store,
         channels,
         settings.public_base_url.clone(),
         settings.default_region.clone(),
-    );
+    )
+    .with_sender_limits(limits);
 
     let Some(client) = connect_when_up(&shutdown).await? else {
         return Ok(());
@@ -210,4 +215,14 @@ fn tuner(activity_slots: usize) -> TunerHolder {
         .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(SDK_DEFAULT_SLOTS))
         .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(SDK_DEFAULT_SLOTS))
         .build()
+}
+
+/// The configured per-sender limits, as the activities apply them.
+fn sender_limits(s: &voice_agent_config::SenderLimitSettings) -> SenderLimits {
+    SenderLimits {
+        sms_per_second: s.sms_per_second,
+        whatsapp_per_second: s.whatsapp_per_second,
+        calls_per_second: s.calls_per_second,
+        overrides: s.overrides.iter().cloned().collect(),
+    }
 }

@@ -304,6 +304,14 @@ impl Stack {
             ("TWILIO_TIMEOUT_MS".to_owned(), "5000".to_owned()),
             ("PUBLIC_BASE_URL".to_owned(), api_http.clone()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
+            // Twilio's per-number defaults (1 SMS, 1 call a second) would slow every test down;
+            // the per-sender limit has its own tests, which set it.
+            ("SENDER_LIMIT_SMS_PER_SECOND".to_owned(), "0".to_owned()),
+            (
+                "SENDER_LIMIT_WHATSAPP_PER_SECOND".to_owned(),
+                "0".to_owned(),
+            ),
+            ("SENDER_LIMIT_CALLS_PER_SECOND".to_owned(), "0".to_owned()),
         ];
         let common: Vec<(String, String)> = common
             .into_iter()

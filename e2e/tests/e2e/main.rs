@@ -7,6 +7,7 @@ mod durability;
 mod helpers;
 mod hostile;
 mod inbox;
+mod senders;
 mod voice;
 mod whatsapp;
 

@@ -68,7 +68,12 @@ async fn concurrent_reservers_never_share_a_slot_and_together_keep_the_senders_r
     let most = slots
         .iter()
         .enumerate()
-        .map(|(i, start)| slots[i..].iter().take_while(|s| **s < *start + window).count())
+        .map(|(i, start)| {
+            slots[i..]
+                .iter()
+                .take_while(|s| **s < *start + window)
+                .count()
+        })
         .max()
         .unwrap();
     assert!(most <= 21, "{most} slots in 100 ms");
