@@ -26,6 +26,9 @@
 #   BENCH_DECOMPOSE=1           also run the loop with the durable activity's MongoDB writes but
 #                               no Temporal (0: skip), to split the cost of durability
 #   BENCH_POLL_S=1              seconds between progress polls (each one aggregates all items)
+#   BENCH_SENDER_LIMIT=5000     the sender number's limit (SENDER_LIMIT_SMS_PER_SECOND): above
+#                               what the stack reaches, so it measures the slot reservations'
+#                               cost without capping; 0 turns the per-sender limit off
 #   MONGO_SERVER, STOP_TIMEOUT_S, CARGO_TARGET_DIR: as for scripts/test.sh
 set -euo pipefail
 
@@ -122,6 +125,7 @@ app_env() {
         "API_HTTP_ADDR=127.0.0.1:$A_HTTP"
         "API_GRPC_ADDR=127.0.0.1:$A_GRPC"
         "RUST_LOG=$BENCH_RUST_LOG"
+        "SENDER_LIMIT_SMS_PER_SECOND=${BENCH_SENDER_LIMIT:-5000}"
     )
 }
 

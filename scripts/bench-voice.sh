@@ -115,6 +115,8 @@ APP_ENV=(
     "PUBLIC_BASE_URL=$API_URL"
     "API_HTTP_ADDR=127.0.0.1:$A_HTTP"
     "API_GRPC_ADDR=127.0.0.1:$A_GRPC"
+    # The simulator's own calls-per-second queue paces the dials, as before the per-sender limit.
+    "SENDER_LIMIT_CALLS_PER_SECOND=0"
 )
 API_LOG="$OUT/api.log"
 va_start api "$API_LOG" env "${APP_ENV[@]}" LOG_FORMAT=json RUST_LOG=warn,tower_http=debug \
