@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod inbox;
 mod senders;
+mod turns;
 mod voice;
 mod whatsapp;
 
