@@ -131,6 +131,9 @@ else
         "TWILIO_AUTH_TOKEN=$SIM_AUTH_TOKEN"
         # A Twilio magic test number, so that `vactl send-sms` needs no --from.
         "TWILIO_FROM_NUMBER=${TWILIO_FROM_NUMBER:-+15005550006}"
+        # The simulator is no long code: a demo campaign at rate 5 sends at 5 (real Twilio keeps
+        # the worker's default of 1 per number unless the shell sets it).
+        "SENDER_LIMIT_SMS_PER_SECOND=${SENDER_LIMIT_SMS_PER_SECOND:-10}"
     )
 fi
 

@@ -1,9 +1,9 @@
 //! One limit per sender across everything that sends from it: campaign batches, single sends,
 //! agent replies and dials.
 //!
-//! A campaign's rate is its own; Twilio's limit is per sender (a long code takes 1 message a
-//! second, a number dials 1 call a second), so two campaigns and the replies on one number could
-//! together exceed it. Every send therefore takes a slot of its sender from the shared
+//! A campaign's rate is its own; Twilio's limits are per sender (a US long code takes 1 message
+//! a second) and, for dialling, per account (1 call a second), so two campaigns and the replies
+//! on one number could together exceed them. Every send therefore takes a slot of its sender from the shared
 //! reservation in MongoDB ([`voice_agent_store::senders`]): a batch reserves a chunk of slots
 //! with one write and sends at those instants; a single send or a dial reserves one. A slot is
 //! used at its instant or, if the send is late for it by more than one spacing, dropped: sends
@@ -42,9 +42,10 @@ pub struct SenderLimits {
     pub sms_per_second: f64,
     /// WhatsApp messages per second per number.
     pub whatsapp_per_second: f64,
-    /// Calls dialled per second per number (Twilio's default: 1).
+    /// Calls dialled per second by the whole account (Twilio's CPS, 1 by default, is per
+    /// account, whichever number dials).
     pub calls_per_second: f64,
-    /// Per sender key ([`message_key`], [`call_key`]), replacing the channel's default.
+    /// Per sender key ([`message_key`]), replacing the channel's default.
     pub overrides: HashMap<String, f64>,
 }
 
@@ -62,10 +63,8 @@ pub fn message_key(
     }
 }
 
-/// The key of a number's dialling.
-pub fn call_key(from: &str) -> String {
-    format!("call:{from}")
-}
+/// The key of the account's dialling: one deployment talks to one Twilio account.
+pub const CALLS_KEY: &str = "calls";
 
 /// One sender and the time between two of its sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +104,9 @@ impl SenderLimits {
         self.sender(key, default)
     }
 
-    /// The limited dialling of `from`, if it has a limit.
-    pub fn call_sender(&self, from: &str) -> Option<Sender> {
-        self.sender(call_key(from), self.calls_per_second)
+    /// The account's limited dialling, if it has a limit.
+    pub fn call_sender(&self) -> Option<Sender> {
+        self.sender(CALLS_KEY.to_owned(), self.calls_per_second)
     }
 }
 
@@ -349,7 +348,7 @@ mod tests {
             .unwrap();
         assert_eq!(wa.key, "whatsapp:+15005550006");
         assert_eq!(wa.spacing, ms(100));
-        assert!(limits.call_sender("+15005550006").is_none());
+        assert!(limits.call_sender().is_none());
         let service = "MG00000000000000000000000000000000";
         assert!(
             limits

@@ -143,7 +143,7 @@ impl VoiceActivities {
         }
     }
 
-    /// Dials within each number's calls-per-second limit, shared with every other dialler.
+    /// Dials within the account's calls-per-second limit, shared with every other dialler.
     pub fn with_sender_limits(mut self, limits: SenderLimits) -> Self {
         self.limits = limits;
         self
@@ -277,7 +277,7 @@ impl VoiceActivities {
                 .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
             ..CreateCall::default()
         };
-        if let Some(sender) = self.limits.call_sender(&a.from) {
+        if let Some(sender) = self.limits.call_sender() {
             take_slot(&self.store, &sender, &deadline, self.twilio.timeout()).await?;
         }
         if !deadline.allows(self.twilio.timeout()) {

@@ -340,12 +340,12 @@ pub struct SenderLimitSettings {
     pub sms_per_second: f64,
     /// `SENDER_LIMIT_WHATSAPP_PER_SECOND`: WhatsApp messages per second per number (default 10).
     pub whatsapp_per_second: f64,
-    /// `SENDER_LIMIT_CALLS_PER_SECOND`: calls dialled per second per number (default 1,
-    /// Twilio's CPS).
+    /// `SENDER_LIMIT_CALLS_PER_SECOND`: calls dialled per second by the account, whichever
+    /// number dials (default 1, Twilio's CPS, which is per account).
     pub calls_per_second: f64,
     /// `SENDER_LIMITS`: per-sender overrides, `KEY=RATE` separated by commas, where `KEY` is a
-    /// number (its SMS), `whatsapp:NUMBER`, `call:NUMBER` or a Messaging Service SID (`MG…`,
-    /// otherwise unlimited).
+    /// number (its SMS), `whatsapp:NUMBER` or a Messaging Service SID (`MG…`, otherwise
+    /// unlimited).
     pub overrides: Vec<(String, f64)>,
 }
 
@@ -392,9 +392,18 @@ impl SenderLimitSettings {
             };
             let key = key.trim();
             let (prefix, number) = match key.split_once(':') {
-                Some((p @ ("whatsapp" | "call"), n)) => (Some(p), n),
+                Some((p @ "whatsapp", n)) => (Some(p), n),
                 _ => (None, key),
             };
+            // The number parser ignores letters; a prefix other than `whatsapp:` is a typo.
+            if number.contains(':')
+                || number.chars().any(|c| c.is_ascii_alphabetic()) && !number.starts_with("MG")
+            {
+                return Err(ConfigError::Invalid {
+                    var: VAR,
+                    reason: format!("{key:?}: expected a number, whatsapp:NUMBER or MG…"),
+                });
+            }
             let key = if prefix.is_none() && number.starts_with("MG") {
                 number.to_owned()
             } else {
@@ -611,7 +620,7 @@ mod tests {
         vars.push(("SENDER_LIMIT_SMS_PER_SECOND", "0"));
         vars.push((
             "SENDER_LIMITS",
-            "4155550100=5, whatsapp:+14155550100=20,call:+1 415 555 0100=0.5,MG00000000000000000000000000000000=30",
+            "4155550100=5, whatsapp:+1 415 555 0100=0.5,MG00000000000000000000000000000000=30",
         ));
         let s = Settings::from_env(&Env::from_pairs(vars)).unwrap();
         assert_eq!(s.senders.sms_per_second, 0.0);
@@ -619,8 +628,7 @@ mod tests {
             s.senders.overrides,
             vec![
                 ("+14155550100".to_owned(), 5.0),
-                ("whatsapp:+14155550100".to_owned(), 20.0),
-                ("call:+14155550100".to_owned(), 0.5),
+                ("whatsapp:+14155550100".to_owned(), 0.5),
                 ("MG00000000000000000000000000000000".to_owned(), 30.0),
             ]
         );
@@ -678,6 +686,7 @@ mod tests {
             ("SENDER_LIMITS", "+14155550100"),
             ("SENDER_LIMITS", "+14155550100=1e9"),
             ("SENDER_LIMITS", "sms:12=1"),
+            ("SENDER_LIMITS", "call:+14155550100=1"),
         ] {
             let mut vars = base();
             vars.retain(|(k, _)| *k != var);
