@@ -3,6 +3,7 @@
 mod agent;
 mod campaigns;
 mod chaos;
+mod continued;
 mod durability;
 mod helpers;
 mod hostile;
