@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     id: String,
     direction: String,
@@ -47,7 +47,7 @@ impl From<&MessageDoc> for MessageView {
 }
 
 /// An agent action.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActionView {
     turn_id: String,
     kind: String,
@@ -57,7 +57,7 @@ pub struct ActionView {
 }
 
 /// A conversation's agent record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     id: String,
     ours: String,
@@ -110,7 +110,7 @@ impl From<&ConversationDoc> for ConversationView {
 }
 
 /// `GET /api/conversations/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationDetail {
     id: String,
     /// The agent's record; `null` when no agent answered this conversation.
@@ -119,6 +119,17 @@ pub struct ConversationDetail {
     messages: Vec<MessageView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>")),
+    responses(
+        (status = 200, description = "The messages, oldest first, and the agent's record", body = ConversationDetail),
+        (status = 400, description = "Not a conversation id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such conversation", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -157,12 +168,25 @@ async fn get_one(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only conversations waiting for a person (`true`) or not (`false`).
     needs_human: Option<bool>,
+    /// At most this many, newest first (default 100, 1-500).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Conversations the agent took part in, newest first", body = Vec<ConversationView>),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,

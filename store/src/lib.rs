@@ -40,7 +40,7 @@ pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};
 
-pub use calls::{CallLogDoc, NewCallAttempt, TranscriptEntry};
+pub use calls::{CallLogDoc, CallLogQuery, NewCallAttempt, TranscriptEntry};
 pub use campaigns::{
     BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,
     campaign_status, item_status,

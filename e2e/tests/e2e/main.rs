@@ -11,6 +11,7 @@ mod inbox;
 mod senders;
 mod turns;
 mod voice;
+mod web;
 mod whatsapp;
 
 use std::time::Duration;
