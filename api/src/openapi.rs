@@ -75,6 +75,8 @@ pub struct UploadForm {
         crate::campaigns::http_progress,
         crate::conversations::list,
         crate::conversations::get_one,
+        crate::conversations::reply,
+        crate::conversations::hand_back,
         crate::voice::place_call,
         crate::voice::list_calls,
         crate::voice::get_call,

@@ -190,6 +190,38 @@ await test('create and start an SMS campaign, pause and resume it, and watch it 
   await context.close();
 });
 
+await test('read a conversation and answer a hand-over by hand, once, then hand it back', async () => {
+  const waiting = process.env.VA_WAITING_NUMBER;
+  assert.ok(waiting, 'VA_WAITING_NUMBER is not set');
+  const { page, check, context, expected } = await open();
+  await page.goto(BASE + '/conversations');
+  await page.getByRole('button', { name: 'Waiting for a person' }).click();
+  await page.getByRole('link', { name: waiting }).click();
+  await page.getByText('can I talk to a human please').waitFor();
+  await axe(page, 'conversation');
+  await shoot(page, 'conversation');
+  // The first Send reaches the api but its answer is lost on the way back: the page says so,
+  // and pressing Send again repeats the same request, which must not send a second message.
+  let cut = true;
+  await page.route('**/replies', async (route) => {
+    if (!cut) return route.continue();
+    cut = false;
+    await route.fetch();
+    await route.abort('connectionreset');
+  });
+  expected.push((p) => p.includes('/replies') || p.startsWith('console: Failed to load resource'));
+  await page.getByLabel('Your reply').fill('Hello, this is Sam. How can I help?');
+  await page.getByRole('button', { name: 'Send reply' }).click();
+  await page.getByRole('alert').first().waitFor();
+  await page.getByRole('button', { name: 'Send reply' }).click();
+  await page.locator('.msg.outbound .bubble', { hasText: 'Hello, this is Sam. How can I help?' }).waitFor();
+  await page.getByRole('button', { name: 'Hand back to the agent' }).click();
+  await page.locator('.title-row .badge', { hasText: 'open' }).waitFor();
+  await page.getByRole('form', { name: 'Reply by hand' }).waitFor({ state: 'detached' });
+  check();
+  await context.close();
+});
+
 await test('a campaign refused by the api shows its reason', async () => {
   const { page, check, context, expected } = await open();
   // 400 from the api is the point of this test; the browser logs it as a failed resource.
