@@ -8,6 +8,7 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
 //! | [`web`] | the web app's static files, with client routes answered by `index.html` |
 //!
@@ -20,6 +21,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod grpc;
 pub mod inbox;
+pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod voice;
@@ -108,6 +110,8 @@ pub struct AppState {
     pub item_callbacks: webhooks::ItemCallbackWriter,
     /// Webhook work stored for the workflows (inbound messages, call progress).
     pub inbox: inbox::Inbox,
+    /// The web app's live streams.
+    pub live: live::Live,
 }
 
 /// The bound, ready-to-run API.
@@ -171,6 +175,7 @@ impl Application {
             state: AppState {
                 item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
                 inbox: inbox::Inbox::new(store.clone()),
+                live: live::Live::default(),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -201,6 +206,12 @@ impl Application {
             self.state.settings.common.task_queue.clone(),
             shutdown.clone(),
         ));
+        let live = tokio::spawn(
+            self.state
+                .live
+                .clone()
+                .run(self.state.store.clone(), shutdown.clone()),
+        );
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
         // Either server ending (an error, or shutdown) stops the other and the drainer.
@@ -219,6 +230,7 @@ impl Application {
         };
         let (h, g) = tokio::join!(http, grpc);
         let _ = drain.await;
+        let _ = live.await;
         h.and(g)
     }
 }
@@ -237,6 +249,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voice::api_routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .merge(live::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -75,15 +75,20 @@ pub struct UploadForm {
         crate::campaigns::http_progress,
         crate::conversations::list,
         crate::conversations::get_one,
+        crate::conversations::reply,
+        crate::conversations::hand_back,
         crate::voice::place_call,
         crate::voice::list_calls,
         crate::voice::get_call,
+        crate::live::events,
+        crate::live::progress_stream,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
         (name = "campaigns", description = "Outbound SMS, WhatsApp and voice campaigns"),
         (name = "conversations", description = "SMS and WhatsApp conversations with the agent"),
         (name = "calls", description = "Phone calls and their transcripts"),
+        (name = "live", description = "Server-Sent Events for live pages"),
     )
 )]
 pub struct ApiDoc;

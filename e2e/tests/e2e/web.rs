@@ -8,8 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use serde_json::json;
+
 use crate::campaigns::ledger_counts;
-use crate::helpers::Stack;
+use crate::helpers::{FROM, Stack, eventually};
+
+/// A number of its own per run: conversation workflow ids are global on the Temporal server,
+/// and a conversation of an earlier run on the same server may still be open there.
+fn person() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("+1415{}{:04}", 200 + n % 800, (n >> 16) % 10_000)
+}
 
 fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web")
@@ -23,12 +32,48 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         dist.join("index.html").is_file(),
         "the web app is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
     );
-    let stack = Stack::start_with_env(&[("WEB_DIR", dist.to_str().context("utf-8 path")?)]).await?;
+    let agents = web.join("../agent/agents.example.toml");
+    // Who asks the example agent for a person before the browser tests start, and who texts
+    // while the browser watches the conversations page.
+    let (waiting, newcomer) = (person(), person());
+    let stack = Stack::start_with_env(&[
+        ("WEB_DIR", dist.to_str().context("utf-8 path")?),
+        ("AGENTS_FILE", agents.to_str().context("utf-8 path")?),
+    ])
+    .await?;
+    // A conversation waiting for a person, for the hand-over test.
+    let r = stack
+        .admin(
+            reqwest::Method::POST,
+            "/admin/inbound",
+            Some(json!({"from": waiting, "to": FROM, "body": "can I talk to a human please"})),
+        )
+        .await?;
+    anyhow::ensure!(r["status"] == json!(200), "webhook answered {r}");
+    let waiting_id = format!(
+        "conversation-{}-{}",
+        FROM.trim_start_matches('+'),
+        waiting.trim_start_matches('+')
+    );
+    eventually("the hand-over", Duration::from_secs(60), || async {
+        let c = stack
+            .http
+            .get(format!("{}/api/conversations/{waiting_id}", stack.api_http))
+            .send()
+            .await?
+            .json::<serde_json::Value>()
+            .await?;
+        Ok((c["agent"]["needs_human"] == json!(true)).then_some(()))
+    })
+    .await?;
     let screenshots = web.join("../.data/screenshots");
     let run = tokio::process::Command::new("node")
         .arg("e2e/run.mjs")
         .current_dir(&web)
         .env("VA_WEB_URL", &stack.api_http)
+        .env("VA_WAITING_NUMBER", &waiting)
+        .env("VA_NEW_NUMBER", &newcomer)
+        .env("VA_SIMULATOR_URL", &stack.simulator_url)
         .env("VA_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
         .output();
@@ -49,10 +94,25 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         let to = format!("+1415555010{n}");
         assert_eq!(by_to.get(&to).copied(), Some(1), "{to} in {by_to:?}");
     }
+    // The person waiting got the agent's hand-over message and the reply typed in the browser,
+    // once (the browser test pressed Send twice on one reply).
+    let waiting = stack.ledger(&waiting).await?;
+    let bodies: Vec<&str> = waiting
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| **b == "Hello, this is Sam. How can I help?")
+            .count(),
+        1,
+        "the reply typed by hand went once: {bodies:?}"
+    );
     assert_eq!(
         by_to.len(),
-        5,
-        "only the list's numbers got a message: {by_to:?}"
+        7,
+        "only the list's numbers, the waiting person and the newcomer got messages: {by_to:?}"
     );
     let ledger = stack
         .admin(reqwest::Method::GET, "/admin/ledger", None)

@@ -1,14 +1,78 @@
-import { useQuery } from '@tanstack/react-query';
+import { useState, type FormEvent } from 'react';
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
+import { smsSegments } from '../lib/template';
+
+/** A fresh id per attempt the person makes; a retry of the same attempt reuses it. */
+function requestId(): string {
+  return crypto.randomUUID();
+}
+
+/** The hand-over desk: a person replies by hand, then hands the conversation back. */
+function HandOver({ id, onDone }: { id: string; onDone: () => void }) {
+  const [text, setText] = useState('');
+  // One id per reply written: pressing Send again after a network error cannot send twice.
+  const [pending, setPending] = useState<string>(requestId);
+  const send = useMutation({
+    mutationFn: (body: string) =>
+      data(api.POST('/api/conversations/{id}/replies', { params: { path: { id } }, body: { body, request_id: pending } })),
+    onSuccess: () => {
+      setText('');
+      setPending(requestId());
+      onDone();
+    },
+  });
+  const back = useMutation({
+    mutationFn: () =>
+      data(api.POST('/api/conversations/{id}/hand-back', { params: { path: { id } }, body: { request_id: requestId() } })),
+    onSuccess: onDone,
+  });
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    if (text.trim()) send.mutate(text.trim());
+  };
+  const seg = smsSegments(text);
+  return (
+    <form className="panel" onSubmit={submit} aria-label="Reply by hand">
+      <h2>Waiting for a person</h2>
+      <label>
+        Your reply
+        <textarea
+          rows={3}
+          value={text}
+          maxLength={1600}
+          onChange={(e) => {
+            setText(e.target.value);
+          }}
+        />
+      </label>
+      <p className="muted small">
+        {seg.segments > 0 ? `${seg.encoding}, ${seg.segments} segment${seg.segments === 1 ? '' : 's'}` : ' '}
+      </p>
+      <div className="actions">
+        <button type="submit" disabled={!text.trim() || send.isPending}>
+          Send reply
+        </button>
+        <button type="button" className="secondary" onClick={() => back.mutate()} disabled={back.isPending}>
+          Hand back to the agent
+        </button>
+      </div>
+      {send.error && <ErrorNote error={send.error} />}
+      {back.error && <ErrorNote error={back.error} />}
+    </form>
+  );
+}
 
 export default function Conversation() {
   const { id = '' } = useParams();
+  const client = useQueryClient();
   const conv = useQuery({
     queryKey: ['conversation', id],
     queryFn: () => data(api.GET('/api/conversations/{id}', { params: { path: { id } } })),
-    refetchInterval: 2_000,
+    // Message delivery statuses have no event yet: a slow refresh shows them.
+    refetchInterval: 5_000,
   });
   if (conv.isPending) return <Loading />;
   if (conv.error) return <ErrorNote error={conv.error} retry={() => conv.refetch()} />;
@@ -38,6 +102,16 @@ export default function Conversation() {
           )}
         </div>
         {agent && (
+          <div>
+          {agent.needs_human && (
+            <HandOver
+              id={id}
+              onDone={() => {
+                client.invalidateQueries({ queryKey: ['conversation', id] });
+                client.invalidateQueries({ queryKey: ['conversations'] });
+              }}
+            />
+          )}
           <div className="panel">
             <h2>The agent</h2>
             <dl className="facts">
@@ -68,6 +142,7 @@ export default function Conversation() {
                 ))}
               </ul>
             )}
+          </div>
           </div>
         )}
       </div>
