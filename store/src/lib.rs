@@ -33,6 +33,7 @@ pub mod conversations;
 pub mod inbox;
 pub mod messages;
 pub mod schema;
+pub mod stats;
 pub mod suppressions;
 pub mod whatsapp;
 
