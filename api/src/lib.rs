@@ -9,6 +9,7 @@
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
 //! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
+//! | [`stats`] | the dashboard's figures (`/api/stats`) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
 //! | [`web`] | the web app's static files, with client routes answered by `index.html` |
 //!
@@ -24,6 +25,7 @@ pub mod inbox;
 pub mod live;
 pub mod openapi;
 pub mod ops;
+pub mod stats;
 pub mod voice;
 pub mod web;
 pub mod webhooks;
@@ -250,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(openapi::routes())
         .merge(live::routes())
+        .merge(stats::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -259,6 +262,16 @@ pub fn router(state: AppState) -> Router {
         // global body limit and timeout, with their own.
         .merge(contacts::upload_routes(max_upload))
         .merge(web::routes(&web_dir))
-        .layer(TraceLayer::new_for_http())
+        // Paths carry phone numbers (conversation ids, `?to=`): masked like workflow ids, and
+        // the query left out.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %voice_agent_domain::mask_workflow_id(req.uri().path()),
+                )
+            }),
+        )
         .with_state(state)
 }

@@ -54,6 +54,8 @@ impl Default for Live {
 impl Live {
     /// Polls MongoDB while anyone listens, until `shutdown`; then ends every stream.
     pub async fn run(self, store: MongoStore, shutdown: CancellationToken) {
+        // However this ends, the streams end with it.
+        let _close = self.closed.clone().drop_guard();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -62,18 +64,23 @@ impl Live {
             if self.latest.receiver_count() == 0 {
                 continue;
             }
-            match store.latest_changes().await {
-                Ok(now) => {
+            // A MongoDB that does not answer must not hold the shutdown.
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(EVERY * 5, store.latest_changes()) => r,
+            };
+            match read {
+                Ok(Ok(now)) => {
                     self.latest.send_if_modified(|old| {
                         let changed = *old != now;
                         *old = now;
                         changed
                     });
                 }
-                Err(e) => tracing::debug!(error = %e, "live updates: MongoDB did not answer"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "live updates: MongoDB failed"),
+                Err(_) => tracing::debug!("live updates: MongoDB did not answer in time"),
             }
         }
-        self.closed.cancel();
     }
 
     fn permit(&self) -> Result<OwnedSemaphorePermit, Busy> {
@@ -141,7 +148,12 @@ async fn events(State(state): State<AppState>) -> Result<EventStream, Response> 
         let mut seen = *rx.borrow_and_update();
         // The poller's first read after a quiet spell only sets the baseline.
         let mut primed = seen != LatestChanges::default();
-        while rx.changed().await.is_ok() {
+        loop {
+            // A client that left frees its slot at once, not at the next change.
+            tokio::select! {
+                _ = tx.closed() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
             let now = *rx.borrow_and_update();
             if primed {
                 for (kind, at) in moved(&seen, &now) {
@@ -186,7 +198,12 @@ async fn progress_stream(
         let campaigns = Campaigns::new(state);
         let mut last = String::new();
         loop {
-            match campaigns.progress(&id).await {
+            let read = tokio::time::timeout(EVERY * 5, campaigns.progress(&id)).await;
+            match read.unwrap_or_else(|_| {
+                Err(crate::grpc::ApiError::Unavailable(anyhow::anyhow!(
+                    "no progress within 5 s"
+                )))
+            }) {
                 Ok(p) => {
                     let json = serde_json::to_string(&p).unwrap_or_default();
                     if json != last {

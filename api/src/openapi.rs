@@ -82,6 +82,7 @@ pub struct UploadForm {
         crate::voice::get_call,
         crate::live::events,
         crate::live::progress_stream,
+        crate::stats::http_stats,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
@@ -89,6 +90,7 @@ pub struct UploadForm {
         (name = "conversations", description = "SMS and WhatsApp conversations with the agent"),
         (name = "calls", description = "Phone calls and their transcripts"),
         (name = "live", description = "Server-Sent Events for live pages"),
+        (name = "dashboard", description = "Figures by outcome and by day"),
     )
 )]
 pub struct ApiDoc;

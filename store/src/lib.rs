@@ -35,6 +35,7 @@ pub mod inbox;
 pub mod messages;
 pub mod schema;
 pub mod senders;
+pub mod stats;
 pub mod suppressions;
 pub mod whatsapp;
 

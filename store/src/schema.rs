@@ -134,6 +134,11 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 unique_sparse("call_sid_unique", doc! { "call_sid": 1 }),
                 index("started", doc! { "started_at": -1 }),
                 index("campaign", doc! { "campaign_id": 1 }),
+                // A campaign's calls, newest first (`GET /api/calls?campaign_id=`).
+                index(
+                    "campaign_started",
+                    doc! { "campaign_id": 1, "started_at": -1, "_id": -1 },
+                ),
                 // The latest change, for the web app's live updates (one key read a second).
                 index("updated", doc! { "updated_at": -1 }),
             ],

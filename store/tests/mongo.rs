@@ -673,3 +673,6 @@ async fn what_an_idle_conversation_carries_reads_back_for_its_next_run() {
 // Send slots shared by everything that sends from one number.
 #[path = "mongo/senders.rs"]
 mod senders;
+
+#[path = "mongo/stats.rs"]
+mod stats;

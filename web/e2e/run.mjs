@@ -195,6 +195,29 @@ await test('create and start an SMS campaign, pause and resume it, and watch it 
   await context.close();
 });
 
+await test('the dashboard counts the campaign and draws the days', async () => {
+  const { page, check, context } = await open();
+  // The figures are computed at most every 15 s: reload until the campaign shows.
+  const deadline = Date.now() + 60_000;
+  let sent = 0;
+  while (Date.now() < deadline) {
+    await page.goto(BASE + '/');
+    const figure = page.locator('.figures div', { hasText: 'Messages sent' }).locator('dd');
+    await figure.waitFor();
+    sent = Number((await figure.innerText()).replace(/\D/g, ''));
+    if (sent >= 5) break;
+    await page.waitForTimeout(3_000);
+  }
+  assert.ok(sent >= 5, `the dashboard shows ${sent} messages sent`);
+  await page.locator('.chart svg').first().waitFor();
+  await page.getByRole('button', { name: 'Today' }).click();
+  await page.locator('.figures').waitFor();
+  await axe(page, 'dashboard-figures');
+  await shoot(page, 'dashboard-figures');
+  check();
+  await context.close();
+});
+
 await test('read a conversation and answer a hand-over by hand, once, then hand it back', async () => {
   const waiting = process.env.VA_WAITING_NUMBER;
   assert.ok(waiting, 'VA_WAITING_NUMBER is not set');

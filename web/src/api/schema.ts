@@ -372,6 +372,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["http_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -536,6 +552,14 @@ export interface components {
             disposition?: string | null;
             summarized_at?: string | null;
             updated_at: string;
+        };
+        /** @description Counts on one day. */
+        DayCounts: {
+            /** @description `YYYY-MM-DD`, UTC. */
+            day: string;
+            counts: {
+                [key: string]: number;
+            };
         };
         /** @description Every JSON error answer. */
         ErrorBody: {
@@ -795,6 +819,43 @@ export interface components {
             value: string;
             /** @description What is wrong, for a person. */
             reason: string;
+        };
+        /** @description The dashboard's figures. */
+        StatsView: {
+            /** Format: int32 */
+            days: number;
+            /** @description Start of the window, RFC 3339. */
+            since: string;
+            /** @description Outbound messages (single sends, agent and person replies) by status. */
+            outbound: components["schemas"]["TallyView"];
+            /** @description Inbound messages by channel. */
+            inbound: components["schemas"]["TallyView"];
+            /** @description Items of the campaigns created in the window, by status. */
+            campaign_items: {
+                [key: string]: number;
+            };
+            /** @description Call attempts by outcome. */
+            calls: components["schemas"]["TallyView"];
+            /**
+             * Format: double
+             * @description Delivered among outbound messages and campaign items that reached a final delivery
+             *     status (delivered, read, undelivered, failed); `null` when none did.
+             */
+            delivery_rate?: number | null;
+            /**
+             * Format: double
+             * @description Calls answered by a person among finished call attempts; `null` when none finished.
+             */
+            answer_rate?: number | null;
+            /** @description When this answer was computed, RFC 3339. */
+            computed_at: string;
+        };
+        /** @description Counts over the window and per day (every day of the window, empty days included). */
+        TallyView: {
+            total: {
+                [key: string]: number;
+            };
+            by_day: components["schemas"]["DayCounts"][];
         };
         /** @description One turn of a call. */
         TurnView: {
@@ -2119,6 +2180,47 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    http_stats: {
+        parameters: {
+            query?: {
+                /** @description 1 (today, UTC), 7 or 30 (default 7): the window ends now and starts at midnight UTC. */
+                days?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Messages, campaign items and calls by outcome and by day */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsView"];
+                };
+            };
+            /** @description days is not 1, 7 or 30 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The aggregation took too long */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };

@@ -33,19 +33,31 @@ export function ended(status: string | undefined): boolean {
   return status === 'completed' || status === 'cancelled';
 }
 
-/** A campaign's progress as the api streams it; `null` until the first event. */
-export function useLiveProgress(id: string, enabled: boolean): Progress | null {
+export interface LiveProgress {
+  /** The latest streamed progress; `null` until the first event. */
+  progress: Progress | null;
+  /** The stream is down for good (refused, or the api went away): poll instead. */
+  lost: boolean;
+}
+
+/** A campaign's progress as the api streams it. */
+export function useLiveProgress(id: string, enabled: boolean): LiveProgress {
   const [progress, setProgress] = useState<Progress | null>(null);
+  const [lost, setLost] = useState(false);
   useEffect(() => {
     if (!enabled || typeof EventSource === 'undefined') return;
+    setLost(false);
     const source = new EventSource(`/api/campaigns/${encodeURIComponent(id)}/progress/stream`);
     source.addEventListener('progress', (e) => {
       const p = JSON.parse((e as MessageEvent<string>).data) as Progress;
       setProgress(p);
+      setLost(false);
       // The api ends the stream after the campaign has ended; do not reconnect to it.
       if (ended(p.status)) source.close();
     });
+    // EventSource retries dropped connections itself, but gives up on a refused one (503).
+    source.onerror = () => setLost(source.readyState === EventSource.CLOSED);
     return () => source.close();
   }, [id, enabled]);
-  return progress;
+  return { progress, lost };
 }

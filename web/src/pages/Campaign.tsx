@@ -21,13 +21,15 @@ export default function Campaign() {
   const running = status !== undefined && status !== 'draft' && !ended(status);
   // While it runs, the api streams its progress; otherwise one read (keyed by the status, so
   // the final counts are read once it has ended).
-  const streamed = useLiveProgress(id, running);
+  const { progress: streamed, lost } = useLiveProgress(id, running);
   const read = useQuery({
     queryKey: ['progress', id, status],
     queryFn: () => data(api.GET('/api/campaigns/{id}/progress', { params: { path: { id } } })),
     enabled: Boolean(campaign.data),
+    // Without the stream, poll: a page must never show a frozen figure as live.
+    refetchInterval: running && lost ? 5_000 : false,
   });
-  const progress = { data: streamed ?? read.data, error: read.error };
+  const progress = { data: lost ? (read.data ?? streamed) : (streamed ?? read.data), error: read.error };
   // The stream sees the campaign end (or pause) before the campaign query does.
   const streamedStatus = streamed?.status;
   const streamedPaused = streamed?.paused;
@@ -109,6 +111,7 @@ export default function Campaign() {
       </div>
       {act.error && <ErrorNote error={act.error} />}
       {progress.data && <ProgressBar progress={progress.data} />}
+      {running && lost && <p className="muted small">Live updates are paused; refreshing every 5 s.</p>}
       {progress.error && <ErrorNote error={progress.error} />}
       <div className="grid">
         <div className="panel">

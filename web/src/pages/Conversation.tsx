@@ -45,6 +45,8 @@ function HandOver({ id, onDone }: { id: string; onDone: () => void }) {
           maxLength={1600}
           onChange={(e) => {
             setText(e.target.value);
+            // Another text is another reply: a request id stands for one text only.
+            setPending(requestId());
           }}
         />
       </label>

@@ -4,9 +4,10 @@ import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { ProgressBar } from '../components/ProgressBar';
 import { useLiveProgress } from '../lib/live';
+import { Figures } from '../components/Figures';
 
 function ActiveCampaign({ id, name }: { id: string; name: string }) {
-  const progress = useLiveProgress(id, true);
+  const { progress } = useLiveProgress(id, true);
   return (
     <li className="card">
       <Link to={`/campaigns/${id}`}>{name}</Link>
@@ -35,6 +36,7 @@ export default function Dashboard() {
   return (
     <section>
       <h1>Dashboard</h1>
+      <Figures />
       <div className="grid">
         <div className="panel">
           <h2>Active campaigns</h2>
