@@ -8,11 +8,13 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`auth`] | users, API keys, sessions, the auth layers and the audit log |
 //!
 //! HTTP and gRPC listen on separate ports (`API_HTTP_ADDR`, `API_GRPC_ADDR`) and stop together
 //! on the shutdown token.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod campaigns;
 pub mod contacts;
 pub mod conversations;
@@ -54,6 +56,8 @@ pub struct ApiSettings {
     pub contacts_max_upload_bytes: usize,
     /// `CONTACTS_MAX_ROWS`: contact files with more data rows are refused.
     pub contacts_max_rows: usize,
+    /// Access control (`API_BOOTSTRAP_*`, `API_SESSION_TTL_SECS`, `API_ALLOWED_HOSTS`, ...).
+    pub auth: auth::AuthSettings,
 }
 
 impl ApiSettings {
@@ -67,8 +71,10 @@ impl ApiSettings {
                     reason: e.to_string(),
                 })
         };
+        let common = Settings::from_env(env)?;
         Ok(Self {
-            common: Settings::from_env(env)?,
+            auth: auth::AuthSettings::from_env(env, &common.public_base_url)?,
+            common,
             http_addr: addr("API_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("API_GRPC_ADDR", "127.0.0.1:50051")?,
             max_body_bytes: env.number("API_MAX_BODY_BYTES", 64 * 1024)?,
@@ -97,6 +103,8 @@ pub struct AppState {
     pub item_callbacks: webhooks::ItemCallbackWriter,
     /// Webhook work stored for the workflows (inbound messages, call progress).
     pub inbox: inbox::Inbox,
+    /// Access control: settings and the sign-in rate limiter.
+    pub auth: auth::AuthState,
 }
 
 /// The bound, ready-to-run API.
@@ -142,6 +150,9 @@ impl Application {
             .ensure_schema()
             .await
             .context("Failed to create MongoDB collections and indexes")?;
+        auth::bootstrap(&store, &settings.auth)
+            .await
+            .context("Failed to set up the bootstrap admin")?;
         let agents = settings
             .common
             .agent
@@ -160,6 +171,7 @@ impl Application {
             state: AppState {
                 item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
                 inbox: inbox::Inbox::new(store.clone()),
+                auth: auth::AuthState::new(settings.auth.clone()),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -194,7 +206,10 @@ impl Application {
         let http_shutdown = shutdown.clone();
         // Either server ending (an error, or shutdown) stops the other and the drainer.
         let http = async {
-            let r = axum::serve(self.http, http_app)
+            let r = axum::serve(
+                self.http,
+                http_app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
                 .with_graceful_shutdown(http_shutdown.cancelled_owned())
                 .await
                 .context("HTTP server failed");
@@ -212,7 +227,7 @@ impl Application {
     }
 }
 
-/// The HTTP routes: webhooks, health, metrics.
+/// The HTTP routes: webhooks, health, metrics, the REST API, all behind the auth layer.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let max_upload = state.settings.contacts_max_upload_bytes;
@@ -224,6 +239,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voice::webhook_routes())
         .merge(voice::api_routes())
         .merge(ops::routes())
+        .merge(auth::handlers::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -232,6 +248,12 @@ pub fn router(state: AppState) -> Router {
         // Contact uploads are far larger and slower than other requests: merged after the
         // global body limit and timeout, with their own.
         .merge(contacts::upload_routes(max_upload))
+        // Outside every route's own layers, so nothing (an upload's body) is read before the
+        // caller is known; inside the trace layer, so refusals are traced.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
