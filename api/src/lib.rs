@@ -210,9 +210,9 @@ impl Application {
                 self.http,
                 http_app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-                .context("HTTP server failed");
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .context("HTTP server failed");
             shutdown.cancel();
             r
         };

@@ -63,7 +63,9 @@ async fn authorize(
     };
     let Ok(value) = value.to_str() else {
         return (
-            Err(AuthError::Unauthenticated("malformed authorization metadata")),
+            Err(AuthError::Unauthenticated(
+                "malformed authorization metadata",
+            )),
             None,
         );
     };

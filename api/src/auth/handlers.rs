@@ -185,8 +185,10 @@ async fn login(
     let token = secrets::random_token();
     let ttl = settings.session_ttl;
     let now = DateTime::now();
-    let expires_at =
-        DateTime::from_millis(now.timestamp_millis().saturating_add(ttl.as_millis() as i64));
+    let expires_at = DateTime::from_millis(
+        now.timestamp_millis()
+            .saturating_add(ttl.as_millis() as i64),
+    );
     let session = SessionDoc {
         token_hash: secrets::digest(&token),
         user_id: user.id.clone(),
@@ -212,10 +214,9 @@ async fn login(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|e| AuthError::Unavailable(e.into()))?,
     );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The auth layer records the sign-in under this user.
     response.extensions_mut().insert(principal);
     Ok(response)
@@ -229,11 +230,7 @@ async fn logout(
         state.store.revoke_session(session).await?;
     }
     let cookie = secrets::cleared_cookie(state.auth.settings.secure_cookies);
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie)],
-    )
-        .into_response())
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
 async fn me(Extension(principal): Extension<Principal>) -> Response {
@@ -266,7 +263,9 @@ async fn change_password(
         .store
         .user(id)
         .await?
-        .ok_or(AuthError::Unauthenticated("the session has ended; sign in again"))?;
+        .ok_or(AuthError::Unauthenticated(
+            "the session has ended; sign in again",
+        ))?;
     if req.current_password.chars().count() > MAX_PASSWORD_CHARS
         || !verify(req.current_password, user.password_hash).await?
     {
@@ -306,8 +305,7 @@ impl From<UserDoc> for UserView {
 }
 
 fn parse_role(raw: &str) -> Result<Role> {
-    Role::parse(raw)
-        .ok_or_else(|| AuthError::Invalid("role: admin, manager or viewer".to_owned()))
+    Role::parse(raw).ok_or_else(|| AuthError::Invalid("role: admin, manager or viewer".to_owned()))
 }
 
 async fn list_users(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
@@ -338,7 +336,9 @@ async fn create_user(
     check_password(&req.password)?;
     let user = new_user(&email, hash(req.password).await?, role);
     if !state.store.create_user(&user).await? {
-        return Err(AuthError::Conflict(format!("a user with email {email} exists")));
+        return Err(AuthError::Conflict(format!(
+            "a user with email {email} exists"
+        )));
     }
     Ok((StatusCode::CREATED, Json(user.into())))
 }
@@ -477,9 +477,10 @@ async fn create_key(
                 DateTime::now().timestamp_millis().saturating_add(ms),
             ))
         }
-        (None, Some(at)) => Some(DateTime::parse_rfc3339_str(at).map_err(|_| {
-            AuthError::Invalid("expires_at: an RFC 3339 time".to_owned())
-        })?),
+        (None, Some(at)) => Some(
+            DateTime::parse_rfc3339_str(at)
+                .map_err(|_| AuthError::Invalid("expires_at: an RFC 3339 time".to_owned()))?,
+        ),
         (None, None) => None,
     };
     let created_by = match &principal.actor {

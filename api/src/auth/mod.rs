@@ -261,10 +261,9 @@ impl IntoResponse for AuthError {
             );
         }
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -386,7 +385,10 @@ pub async fn bootstrap(store: &MongoStore, settings: &AuthSettings) -> anyhow::R
                 bootstrap: true,
             })
             .await?;
-        info!(prefix = parsed.prefix, "installed the bootstrap admin API key");
+        info!(
+            prefix = parsed.prefix,
+            "installed the bootstrap admin API key"
+        );
     }
     Ok(())
 }
@@ -421,7 +423,9 @@ pub(crate) fn bearer(value: &str) -> Result<&str, AuthError> {
     let (scheme, token) = value
         .trim()
         .split_once(' ')
-        .ok_or(AuthError::Unauthenticated("expected Authorization: Bearer <API key>"))?;
+        .ok_or(AuthError::Unauthenticated(
+            "expected Authorization: Bearer <API key>",
+        ))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Unauthenticated(
             "expected Authorization: Bearer <API key>",
@@ -452,12 +456,16 @@ pub async fn authenticate(
     let session = store
         .live_session(&token_hash)
         .await?
-        .ok_or(AuthError::Unauthenticated("the session has ended; sign in again"))?;
+        .ok_or(AuthError::Unauthenticated(
+            "the session has ended; sign in again",
+        ))?;
     let user = store
         .user(&session.user_id)
         .await?
         .filter(|u| !u.disabled)
-        .ok_or(AuthError::Unauthenticated("the session has ended; sign in again"))?;
+        .ok_or(AuthError::Unauthenticated(
+            "the session has ended; sign in again",
+        ))?;
     Ok(Some(Principal {
         role: user.role,
         actor: Actor::User {
@@ -577,7 +585,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     if changing {
         // A handler that establishes who the caller is (sign-in) says so in the response.
-        let who = response.extensions_mut().remove::<Principal>().or(principal);
+        let who = response
+            .extensions_mut()
+            .remove::<Principal>()
+            .or(principal);
         let entry = AuditDoc {
             id: ObjectId::new(),
             at: DateTime::now(),
@@ -613,7 +624,10 @@ async fn check(
         && r.access == Access::Public
     {
         if policy::is_state_changing(method) && !content_type_ok(headers, r.body) {
-            return (Err(AuthError::UnsupportedMediaType("application/json")), None);
+            return (
+                Err(AuthError::UnsupportedMediaType("application/json")),
+                None,
+            );
         }
         return (Ok(None), None);
     }
@@ -638,7 +652,10 @@ async fn check(
         // caller is known.
         (None, None) => Role::Viewer,
         (Some(_), None) => {
-            warn!(route = matched, method, "route without an access policy refused");
+            warn!(
+                route = matched,
+                method, "route without an access policy refused"
+            );
             return (
                 Err(AuthError::Forbidden(
                     "this route has no access policy (api/src/auth/policy.rs)",
@@ -718,10 +735,19 @@ mod tests {
     #[test]
     fn hosts_are_matched_without_their_port() {
         let allowed = vec!["api.example.com".to_owned(), "[::1]".to_owned()];
-        assert!(host_allowed(&headers(&[("host", "API.example.com:443")]), &allowed));
+        assert!(host_allowed(
+            &headers(&[("host", "API.example.com:443")]),
+            &allowed
+        ));
         assert!(host_allowed(&headers(&[("host", "[::1]:8080")]), &allowed));
-        assert!(!host_allowed(&headers(&[("host", "evil.example")]), &allowed));
-        assert!(!host_allowed(&headers(&[("host", "api.example.com.evil")]), &allowed));
+        assert!(!host_allowed(
+            &headers(&[("host", "evil.example")]),
+            &allowed
+        ));
+        assert!(!host_allowed(
+            &headers(&[("host", "api.example.com.evil")]),
+            &allowed
+        ));
         assert!(host_allowed(&HeaderMap::new(), &allowed));
     }
 

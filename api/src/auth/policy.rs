@@ -85,8 +85,16 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("GET", "/api/contact-lists/{id}/contacts", VIEW),
     rule("POST", "/api/contact-lists/{id}/contacts", MANAGE),
     rule("GET", "/api/contact-lists/{id}/contacts/{contact_id}", VIEW),
-    rule("PATCH", "/api/contact-lists/{id}/contacts/{contact_id}", MANAGE),
-    rule("DELETE", "/api/contact-lists/{id}/contacts/{contact_id}", MANAGE),
+    rule(
+        "PATCH",
+        "/api/contact-lists/{id}/contacts/{contact_id}",
+        MANAGE,
+    ),
+    rule(
+        "DELETE",
+        "/api/contact-lists/{id}/contacts/{contact_id}",
+        MANAGE,
+    ),
     RoutePolicy {
         method: "POST",
         path: "/api/contact-lists/{id}/uploads",
@@ -125,26 +133,65 @@ pub const GRPC_METHODS: &[(&str, Role)] = &[
     ("/voiceagent.v1.MessagingService/ListMessages", Role::Viewer),
     ("/voiceagent.v1.CallService/PlaceCall", Role::Manager),
     ("/voiceagent.v1.CallService/GetCall", Role::Viewer),
-    ("/voiceagent.v1.CampaignService/CreateCampaign", Role::Manager),
+    (
+        "/voiceagent.v1.CampaignService/CreateCampaign",
+        Role::Manager,
+    ),
     ("/voiceagent.v1.CampaignService/GetCampaign", Role::Viewer),
     ("/voiceagent.v1.CampaignService/ListCampaigns", Role::Viewer),
-    ("/voiceagent.v1.CampaignService/StartCampaign", Role::Manager),
-    ("/voiceagent.v1.CampaignService/PauseCampaign", Role::Manager),
-    ("/voiceagent.v1.CampaignService/ResumeCampaign", Role::Manager),
-    ("/voiceagent.v1.CampaignService/CancelCampaign", Role::Manager),
-    ("/voiceagent.v1.CampaignService/SetCampaignRate", Role::Manager),
-    ("/voiceagent.v1.CampaignService/GetCampaignProgress", Role::Viewer),
-    ("/voiceagent.v1.ContactService/CreateContactList", Role::Manager),
-    ("/voiceagent.v1.ContactService/RenameContactList", Role::Manager),
-    ("/voiceagent.v1.ContactService/DeleteContactList", Role::Manager),
+    (
+        "/voiceagent.v1.CampaignService/StartCampaign",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.CampaignService/PauseCampaign",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.CampaignService/ResumeCampaign",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.CampaignService/CancelCampaign",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.CampaignService/SetCampaignRate",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.CampaignService/GetCampaignProgress",
+        Role::Viewer,
+    ),
+    (
+        "/voiceagent.v1.ContactService/CreateContactList",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.ContactService/RenameContactList",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.ContactService/DeleteContactList",
+        Role::Manager,
+    ),
     ("/voiceagent.v1.ContactService/GetContactList", Role::Viewer),
-    ("/voiceagent.v1.ContactService/ListContactLists", Role::Viewer),
+    (
+        "/voiceagent.v1.ContactService/ListContactLists",
+        Role::Viewer,
+    ),
     ("/voiceagent.v1.ContactService/ListContacts", Role::Viewer),
     ("/voiceagent.v1.ContactService/AddContact", Role::Manager),
     ("/voiceagent.v1.ContactService/UpdateContact", Role::Manager),
     ("/voiceagent.v1.ContactService/RemoveContact", Role::Manager),
-    ("/voiceagent.v1.ContactService/UploadContacts", Role::Manager),
-    ("/voiceagent.v1.ContactService/GetImportReport", Role::Viewer),
+    (
+        "/voiceagent.v1.ContactService/UploadContacts",
+        Role::Manager,
+    ),
+    (
+        "/voiceagent.v1.ContactService/GetImportReport",
+        Role::Viewer,
+    ),
 ];
 
 /// The role a gRPC path needs; `None` for an unknown path (refused).
@@ -198,11 +245,6 @@ mod tests {
         let mut rest = text;
         while let Some(at) = rest.find(".route(") {
             rest = &rest[at + ".route(".len()..];
-            let Some(open) = rest.find('"') else { break };
-            let Some(len) = rest[open + 1..].find('"') else {
-                break;
-            };
-            let path = &rest[open + 1..open + 1 + len];
             // The call's text up to its closing parenthesis.
             let mut depth = 1;
             let mut end = rest.len();
@@ -219,23 +261,29 @@ mod tests {
                     _ => {}
                 }
             }
-            let call = &rest[open + 1 + len..end];
-            if path.starts_with("/api") {
-                for m in ["get", "post", "put", "patch", "delete"] {
-                    let token = format!("{m}(");
-                    let used = call.match_indices(&token).any(|(i, _)| {
-                        i == 0
-                            || !call[..i]
-                                .chars()
-                                .next_back()
-                                .is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    });
-                    if used {
-                        found.insert((m.to_ascii_uppercase(), path.to_owned()));
-                    }
+            let call = &rest[..end];
+            rest = &rest[end..];
+            let Some(literal) = call.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, handlers)) = literal.split_once('"') else {
+                continue;
+            };
+            if !path.starts_with("/api") {
+                continue;
+            }
+            for m in ["get", "post", "put", "patch", "delete"] {
+                let token = format!("{m}(");
+                let used = handlers.match_indices(&token).any(|(i, _)| {
+                    !handlers[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                });
+                if used {
+                    found.insert((m.to_ascii_uppercase(), path.to_owned()));
                 }
             }
-            rest = &rest[end..];
         }
     }
 
@@ -252,7 +300,10 @@ mod tests {
             missing.is_empty(),
             "routes without an access policy in api/src/auth/policy.rs: {missing:?}"
         );
-        assert!(stale.is_empty(), "policies for routes that do not exist: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "policies for routes that do not exist: {stale:?}"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Keys, session tokens, password hashes and the session cookie: the pure parts of access
 //! control, unit-tested here.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -37,7 +37,9 @@ pub fn parse_key(raw: &str) -> Option<ParsedKey<'_>> {
     let rest = raw.strip_prefix(KEY_PREFIX)?;
     let (prefix, secret) = rest.split_once('_')?;
     let prefix_ok = prefix.len() == PREFIX_HEX_LEN
-        && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let secret_ok = secret.len() >= MIN_SECRET_LEN
         && secret.len() <= 256
         && secret
@@ -84,8 +86,11 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 
 /// Whether `password` matches the PHC string. CPU-heavy: call from `spawn_blocking`.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A hash of a password nobody has, verified when the email is unknown so that an unknown

@@ -296,7 +296,7 @@ async fn numbers_out_of_range_are_refused_at_the_api_with_the_field_named() -> a
     use voice_agent_protos::v1::call_service_client::CallServiceClient;
 
     let stack = Stack::start().await?;
-    let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
+    let mut grpc = CallServiceClient::new(stack.grpc_channel().await?);
     for (field, request) in [
         (
             "max_attempts",
