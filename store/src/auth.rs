@@ -383,15 +383,14 @@ impl MongoStore {
             .limit(limit)
             .max_time(crate::SEARCH_MAX_TIME)
             .build();
-        Ok(self
-            .audit()
+        self.audit()
             .find(filter)
             .with_options(options)
             .await
             .map_err(crate::search_error)?
             .try_collect()
             .await
-            .map_err(crate::search_error)?)
+            .map_err(crate::search_error)
     }
 }
 
