@@ -669,3 +669,7 @@ async fn what_an_idle_conversation_carries_reads_back_for_its_next_run() {
     store.set_conversation_carry(&carry).await.unwrap();
     assert_eq!(store.conversation_carry(id).await.unwrap(), Some(carry));
 }
+
+// Users, API keys, sessions and the audit log.
+#[path = "mongo/auth.rs"]
+mod auth;
