@@ -149,6 +149,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    // reqwest is built without a default TLS provider (rustls-no-provider); the gRPC client
+    // needs none for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("vactl: {e:#}");
         std::process::exit(1);

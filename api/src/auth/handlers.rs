@@ -375,10 +375,12 @@ async fn update_user(
         ));
     }
     state.store.update_user(&id, role, req.disabled).await?;
+    let password_reset = req.password.is_some();
     if let Some(p) = req.password {
         state.store.set_password_hash(&id, &hash(p).await?).await?;
     }
-    if req.disabled == Some(true) || role.is_some() {
+    // Whoever holds a session under the old role, status or password signs in again.
+    if req.disabled == Some(true) || role.is_some() || password_reset {
         state.store.revoke_user_sessions(&id, None).await?;
     }
     let user = state

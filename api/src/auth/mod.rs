@@ -648,9 +648,9 @@ async fn check(
             Access::Role(role) => role,
             Access::Public => Role::Viewer,
         },
-        // No route matched (or `/metrics`): any caller; the router answers 404 once the
-        // caller is known.
-        (None, None) => Role::Viewer,
+        // No route matched: any caller; the router answers 404 once the caller is known.
+        // `/metrics` (when not public) is read by any caller too.
+        (None, None) | (Some("/metrics"), None) => Role::Viewer,
         (Some(_), None) => {
             warn!(
                 route = matched,

@@ -115,8 +115,14 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("GET", "/api/calls/{id}", VIEW),
 ];
 
-/// The policy of `method` on the route template `path`.
+/// The policy of `method` on the route template `path`. `HEAD` is answered by the `GET`
+/// handler, so it has the `GET` policy.
 pub fn route(method: &str, path: &str) -> Option<&'static RoutePolicy> {
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
     ROUTES
         .iter()
         .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
@@ -347,6 +353,10 @@ mod tests {
             Some(Access::Role(Role::Manager))
         );
         assert!(route("GET", "/api/nowhere").is_none());
+        assert_eq!(
+            route("HEAD", "/api/campaigns").map(|r| r.access),
+            Some(Access::Role(Role::Viewer))
+        );
         assert_eq!(
             grpc_method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Some(Role::Viewer)

@@ -452,7 +452,11 @@ async fn a_password_change_signs_out_the_users_other_sessions() -> anyhow::Resul
 
 #[tokio::test]
 async fn sign_in_is_rate_limited_per_address_and_other_hosts_are_refused() -> anyhow::Result<()> {
-    let stack = Stack::start_with_env(&[("API_LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await?;
+    let stack = Stack::start_with_env(&[
+        ("API_LOGIN_ATTEMPTS_PER_MINUTE", "3"),
+        ("API_PUBLIC_METRICS", "false"),
+    ])
+    .await?;
     let browser = anonymous()?;
     for _ in 0..3 {
         let resp = sign_in(&stack, &browser, "nobody@example.com", "guess guess guess").await?;
@@ -492,6 +496,17 @@ async fn sign_in_is_rate_limited_per_address_and_other_hosts_are_refused() -> an
         .send()
         .await?;
     assert_eq!(resp.status(), StatusCode::OK);
+
+    // With API_PUBLIC_METRICS=false, /metrics wants a credential like the API.
+    let metrics = format!("{}/metrics", stack.api_http);
+    assert_eq!(
+        anonymous()?.get(&metrics).send().await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        stack.http.get(&metrics).send().await?.status(),
+        StatusCode::OK
+    );
     Ok(())
 }
 
@@ -506,7 +521,30 @@ async fn state_changing_requests_are_audited_and_admins_page_through_the_log() -
         .nth(1)
         .context("a prefix")?
         .to_owned();
-    let (viewer, viewer_prefix) = create_key(&stack, "viewer", json!({})).await?;
+    // The viewer key comes from vactl, as an operator would make it.
+    let vactl = std::path::PathBuf::from(std::env::var("VA_BIN_DIR")?).join("vactl");
+    let out = tokio::process::Command::new(&vactl)
+        .env("VOICE_AGENT_API_KEY", &stack.api_key)
+        .args(["--http", &stack.api_http, "keys", "create"])
+        .args([
+            "--name",
+            "dashboard",
+            "--role",
+            "viewer",
+            "--expires-in-days",
+            "1",
+        ])
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout)?;
+    let viewer = created["key"].as_str().context("the key")?.to_owned();
+    let viewer_prefix = created["prefix"].as_str().context("the prefix")?.to_owned();
+    assert_eq!(created["state"], "active");
 
     // Act: one accepted, one forbidden and one anonymous REST change, a gRPC change, a read.
     let created: Value = stack
