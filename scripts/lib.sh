@@ -530,6 +530,46 @@ va_install_traps() {
 # --------------------------------------------------------------------------------------------
 # Cargo
 
+# ensure_node: Node.js >= 20.19 and npm, for the web app (Debian: apt's nodejs is older on
+# bookworm; the machine images this project targets ship Node 20 with npm).
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        va_apt_install nodejs npm || die "Node.js and npm are needed for the web app (web/)"
+    fi
+    node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' ||
+        die "Node.js >= 20.19 is needed for the web app; this is $(node --version)"
+}
+
+# ensure_web_app: web/node_modules from the lockfile (npm ci, only when the lockfile changed),
+# and web/dist built when any source is newer than the last build. Sets WEB_DIST.
+ensure_web_app() {
+    ensure_node
+    local web="$VA_ROOT/web"
+    WEB_DIST="$web/dist"
+    if [[ ! -f "$web/node_modules/.package-lock.json" || "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]]; then
+        log "npm ci (web/)"
+        (cd "$web" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in web/"
+    fi
+    local newer=""
+    if [[ -f "$WEB_DIST/index.html" ]]; then
+        newer="$(find "$web/src" "$web/public" "$web/index.html" "$web/vite.config.ts" "$web/package-lock.json" \
+            -newer "$WEB_DIST/index.html" -print -quit 2>/dev/null)"
+    fi
+    if [[ ! -f "$WEB_DIST/index.html" || -n "$newer" ]]; then
+        log "npm run build (web/)"
+        (cd "$web" && npm run build --silent) || die "the web app did not build"
+    fi
+}
+
+# ensure_chromium: Debian's headless Chromium for the browser tests (Playwright's own browser
+# download cannot work offline). Sets CHROMIUM_BIN.
+ensure_chromium() {
+    CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
+    [[ -x "$CHROMIUM_BIN" ]] || va_apt_install chromium || die "could not install chromium (apt)"
+    [[ -x "$CHROMIUM_BIN" ]] || die "chromium is not at $CHROMIUM_BIN (set CHROMIUM_BIN)"
+    export CHROMIUM_BIN
+}
+
 # va_target_dir: the cargo target directory as an absolute path (respects CARGO_TARGET_DIR).
 va_target_dir() {
     local dir="${CARGO_TARGET_DIR:-$VA_ROOT/target}"

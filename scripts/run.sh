@@ -74,6 +74,8 @@ ensure_python_venv
 ((EXTERNAL_MONGO)) || ensure_mongo_server
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH (install Rust with rustup)"
 
+ensure_web_app
+
 log "cargo build --workspace --bins ${CARGO_PROFILE_ARGS[*]}"
 cargo build --workspace --bins "${CARGO_PROFILE_ARGS[@]}"
 for bin in voice-agent-api voice-agent-worker voice-agent-simulator; do
@@ -126,6 +128,7 @@ app_env=(
     "API_GRPC_ADDR=127.0.0.1:$API_GRPC_PORT"
     "PUBLIC_BASE_URL=$PUBLIC_BASE_URL"
     "AGENTS_FILE=${AGENTS_FILE:-$VA_ROOT/agent/agents.example.toml}"
+    "WEB_DIR=${WEB_DIR:-$WEB_DIST}"
     "RUST_LOG=${RUST_LOG:-info}"
 )
 # Only the api reads these.
@@ -198,6 +201,7 @@ fi
 cat <<EOF
 
   Voice Agent is running (profile $PROFILE_DIR)
+    Web app            http://127.0.0.1:$API_HTTP_PORT   (API reference: /api/docs)
     Temporal Web UI    http://127.0.0.1:$TEMPORAL_UI_PORT
     Temporal gRPC      127.0.0.1:$TEMPORAL_PORT  (namespace $TEMPORAL_NAMESPACE)
     API gRPC           127.0.0.1:$API_GRPC_PORT

@@ -15,6 +15,7 @@
 #   VA_BIN_DIR                the debug binaries (voice-agent-api, -worker, -simulator, vactl)
 #   SIMULATOR_BIN             $VA_BIN_DIR/voice-agent-simulator
 #   VA_TEMPORAL_BIN           the temporal CLI (for tests that start their own dev server)
+#   CHROMIUM_BIN              Debian's chromium, for the web app's browser tests
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -80,12 +81,22 @@ export SIMULATOR_BIN="$VA_BIN_DIR/voice-agent-simulator"
 step tools ensure_python_venv
 step mongo-server ensure_mongo_server
 step cargo-tools va_ensure_cargo_tools
+step web-tools ensure_web_app
+step chromium ensure_chromium
 export VA_TEMPORAL_BIN="$TEMPORAL_BIN"
 
 # ---- static checks and build ------------------------------------------------------------------
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins --tests
+
+# The web app: its client is generated from the api's document (a Rust test keeps
+# web/openapi.json equal to what the api serves), its types check, its unit tests pass; the
+# browser tests run in the e2e step against the build ensure_web_app made.
+web_checks() {
+    (cd web && npm run --silent check-gen && npm run --silent typecheck && npx vitest run)
+}
+step web web_checks
 
 # ---- services of our own: free ports, throw-away data ------------------------------------------
 start_services() {

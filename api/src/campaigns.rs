@@ -37,7 +37,7 @@ pub fn workflow_id(campaign_id: &str) -> String {
 }
 
 /// What a manager sends to create a campaign (HTTP JSON; the gRPC message maps onto it).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewCampaign {
     /// Display name.
@@ -77,7 +77,7 @@ pub struct NewCampaign {
 }
 
 /// A campaign as the HTTP API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
     id: String,
     name: String,
@@ -136,7 +136,7 @@ impl From<&CampaignDoc> for CampaignView {
 }
 
 /// Progress as the HTTP API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProgressView {
     campaign_id: String,
     status: String,
@@ -675,6 +675,16 @@ impl IntoResponse for HttpError {
 
 type HttpResult<T> = Result<Json<T>, HttpError>;
 
+#[utoipa::path(
+    post,
+    path = "/api/campaigns",
+    tag = "campaigns",
+    request_body = NewCampaign,
+    responses(
+        (status = 201, description = "Created as a draft", body = CampaignView),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn http_create(
     State(state): State<AppState>,
     body: axum::body::Bytes,
@@ -685,11 +695,24 @@ async fn http_create(
     Ok((StatusCode::CREATED, Json(CampaignView::from(&c))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/campaigns",
+    tag = "campaigns",
+    responses((status = 200, description = "The latest 100 campaigns, newest first", body = Vec<CampaignView>))
+)]
 async fn http_list(State(state): State<AppState>) -> HttpResult<Vec<CampaignView>> {
     let list = state.store.list_campaigns(100).await.map_err(unavailable)?;
     Ok(Json(list.iter().map(CampaignView::from).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/campaigns/{id}",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "The campaign", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody))
+)]
 async fn http_get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -699,6 +722,13 @@ async fn http_get(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/campaigns/{id}/start",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "Started (or already running)", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody), (status = 409, description = "Not in a state that can start", body = crate::openapi::ErrorBody))
+)]
 async fn http_start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -708,6 +738,13 @@ async fn http_start(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/campaigns/{id}/pause",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "Paused", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody), (status = 409, description = "Not running", body = crate::openapi::ErrorBody))
+)]
 async fn http_pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -717,6 +754,13 @@ async fn http_pause(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/campaigns/{id}/resume",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "Resumed", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody), (status = 409, description = "Not running", body = crate::openapi::ErrorBody))
+)]
 async fn http_resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -726,6 +770,13 @@ async fn http_resume(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/campaigns/{id}/cancel",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "Cancelled: nothing more is sent", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody), (status = 409, description = "Not running", body = crate::openapi::ErrorBody))
+)]
 async fn http_cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -735,12 +786,20 @@ async fn http_cancel(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RateBody {
+pub(crate) struct RateBody {
     rate_per_second: f64,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/campaigns/{id}/rate",
+    tag = "campaigns",
+    request_body = RateBody,
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "The new rate applies from the next send", body = CampaignView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody), (status = 409, description = "Not running", body = crate::openapi::ErrorBody))
+)]
 async fn http_rate(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -760,6 +819,13 @@ async fn http_rate(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/campaigns/{id}/progress",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign id")),
+    responses((status = 200, description = "Counts by item status, rate and expected finish; one document read whatever the campaign size", body = ProgressView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such campaign", body = crate::openapi::ErrorBody))
+)]
 async fn http_progress(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -137,7 +137,7 @@ pub struct ContactsApi {
 }
 
 /// A contact as given by a client, before validation.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
     /// E.164 or national format of the default region.
@@ -169,7 +169,7 @@ pub struct ContactInput {
 }
 
 /// Changes to a contact as given by a client; absent fields stay as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchInput {
     /// New number.
@@ -1093,7 +1093,7 @@ impl IntoResponse for HttpError {
 type HttpResult<T> = Result<Json<T>, HttpError>;
 
 /// A list as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListView {
     id: String,
     name: String,
@@ -1119,7 +1119,7 @@ impl From<ContactListDoc> for ListView {
 }
 
 /// A contact as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ContactView {
     id: String,
     list_id: String,
@@ -1163,7 +1163,7 @@ impl From<ContactDoc> for ContactView {
 }
 
 /// An upload's outcome as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadView {
     upload_id: String,
     list_id: String,
@@ -1174,6 +1174,7 @@ pub struct UploadView {
     imported: i64,
     merged: i64,
     rejected: i64,
+    #[schema(value_type = Vec<crate::openapi::RejectedRowSchema>)]
     rejected_rows: Vec<RejectedRow>,
     /// Where to download the rejected rows as CSV.
     report_csv: String,
@@ -1212,46 +1213,62 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| invalid("body", e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NameBody {
+pub(crate) struct NameBody {
     name: String,
 }
 
-#[derive(Deserialize, Default)]
-struct PageParams {
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// At most this many (default 50, at most 1000).
     #[serde(default)]
     page_size: i64,
+    /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]
     page_token: String,
 }
 
-#[derive(Deserialize, Default)]
-struct ContactParams {
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ContactParams {
+    /// At most this many (default 50, at most 1000).
     #[serde(default)]
     page_size: i64,
+    /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]
     page_token: String,
+    /// A number: a prefix when it starts with `+`, else any part of it.
     #[serde(default)]
     phone: String,
+    /// Any part of a name, any case (at most 100 characters).
     #[serde(default)]
     name: String,
+    /// Contacts with this tag.
     #[serde(default)]
     tag: String,
 }
 
-#[derive(Serialize)]
-struct ListsPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ListsPage {
     lists: Vec<ListView>,
     next_page_token: String,
 }
 
-#[derive(Serialize)]
-struct ContactsPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ContactsPage {
     contacts: Vec<ContactView>,
     next_page_token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists",
+    tag = "contacts",
+    request_body = NameBody,
+    responses((status = 201, description = "Created", body = ListView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody))
+)]
 async fn http_create_list(
     State(state): State<AppState>,
     body: Bytes,
@@ -1261,6 +1278,13 @@ async fn http_create_list(
     Ok((StatusCode::CREATED, Json(list.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists",
+    tag = "contacts",
+    params(PageParams),
+    responses((status = 200, description = "A page of lists, by name", body = ListsPage), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody))
+)]
 async fn http_list_lists(
     State(state): State<AppState>,
     Query(p): Query<PageParams>,
@@ -1274,6 +1298,13 @@ async fn http_list_lists(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists/{id}",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 200, description = "The list", body = ListView), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_get_list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1281,6 +1312,14 @@ async fn http_get_list(
     Ok(Json(ContactsApi::new(state).get_list(&id).await?.into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/contact-lists/{id}",
+    tag = "contacts",
+    request_body = NameBody,
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 200, description = "Renamed", body = ListView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_rename_list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1295,6 +1334,13 @@ async fn http_rename_list(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/contact-lists/{id}",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 204, description = "Deleted with its contacts"), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody), (status = 409, description = "A running campaign uses the list", body = crate::openapi::ErrorBody))
+)]
 async fn http_delete_list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1303,6 +1349,13 @@ async fn http_delete_list(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists/{id}/contacts",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id"), ContactParams),
+    responses((status = 200, description = "A page of contacts, by number", body = ContactsPage), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_list_contacts(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1317,6 +1370,14 @@ async fn http_list_contacts(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists/{id}/contacts",
+    tag = "contacts",
+    request_body = ContactInput,
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 201, description = "Added", body = ContactView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody), (status = 409, description = "The number is already on the list", body = crate::openapi::ErrorBody))
+)]
 async fn http_add_contact(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1327,6 +1388,13 @@ async fn http_add_contact(
     Ok((StatusCode::CREATED, Json(doc.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists/{id}/contacts/{contact_id}",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id"), ("contact_id" = String, Path, description = "The contact id")),
+    responses((status = 200, description = "The contact", body = ContactView), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_get_contact(
     State(state): State<AppState>,
     Path((id, contact_id)): Path<(String, String)>,
@@ -1339,6 +1407,14 @@ async fn http_get_contact(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/contact-lists/{id}/contacts/{contact_id}",
+    tag = "contacts",
+    request_body = PatchInput,
+    params(("id" = String, Path, description = "The contact list id"), ("contact_id" = String, Path, description = "The contact id")),
+    responses((status = 200, description = "Updated", body = ContactView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_update_contact(
     State(state): State<AppState>,
     Path((id, contact_id)): Path<(String, String)>,
@@ -1353,6 +1429,13 @@ async fn http_update_contact(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/contact-lists/{id}/contacts/{contact_id}",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id"), ("contact_id" = String, Path, description = "The contact id")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_remove_contact(
     State(state): State<AppState>,
     Path((id, contact_id)): Path<(String, String)>,
@@ -1363,6 +1446,14 @@ async fn http_remove_contact(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists/{id}/uploads",
+    tag = "contacts",
+    request_body(content = crate::openapi::UploadForm, content_type = "multipart/form-data"),
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 200, description = "Imported; rejected rows are in the report", body = UploadView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody), (status = 413, description = "Over a size, row, cell or text limit; nothing stored", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
+)]
 async fn http_upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1406,6 +1497,13 @@ async fn http_upload(
     Ok(Json(report.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists/{id}/uploads/{upload_id}",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id"), ("upload_id" = String, Path, description = "The upload id")),
+    responses((status = 200, description = "The upload's report", body = UploadView), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_get_report(
     State(state): State<AppState>,
     Path((id, upload_id)): Path<(String, String)>,
@@ -1418,6 +1516,13 @@ async fn http_get_report(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contact-lists/{id}/uploads/{upload_id}/rejected.csv",
+    tag = "contacts",
+    params(("id" = String, Path, description = "The contact list id"), ("upload_id" = String, Path, description = "The upload id")),
+    responses((status = 200, description = "The rejected rows as CSV (formula-safe)", content_type = "text/csv", body = String), (status = 404, description = "No such list or contact", body = crate::openapi::ErrorBody))
+)]
 async fn http_report_csv(
     State(state): State<AppState>,
     Path((id, upload_id)): Path<(String, String)>,

@@ -1,11 +1,17 @@
 //! Conversations over HTTP: the messages in order with what the agent did (actions, token
 //! usage, summary, disposition), and the list of conversations waiting for a person.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use temporalio_client::WorkflowStartOptions;
+use tracing::info;
+use voice_agent_domain::Channel;
 use voice_agent_store::{ConversationDoc, MessageDoc, MessageQuery};
+use voice_agent_workflows::{ConversationState, ConversationWorkflow, PersonAction};
 
 use crate::AppState;
 use crate::campaigns::{HttpError, rfc3339};
@@ -19,10 +25,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/conversations", get(list))
         .route("/api/conversations/{id}", get(get_one))
+        .route("/api/conversations/{id}/replies", post(reply))
+        .route("/api/conversations/{id}/hand-back", post(hand_back))
 }
 
 /// One message of a conversation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     id: String,
     direction: String,
@@ -47,7 +55,7 @@ impl From<&MessageDoc> for MessageView {
 }
 
 /// An agent action.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActionView {
     turn_id: String,
     kind: String,
@@ -57,7 +65,7 @@ pub struct ActionView {
 }
 
 /// A conversation's agent record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     id: String,
     ours: String,
@@ -110,7 +118,7 @@ impl From<&ConversationDoc> for ConversationView {
 }
 
 /// `GET /api/conversations/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationDetail {
     id: String,
     /// The agent's record; `null` when no agent answered this conversation.
@@ -119,6 +127,191 @@ pub struct ConversationDetail {
     messages: Vec<MessageView>,
 }
 
+/// Longest reply a person may write (ten SMS segments).
+const MAX_REPLY_CHARS: usize = 1_600;
+
+/// `POST /api/conversations/{id}/replies`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonReply {
+    /// The text to send, 1-1600 characters.
+    pub body: String,
+    /// The client's id of this request (1-64 letters, digits, `-` or `_`): sending the same
+    /// request again sends nothing more.
+    pub request_id: String,
+}
+
+/// `POST /api/conversations/{id}/hand-back`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandBack {
+    /// The client's id of this request (1-64 letters, digits, `-` or `_`).
+    pub request_id: String,
+}
+
+/// What was accepted; the conversation's workflow carries it out.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    request_id: String,
+}
+
+fn check_id(raw: &str) -> Result<(), ApiError> {
+    let id = raw.trim();
+    if !id.starts_with("conversation-") || id.len() > 64 {
+        return Err(ApiError::InvalidArgument {
+            field: "id",
+            reason: "expected conversation-<our digits>-<their digits>".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn check_request_id(raw: &str) -> Result<(), ApiError> {
+    if raw.is_empty()
+        || raw.len() > 64
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::InvalidArgument {
+            field: "request_id",
+            reason: "1-64 letters, digits, - or _".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Hands a person's action to the conversation's workflow, starting a new run if it closed
+/// while idle (it takes back its memory and hand-over state first).
+async fn to_workflow(state: &AppState, id: &str, action: PersonAction) -> Result<(), ApiError> {
+    let unavailable = |e: anyhow::Error| ApiError::Unavailable(e);
+    let doc = state
+        .store
+        .get_conversation(id)
+        .await
+        .map_err(|e| unavailable(e.into()))?
+        .ok_or_else(|| ApiError::NotFound(format!("conversation {id}")))?;
+    let channel = if doc.channel == "whatsapp" {
+        Channel::Whatsapp
+    } else {
+        Channel::Sms
+    };
+    let start = ConversationState {
+        ours: doc.ours.clone(),
+        theirs: doc.theirs.clone(),
+        channel: Some(channel),
+        ..Default::default()
+    };
+    state
+        .temporal
+        .signal_with_start_workflow(
+            ConversationWorkflow::run,
+            start,
+            ConversationWorkflow::person,
+            action,
+            WorkflowStartOptions::new(state.settings.common.task_queue.clone(), id.to_owned())
+                .build(),
+        )
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/replies",
+    tag = "conversations",
+    request_body = PersonReply,
+    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>")),
+    responses(
+        (status = 202, description = "Handed to the conversation, which sends it once through the exactly-once send path", body = Accepted),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such conversation", body = crate::openapi::ErrorBody)
+    )
+)]
+async fn reply(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Accepted>), HttpError> {
+    check_id(&id)?;
+    let req: PersonReply =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidArgument {
+            field: "body",
+            reason: format!("expected {{\"body\", \"request_id\"}}: {e}"),
+        })?;
+    check_request_id(&req.request_id)?;
+    let text = req.body.trim();
+    if text.is_empty() || text.chars().count() > MAX_REPLY_CHARS {
+        return Err(ApiError::InvalidArgument {
+            field: "body",
+            reason: "1-1600 characters".to_owned(),
+        }
+        .into());
+    }
+    let action = PersonAction {
+        request_id: req.request_id.clone(),
+        by: "api".to_owned(),
+        reply: Some(text.to_owned()),
+    };
+    to_workflow(&state, &id, action).await?;
+    info!(conversation = %voice_agent_domain::mask_workflow_id(&id), "a person replied");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: req.request_id,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/hand-back",
+    tag = "conversations",
+    request_body = HandBack,
+    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>")),
+    responses(
+        (status = 202, description = "The agent answers again from the next message", body = Accepted),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such conversation", body = crate::openapi::ErrorBody)
+    )
+)]
+async fn hand_back(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Accepted>), HttpError> {
+    check_id(&id)?;
+    let req: HandBack = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidArgument {
+        field: "body",
+        reason: format!("expected {{\"request_id\"}}: {e}"),
+    })?;
+    check_request_id(&req.request_id)?;
+    let action = PersonAction {
+        request_id: req.request_id.clone(),
+        by: "api".to_owned(),
+        reply: None,
+    };
+    to_workflow(&state, &id, action).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: req.request_id,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>")),
+    responses(
+        (status = 200, description = "The messages, oldest first, and the agent's record", body = ConversationDetail),
+        (status = 400, description = "Not a conversation id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such conversation", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -157,12 +350,25 @@ async fn get_one(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only conversations waiting for a person (`true`) or not (`false`).
     needs_human: Option<bool>,
+    /// At most this many, newest first (default 100, 1-500).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Conversations the agent took part in, newest first", body = Vec<ConversationView>),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,

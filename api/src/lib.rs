@@ -8,6 +8,8 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
+//! | [`web`] | the web app's static files, with client routes answered by `index.html` |
 //! | [`auth`] | users, API keys, sessions, the auth layers and the audit log |
 //!
 //! HTTP and gRPC listen on separate ports (`API_HTTP_ADDR`, `API_GRPC_ADDR`) and stop together
@@ -20,11 +22,14 @@ pub mod contacts;
 pub mod conversations;
 pub mod grpc;
 pub mod inbox;
+pub mod openapi;
 pub mod ops;
 pub mod voice;
+pub mod web;
 pub mod webhooks;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +61,8 @@ pub struct ApiSettings {
     pub contacts_max_upload_bytes: usize,
     /// `CONTACTS_MAX_ROWS`: contact files with more data rows are refused.
     pub contacts_max_rows: usize,
+    /// `WEB_DIR`: the built web app (`web/dist` by default).
+    pub web_dir: PathBuf,
     /// Access control (`API_BOOTSTRAP_*`, `API_SESSION_TTL_SECS`, `API_ALLOWED_HOSTS`, ...).
     pub auth: auth::AuthSettings,
 }
@@ -84,6 +91,10 @@ impl ApiSettings {
             ),
             contacts_max_upload_bytes: env.number("CONTACTS_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)?,
             contacts_max_rows: env.number("CONTACTS_MAX_ROWS", 1_000_000)?,
+            web_dir: env
+                .get("WEB_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(web::default_dir),
         })
     }
 }
@@ -231,6 +242,7 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let max_upload = state.settings.contacts_max_upload_bytes;
+    let web_dir = state.settings.web_dir.clone();
     Router::new()
         .merge(webhooks::routes())
         .merge(contacts::routes())
@@ -239,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voice::webhook_routes())
         .merge(voice::api_routes())
         .merge(ops::routes())
+        .merge(openapi::routes())
         .merge(auth::handlers::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -248,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         // Contact uploads are far larger and slower than other requests: merged after the
         // global body limit and timeout, with their own.
         .merge(contacts::upload_routes(max_upload))
+        .merge(web::routes(&web_dir))
         // Outside every route's own layers, so nothing (an upload's body) is read before the
         // caller is known; inside the trace layer, so refusals are traced.
         .layer(axum::middleware::from_fn_with_state(

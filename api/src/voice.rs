@@ -7,7 +7,7 @@
 //! | `POST /twilio/voice/answer?wf=` | Twilio, an outbound call answered | `answer` update (with `AnsweredBy`) |
 //! | `POST /twilio/voice/gather?wf=` | Twilio, a `<Gather>` result | `gather` update; answers with the agent's turn |
 //! | `POST /twilio/voice/status[?wf=&attempt=]` | Twilio, call progress | `status` signal |
-//! | `POST /api/calls`, `GET /api/calls/{id}` | campaign managers | place a call; read it (live state and logs) |
+//! | `POST /api/calls`, `GET /api/calls`, `GET /api/calls/{id}` | campaign managers | place a call; page the call logs; read one call (live state and logs) |
 
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use voice_agent_domain::{PhoneNumber, mask_phone};
 use voice_agent_protos::v1 as pb;
 use voice_agent_protos::v1::call_service_server::{CallService, CallServiceServer};
-use voice_agent_store::{CallLogDoc, TranscriptEntry};
+use voice_agent_store::{CallLogDoc, CallLogQuery, TranscriptEntry};
 use voice_agent_twilio::HttpMethod;
 use voice_agent_twilio::twiml::{
     Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout, VoiceResponse,
@@ -61,7 +61,7 @@ pub fn webhook_routes() -> Router<AppState> {
 /// Outbound calls.
 pub fn api_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/calls", post(place_call))
+        .route("/api/calls", post(place_call).get(list_calls))
         .route("/api/calls/{id}", get(get_call))
 }
 
@@ -373,7 +373,7 @@ async fn call_status(
 // ---- /api/calls ----------------------------------------------------------------------------
 
 /// `POST /api/calls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCall {
     /// Callee.
@@ -408,21 +408,162 @@ pub struct NewCall {
 }
 
 /// A placed call.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlacedCall {
     call_id: String,
 }
 
 /// `GET /api/calls/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CallDetail {
     call_id: String,
     /// The call's workflow is running (dialling, talking, or waiting to retry).
     running: bool,
     /// The workflow's live view (status, transcript so far) while it runs.
-    live: Option<CallView>,
-    /// One log per finished attempt.
-    logs: Vec<CallLogDoc>,
+    live: Option<LiveCallView>,
+    /// One log per attempt, in attempt order.
+    logs: Vec<CallLogView>,
+}
+
+/// One turn of a call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TurnView {
+    /// `caller` or `agent`.
+    speaker: String,
+    text: String,
+    /// RFC 3339.
+    at: String,
+    /// Twilio's speech recognition confidence, 0-1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confidence: Option<f64>,
+}
+
+impl From<&TranscriptEntry> for TurnView {
+    fn from(t: &TranscriptEntry) -> Self {
+        Self {
+            speaker: t.speaker.clone(),
+            text: t.text.clone(),
+            at: t.at.clone(),
+            confidence: t.confidence,
+        }
+    }
+}
+
+/// A call in progress, as its workflow holds it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LiveCallView {
+    /// `inbound` or `outbound`.
+    direction: String,
+    /// Our number.
+    ours: String,
+    /// The person's number.
+    theirs: String,
+    /// Current attempt, from 1.
+    attempt: u32,
+    call_sid: Option<String>,
+    /// Latest Twilio call status.
+    status: String,
+    answered_by: Option<String>,
+    answered_at: Option<String>,
+    /// This attempt's turns so far.
+    transcript: Vec<TurnView>,
+}
+
+impl From<CallView> for LiveCallView {
+    fn from(v: CallView) -> Self {
+        Self {
+            direction: v.input.direction,
+            ours: v.input.ours,
+            theirs: v.input.theirs,
+            attempt: v.attempt,
+            call_sid: v.call_sid,
+            status: v.status,
+            answered_by: v.answered_by,
+            answered_at: v.answered_at,
+            transcript: v.transcript.iter().map(TurnView::from).collect(),
+        }
+    }
+}
+
+/// One attempt of a call, as stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallLogView {
+    /// `<call id>/<attempt>`.
+    id: String,
+    call_id: String,
+    attempt: u32,
+    call_sid: Option<String>,
+    /// `inbound` or `outbound`.
+    direction: String,
+    from: String,
+    to: String,
+    /// `dialing`, then Twilio's final call status.
+    status: String,
+    /// human, machine, voicemail_left, busy, no_answer, failed, canceled, opted_out, completed.
+    outcome: Option<String>,
+    /// Twilio's `AnsweredBy` when answering-machine detection ran.
+    answered_by: Option<String>,
+    started_at: Option<String>,
+    answered_at: Option<String>,
+    ended_at: Option<String>,
+    duration_secs: Option<i64>,
+    transcript: Vec<TurnView>,
+    disposition: Option<String>,
+    summary: Option<String>,
+    recording_url: Option<String>,
+    campaign_id: Option<String>,
+    item_id: Option<String>,
+}
+
+impl From<&CallLogDoc> for CallLogView {
+    fn from(l: &CallLogDoc) -> Self {
+        Self {
+            id: l.id.clone(),
+            call_id: l.call_id.clone(),
+            attempt: l.attempt,
+            call_sid: l.call_sid.clone(),
+            direction: l.direction.clone(),
+            from: l.from.clone(),
+            to: l.to.clone(),
+            status: l.status.clone(),
+            outcome: l.outcome.clone(),
+            answered_by: l.answered_by.clone(),
+            started_at: l.started_at.clone(),
+            answered_at: l.answered_at.clone(),
+            ended_at: l.ended_at.clone(),
+            duration_secs: l.duration_secs,
+            transcript: l.transcript.iter().map(TurnView::from).collect(),
+            disposition: l.disposition.clone(),
+            summary: l.summary.clone(),
+            recording_url: l.recording_url.clone(),
+            campaign_id: l.campaign_id.clone(),
+            item_id: l.item_id.clone(),
+        }
+    }
+}
+
+/// `GET /api/calls`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CallsQuery {
+    /// Only this outcome (human, machine, voicemail_left, busy, no_answer, failed, ...).
+    outcome: Option<String>,
+    /// Only this campaign's calls.
+    campaign_id: Option<String>,
+    /// `inbound` or `outbound`.
+    direction: Option<String>,
+    /// At most this many, newest first (default 50, 1-500).
+    page_size: Option<i64>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// A page of call logs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallsPage {
+    calls: Vec<CallLogView>,
+    /// Empty on the last page.
+    next_page_token: String,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> HttpError {
@@ -552,11 +693,21 @@ pub async fn find_call(state: &AppState, id: &str) -> Result<CallDetail, ApiErro
     Ok(CallDetail {
         call_id: id.to_owned(),
         running,
-        live,
-        logs,
+        live: live.map(LiveCallView::from),
+        logs: logs.iter().map(CallLogView::from).collect(),
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/calls",
+    tag = "calls",
+    request_body = NewCall,
+    responses(
+        (status = 201, description = "The call's workflow started", body = PlacedCall),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn place_call(
     State(state): State<AppState>,
     body: Bytes,
@@ -567,11 +718,95 @@ async fn place_call(
     Ok((StatusCode::CREATED, Json(PlacedCall { call_id })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/calls/{id}",
+    tag = "calls",
+    params(("id" = String, Path, description = "call-...")),
+    responses(
+        (status = 200, description = "The call: live state while it runs, one log per attempt", body = CallDetail),
+        (status = 400, description = "Not a call id", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such call", body = crate::openapi::ErrorBody)
+    )
+)]
 async fn get_call(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<CallDetail>, HttpError> {
     Ok(Json(find_call(&state, &id).await?))
+}
+
+/// Longest filter value accepted.
+const MAX_FILTER_CHARS: usize = 64;
+
+#[utoipa::path(
+    get,
+    path = "/api/calls",
+    tag = "calls",
+    params(CallsQuery),
+    responses(
+        (status = 200, description = "Call logs, newest first", body = CallsPage),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The search took too long; narrow it", body = crate::openapi::ErrorBody)
+    )
+)]
+async fn list_calls(
+    State(state): State<AppState>,
+    Query(q): Query<CallsQuery>,
+) -> Result<Json<CallsPage>, HttpError> {
+    let limit = q.page_size.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(invalid("page_size", "between 1 and 500"));
+    }
+    for (field, v) in [
+        ("outcome", &q.outcome),
+        ("campaign_id", &q.campaign_id),
+        ("direction", &q.direction),
+    ] {
+        if v.as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_FILTER_CHARS)
+        {
+            return Err(invalid(field, "at most 64 characters"));
+        }
+    }
+    let before = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => {
+            let (at, id) = t
+                .split_once('|')
+                .filter(|(at, id)| at.len() <= 64 && id.len() <= 200)
+                .ok_or_else(|| invalid("page_token", "not a token from this endpoint"))?;
+            Some((at.to_owned(), id.to_owned()))
+        }
+    };
+    let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let logs = state
+        .store
+        .list_call_logs(&CallLogQuery {
+            outcome: nonempty(q.outcome),
+            campaign_id: nonempty(q.campaign_id),
+            direction: nonempty(q.direction),
+            before,
+            limit,
+        })
+        .await
+        .map_err(|e| match e {
+            voice_agent_store::StoreError::SearchTimedOut => ApiError::FailedPrecondition(
+                "the search took too long; filter by campaign or outcome".to_owned(),
+            ),
+            e => ApiError::Unavailable(e.into()),
+        })?;
+    let next_page_token = if logs.len() as i64 == limit {
+        logs.last()
+            .and_then(|l| Some(format!("{}|{}", l.started_at.as_deref()?, l.id)))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(Json(CallsPage {
+        calls: logs.iter().map(CallLogView::from).collect(),
+        next_page_token,
+    }))
 }
 
 // ---- gRPC ----------------------------------------------------------------------------------
@@ -586,7 +821,7 @@ pub fn grpc_service(state: AppState) -> CallServiceServer<CallsApi> {
     CallServiceServer::new(CallsApi { state })
 }
 
-fn turn_to_proto(t: &TranscriptEntry) -> pb::TranscriptTurn {
+fn turn_to_proto(t: &TurnView) -> pb::TranscriptTurn {
     pb::TranscriptTurn {
         speaker: t.speaker.clone(),
         text: t.text.clone(),

@@ -95,6 +95,21 @@ pub struct CallLogDoc {
     pub updated_at: DateTime,
 }
 
+/// A page of call logs: see [`MongoStore::list_call_logs`].
+#[derive(Debug, Clone, Default)]
+pub struct CallLogQuery {
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only this campaign's calls.
+    pub campaign_id: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+    /// The `(started_at, _id)` of the last log of the previous page.
+    pub before: Option<(String, String)>,
+    /// Page size, 1-500.
+    pub limit: i64,
+}
+
 /// The identity of an attempt, recorded before dialling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewCallAttempt {
@@ -192,6 +207,42 @@ impl MongoStore {
             .await?
             .try_collect()
             .await?)
+    }
+
+    /// Call logs newest first (by `started_at`, then id), at most `query.limit`, after the
+    /// cursor `query.before` (the `(started_at, _id)` of the last log of the previous page).
+    /// Served by the `started` index; filters are checked on the way, under the search time
+    /// limit.
+    pub async fn list_call_logs(&self, query: &CallLogQuery) -> Result<Vec<CallLogDoc>> {
+        let mut filter = doc! { "started_at": { "$exists": true } };
+        if let Some((at, id)) = &query.before {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "started_at": { "$lt": at } },
+                    doc! { "started_at": at, "_id": { "$lt": id } },
+                ],
+            );
+        }
+        if let Some(o) = &query.outcome {
+            filter.insert("outcome", o);
+        }
+        if let Some(c) = &query.campaign_id {
+            filter.insert("campaign_id", c);
+        }
+        if let Some(d) = &query.direction {
+            filter.insert("direction", d);
+        }
+        self.call_logs()
+            .find(filter)
+            .sort(doc! { "started_at": -1, "_id": -1 })
+            .limit(query.limit.clamp(1, 500))
+            .max_time(crate::SEARCH_MAX_TIME)
+            .await
+            .map_err(crate::search_error)?
+            .try_collect()
+            .await
+            .map_err(crate::search_error)
     }
 
     /// The log with this Twilio SID.

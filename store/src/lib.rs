@@ -41,7 +41,7 @@ pub mod whatsapp;
 use mongodb::{Client, Database, options::ClientOptions};
 
 pub use auth::{ApiKeyDoc, AuditDoc, Role, SessionDoc, UserDoc};
-pub use calls::{CallLogDoc, NewCallAttempt, TranscriptEntry};
+pub use calls::{CallLogDoc, CallLogQuery, NewCallAttempt, TranscriptEntry};
 pub use campaigns::{
     BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,
     campaign_status, item_status,

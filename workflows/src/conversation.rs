@@ -118,6 +118,20 @@ pub struct ConversationState {
     /// The latest summary.
     #[serde(default)]
     pub summary: Option<String>,
+    /// Replies written by a person, not sent yet.
+    #[serde(default)]
+    pub person_outbox: VecDeque<PersonAction>,
+}
+
+/// Something a person did in a conversation (the web app's hand-over queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonAction {
+    /// The client's request id: a repeat of the same request does nothing more.
+    pub request_id: String,
+    /// Who (the signed-in user, or `api`).
+    pub by: String,
+    /// The reply to send; `None`: hand the conversation back to the agent.
+    pub reply: Option<String>,
 }
 
 impl ConversationState {
@@ -126,10 +140,7 @@ impl ConversationState {
         if self.seen_ids.iter().any(|id| id == &msg.id) {
             return false;
         }
-        self.seen_ids.push_back(msg.id.clone());
-        if self.seen_ids.len() > MAX_SEEN_IDS {
-            self.seen_ids.pop_front();
-        }
+        self.remember_id(msg.id.clone());
         if msg.direction == "inbound" {
             self.inbound_count += 1;
             if msg.keyword.is_none() {
@@ -141,6 +152,14 @@ impl ConversationState {
             self.recent.pop_front();
         }
         true
+    }
+
+    /// Adds an id to the ones already seen (the oldest fall out past [`MAX_SEEN_IDS`]).
+    fn remember_id(&mut self, id: String) {
+        self.seen_ids.push_back(id);
+        if self.seen_ids.len() > MAX_SEEN_IDS {
+            self.seen_ids.pop_front();
+        }
     }
 
     /// The recent messages as the agent's turns (keyword messages left out).
@@ -356,6 +375,10 @@ impl ConversationWorkflow {
             }
             ctx.state_mut(|s| s.unprocessed = 0);
 
+            while let Some(action) = ctx.state_mut(|s| s.state.person_outbox.pop_front()) {
+                person_action(ctx, profile.as_ref(), action).await;
+            }
+
             if let Some(profile) = &profile {
                 let turn = ctx.state_mut(|s| {
                     if s.state.mode == AgentMode::Open {
@@ -394,6 +417,25 @@ impl ConversationWorkflow {
         if self.state.push(msg) {
             self.unprocessed += 1;
         }
+    }
+
+    /// A person replies by hand, or hands the conversation back to the agent (the api, via
+    /// signal-with-start, so a conversation closed while idle opens again). Each request id
+    /// counts once, whatever the run it arrives in.
+    #[signal]
+    pub fn person(&mut self, _ctx: &mut SyncWorkflowContext<Self>, action: PersonAction) {
+        let key = format!("person/{}", action.request_id);
+        if self.state.seen_ids.iter().any(|id| id == &key)
+            || self
+                .state
+                .person_outbox
+                .iter()
+                .any(|a| a.request_id == action.request_id)
+        {
+            return;
+        }
+        self.state.person_outbox.push_back(action);
+        self.unprocessed += 1;
     }
 
     /// The conversation as held in workflow state.
@@ -588,6 +630,110 @@ async fn agent_turn(
     });
     // The record is for people reading the conversation; losing it must not stop the reply
     // loop, and the activity retries on its own.
+    let _ = ctx
+        .execute_activity(
+            AgentActivities::record_agent_turn,
+            record,
+            store_options(Duration::from_secs(10)),
+        )
+        .await;
+}
+
+/// Sends a person's reply through the same exactly-once path as the agent's (its message id
+/// derives from the request id), or hands the conversation back: the agent answers again from
+/// the next message (what came in during the hand-over was the person's to answer).
+async fn person_action(
+    ctx: &mut WorkflowContext<ConversationWorkflow>,
+    profile: Option<&AgentProfile>,
+    action: PersonAction,
+) {
+    let (conversation_id, ours, theirs, channel) = ctx.state(|s| {
+        (
+            s.state.conversation_id(),
+            s.state.ours.clone(),
+            s.state.theirs.clone(),
+            s.state.channel.unwrap_or(Channel::Sms),
+        )
+    });
+    let turn_id = format!("person/{}", action.request_id);
+    let mut records: Vec<(String, Option<String>)> = Vec::new();
+    match &action.reply {
+        Some(text) => {
+            let message_id = MessageId::from_idempotency_key(&format!(
+                "{conversation_id}/person/{}",
+                action.request_id
+            ))
+            .to_string();
+            let send = SendMessageInput {
+                message_id: message_id.clone(),
+                channel,
+                to: theirs.clone(),
+                from: Some(ours.clone()),
+                messaging_service_sid: None,
+                body: text.clone(),
+                conversation_id: Some(conversation_id.clone()),
+            };
+            match ctx
+                .execute_activity(
+                    MessagingActivities::send_message,
+                    send,
+                    reply_send_options(),
+                )
+                .await
+            {
+                Ok(_) => {
+                    let at = rfc3339(ctx);
+                    ctx.state_mut(|s| {
+                        s.state.push(ConversationMessage {
+                            id: message_id,
+                            direction: "outbound".to_owned(),
+                            body: text.clone(),
+                            at,
+                            keyword: None,
+                        });
+                    });
+                    records.push(("person_reply".to_owned(), Some(action.by.clone())));
+                }
+                Err(e) => records.push((
+                    "person_reply_failed".to_owned(),
+                    Some(format!("{}: {e}", action.by)),
+                )),
+            }
+        }
+        None => {
+            ctx.state_mut(|s| {
+                if s.state.mode == AgentMode::Handoff {
+                    s.state.mode = AgentMode::Open;
+                    s.state.pending_turn = None;
+                }
+            });
+            records.push(("hand_back".to_owned(), Some(action.by.clone())));
+        }
+    }
+    let record = ctx.state_mut(|s| {
+        let st = &mut s.state;
+        // Remembered like a message id, so a repeat in a later run is dropped too.
+        st.remember_id(turn_id.clone());
+        AgentTurnRecord {
+            conversation_id: conversation_id.clone(),
+            ours: ours.clone(),
+            theirs: theirs.clone(),
+            channel: channel.as_str().to_owned(),
+            profile: profile.map(|p| p.name.clone()).unwrap_or_default(),
+            agent: "person".to_owned(),
+            turn_id: turn_id.clone(),
+            actions: records,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            status: match st.mode {
+                AgentMode::Open => conversation_status::OPEN,
+                AgentMode::Handoff => conversation_status::HANDOFF,
+                AgentMode::Ended => conversation_status::ENDED,
+            }
+            .to_owned(),
+            disposition: st.disposition.map(|d| d.as_str().to_owned()),
+        }
+    });
     let _ = ctx
         .execute_activity(
             AgentActivities::record_agent_turn,

@@ -30,7 +30,9 @@ pub use campaign::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CallFinished, CampaignCounters,
     CampaignRun, CampaignWorkflow, Phase, VoiceCampaign,
 };
-pub use conversation::{AgentMode, ConversationMessage, ConversationState, ConversationWorkflow};
+pub use conversation::{
+    AgentMode, ConversationMessage, ConversationState, ConversationWorkflow, PersonAction,
+};
 pub use followup::{FollowUpInput, FollowUpOutcome, FollowUpWorkflow};
 pub use options::agent_task_queue;
 pub use send_message::SendMessageWorkflow;

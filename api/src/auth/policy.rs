@@ -110,9 +110,15 @@ pub const ROUTES: &[RoutePolicy] = &[
     // conversations
     rule("GET", "/api/conversations", VIEW),
     rule("GET", "/api/conversations/{id}", VIEW),
+    rule("POST", "/api/conversations/{id}/replies", MANAGE),
+    rule("POST", "/api/conversations/{id}/hand-back", MANAGE),
     // calls
     rule("POST", "/api/calls", MANAGE),
+    rule("GET", "/api/calls", VIEW),
     rule("GET", "/api/calls/{id}", VIEW),
+    // the API's own description: like gRPC reflection, only to callers with a credential
+    rule("GET", "/api/openapi.json", VIEW),
+    rule("GET", "/api/docs", VIEW),
 ];
 
 /// The policy of `method` on the route template `path`. `HEAD` is answered by the `GET`

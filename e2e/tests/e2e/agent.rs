@@ -680,3 +680,94 @@ async fn with_no_worker_on_the_model_queue_a_reply_is_the_fallback_until_one_sta
     assert_eq!(got[1], "Nice to meet you, Grace! How can I help?");
     Ok(())
 }
+
+/// The hand-over queue: a person answers by hand through the conversation's workflow (the
+/// exactly-once send path: the same request twice sends once), then hands it back, and the
+/// agent answers the next message (not the ones the person dealt with).
+#[tokio::test]
+async fn a_person_answers_a_hand_over_once_and_hands_it_back_to_the_agent() -> anyhow::Result<()> {
+    let file = agents_file("", Some(RULES))?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let theirs = &person();
+    let id = conversation_id(theirs);
+    text(&stack, theirs, "can I talk to a human").await?;
+    assert_eq!(
+        replies(&stack, theirs, 1).await?,
+        ["Connecting you to a person."]
+    );
+    eventually("the hand-over", WAIT, || async {
+        let c = conversation(&stack, theirs).await?;
+        Ok((c["agent"]["needs_human"] == json!(true)).then_some(()))
+    })
+    .await?;
+    text(&stack, theirs, "hello? anyone?").await?;
+
+    let post = |path: String, body: Value| {
+        let http = stack.http.clone();
+        async move {
+            let r = http.post(path).json(&body).send().await?;
+            let status = r.status();
+            let answer: Value = r.json().await?;
+            anyhow::Ok((status, answer))
+        }
+    };
+    let replies_url = format!("{}/api/conversations/{id}/replies", stack.api_http);
+    let reply = json!({"body": "Hi, this is Sam from the team.", "request_id": "reply-1"});
+    for _ in 0..3 {
+        let (status, answer) = post(replies_url.clone(), reply.clone()).await?;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let (status, answer) =
+        post(replies_url.clone(), json!({"body": " ", "request_id": "x"})).await?;
+    assert_eq!(status, 400, "an empty reply is refused: {answer}");
+    let (status, _) = post(
+        format!(
+            "{}/api/conversations/conversation-1-2/replies",
+            stack.api_http
+        ),
+        reply.clone(),
+    )
+    .await?;
+    assert_eq!(status, 404, "an unknown conversation is refused");
+    assert_eq!(
+        replies(&stack, theirs, 2).await?,
+        [
+            "Connecting you to a person.",
+            "Hi, this is Sam from the team."
+        ]
+    );
+
+    let (status, answer) = post(
+        format!("{}/api/conversations/{id}/hand-back", stack.api_http),
+        json!({"request_id": "back-1"}),
+    )
+    .await?;
+    assert_eq!(status, 202, "{answer}");
+    let conv = eventually("the hand-back", WAIT, || async {
+        let c = conversation(&stack, theirs).await?;
+        Ok((c["agent"]["needs_human"] == json!(false)).then_some(c))
+    })
+    .await?;
+    let kinds: Vec<&str> = conv["agent"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["transfer", "person_reply", "hand_back"]);
+    assert_eq!(conv["agent"]["status"], json!("open"));
+
+    text(&stack, theirs, "what are your opening hours").await?;
+    assert_eq!(
+        replies(&stack, theirs, 3).await?[2],
+        "Sorry, could you rephrase?",
+        "the agent answers again"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stack.ledger(theirs).await?.len(),
+        3,
+        "the person's reply went once, and the agent did not answer what came during the hand-over"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ mod helpers;
 mod hostile;
 mod inbox;
 mod voice;
+mod web;
 mod whatsapp;
 
 use std::time::Duration;

@@ -1,0 +1,252 @@
+// Browser tests of the web app in Debian's headless Chromium, driven by playwright-core,
+// against a real stack (Temporal, MongoDB-wire server, simulator, api, worker) that the Rust
+// e2e test `web::a_campaign_manager_works_in_the_web_app` starts and points us at:
+//   VA_WEB_URL         the api serving the app
+//   VA_SCREENSHOTS     where to write screenshots (desktop and phone sizes of every page)
+// Every test fails on a console error or a failed request it did not expect, and runs axe-core
+// on each page it visits (no serious or critical violation allowed).
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+
+const BASE = process.env.VA_WEB_URL;
+if (!BASE) throw new Error('VA_WEB_URL is not set: run through the e2e test (scripts/test.sh)');
+const SHOTS = process.env.VA_SCREENSHOTS ?? join(process.cwd(), '..', '.data', 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+const AXE = readFileSync(new URL('../node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+const TIMEOUT = 60_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+});
+
+/** A page that records what must not happen: console errors, failed requests, 5xx answers. */
+async function open(size = { width: 1280, height: 860 }) {
+  const context = await browser.newContext({ viewport: size, acceptDownloads: true });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  const problems = [];
+  const expected = []; // predicates of problems a test provokes on purpose
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  page.on('response', (r) => r.status() >= 500 && problems.push(`${r.status()} from ${r.request().method()} ${r.url()}`));
+  const check = () => {
+    const left = problems.filter((p) => !expected.some((ok) => ok(p)));
+    assert.deepEqual(left, [], 'unexpected console errors or failed requests');
+  };
+  return { context, page, problems, expected, check };
+}
+
+async function axe(page, name) {
+  await page.addScriptTag({ content: AXE });
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `accessibility violations on ${name}`);
+}
+
+async function shoot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage: true });
+  const vp = page.viewportSize();
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(SHOTS, `${name}-phone.png`), fullPage: true });
+  await page.setViewportSize(vp);
+}
+
+const results = [];
+async function test(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`FAIL ${name}: ${e.stack ?? e}`);
+  }
+}
+
+const stamp = Date.now().toString(36);
+const listName = `Spring customers ${stamp}`;
+// 5 good rows, 2 rejected (a number that is not one, and an empty phone).
+const csv = [
+  'phone,first_name,plan',
+  '+14155550101,Ada,gold',
+  '+14155550102,Grace,silver',
+  '+14155550103,Alan,gold',
+  '+14155550104,Edsger,bronze',
+  '+14155550105,Barbara,gold',
+  'not a number,Mallory,gold',
+  ',Nobody,gold',
+].join('\n');
+
+await test('every page loads with its empty state, passes axe and is screenshotted', async () => {
+  const { page, check, context } = await open();
+  for (const [path, name, heading] of [
+    ['/', 'dashboard', 'Dashboard'],
+    ['/campaigns', 'campaigns', 'Campaigns'],
+    ['/lists', 'lists', 'Contact lists'],
+    ['/conversations', 'conversations', 'Conversations'],
+    ['/calls', 'calls', 'Calls'],
+    ['/campaigns/new', 'campaign-new', 'New campaign'],
+  ]) {
+    await page.goto(BASE + path);
+    await page.getByRole('heading', { level: 1, name: heading }).waitFor();
+    await page.locator('[role=status]').first().waitFor({ state: 'detached' }).catch(() => {});
+    await axe(page, name);
+    await shoot(page, name);
+  }
+  // A client route reloads to the same page (the api answers index.html for it).
+  await page.goto(BASE + '/no/such/page');
+  await page.getByRole('heading', { name: 'Not found' }).waitFor();
+  check();
+  await context.close();
+});
+
+let listUrl;
+await test('upload a contact file with rejected rows and see the report', async () => {
+  const { page, check, context } = await open();
+  await page.goto(BASE + '/lists');
+  await page.getByLabel('New list').fill(listName);
+  await page.getByRole('button', { name: 'Create list' }).click();
+  await page.getByRole('heading', { level: 1, name: listName }).waitFor();
+  listUrl = page.url();
+  await page.getByLabel('File').setInputFiles({ name: 'contacts.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  const report = page.locator('.panel', { hasText: 'Imported contacts.csv' });
+  await report.waitFor();
+  const text = await report.innerText();
+  assert.match(text, /7 rows/);
+  assert.match(text, /5 imported/);
+  assert.match(text, /2 rejected/);
+  const rejected = report.getByRole('table', { name: 'Rejected rows' });
+  assert.equal(await rejected.locator('tbody tr').count(), 2);
+  assert.match(await rejected.innerText(), /not a number/);
+  // The downloadable report has the same rows.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: /Download the rejected rows/ }).click(),
+  ]);
+  const body = readFileSync(await download.path(), 'utf8');
+  assert.match(body, /not a number/);
+  // The contacts are browsable and searchable.
+  const contacts = page.getByRole('table', { name: 'Contacts' });
+  await contacts.getByText('+14155550103').waitFor();
+  await page.getByLabel('Search by name or number').fill('Grace');
+  await contacts.getByText('+14155550102').waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('.vrow').length === 1);
+  await axe(page, 'list');
+  await shoot(page, 'list');
+  check();
+  await context.close();
+});
+
+await test('create and start an SMS campaign, pause and resume it, and watch it complete', async () => {
+  const { page, check, context } = await open();
+  await page.goto(BASE + '/campaigns/new');
+  // Validation as you type: a bad rate is refused at its field before anything is sent.
+  await page.getByLabel('Name').fill(`Spring ${stamp}`);
+  await page.getByLabel('Messages per second').fill('0.00001');
+  await page.getByLabel('Messages per second').blur();
+  await page.getByText('0 (as fast as allowed) or between 0.001 and 10000 per second.').waitFor();
+  // Slow enough to pause while it runs: one message every 2 s.
+  await page.getByLabel('Messages per second').fill('0.5');
+  await page.getByLabel('Contact list').selectOption({ label: `${listName} (5)` });
+  await page.getByLabel('Message', { exact: true }).fill('Hi {{first_name}}, your {{plan}} plan renews soon.');
+  // The live preview renders the first contact of the list.
+  await page.getByText('Hi Ada, your gold plan renews soon.').waitFor();
+  await page.getByText(/GSM-7, 1 segment/).waitFor();
+  await axe(page, 'campaign-form');
+  await page.getByRole('button', { name: 'Create and start' }).click();
+  await page.getByRole('heading', { level: 1, name: `Spring ${stamp}` }).waitFor();
+  await page.getByRole('button', { name: 'Pause' }).click();
+  await page.getByRole('button', { name: 'Resume' }).waitFor();
+  await page.locator('.title-row .badge', { hasText: 'paused' }).waitFor();
+  await page.getByRole('button', { name: 'Resume' }).click();
+  await page.getByRole('button', { name: 'Pause' }).waitFor();
+  // Done: every contact's message sent or delivered, counted by the progress read.
+  await page.locator('.title-row .badge', { hasText: 'completed' }).waitFor({ timeout: 120_000 });
+  await page.getByText('5 of 5 done (100%)').waitFor();
+  const counts = await page.locator('td[data-status]').evaluateAll((tds) =>
+    Object.fromEntries(tds.map((td) => [td.dataset.status, Number(td.textContent.replace(/\D/g, ''))])),
+  );
+  assert.equal((counts.delivered ?? 0) + (counts.sent ?? 0), 5, JSON.stringify(counts));
+  await axe(page, 'campaign');
+  await shoot(page, 'campaign');
+  check();
+  await context.close();
+});
+
+await test('read a conversation and answer a hand-over by hand, once, then hand it back', async () => {
+  const waiting = process.env.VA_WAITING_NUMBER;
+  assert.ok(waiting, 'VA_WAITING_NUMBER is not set');
+  const { page, check, context, expected } = await open();
+  await page.goto(BASE + '/conversations');
+  await page.getByRole('button', { name: 'Waiting for a person' }).click();
+  await page.getByRole('link', { name: waiting }).click();
+  await page.getByText('can I talk to a human please').waitFor();
+  await axe(page, 'conversation');
+  await shoot(page, 'conversation');
+  // The first Send reaches the api but its answer is lost on the way back: the page says so,
+  // and pressing Send again repeats the same request, which must not send a second message.
+  let cut = true;
+  await page.route('**/replies', async (route) => {
+    if (!cut) return route.continue();
+    cut = false;
+    await route.fetch();
+    await route.abort('connectionreset');
+  });
+  expected.push((p) => p.includes('/replies') || p.startsWith('console: Failed to load resource'));
+  await page.getByLabel('Your reply').fill('Hello, this is Sam. How can I help?');
+  await page.getByRole('button', { name: 'Send reply' }).click();
+  await page.getByRole('alert').first().waitFor();
+  await page.getByRole('button', { name: 'Send reply' }).click();
+  await page.locator('.msg.outbound .bubble', { hasText: 'Hello, this is Sam. How can I help?' }).waitFor();
+  await page.getByRole('button', { name: 'Hand back to the agent' }).click();
+  await page.locator('.title-row .badge', { hasText: 'open' }).waitFor();
+  await page.getByRole('form', { name: 'Reply by hand' }).waitFor({ state: 'detached' });
+  check();
+  await context.close();
+});
+
+await test('a campaign refused by the api shows its reason', async () => {
+  const { page, check, context, expected } = await open();
+  // 400 from the api is the point of this test; the browser logs it as a failed resource.
+  expected.push((p) => p.startsWith('console: Failed to load resource'));
+  await page.goto(BASE + '/calls');
+  await page.getByLabel('Call number').fill('12');
+  await page.getByRole('button', { name: 'Place call' }).click();
+  await page.getByRole('alert').filter({ hasText: /to/ }).waitFor();
+  check();
+  await context.close();
+});
+
+await test('the phone layout keeps the navigation and the lists usable', async () => {
+  const { page, check, context } = await open({ width: 390, height: 844 });
+  await page.goto(listUrl);
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Campaigns' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Campaigns' }).waitFor();
+  await page.getByRole('link', { name: `Spring ${stamp}` }).waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow}px on a phone`);
+  check();
+  await context.close();
+});
+
+await browser.close();
+const failed = results.filter((r) => !r.ok).length;
+console.log(`web e2e: ${results.length - failed} passed, ${failed} failed; screenshots in ${SHOTS}`);
+process.exit(failed === 0 ? 0 : 1);

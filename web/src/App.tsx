@@ -1,0 +1,84 @@
+import { lazy, Suspense } from 'react';
+import { createBrowserRouter, NavLink, Outlet, useRouteError } from 'react-router';
+import { Loading, ErrorNote } from './components/States';
+
+const Dashboard = lazy(() => import('./pages/Dashboard'));
+const ContactLists = lazy(() => import('./pages/ContactLists'));
+const ContactList = lazy(() => import('./pages/ContactList'));
+const Campaigns = lazy(() => import('./pages/Campaigns'));
+const CampaignNew = lazy(() => import('./pages/CampaignNew'));
+const Campaign = lazy(() => import('./pages/Campaign'));
+const Conversations = lazy(() => import('./pages/Conversations'));
+const Conversation = lazy(() => import('./pages/Conversation'));
+const Calls = lazy(() => import('./pages/Calls'));
+const Call = lazy(() => import('./pages/Call'));
+
+const NAV = [
+  ['/', 'Dashboard'],
+  ['/campaigns', 'Campaigns'],
+  ['/lists', 'Contact lists'],
+  ['/conversations', 'Conversations'],
+  ['/calls', 'Calls'],
+] as const;
+
+function Layout() {
+  return (
+    <div className="shell">
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
+      <header className="top">
+        <span className="brand">Voice Agent</span>
+        <nav aria-label="Main">
+          {NAV.map(([to, label]) => (
+            <NavLink key={to} to={to} end={to === '/'}>
+              {label}
+            </NavLink>
+          ))}
+        </nav>
+        <a className="api-docs" href="/api/docs">
+          API
+        </a>
+      </header>
+      <main id="main" tabIndex={-1}>
+        <Suspense fallback={<Loading />}>
+          <Outlet />
+        </Suspense>
+      </main>
+    </div>
+  );
+}
+
+function RouteError() {
+  const e = useRouteError();
+  return <ErrorNote error={e instanceof Error ? e : new Error('This page does not exist.')} />;
+}
+
+function NotFound() {
+  return (
+    <section>
+      <h1>Not found</h1>
+      <p>There is no page here.</p>
+    </section>
+  );
+}
+
+export const router = createBrowserRouter([
+  {
+    element: <Layout />,
+    errorElement: <RouteError />,
+    children: [
+      { path: '/', element: <Dashboard /> },
+      { path: '/lists', element: <ContactLists /> },
+      { path: '/lists/:id', element: <ContactList /> },
+      { path: '/campaigns', element: <Campaigns /> },
+      { path: '/campaigns/new', element: <CampaignNew /> },
+      { path: '/campaigns/:id', element: <Campaign /> },
+      { path: '/conversations', element: <Conversations /> },
+      { path: '/conversations/:id', element: <Conversation /> },
+      { path: '/calls', element: <Calls /> },
+      { path: '/calls/:id', element: <Call /> },
+      { path: '*', element: <NotFound /> },
+    ],
+  },
+]);
