@@ -16,7 +16,9 @@ use voice_agent_protos::v1::CreateContactListRequest;
 use voice_agent_protos::v1::contact_service_client::ContactServiceClient;
 use voice_agent_store::Role;
 
-use crate::helpers::{AuthedChannel, Stack, authed_channel, test_api_key};
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, AuthedChannel, Stack, authed_channel, test_api_key,
+};
 
 /// A client with no credential and no cookie store.
 fn anonymous() -> anyhow::Result<reqwest::Client> {
@@ -447,6 +449,10 @@ async fn a_password_change_signs_out_the_users_other_sessions() -> anyhow::Resul
             .status(),
         StatusCode::OK
     );
+    // The bootstrap admin user signs in too (browser tests use it).
+    let resp = sign_in(&stack, &browser, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await?["role"], "admin");
     Ok(())
 }
 

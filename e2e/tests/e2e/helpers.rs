@@ -15,6 +15,11 @@ use voice_agent_protos::v1::messaging_service_client::MessagingServiceClient;
 pub(crate) const ACCOUNT_SID: &str = "ACe2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0";
 pub(crate) const AUTH_TOKEN: &str = "e2e-auth-token";
 pub(crate) const FROM: &str = "+15005550006";
+/// The admin user every stack's api creates at start (`API_BOOTSTRAP_ADMIN_EMAIL`), for tests
+/// that sign in a browser.
+pub(crate) const ADMIN_EMAIL: &str = "admin@e2e.example";
+/// Its password (`API_BOOTSTRAP_ADMIN_PASSWORD`).
+pub(crate) const ADMIN_PASSWORD: &str = "e2e admin password";
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -324,6 +329,14 @@ impl Stack {
                 ("API_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
                 ("API_GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
                 ("API_BOOTSTRAP_ADMIN_KEY".to_owned(), api_key.clone()),
+                (
+                    "API_BOOTSTRAP_ADMIN_EMAIL".to_owned(),
+                    ADMIN_EMAIL.to_owned(),
+                ),
+                (
+                    "API_BOOTSTRAP_ADMIN_PASSWORD".to_owned(),
+                    ADMIN_PASSWORD.to_owned(),
+                ),
             ])
             .collect();
         let mut api = Command::new(bin("voice-agent-api"))
