@@ -530,14 +530,15 @@ va_install_traps() {
 # --------------------------------------------------------------------------------------------
 # Cargo
 
-# ensure_node: Node.js >= 20.19 and npm, for the web app (Debian: apt's nodejs is older on
-# bookworm; the machine images this project targets ship Node 20 with npm).
+# ensure_node: Node.js 20.19+ or 22.12+ and npm, for the web app (apt's nodejs when there is
+# none; Debian bookworm's is too old, and the error says where to get one).
 ensure_node() {
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         va_apt_install nodejs npm || die "Node.js and npm are needed for the web app (web/)"
     fi
-    node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' ||
-        die "Node.js >= 20.19 is needed for the web app; this is $(node --version)"
+    # What Vite 7 supports: ^20.19.0 || >=22.12.0.
+    node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit((a===20&&b>=19)||(a===22&&b>=12)||a>22?0:1)' ||
+        die "the web app needs Node.js 20.19+ or 22.12+ (this is $(node --version)); Debian bookworm's own nodejs is older: install Node from nodejs.org or NodeSource"
 }
 
 # ensure_web_app: web/node_modules from the lockfile (npm ci, only when the lockfile changed),
@@ -553,6 +554,7 @@ ensure_web_app() {
     local newer=""
     if [[ -f "$WEB_DIST/index.html" ]]; then
         newer="$(find "$web/src" "$web/public" "$web/index.html" "$web/vite.config.ts" "$web/package-lock.json" \
+            "$web/package.json" "$web/tsconfig.json" \
             -newer "$WEB_DIST/index.html" -print -quit 2>/dev/null)"
     fi
     if [[ ! -f "$WEB_DIST/index.html" || -n "$newer" ]]; then

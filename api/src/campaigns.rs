@@ -149,6 +149,16 @@ pub struct ProgressView {
     pass: u32,
 }
 
+impl ProgressView {
+    /// The campaign has ended: its counts change no more (but for late delivery receipts).
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            campaign_status::COMPLETED | campaign_status::CANCELLED
+        )
+    }
+}
+
 fn hhmm(minute: i32) -> String {
     format!("{:02}:{:02}", minute / 60, minute % 60)
 }

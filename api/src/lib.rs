@@ -8,6 +8,8 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
+//! | [`stats`] | the dashboard's figures (`/api/stats`) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
 //! | [`web`] | the web app's static files, with client routes answered by `index.html` |
 //! | [`auth`] | users, API keys, sessions, the auth layers and the audit log |
@@ -22,8 +24,10 @@ pub mod contacts;
 pub mod conversations;
 pub mod grpc;
 pub mod inbox;
+pub mod live;
 pub mod openapi;
 pub mod ops;
+pub mod stats;
 pub mod voice;
 pub mod web;
 pub mod webhooks;
@@ -116,6 +120,8 @@ pub struct AppState {
     pub inbox: inbox::Inbox,
     /// Access control: settings and the sign-in rate limiter.
     pub auth: auth::AuthState,
+    /// The web app's live streams.
+    pub live: live::Live,
 }
 
 /// The bound, ready-to-run API.
@@ -183,6 +189,7 @@ impl Application {
                 item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
                 inbox: inbox::Inbox::new(store.clone()),
                 auth: auth::AuthState::new(settings.auth.clone()),
+                live: live::Live::default(),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -213,6 +220,12 @@ impl Application {
             self.state.settings.common.task_queue.clone(),
             shutdown.clone(),
         ));
+        let live = tokio::spawn(
+            self.state
+                .live
+                .clone()
+                .run(self.state.store.clone(), shutdown.clone()),
+        );
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
         // Either server ending (an error, or shutdown) stops the other and the drainer.
@@ -234,6 +247,7 @@ impl Application {
         };
         let (h, g) = tokio::join!(http, grpc);
         let _ = drain.await;
+        let _ = live.await;
         h.and(g)
     }
 }
@@ -253,6 +267,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(openapi::routes())
         .merge(auth::handlers::routes())
+        .merge(live::routes())
+        .merge(stats::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -268,6 +284,16 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::layer,
         ))
-        .layer(TraceLayer::new_for_http())
+        // Paths carry phone numbers (conversation ids, `?to=`): masked like workflow ids, and
+        // the query left out.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %voice_agent_domain::mask_workflow_id(req.uri().path()),
+                )
+            }),
+        )
         .with_state(state)
 }

@@ -80,12 +80,17 @@ pub struct UploadForm {
         crate::voice::place_call,
         crate::voice::list_calls,
         crate::voice::get_call,
+        crate::live::events,
+        crate::live::progress_stream,
+        crate::stats::http_stats,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
         (name = "campaigns", description = "Outbound SMS, WhatsApp and voice campaigns"),
         (name = "conversations", description = "SMS and WhatsApp conversations with the agent"),
         (name = "calls", description = "Phone calls and their transcripts"),
+        (name = "live", description = "Server-Sent Events for live pages"),
+        (name = "dashboard", description = "Figures by outcome and by day"),
     )
 )]
 pub struct ApiDoc;

@@ -19,21 +19,15 @@ const NOT_THE_APP: [&str; 4] = ["/api/", "/twilio/", "/healthz", "/metrics"];
 pub fn routes<S: Clone + Send + Sync + 'static>(dir: &Path) -> Router<S> {
     let index = dir.join("index.html");
     if !index.is_file() {
-        let hint = format!(
-            "<!doctype html><title>Voice Agent</title><h1>Voice Agent</h1>\
+        let hint = "<!doctype html><title>Voice Agent</title><h1>Voice Agent</h1>\
              <p>The web app is not built: run <code>npm ci &amp;&amp; npm run build</code> in \
              <code>web/</code> (scripts/run.sh does it), or point <code>WEB_DIR</code> at a \
-             build. The API is at <a href=\"/api/docs\">/api/docs</a>.</p><!-- {} -->",
-            html_escape(&dir.display().to_string())
-        );
-        return Router::new().fallback(move |req: Request<Body>| {
-            let hint = hint.clone();
-            async move {
-                if is_app_route(&req) {
-                    (StatusCode::OK, Html(hint)).into_response()
-                } else {
-                    StatusCode::NOT_FOUND.into_response()
-                }
+             build. The API is at <a href=\"/api/docs\">/api/docs</a>.</p>";
+        return Router::new().fallback(move |req: Request<Body>| async move {
+            if is_app_route(&req) {
+                (StatusCode::OK, Html(hint)).into_response()
+            } else {
+                StatusCode::NOT_FOUND.into_response()
             }
         });
     }
@@ -66,7 +60,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(dir: &Path) -> Router<S> {
                     return Ok(StatusCode::NOT_FOUND.into_response());
                 }
                 let path = req.uri().path().to_owned();
-                let res = if path != "/" && has_extension(&path) {
+                let res = if path.split('/').any(|segment| segment.starts_with('.')) {
+                    // Never a dotfile (.env, .git) of a misdirected WEB_DIR.
+                    StatusCode::NOT_FOUND.into_response()
+                } else if path != "/" && has_extension(&path) {
                     // favicon.svg, robots.txt, …: the file, or a plain 404.
                     files.oneshot(req).await?.into_response()
                 } else {
@@ -100,13 +97,6 @@ fn no_cache(mut res: Response) -> Response {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace("--", "- -")
 }
 
 #[cfg(test)]
@@ -146,12 +136,14 @@ mod tests {
                 .contains("immutable")
         );
 
+        std::fs::write(dir.join(".env"), "SECRET=1").expect("write");
         for path in [
             "/assets/missing.js",
             "/api/nothing",
             "/twilio/x",
             "/metrics",
             "/nope.txt",
+            "/.env",
         ] {
             let res = app.clone().oneshot(get(path)).await.expect("answer");
             assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");

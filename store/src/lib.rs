@@ -35,6 +35,7 @@ pub mod conversations;
 pub mod inbox;
 pub mod messages;
 pub mod schema;
+pub mod stats;
 pub mod suppressions;
 pub mod whatsapp;
 
@@ -128,6 +129,48 @@ impl MongoStore {
 /// Longest a search over user-given text (contact names, phone substrings) or a listing may
 /// run on the server: such a search can scan a whole list, and nobody waits longer anyway.
 pub const SEARCH_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the web app follows live: the time of the latest change of each (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatestChanges {
+    /// The latest `updated_at` of `conversations`.
+    pub conversations: i64,
+    /// The latest `updated_at` of `call_logs`.
+    pub calls: i64,
+    /// The latest `created_at` of `messages`.
+    pub messages: i64,
+}
+
+impl MongoStore {
+    /// [`LatestChanges`]: three reads of one index key each, whatever the collections' sizes.
+    pub async fn latest_changes(&self) -> Result<LatestChanges> {
+        use mongodb::bson::{Document, doc};
+        let latest = |collection: &'static str, field: &'static str| {
+            let coll = self.db.collection::<Document>(collection);
+            async move {
+                let d = coll
+                    .find_one(doc! {})
+                    .sort(doc! { field: -1 })
+                    .projection(doc! { "_id": 0, field: 1 })
+                    .await?;
+                Ok::<i64, StoreError>(
+                    d.and_then(|d| d.get_datetime(field).ok().map(|t| t.timestamp_millis()))
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        let (conversations, calls, messages) = tokio::try_join!(
+            latest(schema::CONVERSATIONS, "updated_at"),
+            latest(schema::CALL_LOGS, "updated_at"),
+            latest(schema::MESSAGES, "created_at"),
+        )?;
+        Ok(LatestChanges {
+            conversations,
+            calls,
+            messages,
+        })
+    }
+}
 
 /// A search's error, with MongoDB's `MaxTimeMSExpired` (code 50) told apart.
 pub(crate) fn search_error(err: mongodb::error::Error) -> StoreError {

@@ -132,14 +132,25 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 unique_sparse("call_sid_unique", doc! { "call_sid": 1 }),
                 index("started", doc! { "started_at": -1 }),
                 index("campaign", doc! { "campaign_id": 1 }),
+                // A campaign's calls, newest first (`GET /api/calls?campaign_id=`).
+                index(
+                    "campaign_started",
+                    doc! { "campaign_id": 1, "started_at": -1, "_id": -1 },
+                ),
+                // The latest change, for the web app's live updates (one key read a second).
+                index("updated", doc! { "updated_at": -1 }),
             ],
         ),
         (
             CONVERSATIONS,
-            vec![index(
-                "needs_human_updated",
-                doc! { "needs_human": 1, "updated_at": -1 },
-            )],
+            vec![
+                index(
+                    "needs_human_updated",
+                    doc! { "needs_human": 1, "updated_at": -1 },
+                ),
+                // The latest change, for the web app's live updates (one key read a second).
+                index("updated", doc! { "updated_at": -1 }),
+            ],
         ),
         // Keyed by phone number (`_id`); no further index needed.
         (SUPPRESSIONS, vec![]),

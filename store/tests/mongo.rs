@@ -670,6 +670,9 @@ async fn what_an_idle_conversation_carries_reads_back_for_its_next_run() {
     assert_eq!(store.conversation_carry(id).await.unwrap(), Some(carry));
 }
 
+#[path = "mongo/stats.rs"]
+mod stats;
+
 // Users, API keys, sessions and the audit log.
 #[path = "mongo/auth.rs"]
 mod auth;

@@ -20,7 +20,11 @@ console.log(
   `first load total: ${(total / 1024).toFixed(1)} KB gzipped JavaScript (budget ${BUDGET / 1024} KB); ` +
     `${all.length - entry.length} lazy chunks ${(lazy / 1024).toFixed(1)} KB`,
 );
-if (total > BUDGET) {
+// The landing page (the dashboard) adds its own chunk before it shows anything.
+const dashboard = all.filter((f) => f.startsWith('Dashboard-'));
+const landing = dashboard.reduce((n, f) => n + gzipSync(readFileSync(`dist/assets/${f}`)).length, total);
+console.log(`dashboard before its chart: ${(landing / 1024).toFixed(1)} KB gzipped JavaScript`);
+if (total > BUDGET || landing > BUDGET) {
   console.error('over the first-load budget');
   process.exit(1);
 }

@@ -1,6 +1,7 @@
 import { lazy, Suspense } from 'react';
 import { createBrowserRouter, NavLink, Outlet, useRouteError } from 'react-router';
 import { Loading, ErrorNote } from './components/States';
+import { useLiveEvents } from './lib/live';
 
 const Dashboard = lazy(() => import('./pages/Dashboard'));
 const ContactLists = lazy(() => import('./pages/ContactLists'));
@@ -22,6 +23,7 @@ const NAV = [
 ] as const;
 
 function Layout() {
+  useLiveEvents();
   return (
     <div className="shell">
       <a className="skip" href="#main">

@@ -38,6 +38,10 @@ const AGENT_REPLIES_PATCH: &str = "agent-replies";
 /// Patch id of answering, at the start of a run, the message the previous run carried over
 /// unanswered (it arrived during that run's last turn).
 const CARRIED_TURN_PATCH: &str = "carried-turn";
+/// Most person actions waiting to be carried out; more are dropped (a client flooding one
+/// conversation must not grow its history without bound).
+const MAX_PERSON_OUTBOX: usize = 20;
+
 /// Patch id of keeping memory, a hand-over and the seen ids across an idle close (stored in
 /// the `conversations` collection at the close, loaded when the next run starts).
 const IDLE_CARRY_PATCH: &str = "idle-carry";
@@ -331,6 +335,11 @@ impl ConversationWorkflow {
         if profile.is_some() && carried && ctx.patched(CARRIED_TURN_PATCH) {
             ctx.state_mut(|s| s.unprocessed += 1);
         }
+        // A person's reply carried over by continue-as-new wakes this run too (runs from before
+        // person replies existed always carry an empty outbox).
+        if ctx.state(|s| !s.state.person_outbox.is_empty()) {
+            ctx.state_mut(|s| s.unprocessed += 1);
+        }
 
         loop {
             let summary_due = profile.is_some() && ctx.state(|s| s.state.needs_summary);
@@ -370,6 +379,10 @@ impl ConversationWorkflow {
                     if ctx.state(|s| s.unprocessed > 0) {
                         continue;
                     }
+                }
+                // Never close on a person's reply the api has accepted.
+                if ctx.state(|s| !s.state.person_outbox.is_empty()) {
+                    continue;
                 }
                 return Ok(ctx.state(|s| s.state.clone()));
             }
@@ -422,6 +435,10 @@ impl ConversationWorkflow {
     /// A person replies by hand, or hands the conversation back to the agent (the api, via
     /// signal-with-start, so a conversation closed while idle opens again). Each request id
     /// counts once, whatever the run it arrives in.
+    ///
+    /// The mode changes as the signal arrives, not when the run gets to it: a reply takes the
+    /// conversation over from the agent (it stays quiet until handed back), and a hand-back lets
+    /// the agent answer every message that arrives after it.
     #[signal]
     pub fn person(&mut self, _ctx: &mut SyncWorkflowContext<Self>, action: PersonAction) {
         let key = format!("person/{}", action.request_id);
@@ -431,8 +448,18 @@ impl ConversationWorkflow {
                 .person_outbox
                 .iter()
                 .any(|a| a.request_id == action.request_id)
+            || self.state.person_outbox.len() >= MAX_PERSON_OUTBOX
         {
             return;
+        }
+        match (&action.reply, self.state.mode) {
+            (Some(_), AgentMode::Open) => self.state.mode = AgentMode::Handoff,
+            (None, AgentMode::Handoff) => {
+                self.state.mode = AgentMode::Open;
+                // What came in during the hand-over was the person's to answer.
+                self.state.pending_turn = None;
+            }
+            _ => {}
         }
         self.state.person_outbox.push_back(action);
         self.unprocessed += 1;
@@ -700,15 +727,7 @@ async fn person_action(
                 )),
             }
         }
-        None => {
-            ctx.state_mut(|s| {
-                if s.state.mode == AgentMode::Handoff {
-                    s.state.mode = AgentMode::Open;
-                    s.state.pending_turn = None;
-                }
-            });
-            records.push(("hand_back".to_owned(), Some(action.by.clone())));
-        }
+        None => records.push(("hand_back".to_owned(), Some(action.by.clone()))),
     }
     let record = ctx.state_mut(|s| {
         let st = &mut s.state;

@@ -76,6 +76,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("POST", "/api/campaigns/{id}/cancel", MANAGE),
     rule("PUT", "/api/campaigns/{id}/rate", MANAGE),
     rule("GET", "/api/campaigns/{id}/progress", VIEW),
+    rule("GET", "/api/campaigns/{id}/progress/stream", VIEW),
     // contacts
     rule("POST", "/api/contact-lists", MANAGE),
     rule("GET", "/api/contact-lists", VIEW),
@@ -116,6 +117,9 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("POST", "/api/calls", MANAGE),
     rule("GET", "/api/calls", VIEW),
     rule("GET", "/api/calls/{id}", VIEW),
+    // live updates (server-sent events) and the dashboard's figures
+    rule("GET", "/api/events", VIEW),
+    rule("GET", "/api/stats", VIEW),
     // the API's own description: like gRPC reflection, only to callers with a credential
     rule("GET", "/api/openapi.json", VIEW),
     rule("GET", "/api/docs", VIEW),

@@ -13,8 +13,12 @@ use serde_json::json;
 use crate::campaigns::ledger_counts;
 use crate::helpers::{FROM, Stack, eventually};
 
-/// Who asks the example agent for a person before the browser tests start.
-const WAITING: &str = "+14155550199";
+/// A number of its own per run: conversation workflow ids are global on the Temporal server,
+/// and a conversation of an earlier run on the same server may still be open there.
+fn person() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("+1415{}{:04}", 200 + n % 800, (n >> 16) % 10_000)
+}
 
 fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web")
@@ -29,6 +33,9 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         "the web app is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
     );
     let agents = web.join("../agent/agents.example.toml");
+    // Who asks the example agent for a person before the browser tests start, and who texts
+    // while the browser watches the conversations page.
+    let (waiting, newcomer) = (person(), person());
     let stack = Stack::start_with_env(&[
         ("WEB_DIR", dist.to_str().context("utf-8 path")?),
         ("AGENTS_FILE", agents.to_str().context("utf-8 path")?),
@@ -39,14 +46,14 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         .admin(
             reqwest::Method::POST,
             "/admin/inbound",
-            Some(json!({"from": WAITING, "to": FROM, "body": "can I talk to a human please"})),
+            Some(json!({"from": waiting, "to": FROM, "body": "can I talk to a human please"})),
         )
         .await?;
     anyhow::ensure!(r["status"] == json!(200), "webhook answered {r}");
     let waiting_id = format!(
         "conversation-{}-{}",
         FROM.trim_start_matches('+'),
-        WAITING.trim_start_matches('+')
+        waiting.trim_start_matches('+')
     );
     eventually("the hand-over", Duration::from_secs(60), || async {
         let c = stack
@@ -64,7 +71,9 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         .arg("e2e/run.mjs")
         .current_dir(&web)
         .env("VA_WEB_URL", &stack.api_http)
-        .env("VA_WAITING_NUMBER", WAITING)
+        .env("VA_WAITING_NUMBER", &waiting)
+        .env("VA_NEW_NUMBER", &newcomer)
+        .env("VA_SIMULATOR_URL", &stack.simulator_url)
         .env("VA_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
         .output();
@@ -87,7 +96,7 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     }
     // The person waiting got the agent's hand-over message and the reply typed in the browser,
     // once (the browser test pressed Send twice on one reply).
-    let waiting = stack.ledger(WAITING).await?;
+    let waiting = stack.ledger(&waiting).await?;
     let bodies: Vec<&str> = waiting
         .iter()
         .map(|m| m["body"].as_str().unwrap_or_default())
@@ -102,8 +111,8 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     );
     assert_eq!(
         by_to.len(),
-        6,
-        "only the list's numbers and the waiting person got messages: {by_to:?}"
+        7,
+        "only the list's numbers, the waiting person and the newcomer got messages: {by_to:?}"
     );
     let ledger = stack
         .admin(reqwest::Method::GET, "/admin/ledger", None)

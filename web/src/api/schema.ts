@@ -116,6 +116,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/campaigns/{id}/progress/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["progress_stream"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/campaigns/{id}/rate": {
         parameters: {
             query?: never;
@@ -340,6 +356,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["http_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -504,6 +552,14 @@ export interface components {
             disposition?: string | null;
             summarized_at?: string | null;
             updated_at: string;
+        };
+        /** @description Counts on one day. */
+        DayCounts: {
+            /** @description `YYYY-MM-DD`, UTC. */
+            day: string;
+            counts: {
+                [key: string]: number;
+            };
         };
         /** @description Every JSON error answer. */
         ErrorBody: {
@@ -763,6 +819,43 @@ export interface components {
             value: string;
             /** @description What is wrong, for a person. */
             reason: string;
+        };
+        /** @description The dashboard's figures. */
+        StatsView: {
+            /** Format: int32 */
+            days: number;
+            /** @description Start of the window, RFC 3339. */
+            since: string;
+            /** @description Outbound messages (single sends, agent and person replies) by status. */
+            outbound: components["schemas"]["TallyView"];
+            /** @description Inbound messages by channel. */
+            inbound: components["schemas"]["TallyView"];
+            /** @description Items of the campaigns created in the window, by status. */
+            campaign_items: {
+                [key: string]: number;
+            };
+            /** @description Call attempts by outcome. */
+            calls: components["schemas"]["TallyView"];
+            /**
+             * Format: double
+             * @description Delivered among outbound messages and campaign items that reached a final delivery
+             *     status (delivered, read, undelivered, failed); `null` when none did.
+             */
+            delivery_rate?: number | null;
+            /**
+             * Format: double
+             * @description Calls answered by a person among finished call attempts; `null` when none finished.
+             */
+            answer_rate?: number | null;
+            /** @description When this answer was computed, RFC 3339. */
+            computed_at: string;
+        };
+        /** @description Counts over the window and per day (every day of the window, empty days included). */
+        TallyView: {
+            total: {
+                [key: string]: number;
+            };
+            by_day: components["schemas"]["DayCounts"][];
         };
         /** @description One turn of a call. */
         TurnView: {
@@ -1169,6 +1262,45 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
+            };
+        };
+    };
+    progress_stream: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events named `progress` (data: the same JSON as `/progress`) whenever it changes; the stream ends after the campaign has ended */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["ProgressView"];
+                };
+            };
+            /** @description No such campaign */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many streams open */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
@@ -2015,6 +2147,74 @@ export interface operations {
             };
             /** @description No such conversation */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    events: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events named `conversations`, `calls` and `messages`, each sent when that kind of record changed (data: the change's time in ms) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Too many streams open */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    http_stats: {
+        parameters: {
+            query?: {
+                /** @description 1 (today, UTC), 7 or 30 (default 7): the window ends now and starts at midnight UTC. */
+                days?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Messages, campaign items and calls by outcome and by day */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsView"];
+                };
+            };
+            /** @description days is not 1, 7 or 30 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The aggregation took too long */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -49,7 +49,7 @@ export default function Calls() {
       ),
     initialPageParam: '',
     getNextPageParam: (last) => last.next_page_token || undefined,
-    refetchInterval: 5_000,
+    refetchInterval: 30_000,
   });
   const rows = calls.data?.pages.flatMap((p) => p.calls) ?? [];
   return (

@@ -1,10 +1,11 @@
-import { useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, ErrorNote, Loading, when } from '../components/States';
 import { ProgressBar } from '../components/ProgressBar';
 import { FINAL, OPEN } from '../lib/progress';
+import { ended, useLiveProgress } from '../lib/live';
 
 type Action = 'start' | 'pause' | 'resume' | 'cancel';
 
@@ -14,16 +15,27 @@ export default function Campaign() {
   const campaign = useQuery({
     queryKey: ['campaign', id],
     queryFn: () => data(api.GET('/api/campaigns/{id}', { params: { path: { id } } })),
-    refetchInterval: (q) => (['completed', 'cancelled'].includes(q.state.data?.status ?? '') ? false : 2_000),
+    refetchInterval: (q) => (ended(q.state.data?.status) ? false : 10_000),
   });
-  const live = campaign.data && !['draft', 'completed', 'cancelled'].includes(campaign.data.status);
-  const progress = useQuery({
-    // Keyed by the status too, so the final counts are read once the campaign has ended.
-    queryKey: ['progress', id, campaign.data?.status],
+  const status = campaign.data?.status;
+  const running = status !== undefined && status !== 'draft' && !ended(status);
+  // While it runs, the api streams its progress; otherwise one read (keyed by the status, so
+  // the final counts are read once it has ended).
+  const { progress: streamed, lost } = useLiveProgress(id, running);
+  const read = useQuery({
+    queryKey: ['progress', id, status],
     queryFn: () => data(api.GET('/api/campaigns/{id}/progress', { params: { path: { id } } })),
-    refetchInterval: live ? 1_000 : false,
     enabled: Boolean(campaign.data),
+    // Without the stream, poll: a page must never show a frozen figure as live.
+    refetchInterval: running && lost ? 5_000 : false,
   });
+  const progress = { data: lost ? (read.data ?? streamed) : (streamed ?? read.data), error: read.error };
+  // The stream sees the campaign end (or pause) before the campaign query does.
+  const streamedStatus = streamed?.status;
+  const streamedPaused = streamed?.paused;
+  useEffect(() => {
+    if (streamedStatus !== undefined) client.invalidateQueries({ queryKey: ['campaign', id] });
+  }, [streamedStatus, streamedPaused, client, id]);
   const refresh = () => {
     client.invalidateQueries({ queryKey: ['campaign', id] });
     client.invalidateQueries({ queryKey: ['progress', id] });
@@ -56,7 +68,7 @@ export default function Campaign() {
   if (campaign.error) return <ErrorNote error={campaign.error} retry={() => campaign.refetch()} />;
   const c = campaign.data;
   const paused = progress.data?.paused ?? c.status === 'paused';
-  const running = ['running', 'starting', 'paused'].includes(c.status);
+  const active = ['running', 'starting', 'paused'].includes(c.status);
   const counts = progress.data?.counts ?? {};
   const statuses = [...OPEN, ...FINAL].filter((s) => (counts[s] ?? 0) > 0);
   const onRate = (e: FormEvent) => {
@@ -68,7 +80,7 @@ export default function Campaign() {
     <section>
       <div className="title-row">
         <h1>{c.name}</h1>
-        <Badge status={paused && running ? 'paused' : c.status} />
+        <Badge status={paused && active ? 'paused' : c.status} />
       </div>
       <div className="actions">
         {c.status === 'draft' && (
@@ -76,17 +88,17 @@ export default function Campaign() {
             Start
           </button>
         )}
-        {running && !paused && (
+        {active && !paused && (
           <button type="button" className="secondary" onClick={() => act.mutate('pause')} disabled={act.isPending}>
             Pause
           </button>
         )}
-        {running && paused && (
+        {active && paused && (
           <button type="button" onClick={() => act.mutate('resume')} disabled={act.isPending}>
             Resume
           </button>
         )}
-        {running && (
+        {active && (
           <button
             type="button"
             className="danger"
@@ -99,6 +111,7 @@ export default function Campaign() {
       </div>
       {act.error && <ErrorNote error={act.error} />}
       {progress.data && <ProgressBar progress={progress.data} />}
+      {running && lost && <p className="muted small">Live updates are paused; refreshing every 5 s.</p>}
       {progress.error && <ErrorNote error={progress.error} />}
       <div className="grid">
         <div className="panel">
@@ -154,7 +167,7 @@ export default function Campaign() {
               <p className="bubble">{c.template}</p>
             </>
           )}
-          {running && (
+          {active && (
             <form className="inline" onSubmit={onRate}>
               <label>
                 New rate per second

@@ -1,4 +1,4 @@
-import { useMemo, useState, type FormEvent, type ReactNode } from 'react';
+import { useMemo, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useNavigate } from 'react-router';
 import { api, data } from '../api/client';
@@ -57,11 +57,16 @@ export default function CampaignNew() {
   });
   const client = useQueryClient();
   const navigate = useNavigate();
+  // The campaign this form created: pressing again after a failed start (or a lost answer)
+  // starts that one instead of creating a second campaign on the same list.
+  const created = useRef<{ id: string; draft: CampaignDraft } | null>(null);
   const create = useMutation({
     mutationFn: async (start: boolean) => {
-      const c = await data(api.POST('/api/campaigns', { body: toRequest(d) }));
-      if (start) await data(api.POST('/api/campaigns/{id}/start', { params: { path: { id: c.id } } }));
-      return c;
+      const again = created.current?.draft === d ? created.current.id : null;
+      const id = again ?? (await data(api.POST('/api/campaigns', { body: toRequest(d) }))).id;
+      created.current = { id, draft: d };
+      if (start) await data(api.POST('/api/campaigns/{id}/start', { params: { path: { id } } }));
+      return { id };
     },
     onSuccess: (c) => {
       client.invalidateQueries({ queryKey: ['campaigns'] });

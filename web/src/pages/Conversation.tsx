@@ -45,6 +45,8 @@ function HandOver({ id, onDone }: { id: string; onDone: () => void }) {
           maxLength={1600}
           onChange={(e) => {
             setText(e.target.value);
+            // Another text is another reply: a request id stands for one text only.
+            setPending(requestId());
           }}
         />
       </label>
@@ -71,7 +73,8 @@ export default function Conversation() {
   const conv = useQuery({
     queryKey: ['conversation', id],
     queryFn: () => data(api.GET('/api/conversations/{id}', { params: { path: { id } } })),
-    refetchInterval: 2_000,
+    // Message delivery statuses have no event yet: a slow refresh shows them.
+    refetchInterval: 5_000,
   });
   if (conv.isPending) return <Loading />;
   if (conv.error) return <ErrorNote error={conv.error} retry={() => conv.refetch()} />;

@@ -10,7 +10,7 @@ export default function Conversations() {
     queryKey: ['conversations', waiting ? 'needs_human' : 'all'],
     queryFn: () =>
       data(api.GET('/api/conversations', { params: { query: { limit: 200, ...(waiting ? { needs_human: true } : {}) } } })),
-    refetchInterval: 3_000,
+    refetchInterval: 30_000,
   });
   return (
     <section>

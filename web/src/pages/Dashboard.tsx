@@ -3,17 +3,15 @@ import { Link } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { ProgressBar } from '../components/ProgressBar';
+import { useLiveProgress } from '../lib/live';
+import { Figures } from '../components/Figures';
 
 function ActiveCampaign({ id, name }: { id: string; name: string }) {
-  const progress = useQuery({
-    queryKey: ['progress', id],
-    queryFn: () => data(api.GET('/api/campaigns/{id}/progress', { params: { path: { id } } })),
-    refetchInterval: 1_000,
-  });
+  const { progress } = useLiveProgress(id, true);
   return (
     <li className="card">
       <Link to={`/campaigns/${id}`}>{name}</Link>
-      {progress.data ? <ProgressBar progress={progress.data} /> : <Loading what="Reading progress" />}
+      {progress ? <ProgressBar progress={progress} /> : <Loading what="Reading progress" />}
     </li>
   );
 }
@@ -27,17 +25,18 @@ export default function Dashboard() {
   const waiting = useQuery({
     queryKey: ['conversations', 'needs_human'],
     queryFn: () => data(api.GET('/api/conversations', { params: { query: { needs_human: true, limit: 20 } } })),
-    refetchInterval: 5_000,
+    refetchInterval: 30_000,
   });
   const calls = useQuery({
     queryKey: ['calls', 'recent'],
     queryFn: () => data(api.GET('/api/calls', { params: { query: { page_size: 8 } } })),
-    refetchInterval: 5_000,
+    refetchInterval: 30_000,
   });
   const active = (campaigns.data ?? []).filter((c) => ['running', 'starting', 'paused'].includes(c.status));
   return (
     <section>
       <h1>Dashboard</h1>
+      <Figures />
       <div className="grid">
         <div className="panel">
           <h2>Active campaigns</h2>
