@@ -108,6 +108,8 @@ SIM_PID="$VA_LAST_PID"
 wait_for_port 127.0.0.1 "$S_PORT" "Twilio simulator" 30 "$SIM_PID"
 
 va_unset_args TEMPORAL_
+# The api's admin key for this run; dispatch sends it on its REST calls.
+BENCH_API_KEY="$(va_new_api_key)"
 # app_env DATABASE: the api's and worker's environment against DATABASE.
 app_env() {
     APP_ENV=(
@@ -124,6 +126,7 @@ app_env() {
         "PUBLIC_BASE_URL=$API_URL"
         "API_HTTP_ADDR=127.0.0.1:$A_HTTP"
         "API_GRPC_ADDR=127.0.0.1:$A_GRPC"
+        "API_BOOTSTRAP_ADMIN_KEY=$BENCH_API_KEY"
         "RUST_LOG=$BENCH_RUST_LOG"
         "SENDER_LIMIT_SMS_PER_SECOND=${BENCH_SENDER_LIMIT:-5000}"
     )
@@ -166,7 +169,7 @@ va_alive "$WORKER_PID" || {
 }
 
 log "durable run: $CONTACTS contacts"
-"$BIN_DIR/dispatch" run --contacts "$CONTACTS" --api "$API_URL" --simulator "$SIM_URL" \
+VOICE_AGENT_API_KEY="$BENCH_API_KEY" "$BIN_DIR/dispatch" run --contacts "$CONTACTS" --api "$API_URL" --simulator "$SIM_URL" \
     --mongodb-uri "$MONGO_URI" --database "$DB_DURABLE" \
     --temporal "http://127.0.0.1:$T_PORT" --temporal-metrics "http://127.0.0.1:$T_METRICS/metrics" \
     --watch "worker=$WORKER_PID" --watch "api=$API_PID" --watch "temporal=$TEMPORAL_PID" \

@@ -385,11 +385,18 @@ _va_redact() {
     local a out=()
     for a in "$@"; do
         case "$a" in
-        *TOKEN=* | *SECRET=* | *PASSWORD=* | *API_KEY=*) a="${a%%=*}=***" ;;
+        *TOKEN=* | *SECRET=* | *PASSWORD=* | *_KEY=*) a="${a%%=*}=***" ;;
         esac
         out+=("$(sed -E 's#(://)[^/@ ]*@#\1***@#' <<<"$a")")
     done
     printf '%s\n' "${out[*]}"
+}
+
+# va_new_api_key: prints a fresh API key in the api's vak_<12 hex>_<secret> shape, for
+# API_BOOTSTRAP_ADMIN_KEY.
+va_new_api_key() {
+    printf 'vak_%s_%s\n' "$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+        "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 }
 
 # va_remove_on_exit PATH: delete PATH (recursively) when the script exits.

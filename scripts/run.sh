@@ -16,6 +16,8 @@
 #   AGENTS_FILE=...                agent profiles and their numbers (default agent/agents.example.toml;
 #                                  /dev/null for no agent); AGENT_MODEL_* pass through (docs/agents.md)
 #   RUST_LOG=info                  log filter of the project's binaries
+#   (access control: a local admin key and user are created on first run and kept in
+#    .data/local-api-key and .data/local-admin-password; vactl finds the key there)
 #   MONGO_SERVER=auto|rs|py        which SecantusDB server (see scripts/lib.sh)
 #   STOP_TIMEOUT_S=15              grace period between SIGTERM and SIGKILL on shutdown
 #   CARGO_TARGET_DIR               respected
@@ -101,6 +103,20 @@ else
     APP_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
 fi
 
+# ---- access control ---------------------------------------------------------------------------
+# A local admin API key (vactl reads .data/local-api-key when VOICE_AGENT_API_KEY is unset) and a
+# local admin user for the web app, made once and reused.
+mkdir -p "$VA_DATA_DIR"
+LOCAL_KEY_FILE="$VA_DATA_DIR/local-api-key"
+LOCAL_PASSWORD_FILE="$VA_DATA_DIR/local-admin-password"
+LOCAL_ADMIN_EMAIL="admin@voice-agent.local"
+(
+    umask 077
+    [[ -s "$LOCAL_KEY_FILE" ]] || va_new_api_key >"$LOCAL_KEY_FILE"
+    [[ -s "$LOCAL_PASSWORD_FILE" ]] ||
+        head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LOCAL_PASSWORD_FILE"
+)
+
 # ---- Twilio simulator -----------------------------------------------------------------------
 PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$API_HTTP_PORT}"
 app_env=(
@@ -114,6 +130,12 @@ app_env=(
     "AGENTS_FILE=${AGENTS_FILE:-$VA_ROOT/agent/agents.example.toml}"
     "WEB_DIR=${WEB_DIR:-$WEB_DIST}"
     "RUST_LOG=${RUST_LOG:-info}"
+)
+# Only the api reads these.
+auth_env=(
+    "API_BOOTSTRAP_ADMIN_KEY=$(cat "$LOCAL_KEY_FILE")"
+    "API_BOOTSTRAP_ADMIN_EMAIL=$LOCAL_ADMIN_EMAIL"
+    "API_BOOTSTRAP_ADMIN_PASSWORD=$(cat "$LOCAL_PASSWORD_FILE")"
 )
 if ((REAL_TWILIO)); then
     log "TWILIO_ACCOUNT_SID is set: using real Twilio, starting no simulator"
@@ -144,7 +166,8 @@ fi
 # The Temporal client settings of the user's shell (TEMPORAL_API_KEY, TLS, ...) are for another
 # server: the local stack always talks plain gRPC to its own dev server.
 va_unset_args TEMPORAL_
-va_start api "$VA_LOG_DIR/api.log" env "${VA_UNSET_ARGS[@]}" "${app_env[@]}" "$BIN_DIR/voice-agent-api"
+va_start api "$VA_LOG_DIR/api.log" env "${VA_UNSET_ARGS[@]}" "${app_env[@]}" "${auth_env[@]}" \
+    "$BIN_DIR/voice-agent-api"
 api_pid="$VA_LAST_PID"
 va_start worker "$VA_LOG_DIR/worker.log" env "${VA_UNSET_ARGS[@]}" "${app_env[@]}" "$BIN_DIR/voice-agent-worker"
 worker_pid="$VA_LAST_PID"
@@ -176,7 +199,7 @@ elif ((!REAL_TWILIO)); then
     curl -s -X POST http://127.0.0.1:$SIMULATOR_PORT/admin/inbound -H 'content-type: application/json' \\
       -d '{\"from\": \"+14155550123\", \"to\": \"+15005550006\", \"body\": \"Hi!\"}'
     curl -s 'http://127.0.0.1:$SIMULATOR_PORT/admin/ledger?to=%2B14155550123'   # the reply
-    curl -s http://127.0.0.1:$API_HTTP_PORT/api/conversations/conversation-15005550006-14155550123"
+    curl -s -H \"Authorization: Bearer \$VOICE_AGENT_API_KEY\" http://127.0.0.1:$API_HTTP_PORT/api/conversations/conversation-15005550006-14155550123"
 fi
 cat <<EOF
 
@@ -186,6 +209,9 @@ cat <<EOF
     Temporal gRPC      127.0.0.1:$TEMPORAL_PORT  (namespace $TEMPORAL_NAMESPACE)
     API gRPC           127.0.0.1:$API_GRPC_PORT
     API HTTP           http://127.0.0.1:$API_HTTP_PORT  (/healthz, /metrics, Twilio webhooks under /twilio/)
+    Sign in            $LOCAL_ADMIN_EMAIL, password in ${LOCAL_PASSWORD_FILE#"$VA_ROOT"/}
+    Admin API key      in ${LOCAL_KEY_FILE#"$VA_ROOT"/} (vactl reads it; for curl:
+                       export VOICE_AGENT_API_KEY=\$(cat ${LOCAL_KEY_FILE#"$VA_ROOT"/}))
     Twilio             $twilio_line
     MongoDB            $(mask_uri "$APP_MONGODB_URI")  (database $MONGODB_DATABASE)
     Logs               ${VA_LOG_DIR#"$VA_ROOT"/}/{temporal,mongo,simulator,api,worker}.log
@@ -198,7 +224,7 @@ cat <<EOF
     call the agent (a simulated caller says two lines) and read the transcript:
     curl -s -X POST http://127.0.0.1:$SIMULATOR_PORT/admin/calls/inbound -H 'content-type: application/json' \\
       -d '{"from": "+14155550124", "to": "+15005550006", "lines": ["Hello", "bye"]}'
-    curl -s http://127.0.0.1:$API_HTTP_PORT/api/calls/call-<call_sid from the answer>
+    curl -s -H "Authorization: Bearer \$VOICE_AGENT_API_KEY" http://127.0.0.1:$API_HTTP_PORT/api/calls/call-<call_sid from the answer>
 
   Press Ctrl-C to stop everything.
 

@@ -79,6 +79,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(voice_agent_protos::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tonic::transport::Server::builder()
+        .layer(crate::auth::grpc::GrpcAuthLayer::new(state.clone()))
         .add_service(reflection)
         .add_service(crate::campaigns::grpc_service(state.clone()))
         .add_service(crate::contacts::grpc_service(state.clone()))

@@ -12,11 +12,13 @@
 //! | [`stats`] | the dashboard's figures (`/api/stats`) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
 //! | [`web`] | the web app's static files, with client routes answered by `index.html` |
+//! | [`auth`] | users, API keys, sessions, the auth layers and the audit log |
 //!
 //! HTTP and gRPC listen on separate ports (`API_HTTP_ADDR`, `API_GRPC_ADDR`) and stop together
 //! on the shutdown token.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod campaigns;
 pub mod contacts;
 pub mod conversations;
@@ -65,6 +67,8 @@ pub struct ApiSettings {
     pub contacts_max_rows: usize,
     /// `WEB_DIR`: the built web app (`web/dist` by default).
     pub web_dir: PathBuf,
+    /// Access control (`API_BOOTSTRAP_*`, `API_SESSION_TTL_SECS`, `API_ALLOWED_HOSTS`, ...).
+    pub auth: auth::AuthSettings,
 }
 
 impl ApiSettings {
@@ -78,8 +82,10 @@ impl ApiSettings {
                     reason: e.to_string(),
                 })
         };
+        let common = Settings::from_env(env)?;
         Ok(Self {
-            common: Settings::from_env(env)?,
+            auth: auth::AuthSettings::from_env(env, &common.public_base_url)?,
+            common,
             http_addr: addr("API_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("API_GRPC_ADDR", "127.0.0.1:50051")?,
             max_body_bytes: env.number("API_MAX_BODY_BYTES", 64 * 1024)?,
@@ -112,6 +118,8 @@ pub struct AppState {
     pub item_callbacks: webhooks::ItemCallbackWriter,
     /// Webhook work stored for the workflows (inbound messages, call progress).
     pub inbox: inbox::Inbox,
+    /// Access control: settings and the sign-in rate limiter.
+    pub auth: auth::AuthState,
     /// The web app's live streams.
     pub live: live::Live,
 }
@@ -159,6 +167,9 @@ impl Application {
             .ensure_schema()
             .await
             .context("Failed to create MongoDB collections and indexes")?;
+        auth::bootstrap(&store, &settings.auth)
+            .await
+            .context("Failed to set up the bootstrap admin")?;
         let agents = settings
             .common
             .agent
@@ -177,6 +188,7 @@ impl Application {
             state: AppState {
                 item_callbacks: webhooks::ItemCallbackWriter::start(store.clone()),
                 inbox: inbox::Inbox::new(store.clone()),
+                auth: auth::AuthState::new(settings.auth.clone()),
                 live: live::Live::default(),
                 store,
                 temporal,
@@ -218,10 +230,13 @@ impl Application {
         let http_shutdown = shutdown.clone();
         // Either server ending (an error, or shutdown) stops the other and the drainer.
         let http = async {
-            let r = axum::serve(self.http, http_app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-                .context("HTTP server failed");
+            let r = axum::serve(
+                self.http,
+                http_app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .context("HTTP server failed");
             shutdown.cancel();
             r
         };
@@ -237,7 +252,7 @@ impl Application {
     }
 }
 
-/// The HTTP routes: webhooks, health, metrics.
+/// The HTTP routes: webhooks, health, metrics, the REST API, all behind the auth layer.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     let max_upload = state.settings.contacts_max_upload_bytes;
@@ -251,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voice::api_routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .merge(auth::handlers::routes())
         .merge(live::routes())
         .merge(stats::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
@@ -262,6 +278,12 @@ pub fn router(state: AppState) -> Router {
         // global body limit and timeout, with their own.
         .merge(contacts::upload_routes(max_upload))
         .merge(web::routes(&web_dir))
+        // Outside every route's own layers, so nothing (an upload's body) is read before the
+        // caller is known; inside the trace layer, so refusals are traced.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
         // Paths carry phone numbers (conversation ids, `?to=`): masked like workflow ids, and
         // the query left out.
         .layer(

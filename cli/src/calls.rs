@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use voice_agent_protos::v1::call_service_client::CallServiceClient;
@@ -52,9 +51,7 @@ pub(crate) enum CallsCommand {
 
 /// Runs one `vactl calls …` command.
 pub(crate) async fn calls(api: &str, command: CallsCommand) -> anyhow::Result<()> {
-    let mut client = CallServiceClient::connect(api.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the API at {api}"))?;
+    let mut client = CallServiceClient::new(crate::auth::channel(api).await?);
     match command {
         CallsCommand::Place {
             to,
@@ -103,7 +100,7 @@ pub(crate) async fn calls(api: &str, command: CallsCommand) -> anyhow::Result<()
 }
 
 async fn get(
-    client: &mut CallServiceClient<tonic::transport::Channel>,
+    client: &mut CallServiceClient<crate::auth::Authed>,
     id: &str,
 ) -> anyhow::Result<Call> {
     Ok(client

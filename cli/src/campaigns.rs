@@ -111,9 +111,7 @@ pub(crate) enum CampaignsCommand {
 
 /// Runs one `vactl campaigns …` command.
 pub(crate) async fn campaigns(api: &str, command: CampaignsCommand) -> anyhow::Result<()> {
-    let mut client = CampaignServiceClient::connect(api.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the API at {api}"))?;
+    let mut client = CampaignServiceClient::new(crate::auth::channel(api).await?);
     let by_id = |id: String| CampaignRef { campaign_id: id };
     let campaign = match command {
         CampaignsCommand::Create {

@@ -92,10 +92,8 @@ pub(crate) enum ContactsCommand {
     },
 }
 
-async fn client(api: &str) -> anyhow::Result<ContactServiceClient<tonic::transport::Channel>> {
-    ContactServiceClient::connect(api.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the API at {api}"))
+async fn client(api: &str) -> anyhow::Result<ContactServiceClient<crate::auth::Authed>> {
+    Ok(ContactServiceClient::new(crate::auth::channel(api).await?))
 }
 
 pub(crate) async fn lists(api: &str, command: ListsCommand) -> anyhow::Result<()> {

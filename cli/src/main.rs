@@ -12,18 +12,22 @@
 //! vactl campaigns progress cmp_0123… --watch
 //! vactl calls place --to +14155550100 --voicemail "Please call us back" --wait
 //! vactl calls get call-0123…
+//! vactl keys create --name ci --role manager --expires-in-days 90
+//! vactl users create --email ana@example.com --role viewer --password '…'
+//! vactl audit --limit 20
 //! ```
+//!
+//! Every command needs an API key: `--api-key` or `VOICE_AGENT_API_KEY`.
 
+mod auth;
 mod calls;
 mod campaigns;
 mod contacts;
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use tonic::transport::Channel;
 use voice_agent_protos::v1::messaging_service_client::MessagingServiceClient;
 use voice_agent_protos::v1::{GetMessageRequest, ListMessagesRequest, Message, SendSmsRequest};
 
@@ -39,6 +43,22 @@ struct Cli {
         global = true
     )]
     api: String,
+    /// HTTP address of the API, for `users`, `keys` and `audit`.
+    #[arg(
+        long,
+        env = "VACTL_HTTP",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    http: String,
+    /// API key (`vak_…`) sent as `authorization: Bearer`.
+    #[arg(
+        long,
+        env = "VOICE_AGENT_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +84,25 @@ enum Command {
     Calls {
         #[command(subcommand)]
         command: calls::CallsCommand,
+    },
+    /// Users who sign in to the web app (admin).
+    Users {
+        #[command(subcommand)]
+        command: auth::UsersCommand,
+    },
+    /// API keys for programs (admin).
+    Keys {
+        #[command(subcommand)]
+        command: auth::KeysCommand,
+    },
+    /// The audit log of state-changing requests, newest first (admin).
+    Audit {
+        /// Page size (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Send one SMS through a durable workflow.
     SendSms {
@@ -110,6 +149,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    // reqwest is built without a default TLS provider (rustls-no-provider); the gRPC client
+    // needs none for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("vactl: {e:#}");
         std::process::exit(1);
@@ -117,16 +159,18 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    auth::set_key(cli.api_key);
     let command = match cli.command {
+        Command::Users { command } => return auth::users(&cli.http, command).await,
+        Command::Keys { command } => return auth::keys(&cli.http, command).await,
+        Command::Audit { limit, cursor } => return auth::audit(&cli.http, limit, cursor).await,
         Command::Lists { command } => return contacts::lists(&cli.api, command).await,
         Command::Contacts { command } => return contacts::contacts(&cli.api, command).await,
         Command::Campaigns { command } => return campaigns::campaigns(&cli.api, command).await,
         Command::Calls { command } => return calls::calls(&cli.api, command).await,
         other => other,
     };
-    let mut client = MessagingServiceClient::connect(cli.api.clone())
-        .await
-        .with_context(|| format!("cannot reach the API at {}", cli.api))?;
+    let mut client = MessagingServiceClient::new(auth::channel(&cli.api).await?);
     match command {
         Command::SendSms {
             to,
@@ -189,7 +233,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lists { .. }
         | Command::Contacts { .. }
         | Command::Campaigns { .. }
-        | Command::Calls { .. } => {
+        | Command::Calls { .. }
+        | Command::Users { .. }
+        | Command::Keys { .. }
+        | Command::Audit { .. } => {
             unreachable!("contact commands return before the messaging client connects")
         }
     }
@@ -206,7 +253,7 @@ const FINAL: [&str; 6] = [
 ];
 
 async fn wait_final(
-    client: &mut MessagingServiceClient<Channel>,
+    client: &mut MessagingServiceClient<auth::Authed>,
     id: &str,
     timeout: Duration,
 ) -> anyhow::Result<Message> {

@@ -3,6 +3,7 @@
 //! | module | collections |
 //! |---|---|
 //! | [`schema`] | every collection and their indexes, created at start-up |
+//! | [`auth`] | `users`, `api_keys`, `sessions`, `audit_log`: access control |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
 //! | [`calls`] | `call_logs`: one document per call, with the transcript |
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
@@ -27,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod calls;
 pub mod campaigns;
 pub mod contacts;
@@ -41,6 +43,7 @@ pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};
 
+pub use auth::{ApiKeyDoc, AuditDoc, Role, SessionDoc, UserDoc};
 pub use calls::{CallLogDoc, CallLogQuery, NewCallAttempt, TranscriptEntry};
 pub use campaigns::{
     BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,

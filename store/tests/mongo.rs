@@ -676,3 +676,7 @@ mod senders;
 
 #[path = "mongo/stats.rs"]
 mod stats;
+
+// Users, API keys, sessions and the audit log.
+#[path = "mongo/auth.rs"]
+mod auth;

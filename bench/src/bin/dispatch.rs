@@ -136,10 +136,24 @@ async fn api_call(
     Ok(serde_json::from_str(&text)?)
 }
 
+/// `Authorization: Bearer $VOICE_AGENT_API_KEY` for the api's REST routes
+/// (scripts/bench-dispatch.sh installs the key as the api's bootstrap admin key).
+fn api_key_headers() -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(key) = std::env::var("VOICE_AGENT_API_KEY") {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
+        );
+    }
+    Ok(headers)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let n = args.contacts;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .default_headers(api_key_headers()?)
         .build()?;
     let sim = shared::Simulator::new(&args.simulator)?;
     sim.reset().await?;

@@ -15,6 +15,11 @@ use voice_agent_protos::v1::messaging_service_client::MessagingServiceClient;
 pub(crate) const ACCOUNT_SID: &str = "ACe2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0";
 pub(crate) const AUTH_TOKEN: &str = "e2e-auth-token";
 pub(crate) const FROM: &str = "+15005550006";
+/// The admin user every stack's api creates at start (`API_BOOTSTRAP_ADMIN_EMAIL`), for tests
+/// that sign in a browser.
+pub(crate) const ADMIN_EMAIL: &str = "admin@e2e.example";
+/// Its password (`API_BOOTSTRAP_ADMIN_PASSWORD`).
+pub(crate) const ADMIN_PASSWORD: &str = "e2e admin password";
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -93,6 +98,9 @@ pub(crate) struct Stack {
     pub(crate) api_grpc: String,
     pub(crate) mongo: mongodb::Database,
     pub(crate) http: reqwest::Client,
+    /// The api's bootstrap admin key (`API_BOOTSTRAP_ADMIN_KEY`). [`Stack::http`] sends it on
+    /// every request and [`Stack::grpc_channel`] on every call, so tests need not.
+    pub(crate) api_key: String,
     /// What the simulator, API and worker processes wrote to stdout (their logs), up to
     /// [`MAX_CAPTURED_LOG`].
     pub(crate) logs: Logs,
@@ -267,6 +275,7 @@ impl Stack {
         let http_port = free_port();
         let grpc_port = free_port();
         let api_http = format!("http://127.0.0.1:{http_port}");
+        let api_key = test_api_key();
 
         let mut simulator = Command::new(bin("voice-agent-simulator"))
             .args([
@@ -327,6 +336,15 @@ impl Stack {
             .chain([
                 ("API_HTTP_ADDR".to_owned(), format!("127.0.0.1:{http_port}")),
                 ("API_GRPC_ADDR".to_owned(), format!("127.0.0.1:{grpc_port}")),
+                ("API_BOOTSTRAP_ADMIN_KEY".to_owned(), api_key.clone()),
+                (
+                    "API_BOOTSTRAP_ADMIN_EMAIL".to_owned(),
+                    ADMIN_EMAIL.to_owned(),
+                ),
+                (
+                    "API_BOOTSTRAP_ADMIN_PASSWORD".to_owned(),
+                    ADMIN_PASSWORD.to_owned(),
+                ),
             ])
             .collect();
         let mut api = Command::new(bin("voice-agent-api"))
@@ -346,7 +364,9 @@ impl Stack {
             mongo: client.database(&database),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .default_headers(bearer_headers(&api_key)?)
                 .build()?,
+            api_key,
             simulator,
             api,
             api_env,
@@ -516,10 +536,14 @@ impl Stack {
         Ok(Frozen { worker, pid })
     }
 
-    pub(crate) async fn grpc(
-        &self,
-    ) -> anyhow::Result<MessagingServiceClient<tonic::transport::Channel>> {
-        Ok(MessagingServiceClient::connect(self.api_grpc.clone()).await?)
+    pub(crate) async fn grpc(&self) -> anyhow::Result<MessagingServiceClient<AuthedChannel>> {
+        Ok(MessagingServiceClient::new(self.grpc_channel().await?))
+    }
+
+    /// A channel to the api's gRPC port whose calls carry the admin key: wrap it in any
+    /// client (`CallServiceClient::new(stack.grpc_channel().await?)`).
+    pub(crate) async fn grpc_channel(&self) -> anyhow::Result<AuthedChannel> {
+        authed_channel(&self.api_grpc, Some(&self.api_key)).await
     }
 
     pub(crate) async fn temporal(&self) -> anyhow::Result<temporalio_client::Client> {
@@ -698,4 +722,50 @@ async fn read_url(child: &mut Child, prefix: &str, logs: &Logs) -> anyhow::Resul
         Some(url) => Ok(url),
         None => bail!("process exited before announcing its address (prefix {prefix:?})"),
     }
+}
+
+/// A random admin key in the api's `vak_<12 hex>_<secret>` shape, for `API_BOOTSTRAP_ADMIN_KEY`.
+pub(crate) fn test_api_key() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("vak_{}_{b}{}", &a[..12], &a[12..])
+}
+
+/// `Authorization: Bearer <key>`, as default headers for a client.
+pub(crate) fn bearer_headers(key: &str) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
+    );
+    Ok(headers)
+}
+
+/// Adds `authorization: Bearer <key>` metadata to every gRPC call (none when `key` is `None`).
+#[derive(Clone)]
+pub(crate) struct BearerInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A gRPC channel whose calls carry a bearer key.
+pub(crate) type AuthedChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerInterceptor>;
+
+/// Connects to `url`, sending `key` (if any) on every call.
+pub(crate) async fn authed_channel(url: &str, key: Option<&str>) -> anyhow::Result<AuthedChannel> {
+    let value = key.map(|k| format!("Bearer {k}").parse()).transpose()?;
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())?
+        .connect()
+        .await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        BearerInterceptor(value),
+    ))
 }

@@ -211,8 +211,10 @@ async fn hostile_uploads_get_a_clear_error_store_nothing_and_stay_small() -> any
 async fn stalled_upload(stack: &Stack, list_id: &str) -> anyhow::Result<tokio::net::TcpStream> {
     let addr = stack.api_http.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let key = &stack.api_key;
     let head = format!(
         "POST /api/contact-lists/{list_id}/uploads HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {key}\r\n\
          Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000000\r\n\r\n\
          --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.csv\"\r\n\r\n\
          Phone\n4155550100\n"
@@ -296,7 +298,7 @@ async fn numbers_out_of_range_are_refused_at_the_api_with_the_field_named() -> a
     use voice_agent_protos::v1::call_service_client::CallServiceClient;
 
     let stack = Stack::start().await?;
-    let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
+    let mut grpc = CallServiceClient::new(stack.grpc_channel().await?);
     for (field, request) in [
         (
             "max_attempts",

@@ -1,6 +1,7 @@
 //! End-to-end tests: real processes, real Temporal, real MongoDB-wire server, the simulator.
 
 mod agent;
+mod auth;
 mod campaigns;
 mod chaos;
 mod continued;

@@ -544,7 +544,7 @@ async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Res
         json!({"behaviour": "human", "lines": ["hello", "bye"]}),
     )
     .await?;
-    let mut grpc = CallServiceClient::connect(stack.api_grpc.clone()).await?;
+    let mut grpc = CallServiceClient::new(stack.grpc_channel().await?);
     let bad = grpc
         .place_call(PlaceCallRequest {
             to: "12".to_owned(),
@@ -940,6 +940,7 @@ async fn vactl_places_a_call_and_prints_its_transcript() -> anyhow::Result<()> {
     .await?;
     let vactl = std::path::PathBuf::from(std::env::var("VA_BIN_DIR")?).join("vactl");
     let out = tokio::process::Command::new(&vactl)
+        .env("VOICE_AGENT_API_KEY", &stack.api_key)
         .args([
             "--api",
             &stack.api_grpc,
