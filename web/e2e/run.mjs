@@ -16,6 +16,9 @@ const SHOTS = process.env.VA_SCREENSHOTS ?? join(process.cwd(), '..', '.data', '
 mkdirSync(SHOTS, { recursive: true });
 const AXE = readFileSync(new URL('../node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
 const TIMEOUT = 60_000;
+const EMAIL = process.env.VA_ADMIN_EMAIL;
+const PASSWORD = process.env.VA_ADMIN_PASSWORD;
+if (!EMAIL || !PASSWORD) throw new Error('VA_ADMIN_EMAIL and VA_ADMIN_PASSWORD are not set');
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
@@ -30,8 +33,27 @@ const browser = await chromium.launch({
   ],
 });
 
-/** A page that records what must not happen: console errors, failed requests, 5xx answers. */
-async function open(size = { width: 1280, height: 860 }) {
+async function signIn(page) {
+  await page.goto(BASE + '/');
+  await page.getByRole('heading', { name: 'Sign in to Voice Agent' }).waitFor();
+  await page.getByLabel('Email').fill(EMAIL);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const dashboard = page.getByRole('heading', { level: 1, name: 'Dashboard' });
+  const refused = page.getByRole('alert');
+  await dashboard
+    .or(refused)
+    .first()
+    .waitFor({ timeout: 15_000 })
+    .catch(async (e) => {
+      throw new Error(`${e.message}\npage shows: ${(await page.locator('body').innerText()).slice(0, 400)}`);
+    });
+  if (await refused.count()) throw new Error(`sign-in refused: ${await refused.first().innerText()}`);
+}
+
+/** A signed-in page that records what must not happen: console errors, failed requests, 5xx
+ * answers. */
+async function open(size = { width: 1280, height: 860 }, { anonymous = false } = {}) {
   const context = await browser.newContext({ viewport: size, acceptDownloads: true });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -46,6 +68,9 @@ async function open(size = { width: 1280, height: 860 }) {
     if (!(stream && error === 'net::ERR_ABORTED')) problems.push(`request failed: ${r.method()} ${r.url()} ${error}`);
   });
   page.on('response', (r) => r.status() >= 500 && problems.push(`${r.status()} from ${r.request().method()} ${r.url()}`));
+  // Signed out, the app asks who is signed in and gets 401: that is how it knows.
+  expected.push((p) => p.startsWith('console: Failed to load resource: the server responded with a status of 401'));
+  if (!anonymous) await signIn(page);
   const check = () => {
     const left = problems.filter((p) => !expected.some((ok) => ok(p)));
     assert.deepEqual(left, [], 'unexpected console errors or failed requests');
@@ -98,6 +123,31 @@ const csv = [
   'not a number,Mallory,gold',
   ',Nobody,gold',
 ].join('\n');
+
+await test('sign-in refuses a wrong password, and signing out ends the session', async () => {
+  const { page, check, context, expected } = await open(undefined, { anonymous: true });
+  // Nothing but the sign-in page without a session, and no data behind it.
+  const r = await page.request.get(BASE + '/api/campaigns');
+  assert.equal(r.status(), 401);
+  await page.goto(BASE + '/campaigns');
+  await page.getByRole('heading', { name: 'Sign in to Voice Agent' }).waitFor();
+  await axe(page, 'sign-in');
+  await shoot(page, 'sign-in');
+  await page.getByLabel('Email').fill(EMAIL);
+  await page.getByLabel('Password').fill('not the password at all');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Wrong email or password.' }).waitFor();
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  // The page asked for stays the page shown.
+  await page.getByRole('heading', { level: 1, name: 'Campaigns' }).waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in to Voice Agent' }).waitFor();
+  const after = await page.request.get(BASE + '/api/campaigns');
+  assert.equal(after.status(), 401, 'the session ended on the server too');
+  check();
+  await context.close();
+});
 
 await test('every page loads with its empty state, passes axe and is screenshotted', async () => {
   const { page, check, context } = await open();

@@ -2,6 +2,8 @@ import { lazy, Suspense } from 'react';
 import { createBrowserRouter, NavLink, Outlet, useRouteError } from 'react-router';
 import { Loading, ErrorNote } from './components/States';
 import { useLiveEvents } from './lib/live';
+import { AuthGate } from './components/AuthGate';
+import type { Me } from './lib/auth';
 
 const Dashboard = lazy(() => import('./pages/Dashboard'));
 const ContactLists = lazy(() => import('./pages/ContactLists'));
@@ -23,6 +25,10 @@ const NAV = [
 ] as const;
 
 function Layout() {
+  return <AuthGate>{(me, signOut) => <SignedIn me={me} signOut={signOut} />}</AuthGate>;
+}
+
+function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
   useLiveEvents();
   return (
     <div className="shell">
@@ -41,6 +47,12 @@ function Layout() {
         <a className="api-docs" href="/api/docs">
           API
         </a>
+        <span className="who" title={me.role}>
+          {me.name}
+        </span>
+        <button type="button" className="link light" onClick={signOut}>
+          Sign out
+        </button>
       </header>
       <main id="main" tabIndex={-1}>
         <Suspense fallback={<Loading />}>

@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::campaigns::ledger_counts;
-use crate::helpers::{FROM, Stack, eventually};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, FROM, Stack, eventually};
 
 /// A number of its own per run: conversation workflow ids are global on the Temporal server,
 /// and a conversation of an earlier run on the same server may still be open there.
@@ -71,6 +71,8 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         .arg("e2e/run.mjs")
         .current_dir(&web)
         .env("VA_WEB_URL", &stack.api_http)
+        .env("VA_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("VA_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("VA_WAITING_NUMBER", &waiting)
         .env("VA_NEW_NUMBER", &newcomer)
         .env("VA_SIMULATOR_URL", &stack.simulator_url)

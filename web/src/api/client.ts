@@ -2,10 +2,25 @@
 // OpenAPI document (`npm run gen`), never written by hand.
 import createClient from 'openapi-fetch';
 import type { components, paths } from './schema';
+import { csrfToken, signedOut } from '../lib/auth';
 
 export type Schemas = components['schemas'];
 
 export const api = createClient<paths>({ baseUrl: '' });
+
+// The session's CSRF token on every state-changing request; a 401 means the session ended.
+api.use({
+  onRequest({ request }) {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      request.headers.set('X-CSRF-Token', csrfToken());
+    }
+    return request;
+  },
+  onResponse({ response }) {
+    if (response.status === 401) signedOut();
+    return response;
+  },
+});
 
 /** An answer that was not a success, with the api's message. */
 export class ApiError extends Error {

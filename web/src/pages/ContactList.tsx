@@ -3,6 +3,7 @@ import { useInfiniteQuery, useMutation, useQuery, useQueryClient } from '@tansta
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { useNavigate, useParams } from 'react-router';
 import { api, data, ApiError, type Schemas } from '../api/client';
+import { csrfToken, signedOut } from '../lib/auth';
 import { Empty, ErrorNote, Loading } from '../components/States';
 
 type Upload = Schemas['UploadView'];
@@ -13,10 +14,12 @@ function uploadFile(listId: string, file: File, onProgress: (fraction: number) =
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `/api/contact-lists/${encodeURIComponent(listId)}/uploads`);
     xhr.responseType = 'json';
+    xhr.setRequestHeader('X-CSRF-Token', csrfToken());
     xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response as Upload);
       else {
+        if (xhr.status === 401) signedOut();
         const retry = xhr.getResponseHeader('Retry-After');
         const message = (xhr.response as { error?: string } | null)?.error ?? `${xhr.status} ${xhr.statusText}`;
         reject(new ApiError(xhr.status, retry ? `${message} (try again in ${retry} s)` : message));
