@@ -421,6 +421,7 @@ impl Campaigns {
             status: campaign_status::DRAFT.to_owned(),
             total_items: 0,
             indexed_items: false,
+            paged_items: false,
             items_seq: 0,
             status_counts: Default::default(),
             counts_at: None,

@@ -1,8 +1,9 @@
-//! The `campaigns`, `campaign_items` and `campaign_executions` collections.
+//! The `campaigns`, `campaign_items`, `campaign_pages` and `campaign_executions` collections.
 //!
 //! A campaign's items are a snapshot of its contact list taken when it starts: one item per
-//! contact, `_id = "<campaign id>:<contact id>"`, so materialising twice creates nothing new and
-//! items page in a stable order by `_id`. An item moves `pending → sending → sent →
+//! contact, `_id = "<campaign id>:<contact id>"`, so materialising twice creates nothing new.
+//! Each item gets a number (`seq`) and is listed under it in `campaign_pages`, 1,000 numbers a
+//! document, so send passes find their items by `_id` alone. An item moves `pending → sending → sent →
 //! delivered | undelivered | failed`, or ends `skipped` / `cancelled`; `sending` is the recorded
 //! intent that makes a retried send reconcile before it sends again.
 
@@ -13,7 +14,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::{FindOptions, InsertManyOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{CAMPAIGN_EXECUTIONS, CAMPAIGN_ITEMS, CAMPAIGNS, CONTACTS};
+use crate::schema::{CAMPAIGN_EXECUTIONS, CAMPAIGN_ITEMS, CAMPAIGN_PAGES, CAMPAIGNS, CONTACTS};
 use crate::{MongoStore, Result, StoreError, is_duplicate_key};
 
 /// Lifecycle of a campaign.
@@ -163,6 +164,10 @@ pub struct CampaignDoc {
     /// materialised by this version; older ones page by `_id` and count by aggregation).
     #[serde(default)]
     pub indexed_items: bool,
+    /// Whether the items are also listed in `campaign_pages` (campaigns materialised by this
+    /// version): send passes then find a window's items by `_id` alone, not by `seq_key`.
+    #[serde(default)]
+    pub paged_items: bool,
     /// Next `seq` to hand out: every item's `seq` is below it.
     #[serde(default)]
     pub items_seq: i64,
@@ -189,6 +194,9 @@ const PHONE_CURSOR: &str = "p:";
 const SEQ_CURSOR: &str = "s:";
 /// The `seq_key` index of `campaign_items`.
 pub const ITEM_SEQ_INDEX: &str = "seq_key";
+/// `seq` numbers per `campaign_pages` document: a send window (at most 1,000 items) spans at
+/// most two pages.
+pub const PAGE_WIDTH: i64 = 1_000;
 /// Windows without an open item [`MongoStore::next_open_items`] steps over in one call.
 pub const MAX_EMPTY_WINDOWS: usize = 50;
 /// The campaign's counters by status.
@@ -278,6 +286,151 @@ pub struct ExecutionDoc {
 }
 
 impl MongoStore {
+    /// Lists `items`, numbered from `first_seq` on, in their `campaign_pages` documents: one
+    /// upsert per page touched (at most [`MATERIALIZE_BATCH`] / [`PAGE_WIDTH`] + 1), sent as
+    /// one command. A repeated write lists an item twice, which readers skip.
+    async fn list_in_pages(
+        &self,
+        campaign_id: &str,
+        first_seq: i64,
+        items: &[CampaignItemDoc],
+    ) -> Result<()> {
+        let mut by_page: BTreeMap<i64, Vec<Document>> = BTreeMap::new();
+        for (item, seq) in items.iter().zip(first_seq..) {
+            by_page
+                .entry(seq / PAGE_WIDTH)
+                .or_default()
+                .push(doc! { "s": seq, "i": &item.id });
+        }
+        if by_page.is_empty() {
+            return Ok(());
+        }
+        let statements: Vec<Document> = by_page
+            .into_iter()
+            .map(|(page, entries)| {
+                doc! {
+                    "q": { "_id": page_id(campaign_id, page) },
+                    "u": { "$push": { "e": { "$each": entries } } },
+                    "upsert": true,
+                }
+            })
+            .collect();
+        self.db
+            .run_command(doc! { "update": CAMPAIGN_PAGES, "updates": statements, "ordered": true })
+            .await?;
+        Ok(())
+    }
+
+    /// The ids of the items numbered `[from, to)` in order, read from their pages by `_id`
+    /// (pages already in `cache` are not read again); each id once.
+    async fn paged_ids(
+        &self,
+        campaign_id: &str,
+        cache: &mut PageCache,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        // Windows only move forward: at most the two pages of one window stay in memory.
+        cache.0.retain(|&p, _| p >= from / PAGE_WIDTH);
+        let pages: Vec<i64> = (from / PAGE_WIDTH..=(to - 1) / PAGE_WIDTH).collect();
+        if pages.iter().any(|p| !cache.0.contains_key(p)) {
+            for &p in &pages {
+                cache.0.entry(p).or_default();
+            }
+            let (filter, _, hint) = pages_query(campaign_id, from, to);
+            let mut found = self
+                .db
+                .collection::<Document>(CAMPAIGN_PAGES)
+                .find(filter)
+                .hint(mongodb::options::Hint::Name(hint.to_owned()))
+                .await?;
+            while let Some(page) = found.try_next().await? {
+                let Some(number) = page
+                    .get_str("_id")
+                    .ok()
+                    .and_then(|id| id.rsplit_once(':'))
+                    .and_then(|(_, n)| n.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                let entries = page
+                    .get_array("e")
+                    .map(|e| {
+                        e.iter()
+                            .filter_map(|v| {
+                                let d = v.as_document()?;
+                                Some((d.get_i64("s").ok()?, d.get_str("i").ok()?.to_owned()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                cache.0.insert(number, entries);
+            }
+        }
+        let mut window: Vec<&(i64, String)> = pages
+            .iter()
+            .filter_map(|p| cache.0.get(p))
+            .flatten()
+            .filter(|(s, _)| (from..to).contains(s))
+            .collect();
+        window.sort_unstable_by_key(|(s, _)| *s);
+        let mut seen = std::collections::HashSet::with_capacity(window.len());
+        Ok(window
+            .into_iter()
+            .filter(|(_, id)| seen.insert(id.as_str()))
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+
+    /// The items of a [`open_items_by_ids`] or [`finished_items_by_ids`] query, in the order of
+    /// `ids`.
+    async fn items_by_ids(&self, ids: &[String], query: PageQuery) -> Result<Vec<CampaignItemDoc>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (filter, _, hint) = query;
+        let mut items: Vec<CampaignItemDoc> = self
+            .items()
+            .find(filter)
+            .hint(mongodb::options::Hint::Name(hint.to_owned()))
+            .await?
+            .try_collect()
+            .await?;
+        let position: std::collections::HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| (id.as_str(), n))
+            .collect();
+        items.sort_by_key(|i| position.get(i.id.as_str()).copied().unwrap_or(usize::MAX));
+        Ok(items)
+    }
+
+    /// The attempted, finished items numbered `[from, to)` of a paged campaign, at most
+    /// `limit`, page by page.
+    async fn paged_finished_items(
+        &self,
+        campaign_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<CampaignItemDoc>> {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let mut pages = PageCache::default();
+        let mut finished = Vec::new();
+        let mut at = from;
+        while at < to && finished.len() < limit {
+            let end = (at / PAGE_WIDTH + 1).saturating_mul(PAGE_WIDTH).min(to);
+            let ids = self.paged_ids(campaign_id, &mut pages, at, end).await?;
+            finished.extend(self.items_by_ids(&ids, finished_items_by_ids(&ids)).await?);
+            at = end;
+        }
+        finished.truncate(limit);
+        Ok(finished)
+    }
+
     fn campaigns(&self) -> mongodb::Collection<CampaignDoc> {
         self.db.collection(CAMPAIGNS)
     }
@@ -470,10 +623,10 @@ impl MongoStore {
                 contacts_query(list_id, after.and_then(|a| a.strip_prefix(PHONE_CURSOR)))
             }
         };
-        let mut indexed = self
+        let (mut indexed, mut paged) = self
             .get_campaign(campaign_id)
             .await?
-            .is_some_and(|c| c.indexed_items);
+            .map_or((false, false), |c| (c.indexed_items, c.paged_items));
         // A fresh start takes this version's layout (seq and counters) from the first item on;
         // a campaign an earlier version began materialising keeps its own to the end.
         if !indexed
@@ -487,10 +640,11 @@ impl MongoStore {
             self.campaigns()
                 .update_one(
                     doc! { "_id": campaign_id },
-                    doc! { "$set": { "indexed_items": true } },
+                    doc! { "$set": { "indexed_items": true, "paged_items": true } },
                 )
                 .await?;
             indexed = true;
+            paged = true;
         }
         let mut cursor = self
             .db
@@ -520,7 +674,8 @@ impl MongoStore {
                         tail.get_str("phone").unwrap_or_default()
                     )
                 });
-                self.insert_items(campaign_id, &page, indexed).await?;
+                self.insert_items(campaign_id, &page, indexed, paged)
+                    .await?;
                 page.clear();
                 if !end && std::time::Instant::now() >= deadline {
                     return Ok((read, last, false));
@@ -533,12 +688,15 @@ impl MongoStore {
     }
 
     /// Inserts one page of items (a retried page inserts nothing twice) and counts the new ones
-    /// as `pending`.
+    /// as `pending`. Paged campaigns list the items in `campaign_pages` first, so no item exists
+    /// that no page lists; a retried page lists its items again under new numbers, which the
+    /// send pass reads as items already done.
     async fn insert_items(
         &self,
         campaign_id: &str,
         contacts: &[Document],
         indexed: bool,
+        paged: bool,
     ) -> Result<()> {
         let first_seq = if indexed {
             let n = i64::try_from(contacts.len()).unwrap_or(i64::MAX);
@@ -586,6 +744,9 @@ impl MongoStore {
                 }
             })
             .collect();
+        if let (true, Some(first)) = (paged, first_seq) {
+            self.list_in_pages(campaign_id, first, &items).await?;
+        }
         let inserted = match self
             .items()
             .insert_many(&items)
@@ -627,9 +788,13 @@ impl MongoStore {
     /// `limit`), and the cursor after them (`None`: the end of the pass).
     ///
     /// Items of campaigns materialised by this version page by windows of `limit` numbers of
-    /// `seq` (cursor `s:<seq>`): each query is bounded on both sides on the `seq_key` index,
-    /// so it costs one window whatever the campaign's size, on MongoDB and on the local server
-    /// alike (which reads the whole key range of a one-sided query). Windows whose
+    /// `seq` (cursor `s:<seq>`). A window's item ids are read from its (at most two)
+    /// `campaign_pages` documents, then the open ones among them, both by `_id` alone: on
+    /// MongoDB and on the local server alike a window costs its own items whatever the
+    /// campaign's size (the local server reads the whole key range of a one-sided query and
+    /// costs in proportion to the collection for any secondary-index range; docs/benchmarks.md).
+    /// Campaigns of the previous version, whose items carry a `seq` but are not in pages, read
+    /// the same windows through the `seq_key` index, bounded on both sides. Windows whose
     /// items are all final are stepped over, at most [`MAX_EMPTY_WINDOWS`] a call; a call that
     /// found nothing returns no items and a cursor to carry on from. Older campaigns page by
     /// `_id` as they did.
@@ -657,12 +822,22 @@ impl MongoStore {
             let next = items.last().map(|i| i.id.clone());
             return Ok((items, next));
         };
-        let width = limit.max(1);
+        let width = limit.clamp(1, PAGE_WIDTH);
+        let mut pages = PageCache::default();
         for _ in 0..MAX_EMPTY_WINDOWS {
             if from >= campaign.items_seq {
                 return Ok((Vec::new(), None));
             }
             let to = from.saturating_add(width);
+            if campaign.paged_items {
+                let ids = self.paged_ids(&campaign.id, &mut pages, from, to).await?;
+                let items = self.items_by_ids(&ids, open_items_by_ids(&ids)).await?;
+                from = to;
+                if !items.is_empty() {
+                    return Ok((items, Some(format!("{SEQ_CURSOR}{from}"))));
+                }
+                continue;
+            }
             let (filter, sort, hint) = open_items_window(&campaign.id, from, to);
             let items: Vec<CampaignItemDoc> = self
                 .items()
@@ -699,6 +874,12 @@ impl MongoStore {
             let to = seq_cursor(campaign, up_to)
                 .filter(|_| up_to.is_some())
                 .unwrap_or(campaign.items_seq);
+            if campaign.paged_items {
+                let finished = self
+                    .paged_finished_items(campaign_id, from, to, limit)
+                    .await?;
+                return self.without_executions(campaign_id, finished).await;
+            }
             finished_items_window(campaign_id, from, to)
         } else {
             let mut id_filter =
@@ -728,6 +909,15 @@ impl MongoStore {
             .await?
             .try_collect()
             .await?;
+        self.without_executions(campaign_id, finished).await
+    }
+
+    /// The items of `finished` whose latest attempt has no `campaign_executions` record.
+    async fn without_executions(
+        &self,
+        campaign_id: &str,
+        finished: Vec<CampaignItemDoc>,
+    ) -> Result<Vec<CampaignItemDoc>> {
         if finished.is_empty() {
             return Ok(finished);
         }
@@ -1351,36 +1541,74 @@ pub fn contacts_query(list_id: &str, after_phone: Option<&str>) -> PageQuery {
     )
 }
 
-/// The open (`pending`, `sending`) items of one window of `seq`, `[from, to)`.
-pub fn open_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
-    (
-        doc! {
-            "seq_key": { "$gte": seq_key(campaign_id, from), "$lt": seq_key(campaign_id, to) },
-            "status": { "$in": [item_status::PENDING, item_status::SENDING] },
-        },
-        doc! { "seq_key": 1 },
-        ITEM_SEQ_INDEX,
-    )
+/// Items still to send: `pending` or `sending`.
+fn open_items_filter() -> Document {
+    doc! { "status": { "$in": [item_status::PENDING, item_status::SENDING] } }
 }
 
-/// The attempted, finished items of one window of `seq`, `[from, to)` (a retried batch's
-/// check for lost attempt records).
-pub fn finished_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
-    (
-        doc! {
-            "seq_key": { "$gte": seq_key(campaign_id, from), "$lt": seq_key(campaign_id, to) },
-            "status": { "$nin": [item_status::PENDING, item_status::SENDING, item_status::CANCELLED] },
-            "attempts": { "$gte": 1 },
-        },
-        doc! { "seq_key": 1 },
-        ITEM_SEQ_INDEX,
-    )
+/// Items attempted and finished (a retried batch's check for lost attempt records).
+fn finished_items_filter() -> Document {
+    doc! {
+        "status": { "$nin": [item_status::PENDING, item_status::SENDING, item_status::CANCELLED] },
+        "attempts": { "$gte": 1 },
+    }
 }
+
+/// The open (`pending`, `sending`) items of one window of `seq`, `[from, to)`.
+pub fn open_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
+    let mut filter = doc! {
+        "seq_key": { "$gte": seq_key(campaign_id, from), "$lt": seq_key(campaign_id, to) },
+    };
+    filter.extend(open_items_filter());
+    (filter, doc! { "seq_key": 1 }, ITEM_SEQ_INDEX)
+}
+
+/// The attempted, finished items of one window of `seq`, `[from, to)`.
+pub fn finished_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
+    let mut filter = doc! {
+        "seq_key": { "$gte": seq_key(campaign_id, from), "$lt": seq_key(campaign_id, to) },
+    };
+    filter.extend(finished_items_filter());
+    (filter, doc! { "seq_key": 1 }, ITEM_SEQ_INDEX)
+}
+
+/// The `campaign_pages` document of the `seq` numbers `[page * PAGE_WIDTH, (page + 1) *
+/// PAGE_WIDTH)`.
+pub fn page_id(campaign_id: &str, page: i64) -> String {
+    format!("{campaign_id}:{page:012}")
+}
+
+/// The `campaign_pages` documents that list the items numbered `[from, to)`: read by `_id`.
+pub fn pages_query(campaign_id: &str, from: i64, to: i64) -> PageQuery {
+    let pages: Vec<String> = (from / PAGE_WIDTH..=(to.max(from + 1) - 1) / PAGE_WIDTH)
+        .map(|p| page_id(campaign_id, p))
+        .collect();
+    (doc! { "_id": { "$in": pages } }, doc! {}, "_id_")
+}
+
+/// The open items among `ids` (a window of a paged campaign): read by `_id`.
+pub fn open_items_by_ids(ids: &[String]) -> PageQuery {
+    let mut filter = doc! { "_id": { "$in": ids } };
+    filter.extend(open_items_filter());
+    (filter, doc! {}, "_id_")
+}
+
+/// The attempted, finished items among `ids`: read by `_id`.
+pub fn finished_items_by_ids(ids: &[String]) -> PageQuery {
+    let mut filter = doc! { "_id": { "$in": ids } };
+    filter.extend(finished_items_filter());
+    (filter, doc! {}, "_id_")
+}
+
+/// Pages of one campaign read so far by one call, by page number: (seq, item id) entries.
+#[derive(Default)]
+struct PageCache(std::collections::HashMap<i64, Vec<(i64, String)>>);
 
 /// The indexed form of an item's `seq`: one string whose order is (campaign, seq). On MongoDB
 /// a compound `(campaign_id, seq)` index serves the same windows; on the local server a range
 /// on either costs in proportion to the collection (this one a little less; both 1.4-2.5 s of
-/// CPU per window at 1,000,000 items, docs/benchmarks.md), which only paging by `_id` avoids.
+/// CPU per window at 1,000,000 items, docs/benchmarks.md), which `campaign_pages` avoids; kept
+/// for campaigns materialised before pages.
 pub fn seq_key(campaign_id: &str, seq: i64) -> String {
     format!("{campaign_id}:{seq:012}")
 }

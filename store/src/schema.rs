@@ -14,6 +14,9 @@ pub const CAMPAIGNS: &str = "campaigns";
 pub const CAMPAIGN_ITEMS: &str = "campaign_items";
 /// `campaign_executions`: one document per attempt at a campaign item.
 pub const CAMPAIGN_EXECUTIONS: &str = "campaign_executions";
+/// `campaign_pages`: a campaign's item ids in send order, one document per 1,000 `seq`
+/// numbers, so a send pass finds its items by `_id` alone.
+pub const CAMPAIGN_PAGES: &str = "campaign_pages";
 /// `contact_lists`: named lists of contacts.
 pub const CONTACT_LISTS: &str = "contact_lists";
 /// `contacts`: the people on a list.
@@ -104,8 +107,8 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                     "campaign_contact_unique",
                     doc! { "campaign_id": 1, "contact_id": 1 },
                 ),
-                // Pages of the send passes: windows of `seq_key`, bounded on both sides. It
-                // never changes, so status writes do not touch this index.
+                // Send windows of campaigns materialised before `campaign_pages` (bounded on
+                // both sides). It never changes, so status writes do not touch this index.
                 index(crate::campaigns::ITEM_SEQ_INDEX, doc! { "seq_key": 1 }),
                 // No index on status or message_sid: every status change would update it, at
                 // campaign rates the server's main cost; queries by campaign use the index above.
@@ -160,6 +163,8 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         // The drainer reads the oldest entries; the collection holds only pending ones.
         (INBOX, vec![index("seq", doc! { "seq": 1, "_id": 1 })]),
         (INBOX_DEAD, vec![]),
+        // Read by `_id` only (`<campaign>:<page>`).
+        (CAMPAIGN_PAGES, vec![]),
         (LEASES, vec![]),
         (SENDER_SLOTS, vec![]),
     ]
@@ -239,11 +244,12 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 14] = [
+pub const ALL_COLLECTIONS: [&str; 15] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
     CAMPAIGN_EXECUTIONS,
+    CAMPAIGN_PAGES,
     CONTACT_LISTS,
     CONTACTS,
     CALL_LOGS,
