@@ -26,6 +26,12 @@
 #   BENCH_DECOMPOSE=1           also run the loop with the durable activity's MongoDB writes but
 #                               no Temporal (0: skip), to split the cost of durability
 #   BENCH_POLL_S=1              seconds between progress polls (each one aggregates all items)
+#   BENCH_CHANNEL=sms           sms, or voice: a voice campaign (a child call workflow per contact,
+#                               answered by a silent human: the agent's greeting, two reprompts
+#                               and a goodbye, in simulated time), durable run only
+#   BENCH_CALL_RATE=20          voice: calls per second (the campaign's rate, the simulator's CPS
+#                               and SENDER_LIMIT_CALLS_PER_SECOND)
+#   BENCH_MAX_IN_FLIGHT=50      voice: calls in flight at once
 #   BENCH_SENDER_LIMIT=5000     the sender number's limit (SENDER_LIMIT_SMS_PER_SECOND): above
 #                               what the stack reaches, so it measures the slot reservations'
 #                               cost without capping; 0 turns the per-sender limit off
@@ -48,6 +54,10 @@ BENCH_CALLBACK_DELAY_MS="${BENCH_CALLBACK_DELAY_MS:-20}"
 BENCH_MONGO_CACHE="${BENCH_MONGO_CACHE:-512M}"
 BENCH_DECOMPOSE="${BENCH_DECOMPOSE:-1}"
 BENCH_POLL_S="${BENCH_POLL_S:-1}"
+BENCH_CHANNEL="${BENCH_CHANNEL:-sms}"
+BENCH_CALL_RATE="${BENCH_CALL_RATE:-20}"
+BENCH_MAX_IN_FLIGHT="${BENCH_MAX_IN_FLIGHT:-50}"
+case "$BENCH_CHANNEL" in sms | voice) ;; *) die "BENCH_CHANNEL must be sms or voice" ;; esac
 
 ACCOUNT_SID="ACbe0c4be0c4be0c4be0c4be0c4be0c4be"
 AUTH_TOKEN="bench-auth-token"
@@ -103,7 +113,8 @@ wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$TEMPORAL_PID"
 
 va_start simulator "$OUT/simulator.log" env RUST_LOG=warn "$BIN_DIR/voice-agent-simulator" \
     --host 127.0.0.1 --port "$S_PORT" --account-sid "$ACCOUNT_SID" --auth-token "$AUTH_TOKEN" \
-    --callback-delay-ms "$BENCH_CALLBACK_DELAY_MS" --default-sms-url "$API_URL/twilio/sms"
+    --callback-delay-ms "$BENCH_CALLBACK_DELAY_MS" --default-sms-url "$API_URL/twilio/sms" \
+    --calls-per-second "${BENCH_CALL_RATE%.*}"
 SIM_PID="$VA_LAST_PID"
 wait_for_port 127.0.0.1 "$S_PORT" "Twilio simulator" 30 "$SIM_PID"
 
@@ -129,6 +140,7 @@ app_env() {
         "API_BOOTSTRAP_ADMIN_KEY=$BENCH_API_KEY"
         "RUST_LOG=$BENCH_RUST_LOG"
         "SENDER_LIMIT_SMS_PER_SECOND=${BENCH_SENDER_LIMIT:-5000}"
+        "SENDER_LIMIT_CALLS_PER_SECOND=$BENCH_CALL_RATE"
     )
 }
 
@@ -144,6 +156,7 @@ SETTINGS=(
     --setting "temporal_db=$TEMPORAL_DB"
     --setting "callback_delay_ms=$BENCH_CALLBACK_DELAY_MS"
     --setting "poll_s=$BENCH_POLL_S"
+    --setting "channel=$BENCH_CHANNEL"
     --setting "rust_log=$BENCH_RUST_LOG"
     --setting "mongo=$(basename "$MONGO_SERVER_BIN") cache $BENCH_MONGO_CACHE"
     --setting "cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
@@ -174,10 +187,11 @@ VOICE_AGENT_API_KEY="$BENCH_API_KEY" "$BIN_DIR/dispatch" run --contacts "$CONTAC
     --temporal "http://127.0.0.1:$T_PORT" --temporal-metrics "http://127.0.0.1:$T_METRICS/metrics" \
     --watch "worker=$WORKER_PID" --watch "api=$API_PID" --watch "temporal=$TEMPORAL_PID" \
     --watch "mongo=$MONGO_PID" --watch "simulator=$SIM_PID" \
+    --channel "$BENCH_CHANNEL" --rate "$BENCH_CALL_RATE" --max-in-flight "$BENCH_MAX_IN_FLIGHT" \
     --poll-s "$BENCH_POLL_S" "${SETTINGS[@]}" --out "$OUT/durable.json" | tee "$OUT/durable.txt"
 
-if [[ "${BENCH_SKIP_BASELINE:-0}" == 1 ]]; then
-    log "BENCH_SKIP_BASELINE=1: done"
+if [[ "${BENCH_SKIP_BASELINE:-0}" == 1 || "$BENCH_CHANNEL" == voice ]]; then
+    log "durable run only: done"
     exit 0
 fi
 

@@ -340,12 +340,13 @@ impl MongoStore {
             for &p in &pages {
                 cache.0.entry(p).or_default();
             }
-            let (filter, _, hint) = pages_query(campaign_id, from, to);
+            // Not hinted: the planner takes `_id` anyway, and the local server scans the whole
+            // `_id` index when it is hinted (docs/benchmarks.md).
+            let (filter, _, _) = pages_query(campaign_id, from, to);
             let mut found = self
                 .db
                 .collection::<Document>(CAMPAIGN_PAGES)
                 .find(filter)
-                .hint(mongodb::options::Hint::Name(hint.to_owned()))
                 .await?;
             while let Some(page) = found.try_next().await? {
                 let Some(number) = page
@@ -391,14 +392,10 @@ impl MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (filter, _, hint) = query;
-        let mut items: Vec<CampaignItemDoc> = self
-            .items()
-            .find(filter)
-            .hint(mongodb::options::Hint::Name(hint.to_owned()))
-            .await?
-            .try_collect()
-            .await?;
+        // Not hinted, as in `paged_ids`.
+        let (filter, _, _) = query;
+        let mut items: Vec<CampaignItemDoc> =
+            self.items().find(filter).await?.try_collect().await?;
         let position: std::collections::HashMap<&str, usize> = ids
             .iter()
             .enumerate()
