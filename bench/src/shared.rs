@@ -185,7 +185,11 @@ impl Simulator {
             .await?;
         let mut by_to: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-        for call in calls["calls"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for call in calls["calls"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             *by_to
                 .entry(call["to"].as_str().unwrap_or_default().to_owned())
                 .or_default() += 1;

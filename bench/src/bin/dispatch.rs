@@ -261,7 +261,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             progress
                 .as_ref()
                 .ok()
-                .and_then(|p| serde_json::from_value::<BTreeMap<String, i64>>(p["counts"].clone()).ok())
+                .and_then(|p| {
+                    serde_json::from_value::<BTreeMap<String, i64>>(p["counts"].clone()).ok()
+                })
                 .map_or(samples.last().map_or(0, |s| s.accepted), |c| {
                     c.iter()
                         .filter(|(k, _)| !matches!(k.as_str(), "pending" | "sending"))
