@@ -25,8 +25,10 @@ BENCH_MONGO_CACHE="${BENCH_MONGO_CACHE:-512M}"
 
 ensure_mongo_server
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release -p voice-agent-bench"
-    cargo build --release -p voice-agent-bench --bin stats
+    log "cargo build --release (the first time takes 10+ minutes on 2 cores)"
+    # The other benchmarks' package set: the same features, so their build is reused.
+    cargo build --release -p voice-agent-api -p voice-agent-worker -p voice-agent-simulator \
+        -p voice-agent-bench
 fi
 BIN="$(va_target_dir)/release/stats"
 [[ -x "$BIN" ]] || die "$BIN is missing (build without BENCH_SKIP_BUILD=1)"
