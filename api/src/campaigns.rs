@@ -262,7 +262,8 @@ impl Campaigns {
             }
             let profile = self
                 .state
-                .agent_profile("agent_profile", &req.agent_profile)?;
+                .agent_profile("agent_profile", &req.agent_profile)
+                .await?;
             (profile, Some(retry), Some(in_flight))
         } else {
             (None, None, None)

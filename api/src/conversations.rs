@@ -72,6 +72,8 @@ pub struct ConversationView {
     theirs: String,
     channel: String,
     profile: Option<String>,
+    /// The profile's version at the latest agent turn.
+    profile_version: Option<i64>,
     agent: Option<String>,
     status: String,
     needs_human: bool,
@@ -93,6 +95,7 @@ impl From<&ConversationDoc> for ConversationView {
             theirs: c.theirs.clone(),
             channel: c.channel.clone(),
             profile: c.profile.clone(),
+            profile_version: c.profile_version,
             agent: c.agent.clone(),
             status: c.status.clone(),
             needs_human: c.needs_human,

@@ -83,6 +83,12 @@ pub struct UploadForm {
         crate::live::events,
         crate::live::progress_stream,
         crate::stats::http_stats,
+        crate::profiles::settings,
+        crate::profiles::list,
+        crate::profiles::create,
+        crate::profiles::get_one,
+        crate::profiles::update,
+        crate::profiles::versions,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
@@ -91,6 +97,7 @@ pub struct UploadForm {
         (name = "calls", description = "Phone calls and their transcripts"),
         (name = "live", description = "Server-Sent Events for live pages"),
         (name = "dashboard", description = "Figures by outcome and by day"),
+        (name = "settings", description = "Agent profiles (a version per change) and the deployment's settings"),
     )
 )]
 pub struct ApiDoc;

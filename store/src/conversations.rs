@@ -54,6 +54,9 @@ pub struct ConversationDoc {
     /// The agent profile answering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The profile's version at the latest agent turn (`agent_profile_versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_version: Option<i64>,
     /// Which agent (`scripted`, `model:<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -119,6 +122,9 @@ pub struct AgentTurnRecord {
     pub channel: String,
     /// Profile name.
     pub profile: String,
+    /// The profile's stored version, when it came from the store.
+    #[serde(default)]
+    pub profile_version: Option<u32>,
     /// Agent name.
     pub agent: String,
     /// The inbound message answered.
@@ -179,6 +185,9 @@ impl MongoStore {
         };
         if let Some(d) = &turn.disposition {
             set.insert("disposition", d);
+        }
+        if let Some(v) = turn.profile_version {
+            set.insert("profile_version", i64::from(v));
         }
         let result = self
             .conversations()

@@ -12,6 +12,7 @@
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
 //! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
 //! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
+//! | [`profiles`] | `agent_profiles`, `agent_profile_versions`: agent profiles, a version per change |
 //! | [`senders`] | `sender_slots`: the send slots reserved on each sender, across campaigns and single sends |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
@@ -35,6 +36,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod inbox;
 pub mod messages;
+pub mod profiles;
 pub mod schema;
 pub mod senders;
 pub mod stats;
@@ -52,6 +54,7 @@ pub use campaigns::{
 pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
 pub use inbox::{InboxBacklog, InboxEntry, Lease};
 pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
+pub use profiles::{ProfileVersionDoc, SaveOutcome};
 pub use senders::{Reservation, SlotGrant};
 
 /// What went wrong talking to MongoDB.

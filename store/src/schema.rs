@@ -32,6 +32,10 @@ pub const INBOX: &str = "inbox";
 pub const INBOX_DEAD: &str = "inbox_dead";
 /// `leases`: named leases, e.g. the one api process that drains the inbox.
 pub const LEASES: &str = "leases";
+/// `agent_profiles`: each agent profile's current version (`_id` = its name).
+pub const AGENT_PROFILES: &str = "agent_profiles";
+/// `agent_profile_versions`: every version of every profile, never changed.
+pub const AGENT_PROFILE_VERSIONS: &str = "agent_profile_versions";
 /// `sender_slots`: per sender, the first send slot nobody has reserved.
 pub const SENDER_SLOTS: &str = "sender_slots";
 
@@ -162,6 +166,20 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (INBOX_DEAD, vec![]),
         (LEASES, vec![]),
         (SENDER_SLOTS, vec![]),
+        (
+            AGENT_PROFILES,
+            // Which profile answers a number (a conversation's first turn, a call).
+            vec![index("numbers", doc! { "numbers": 1, "created_at": -1 })],
+        ),
+        (
+            AGENT_PROFILE_VERSIONS,
+            vec![
+                // A profile's history, newest first.
+                unique("name_version_unique", doc! { "name": 1, "version": -1 }),
+                // Whether a file's profile was imported already.
+                index("name_file_hash", doc! { "name": 1, "file_hash": 1 }),
+            ],
+        ),
     ]
 }
 
@@ -239,7 +257,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 14] = [
+pub const ALL_COLLECTIONS: [&str; 16] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -254,4 +272,6 @@ pub const ALL_COLLECTIONS: [&str; 14] = [
     INBOX_DEAD,
     LEASES,
     SENDER_SLOTS,
+    AGENT_PROFILES,
+    AGENT_PROFILE_VERSIONS,
 ];

@@ -117,6 +117,13 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("POST", "/api/calls", MANAGE),
     rule("GET", "/api/calls", VIEW),
     rule("GET", "/api/calls/{id}", VIEW),
+    // agent profiles (versioned) and the deployment's settings: everyone reads, admins change
+    rule("GET", "/api/settings", VIEW),
+    rule("GET", "/api/agent-profiles", VIEW),
+    rule("POST", "/api/agent-profiles", ADMIN),
+    rule("GET", "/api/agent-profiles/{name}", VIEW),
+    rule("PUT", "/api/agent-profiles/{name}", ADMIN),
+    rule("GET", "/api/agent-profiles/{name}/versions", VIEW),
     // live updates (server-sent events) and the dashboard's figures
     rule("GET", "/api/events", VIEW),
     rule("GET", "/api/stats", VIEW),
