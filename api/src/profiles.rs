@@ -24,10 +24,10 @@ const VERSIONS_PER_PAGE: i64 = 20;
 /// HTTP routes of agent profiles and settings.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/settings", get(settings))
-        .route("/api/agent-profiles", get(list).post(create))
-        .route("/api/agent-profiles/{name}", get(get_one).put(update))
-        .route("/api/agent-profiles/{name}/versions", get(versions))
+        .route("/api/settings", get(get_settings))
+        .route("/api/agent-profiles", get(list_profiles).post(create_profile))
+        .route("/api/agent-profiles/{name}", get(get_profile).put(update_profile))
+        .route("/api/agent-profiles/{name}/versions", get(profile_versions))
 }
 
 /// Everything a profile sets. Omitted fields take the defaults of the agents file
@@ -306,7 +306,7 @@ async fn save(
     tag = "settings",
     responses((status = 200, description = "Every profile's current version, by name (at most 200)", body = Vec<ProfileView>))
 )]
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProfileView>>, HttpError> {
+async fn list_profiles(State(state): State<AppState>) -> Result<Json<Vec<ProfileView>>, HttpError> {
     let heads = state.store.list_profiles().await.map_err(unavailable)?;
     Ok(Json(heads.iter().map(view).collect::<Result<_, _>>()?))
 }
@@ -322,7 +322,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProfileView>>, H
         (status = 409, description = "A profile with this name exists", body = crate::openapi::ErrorBody)
     )
 )]
-async fn create(
+async fn create_profile(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: axum::body::Bytes,
@@ -354,7 +354,7 @@ async fn create(
         (status = 404, description = "No such profile", body = crate::openapi::ErrorBody)
     )
 )]
-async fn get_one(
+async fn get_profile(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ProfileDetail>, HttpError> {
@@ -386,7 +386,7 @@ async fn get_one(
         (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
     )
 )]
-async fn versions(
+async fn profile_versions(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<VersionsQuery>,
@@ -413,7 +413,7 @@ async fn versions(
         (status = 409, description = "Changed by someone else since `expected_version`", body = crate::openapi::ErrorBody)
     )
 )]
-async fn update(
+async fn update_profile(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
@@ -461,7 +461,7 @@ pub struct SettingsView {
     tag = "settings",
     responses((status = 200, description = "The deployment's settings (no secrets)", body = SettingsView))
 )]
-async fn settings(State(state): State<AppState>) -> Json<SettingsView> {
+async fn get_settings(State(state): State<AppState>) -> Json<SettingsView> {
     let common = &state.settings.common;
     let base = &common.twilio.base_url;
     Json(SettingsView {

@@ -158,6 +158,7 @@ await test('every page loads with its empty state, passes axe and is screenshott
     ['/conversations', 'conversations', 'Conversations'],
     ['/calls', 'calls', 'Calls'],
     ['/campaigns/new', 'campaign-new', 'New campaign'],
+    ['/settings', 'settings', 'Settings'],
   ]) {
     await page.goto(BASE + path);
     await page.getByRole('heading', { level: 1, name: heading }).waitFor();
@@ -340,6 +341,63 @@ await test('the phone layout keeps the navigation and the lists usable', async (
   await page.getByRole('link', { name: `Spring ${stamp}` }).waitFor();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow}px on a phone`);
+  check();
+  await context.close();
+});
+
+await test('edit a profile in Settings and see a new conversation use it', async () => {
+  const sim = process.env.VA_SIMULATOR_URL;
+  const from = process.env.VA_PROFILE_NUMBER;
+  assert.ok(sim && from, 'VA_SIMULATOR_URL and VA_PROFILE_NUMBER are not set');
+  const { page, check, context } = await open();
+  await page.goto(BASE + '/settings');
+  await page.getByRole('heading', { level: 1, name: 'Settings' }).waitFor();
+  // The agents file's profile, imported as version 1, answers the stack's number.
+  const numbers = page.getByRole('table', { name: 'Phone numbers' });
+  await numbers.getByText('+15005550006').waitFor();
+  await numbers.getByRole('link', { name: 'reception' }).waitFor();
+  // The admin's part: users, keys (shown once), the audit log.
+  await page.getByRole('table', { name: 'Users' }).getByText(process.env.VA_ADMIN_EMAIL).waitFor();
+  await page.getByLabel('Key name').fill(`browser ${stamp}`);
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.locator('.notice', { hasText: 'shown this once' });
+  await shown.waitFor();
+  assert.match(await shown.locator('code').innerText(), /\S{20,}/);
+  const keyRow = page.getByRole('table', { name: 'API keys' }).getByRole('row', { name: new RegExp(`browser ${stamp}`) });
+  await keyRow.getByRole('button', { name: /Revoke/ }).click();
+  await keyRow.locator('.badge', { hasText: 'revoked' }).waitFor();
+  await page.getByRole('table', { name: 'Audit log' }).waitFor();
+  await axe(page, 'settings-admin');
+  await shoot(page, 'settings-admin');
+
+  await page.getByRole('table', { name: 'Agent profiles' }).getByRole('link', { name: 'reception' }).click();
+  await page.getByRole('heading', { level: 1, name: 'reception' }).waitFor();
+  await page.getByRole('list', { name: 'Versions' }).getByText('Version 1').waitFor();
+  await axe(page, 'profile');
+  await shoot(page, 'profile');
+  // A bad rule is refused with the api's reason, and nothing is saved.
+  const rules = page.getByLabel('Rules (TOML)');
+  await rules.fill('fallback = ');
+  await page.getByRole('button', { name: 'Save as version 2' }).click();
+  await page.getByRole('alert').filter({ hasText: 'rules_toml' }).waitFor();
+  const reply = `Edited in the browser (${stamp}): we open at 7 today.`;
+  await rules.fill(`fallback = "Thanks, a colleague will answer."\n\n[[rules]]\nname = "hours"\nkeywords = ["hours"]\nreply = "${reply}"\n`);
+  await page.getByLabel('Greeting').fill(`Hello from version 2 (${stamp})`);
+  await page.getByRole('button', { name: 'Save as version 2' }).click();
+  await page.getByText('Saved as version 2.').waitFor();
+  await page.getByRole('list', { name: 'Versions' }).getByText(/changed greeting, rules_toml/).waitFor();
+
+  // A new conversation on the profile's number gets the edited rule's reply.
+  const r = await fetch(`${sim}/admin/inbound`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ from, to: '+15005550006', body: 'what are your hours?' }),
+  });
+  assert.equal(r.status, 200);
+  await page.goto(BASE + '/conversations');
+  await page.getByRole('link', { name: from }).click({ timeout: 30_000 });
+  await page.locator('.msg.outbound .bubble', { hasText: reply }).waitFor({ timeout: 60_000 });
+  await page.getByRole('link', { name: 'reception (version 2)' }).waitFor({ timeout: 30_000 });
   check();
   await context.close();
 });

@@ -15,6 +15,8 @@ const Conversations = lazy(() => import('./pages/Conversations'));
 const Conversation = lazy(() => import('./pages/Conversation'));
 const Calls = lazy(() => import('./pages/Calls'));
 const Call = lazy(() => import('./pages/Call'));
+const Settings = lazy(() => import('./pages/Settings'));
+const Profile = lazy(() => import('./pages/Profile'));
 
 const NAV = [
   ['/', 'Dashboard'],
@@ -22,6 +24,7 @@ const NAV = [
   ['/lists', 'Contact lists'],
   ['/conversations', 'Conversations'],
   ['/calls', 'Calls'],
+  ['/settings', 'Settings'],
 ] as const;
 
 function Layout() {
@@ -92,6 +95,8 @@ export const router = createBrowserRouter([
       { path: '/conversations/:id', element: <Conversation /> },
       { path: '/calls', element: <Calls /> },
       { path: '/calls/:id', element: <Call /> },
+      { path: '/settings', element: <Settings /> },
+      { path: '/settings/profiles/:name', element: <Profile /> },
       { path: '*', element: <NotFound /> },
     ],
   },
