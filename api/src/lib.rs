@@ -5,6 +5,8 @@
 //! |---|---|
 //! | [`grpc`] | `voiceagent.v1.MessagingService` for campaign managers and `vactl`, with server reflection |
 //! | [`campaigns`] | `voiceagent.v1.CampaignService` and `/api/campaigns` (create, start, pause, resume, cancel, rate, progress) |
+//! | [`campaign_items`] | a campaign's items by status and search, one item's attempts |
+//! | [`contact_history`] | one contact's opt-out state, messages, calls and campaigns |
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
@@ -20,7 +22,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod campaign_items;
 pub mod campaigns;
+pub mod contact_history;
 pub mod contacts;
 pub mod conversations;
 pub mod grpc;
@@ -296,6 +300,8 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(stats::routes())
         .merge(profiles::routes())
+        .merge(campaign_items::routes())
+        .merge(contact_history::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -25,8 +25,14 @@ const VERSIONS_PER_PAGE: i64 = 20;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/settings", get(get_settings))
-        .route("/api/agent-profiles", get(list_profiles).post(create_profile))
-        .route("/api/agent-profiles/{name}", get(get_profile).put(update_profile))
+        .route(
+            "/api/agent-profiles",
+            get(list_profiles).post(create_profile),
+        )
+        .route(
+            "/api/agent-profiles/{name}",
+            get(get_profile).put(update_profile),
+        )
         .route("/api/agent-profiles/{name}/versions", get(profile_versions))
 }
 

@@ -6,7 +6,9 @@
 //! | [`auth`] | `users`, `api_keys`, `sessions`, `audit_log`: access control |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
 //! | [`calls`] | `call_logs`: one document per call, with the transcript |
+//! | [`campaign_items`] | a campaign's items for people: filtered pages, one item's attempts |
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
+//! | [`contact_history`] | one contact's opt-out state, messages, calls and campaigns |
 //! | [`contacts`] | `contact_lists`, `contacts` |
 //! | [`conversations`] | `conversations`: the agent's actions, usage and summary per conversation |
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
@@ -31,7 +33,9 @@
 
 pub mod auth;
 pub mod calls;
+pub mod campaign_items;
 pub mod campaigns;
+pub mod contact_history;
 pub mod contacts;
 pub mod conversations;
 pub mod inbox;

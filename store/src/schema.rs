@@ -98,6 +98,8 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
             CAMPAIGNS,
             vec![
                 index("status_created", doc! { "status": 1, "created_at": -1 }),
+                // A list's campaigns (a contact's history).
+                index("list_created", doc! { "list_id": 1, "created_at": -1 }),
                 index("name", doc! { "name": 1 }),
             ],
         ),
@@ -145,6 +147,9 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 ),
                 // The latest change, for the web app's live updates (one key read a second).
                 index("updated", doc! { "updated_at": -1 }),
+                // A contact's calls, newest first (the contact page).
+                index("to_started", doc! { "to": 1, "started_at": -1 }),
+                index("from_started", doc! { "from": 1, "started_at": -1 }),
             ],
         ),
         (

@@ -17,6 +17,7 @@ const Calls = lazy(() => import('./pages/Calls'));
 const Call = lazy(() => import('./pages/Call'));
 const Settings = lazy(() => import('./pages/Settings'));
 const Profile = lazy(() => import('./pages/Profile'));
+const Contact = lazy(() => import('./pages/Contact'));
 
 const NAV = [
   ['/', 'Dashboard'],
@@ -88,6 +89,7 @@ export const router = createBrowserRouter([
       { path: '/', element: <Dashboard /> },
       { path: '/lists', element: <ContactLists /> },
       { path: '/lists/:id', element: <ContactList /> },
+      { path: '/lists/:id/contacts/:contactId', element: <Contact /> },
       { path: '/campaigns', element: <Campaigns /> },
       { path: '/campaigns/new', element: <CampaignNew /> },
       { path: '/campaigns/:id', element: <Campaign /> },

@@ -77,6 +77,8 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("PUT", "/api/campaigns/{id}/rate", MANAGE),
     rule("GET", "/api/campaigns/{id}/progress", VIEW),
     rule("GET", "/api/campaigns/{id}/progress/stream", VIEW),
+    rule("GET", "/api/campaigns/{id}/items", VIEW),
+    rule("GET", "/api/campaigns/{id}/items/{item_id}", VIEW),
     // contacts
     rule("POST", "/api/contact-lists", MANAGE),
     rule("GET", "/api/contact-lists", VIEW),
@@ -86,6 +88,11 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("GET", "/api/contact-lists/{id}/contacts", VIEW),
     rule("POST", "/api/contact-lists/{id}/contacts", MANAGE),
     rule("GET", "/api/contact-lists/{id}/contacts/{contact_id}", VIEW),
+    rule(
+        "GET",
+        "/api/contact-lists/{id}/contacts/{contact_id}/history",
+        VIEW,
+    ),
     rule(
         "PATCH",
         "/api/contact-lists/{id}/contacts/{contact_id}",

@@ -180,6 +180,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/campaigns/{id}/items": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_items"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{id}/items/{item_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_item"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/campaigns/{id}/pause": {
         parameters: {
             query?: never;
@@ -338,6 +370,22 @@ export interface paths {
         options?: never;
         head?: never;
         patch: operations["http_update_contact"];
+        trace?: never;
+    };
+    "/api/contact-lists/{id}/contacts/{contact_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["contact_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/contact-lists/{id}/uploads": {
@@ -547,6 +595,22 @@ export interface components {
             detail?: string | null;
             at: string;
         };
+        /** @description One attempt at an item. */
+        AttemptView: {
+            /**
+             * Format: int32
+             * @description From 1.
+             */
+            attempt: number;
+            at: string;
+            /** @description `accepted`, `reconciled`, `transient_error`, `rejected`, `skipped`. */
+            outcome: string;
+            /**
+             * Format: int64
+             * @description Twilio's error code.
+             */
+            error_code?: number | null;
+        };
         /** @description `GET /api/audit`: newest first. */
         AuditPage: {
             entries: components["schemas"]["AuditView"][];
@@ -648,6 +712,27 @@ export interface components {
             workflow_id: string;
             created_at: string;
         };
+        /** @description A campaign that included the contact, and where their item is. */
+        ContactCampaignView: {
+            campaign_id: string;
+            name: string;
+            channel: string;
+            /** @description The item's status. */
+            status: string;
+            /** Format: int64 */
+            error_code?: number | null;
+            updated_at: string;
+        };
+        /** @description `GET /api/contact-lists/{id}/contacts/{contact_id}/history`. */
+        ContactHistory: {
+            opt_out?: components["schemas"]["OptOutView"] | null;
+            /** @description Newest first, at most 50. */
+            messages: components["schemas"]["MessageView"][];
+            /** @description Newest first, at most 50 (without transcripts; open a call for it). */
+            calls: components["schemas"]["CallLogView"][];
+            /** @description The list's latest 50 campaigns that included this contact, newest first. */
+            campaigns: components["schemas"]["ContactCampaignView"][];
+        };
         /** @description A contact as given by a client, before validation. */
         ContactInput: {
             /** @description E.164 or national format of the default region. */
@@ -743,6 +828,48 @@ export interface components {
         HandBack: {
             /** @description The client's id of this request (1-64 letters, digits, `-` or `_`). */
             request_id: string;
+        };
+        /** @description `GET /api/campaigns/{id}/items/{item_id}`. */
+        ItemDetail: {
+            item: components["schemas"]["ItemView"];
+            /** @description In order (at most 100). */
+            attempts: components["schemas"]["AttemptView"][];
+        };
+        /** @description One contact of a campaign and where its message or call is. */
+        ItemView: {
+            /** @description `<campaign id>:<contact id>`. */
+            id: string;
+            contact_id: string;
+            phone: string;
+            /** @description The contact's name, when the list had one. */
+            name?: string | null;
+            /** @description pending, sending, sent, delivered, undelivered, failed, skipped, canceled, ... */
+            status: string;
+            /**
+             * Format: int64
+             * @description Twilio's error code of a failure.
+             */
+            error_code?: number | null;
+            /** @description Why it failed or was skipped. */
+            reason?: string | null;
+            /**
+             * Format: int32
+             * @description Sends started.
+             */
+            attempts: number;
+            /** @description Twilio's message id once accepted. */
+            message_sid?: string | null;
+            updated_at: string;
+        };
+        /** @description `GET /api/campaigns/{id}/items`. */
+        ItemsPage: {
+            items: components["schemas"]["ItemView"][];
+            /**
+             * @description Pass as `cursor` for the next page; absent at the end. A page may hold fewer items
+             *     than asked (even none) and still have a next one: each request reads a bounded part
+             *     of the campaign.
+             */
+            next_cursor?: string | null;
         };
         /** @description A key as listings show it (never the key or its hash). */
         KeyView: {
@@ -969,6 +1096,16 @@ export interface components {
             password: string;
             /** @description `admin`, `manager` or `viewer`. */
             role: string;
+        };
+        /** @description A number's opt-out state; it applies to SMS, WhatsApp and campaign calls alike. */
+        OptOutView: {
+            /** @description Whether messages and campaign calls to the number are refused. */
+            opted_out: boolean;
+            /** @description The keyword that set it (`STOP`, `START`, `AGENT` when the agent opted them out). */
+            keyword?: string | null;
+            /** @description The channel it was asked on (`sms`, `whatsapp`, `voice`). */
+            channel?: string | null;
+            at?: string | null;
         };
         /** @description Changes to a contact as given by a client; absent fields stay as they are. */
         PatchInput: {
@@ -1889,6 +2026,99 @@ export interface operations {
             };
         };
     };
+    list_items: {
+        parameters: {
+            query?: {
+                /** @description Only items with this status. */
+                status?: string;
+                /** @description Part of the number, or of the name (at most 100 characters). */
+                search?: string;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                /** @description Page size, 1-200 (default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The campaign id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Items in contact order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemsPage"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such campaign */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_item: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign id */
+                id: string;
+                /** @description The item id (`<campaign id>:<contact id>`) */
+                item_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The item and its attempts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemDetail"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such item */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     http_pause: {
         parameters: {
             query?: never;
@@ -2562,6 +2792,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such list or contact */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    contact_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+                /** @description The contact id */
+                contact_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The contact's history */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContactHistory"];
                 };
             };
             /** @description No such list or contact */

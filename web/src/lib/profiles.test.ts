@@ -33,7 +33,7 @@ describe('numberRoles', () => {
     const rows = numberRoles([view('reception', ['+15005550006']), view('sales', ['+15005550007'])], '+15005550006');
     expect(rows.map((r) => r.number)).toEqual(['+15005550006', '+15005550007']);
     expect(rows[0]!.roles.map((r) => r.profile ?? r.text)).toEqual([
-      'Default sender of campaigns and single messages',
+      'default sender of campaigns and single messages',
       'reception',
     ]);
   });

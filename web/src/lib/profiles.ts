@@ -19,11 +19,11 @@ export function numberRoles(profiles: Schemas['ProfileView'][], defaultFrom?: st
     return r;
   };
   for (const p of profiles) {
-    for (const n of p.numbers) get(n).roles.push({ text: 'Texts and calls answered by the agent profile', profile: p.name });
+    for (const n of p.numbers) get(n).roles.push({ text: 'texts and calls answered by the agent profile', profile: p.name });
   }
   if (defaultFrom) {
     const r = get(defaultFrom);
-    r.roles.unshift({ text: 'Default sender of campaigns and single messages' });
+    r.roles.unshift({ text: 'default sender of campaigns and single messages' });
     if (r.roles.length === 1) r.roles.push({ text: 'no agent answers texts; calls get the default profile' });
   }
   return [...by.values()].sort((a, b) => a.number.localeCompare(b.number));

@@ -1,7 +1,7 @@
 import { useDeferredValue, useEffect, useRef, useState, type FormEvent } from 'react';
 import { useInfiniteQuery, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { useNavigate, useParams } from 'react-router';
+import { useNavigate, useParams, Link } from 'react-router';
 import { api, data, ApiError, type Schemas } from '../api/client';
 import { csrfToken, signedOut } from '../lib/auth';
 import { Empty, ErrorNote, Loading } from '../components/States';
@@ -140,7 +140,7 @@ function Contacts({ listId }: { listId: string }) {
                   style={{ transform: `translateY(${v.start}px)`, height: v.size }}
                 >
                   <span role="cell" className="phone">
-                    {c.phone}
+                    <Link to={`/lists/${c.list_id}/contacts/${c.id}`}>{c.phone}</Link>
                   </span>
                   <span role="cell">{c.name ?? [c.first_name, c.last_name].filter(Boolean).join(' ')}</span>
                   <span role="cell" className="muted small">

@@ -8,6 +8,8 @@ import { numberRoles } from '../lib/profiles';
 
 const Access = lazy(() => import('./Access'));
 
+const capitalise = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+
 function Deployment() {
   const settings = useQuery({ queryKey: ['settings'], queryFn: () => data(api.GET('/api/settings')) });
   if (settings.isPending) return <Loading what="Loading the settings" />;
@@ -61,8 +63,10 @@ function Numbers({ profiles, defaultFrom }: { profiles: Schemas['ProfileView'][]
                       {i > 0 && '; '}
                       {role.profile ? (
                         <>
-                          {role.text} <Link to={`/settings/profiles/${role.profile}`}>{role.profile}</Link>
+                          {i === 0 ? capitalise(role.text) : role.text} <Link to={`/settings/profiles/${role.profile}`}>{role.profile}</Link>
                         </>
+                      ) : i === 0 ? (
+                        capitalise(role.text)
                       ) : (
                         role.text
                       )}
