@@ -40,6 +40,8 @@ pub struct UploadForm {
     file: String,
     /// The sheet to read (`.xlsx`); the first sheet with a phone column by default.
     sheet: Option<String>,
+    /// The header of the column with the phone numbers; found by its name by default.
+    phone_column: Option<String>,
 }
 
 /// The document.
@@ -63,6 +65,7 @@ pub struct UploadForm {
         crate::contacts::http_update_contact,
         crate::contacts::http_remove_contact,
         crate::contacts::http_upload,
+        crate::contacts::http_preview,
         crate::contacts::http_get_report,
         crate::contacts::http_report_csv,
         crate::campaigns::http_create,

@@ -182,6 +182,17 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.getByRole('heading', { level: 1, name: listName }).waitFor();
   listUrl = page.url();
   await page.getByLabel('File').setInputFiles({ name: 'contacts.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  // The preview: the columns found and what each becomes, before anything is imported.
+  const preview = page.locator('.panel', { hasText: 'Before importing contacts.csv' });
+  await preview.waitFor();
+  assert.equal(await page.getByLabel('Phone column').inputValue(), 'phone');
+  const columns = preview.getByRole('table', { name: 'Columns' });
+  await columns.getByRole('row', { name: /first_name the contact’s first name/ }).waitFor();
+  await columns.getByRole('row', { name: /plan the variable \{\{plan\}\}/ }).waitFor();
+  assert.match(await preview.innerText(), /7 rows: 5 contacts to import or update, 2 rows to reject/);
+  await axe(page, 'upload-preview');
+  await shoot(page, 'upload-preview');
+  await preview.getByRole('button', { name: 'Import 5 contacts' }).click();
   const report = page.locator('.panel', { hasText: 'Imported contacts.csv' });
   await report.waitFor();
   const text = await report.innerText();
@@ -206,6 +217,14 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.waitForFunction(() => document.querySelectorAll('.vrow').length === 1);
   await axe(page, 'list');
   await shoot(page, 'list');
+  // One contact: their variables, opt-out state and (empty) history.
+  await contacts.getByRole('link', { name: '+14155550102' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Grace · +14155550102' }).waitFor();
+  await page.getByText('Not opted out on any channel.').waitFor();
+  await page.getByRole('definition').filter({ hasText: 'silver' }).waitFor();
+  await page.getByText('Not in any campaign of this list yet.').waitFor();
+  await axe(page, 'contact');
+  await shoot(page, 'contact');
   check();
   await context.close();
 });
@@ -240,8 +259,24 @@ await test('create and start an SMS campaign, pause and resume it, and watch it 
     Object.fromEntries(tds.map((td) => [td.dataset.status, Number(td.textContent.replace(/\D/g, ''))])),
   );
   assert.equal((counts.delivered ?? 0) + (counts.sent ?? 0), 5, JSON.stringify(counts));
+  // Its items, searched and filtered, each with its attempts.
+  const items = page.getByRole('table', { name: 'Campaign items' });
+  await items.getByText('+14155550103').waitFor();
+  assert.equal(await items.locator('tbody tr').count(), 5);
+  await page.getByLabel('Search items').fill('Grace');
+  await page.waitForFunction(() => document.querySelectorAll('table[aria-label="Campaign items"] tbody tr').length === 1);
+  await page.getByRole('button', { name: 'Attempts of +14155550102' }).click();
+  await page.locator('.attempts').getByText(/Attempt 1/).waitFor();
+  await page.getByLabel('Search items').fill('');
+  await page.getByLabel('Status', { exact: true }).selectOption('failed');
+  await page.getByText('No items match.').waitFor();
   await axe(page, 'campaign');
   await shoot(page, 'campaign');
+  // The contact's page lists the campaign and the message it got.
+  await page.goto(listUrl);
+  await page.getByRole('table', { name: 'Contacts' }).getByRole('link', { name: '+14155550101' }).click();
+  await page.getByRole('table', { name: 'Campaigns of this contact' }).getByRole('link', { name: `Spring ${stamp}` }).waitFor();
+  await page.locator('.bubble', { hasText: 'Hi Ada, your gold plan renews soon.' }).waitFor();
   check();
   await context.close();
 });

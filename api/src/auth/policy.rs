@@ -109,6 +109,12 @@ pub const ROUTES: &[RoutePolicy] = &[
         access: MANAGE,
         body: BodyKind::Multipart,
     },
+    RoutePolicy {
+        method: "POST",
+        path: "/api/contact-lists/{id}/uploads/preview",
+        access: MANAGE,
+        body: BodyKind::Multipart,
+    },
     rule("GET", "/api/contact-lists/{id}/uploads/{upload_id}", VIEW),
     rule(
         "GET",

@@ -404,6 +404,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/contact-lists/{id}/uploads/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["http_preview"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/contact-lists/{id}/uploads/{upload_id}": {
         parameters: {
             query?: never;
@@ -1144,6 +1160,44 @@ export interface components {
         PlacedCall: {
             call_id: string;
         };
+        /** @description One column of a previewed file. */
+        PreviewColumn: {
+            /** @description The header as written (its letter when blank). */
+            header: string;
+            /** @description `field` (a standard field), `variable` (a template variable) or `ignored`. */
+            kind: string;
+            /** @description The field (`phone`, `name`, `first_name`, ...) or the variable's key. */
+            name?: string | null;
+        };
+        /** @description A contact of a preview. */
+        PreviewContact: {
+            phone: string;
+            name?: string | null;
+            variables: {
+                [key: string]: string;
+            };
+        };
+        /** @description `POST /api/contact-lists/{id}/uploads/preview`: what an upload would import. */
+        PreviewView: {
+            /** @description `xlsx` or `csv`. */
+            kind: string;
+            /** @description The sheet read (`.xlsx`). */
+            sheet?: string | null;
+            /** @description Every sheet of the workbook (empty for CSV). */
+            sheets: string[];
+            columns: components["schemas"]["PreviewColumn"][];
+            /** @description The header of the phone column. */
+            phone_column?: string | null;
+            /** @description Data rows. */
+            rows: number;
+            /** @description Contacts it would import or update (rows with the same number count once). */
+            contacts: number;
+            rejected: number;
+            /** @description The first rejected rows. */
+            rejected_rows: components["schemas"]["RejectedRowSchema"][];
+            /** @description The first contacts, as they would be stored. */
+            sample: components["schemas"]["PreviewContact"][];
+        };
         /** @description `PUT /api/agent-profiles/{name}`: the whole profile as it should be. */
         ProfileChange: {
             /**
@@ -1399,6 +1453,8 @@ export interface components {
             file: string;
             /** @description The sheet to read (`.xlsx`); the first sheet with a phone column by default. */
             sheet?: string | null;
+            /** @description The header of the column with the phone numbers; found by its name by default. */
+            phone_column?: string | null;
         };
         /** @description An upload's outcome as JSON. */
         UploadView: {
@@ -2884,6 +2940,78 @@ export interface operations {
             };
             /** @description Over a size, row, cell or text limit; nothing stored */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Two uploads already in progress; retry after `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    http_preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["UploadForm"];
+            };
+        };
+        responses: {
+            /** @description What an upload of this file would import; nothing is stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such list */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over a size, row, cell or text limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No phone column, no such sheet or column, or an unreadable file */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
