@@ -257,7 +257,7 @@ pub async fn import_directory(
             match store.save_profile(next, expected).await? {
                 SaveOutcome::Saved(head) => {
                     info!(profile = %head.name, version = head.version, "agent profile imported from the agents file");
-                    summary.imported.push(head.name);
+                    summary.imported.push(head.name.clone());
                     break;
                 }
                 SaveOutcome::Conflict { .. } if attempts < 5 => attempts += 1,

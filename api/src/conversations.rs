@@ -360,6 +360,10 @@ pub(crate) struct ListQuery {
     needs_human: Option<bool>,
     /// At most this many, newest first (default 100, 1-500).
     limit: Option<i64>,
+    /// Cursor: the `updated_at` of the last conversation of the previous page (with `before_id`).
+    before_updated_at: Option<String>,
+    /// Cursor: the `id` of the last conversation of the previous page.
+    before_id: Option<String>,
 }
 
 #[utoipa::path(
@@ -384,9 +388,28 @@ async fn list(
         }
         .into());
     }
+    let before = match (q.before_updated_at.as_deref(), q.before_id) {
+        (None, None) => None,
+        (Some(at), Some(id)) => Some((
+            mongodb::bson::DateTime::parse_rfc3339_str(at).map_err(|_| {
+                ApiError::InvalidArgument {
+                    field: "before_updated_at",
+                    reason: "an RFC 3339 time (a conversation's updated_at)".to_owned(),
+                }
+            })?,
+            id,
+        )),
+        _ => {
+            return Err(ApiError::InvalidArgument {
+                field: "before_id",
+                reason: "give before_updated_at and before_id together".to_owned(),
+            }
+            .into());
+        }
+    };
     let docs = state
         .store
-        .list_conversations(q.needs_human, limit)
+        .page_conversations(q.needs_human, before, limit)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(docs.iter().map(ConversationView::from).collect()))

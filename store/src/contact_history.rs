@@ -76,7 +76,7 @@ impl MongoStore {
             },
         )?;
         let mut all: Vec<MessageDoc> = to.into_iter().chain(from).collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        all.sort_by_key(|m| std::cmp::Reverse(m.created_at));
         all.truncate(usize::try_from(HISTORY_LIMIT).unwrap_or(50));
         Ok(all)
     }

@@ -281,12 +281,33 @@ impl MongoStore {
         needs_human: Option<bool>,
         limit: i64,
     ) -> Result<Vec<ConversationDoc>> {
-        let filter = match needs_human {
+        self.page_conversations(needs_human, None, limit).await
+    }
+
+    /// Like [`Self::list_conversations`], after the cursor `before`: the `(updated_at, _id)` of
+    /// the last conversation of the previous page. A range of the `updated` (or
+    /// `needs_human_updated`) index.
+    pub async fn page_conversations(
+        &self,
+        needs_human: Option<bool>,
+        before: Option<(DateTime, String)>,
+        limit: i64,
+    ) -> Result<Vec<ConversationDoc>> {
+        let mut filter = match needs_human {
             Some(flag) => doc! { "needs_human": flag },
             None => doc! {},
         };
+        if let Some((at, id)) = before {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "updated_at": { "$lt": at } },
+                    doc! { "updated_at": at, "_id": { "$lt": id } },
+                ],
+            );
+        }
         let options = FindOptions::builder()
-            .sort(doc! { "updated_at": -1 })
+            .sort(doc! { "updated_at": -1, "_id": -1 })
             .limit(limit.clamp(1, 500))
             .projection(doc! { "turn_ids": 0 })
             .max_time(crate::SEARCH_MAX_TIME)

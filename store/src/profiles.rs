@@ -73,7 +73,7 @@ impl ProfileVersionDoc {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SaveOutcome {
     /// The new head.
-    Saved(ProfileVersionDoc),
+    Saved(Box<ProfileVersionDoc>),
     /// The profile is not at the version the change was made from (someone saved in
     /// between, or it already exists / does not exist): reload and try again.
     Conflict {
@@ -243,7 +243,7 @@ impl MongoStore {
             }
         }
         self.insert_version(&next.as_version()).await?;
-        Ok(SaveOutcome::Saved(next.as_head()))
+        Ok(SaveOutcome::Saved(Box::new(next.as_head())))
     }
 
     async fn insert_version(&self, version: &ProfileVersionDoc) -> Result<()> {

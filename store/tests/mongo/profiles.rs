@@ -22,7 +22,7 @@ fn change(name: &str, greeting: &str, numbers: &[&str]) -> ProfileVersionDoc {
 
 fn saved(outcome: SaveOutcome) -> ProfileVersionDoc {
     match outcome {
-        SaveOutcome::Saved(head) => head,
+        SaveOutcome::Saved(head) => *head,
         other => panic!("expected a save, got {other:?}"),
     }
 }

@@ -3105,6 +3105,10 @@ export interface operations {
                 needs_human?: boolean;
                 /** @description At most this many, newest first (default 100, 1-500). */
                 limit?: number;
+                /** @description Cursor: the `updated_at` of the last conversation of the previous page (with `before_id`). */
+                before_updated_at?: string;
+                /** @description Cursor: the `id` of the last conversation of the previous page. */
+                before_id?: string;
             };
             header?: never;
             path?: never;

@@ -193,7 +193,9 @@ export default function Campaign() {
           {changeRate.error && <ErrorNote error={changeRate.error} />}
         </div>
       </div>
-      {c.status !== 'draft' && <CampaignItems campaignId={id} statuses={statuses} />}
+      {c.status !== 'draft' && (
+        <CampaignItems campaignId={id} statuses={statuses} status={c.status} running={running} />
+      )}
     </section>
   );
 }

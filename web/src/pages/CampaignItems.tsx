@@ -45,13 +45,25 @@ function Attempts({ campaignId, itemId }: { campaignId: string; itemId: string }
   );
 }
 
-export function CampaignItems({ campaignId, statuses }: { campaignId: string; statuses: string[] }) {
+export function CampaignItems({
+  campaignId,
+  statuses,
+  status: campaignStatus,
+  running,
+}: {
+  campaignId: string;
+  statuses: string[];
+  status: string;
+  running: boolean;
+}) {
   const [status, setStatus] = useState('');
   const [search, setSearch] = useState('');
   const deferred = useDeferredValue(search.trim());
   const [open, setOpen] = useState<string | null>(null);
   const items = useInfiniteQuery({
-    queryKey: ['campaign-items', campaignId, status, deferred],
+    // The campaign's status in the key: its items are read again when it moves on (the
+    // final statuses once it has ended).
+    queryKey: ['campaign-items', campaignId, campaignStatus, status, deferred],
     queryFn: ({ pageParam }) =>
       data(
         api.GET('/api/campaigns/{id}/items', {
@@ -63,6 +75,9 @@ export function CampaignItems({ campaignId, statuses }: { campaignId: string; st
       ),
     initialPageParam: '',
     getNextPageParam: (last) => last.next_cursor || undefined,
+    // Items are written as the campaign starts and change as it sends: a slow refresh while it
+    // runs (the counts above are live).
+    refetchInterval: running ? 5_000 : false,
   });
   const rows = items.data?.pages.flatMap((p) => p.items) ?? [];
   const options = [...new Set([...STATUSES, ...statuses])];
