@@ -1,5 +1,5 @@
-//! Reading a campaign's items for people: a page filtered by status and a search, and one
-//! item's attempts.
+//! Reading campaigns for people: pages of campaigns, a page of a campaign's items filtered by
+//! status and a search, and one item's attempts.
 //!
 //! `campaign_items` has no index on `status` (every status change would write it, at campaign
 //! rates the server's main cost), so a filtered page reads a bounded window of the campaign's
@@ -49,6 +49,35 @@ fn matches_search(item: &CampaignItemDoc, search: &str) -> bool {
 }
 
 impl MongoStore {
+    /// Campaigns newest first, after the cursor `before` (the `(created_at, _id)` of the last
+    /// campaign of the previous page), at most `limit` (1-200): a range of the `created`
+    /// index.
+    pub async fn page_campaigns(
+        &self,
+        before: Option<(mongodb::bson::DateTime, String)>,
+        limit: i64,
+    ) -> Result<Vec<crate::CampaignDoc>> {
+        let filter = match before {
+            Some((at, id)) => doc! { "$or": [
+                { "created_at": { "$lt": at } },
+                { "created_at": at, "_id": { "$lt": id } },
+            ] },
+            None => doc! {},
+        };
+        let options = FindOptions::builder()
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .limit(limit.clamp(1, 200))
+            .build();
+        Ok(self
+            .db
+            .collection::<crate::CampaignDoc>(crate::schema::CAMPAIGNS)
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
     /// Up to `limit` (1-200) items of a campaign after the cursor `after` (an item id) with
     /// this status and matching `search` (part of the number or the name), reading at most
     /// [`ITEM_SCAN_WINDOW`] items.

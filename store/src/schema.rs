@@ -98,6 +98,8 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
             CAMPAIGNS,
             vec![
                 index("status_created", doc! { "status": 1, "created_at": -1 }),
+                // Pages of campaigns, newest first (`GET /api/campaigns`).
+                index("created", doc! { "created_at": -1, "_id": -1 }),
                 // A list's campaigns (a contact's history).
                 index("list_created", doc! { "list_id": 1, "created_at": -1 }),
                 index("name", doc! { "name": 1 }),

@@ -1940,20 +1940,36 @@ export interface operations {
     };
     http_list: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Page size, 1-200 (default 100). */
+                limit?: number;
+                /** @description Cursor: the `created_at` of the last campaign of the previous page (with `before_id`). */
+                before_created_at?: string;
+                /** @description Cursor: the `id` of the last campaign of the previous page. */
+                before_id?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The latest 100 campaigns, newest first */
+            /** @description Campaigns newest first; a full page may have more after its last one */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CampaignView"][];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
