@@ -272,3 +272,101 @@ pub async fn import_directory(
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(name: &str) -> AgentProfile {
+        AgentProfile {
+            name: name.to_owned(),
+            ..AgentProfile::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_profile_is_normalised() {
+        let mut p = AgentProfile {
+            transfer_number: Some("+1 415 555 2671".to_owned()),
+            rules_toml: Some("   ".to_owned()),
+            ..profile("support")
+        };
+        let mut numbers = vec!["whatsapp:+15005550006".to_owned()];
+        validate(&mut p, &mut numbers).unwrap();
+        assert_eq!(p.transfer_number.as_deref(), Some("+14155552671"));
+        assert_eq!(p.rules_toml, None, "blank rules mean the built-in ones");
+        assert_eq!(numbers, ["+15005550006"]);
+    }
+
+    #[test]
+    fn out_of_bounds_fields_are_named() {
+        let field = |mut p: AgentProfile| validate(&mut p, &mut []).unwrap_err().field;
+        assert_eq!(field(profile("Bad Name")), "name");
+        assert_eq!(
+            field(AgentProfile {
+                max_reply_chars: 5,
+                ..profile("a")
+            }),
+            "max_reply_chars"
+        );
+        assert_eq!(
+            field(AgentProfile {
+                fallback_reply: " ".to_owned(),
+                ..profile("a")
+            }),
+            "fallback_reply"
+        );
+        assert_eq!(
+            field(AgentProfile {
+                rules_toml: Some("fallback = ".to_owned()),
+                ..profile("a")
+            }),
+            "rules_toml"
+        );
+        assert_eq!(
+            field(AgentProfile {
+                rules: Some("/etc/passwd".into()),
+                ..profile("a")
+            }),
+            "rules"
+        );
+        assert_eq!(
+            field(AgentProfile {
+                facts: vec!["x".to_owned(); MAX_FACTS + 1],
+                ..profile("a")
+            }),
+            "facts"
+        );
+        let mut p = profile("a");
+        assert_eq!(
+            validate(&mut p, &mut ["12".to_owned()]).unwrap_err().field,
+            "numbers"
+        );
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_without_name_or_version() {
+        let p = AgentProfile {
+            greeting: Some("Hi".to_owned()),
+            version: Some(3),
+            ..profile("support")
+        };
+        let stored = to_stored(&p).unwrap();
+        assert!(!stored.contains_key("name") && !stored.contains_key("version"));
+        let doc = ProfileVersionDoc {
+            id: "support".to_owned(),
+            name: "support".to_owned(),
+            version: 4,
+            profile: stored,
+            numbers: vec![],
+            source: "api".to_owned(),
+            file_hash: None,
+            created_by: String::new(),
+            created_at: mongodb::bson::DateTime::now(),
+        };
+        let back = from_stored(&doc).unwrap();
+        assert_eq!(back.version, Some(4));
+        assert_eq!(back.greeting.as_deref(), Some("Hi"));
+        assert_eq!(back.name, "support");
+    }
+}
