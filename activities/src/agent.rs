@@ -13,7 +13,7 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 use voice_agent_agent::{
-    Agent, AgentDirectory, AgentError, AgentProfile, AgentReply, AgentRequest, Summary, respond,
+    Agent, AgentChannel, AgentError, AgentProfile, AgentReply, AgentRequest, Summary, respond,
 };
 use voice_agent_domain::{mask_phone, mask_workflow_id};
 use voice_agent_store::{AgentTurnRecord, ConversationCarry, MongoStore};
@@ -68,21 +68,17 @@ pub struct WindowInput {
     pub theirs: String,
 }
 
-/// The agent and its directory, with the store. Register one instance per worker.
+/// The agent, with the store (which holds the profiles, see [`crate::profiles`]). Register
+/// one instance per worker.
 pub struct AgentActivities {
     agent: Arc<dyn Agent>,
-    directory: Arc<AgentDirectory>,
     store: MongoStore,
 }
 
 impl AgentActivities {
-    /// Activities over an agent implementation, the profiles, and the store.
-    pub fn new(agent: Arc<dyn Agent>, directory: Arc<AgentDirectory>, store: MongoStore) -> Self {
-        Self {
-            agent,
-            directory,
-            store,
-        }
+    /// Activities over an agent implementation and the store.
+    pub fn new(agent: Arc<dyn Agent>, store: MongoStore) -> Self {
+        Self { agent, store }
     }
 }
 
@@ -101,24 +97,26 @@ fn agent_failure(e: AgentError) -> ActivityError {
 
 #[activities]
 impl AgentActivities {
-    /// The profile answering `number`, or `None` when no agent is configured for it.
+    /// The current version of the profile answering `number`, or `None` when no agent is
+    /// configured for it. Read from the store each time: a conversation or call that starts
+    /// after an edit gets the edited profile.
     #[activity]
     pub async fn agent_profile(
         self: Arc<Self>,
         _ctx: ActivityContext,
         number: String,
     ) -> Result<Option<AgentProfile>, ActivityError> {
-        Ok(self.directory.for_number(&number).cloned())
+        Ok(crate::profiles::for_number(&self.store, &number).await?)
     }
 
-    /// A profile by name (campaigns name theirs), or `None`.
+    /// The current version of a profile by name (campaigns name theirs), or `None`.
     #[activity]
     pub async fn agent_profile_by_name(
         self: Arc<Self>,
         _ctx: ActivityContext,
         name: String,
     ) -> Result<Option<AgentProfile>, ActivityError> {
-        Ok(self.directory.profile(&name).cloned())
+        Ok(crate::profiles::by_name(&self.store, &name).await?)
     }
 
     /// The agent's next turn, within the profile's limits. Safe to repeat: it writes nothing.
@@ -141,6 +139,20 @@ impl AgentActivities {
             warn!(conversation_id = %mask_workflow_id(&input.conversation_id), error = %e, "agent turn failed");
             agent_failure(e)
         })?;
+        // A call records the profile version it used here (a conversation does with its
+        // turns); the log exists once the call rang or was answered.
+        if request.channel == AgentChannel::Voice
+            && let Err(e) = self
+                .store
+                .set_call_profile(
+                    &input.conversation_id,
+                    &request.profile.name,
+                    request.profile.version,
+                )
+                .await
+        {
+            warn!(conversation_id = %mask_workflow_id(&input.conversation_id), error = %e, "the call's profile version was not recorded");
+        }
         Ok(AgentTurnOutput {
             reply,
             agent: self.agent.name(),

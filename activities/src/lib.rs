@@ -7,6 +7,7 @@
 //! | [`twilio_channel`] | the Twilio implementation of [`MessageChannel`] |
 //! | [`messaging`] | [`MessagingActivities`]: the idempotent, reconciling send of one message |
 //! | [`agent`] | [`AgentActivities`]: the agent's turns, summaries, opt-outs and records |
+//! | [`profiles`] | agent profiles in MongoDB, versioned: lookups, validation, the agents file's import |
 //! | [`campaign`] | [`CampaignActivities`]: materialise items, send them in rate-limited batches |
 //! | [`sender`] | one send limit per sender number across campaigns, single sends, replies and dials |
 //! | [`template`] | `{{variable}}` rendering |
@@ -26,6 +27,7 @@ pub mod campaign;
 pub mod channel;
 pub mod deadline;
 pub mod messaging;
+pub mod profiles;
 pub mod sender;
 pub mod template;
 pub mod twilio_channel;

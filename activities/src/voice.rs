@@ -411,6 +411,8 @@ impl VoiceActivities {
                 summary: r.summary,
                 recording_url: r.recording_url,
                 campaign_id: r.campaign_id,
+                profile: None,
+                profile_version: None,
                 item_id: r.item_id,
                 dial_started_at: None,
                 created_at: now,

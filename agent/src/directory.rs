@@ -97,6 +97,12 @@ pub struct AgentProfile {
     pub idle_close_secs: u64,
     /// Scripted rules file for this profile; the built-in rules when unset.
     pub rules: Option<PathBuf>,
+    /// The scripted rules themselves (a rules file's text), for profiles kept in the store:
+    /// editable without access to the worker's files. Takes precedence over [`Self::rules`].
+    pub rules_toml: Option<String>,
+    /// The stored version this profile is (see `agent_profiles`); `None` for a profile read
+    /// straight from the agents file or the default profile.
+    pub version: Option<u32>,
 }
 
 impl Default for AgentProfile {
@@ -124,6 +130,8 @@ impl Default for AgentProfile {
             turns_per_run: 100,
             idle_close_secs: 24 * 3600,
             rules: None,
+            rules_toml: None,
+            version: None,
         }
     }
 }
@@ -269,6 +277,15 @@ impl AgentDirectory {
     /// How many numbers have an agent.
     pub fn number_count(&self) -> usize {
         self.numbers.len()
+    }
+
+    /// Our numbers (E.164) answered by the profile `name`.
+    pub fn numbers_of(&self, name: &str) -> Vec<String> {
+        self.numbers
+            .iter()
+            .filter(|(_, p)| *p == name)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }
 

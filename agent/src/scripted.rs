@@ -300,13 +300,20 @@ fn fill(template: &str, groups: &BTreeMap<String, String>, request: &AgentReques
 pub struct ScriptedAgent {
     by_profile: HashMap<String, Arc<ScriptedRules>>,
     default: Arc<ScriptedRules>,
+    /// Rules given inline by stored profiles (`rules_toml`), compiled once per text.
+    inline: Arc<std::sync::Mutex<HashMap<String, Arc<ScriptedRules>>>>,
 }
+
+/// Inline rule sets kept compiled; past this the cache starts again (profiles are few, but
+/// every edit is a new text).
+const INLINE_CACHE: usize = 64;
 
 impl Default for ScriptedAgent {
     fn default() -> Self {
         Self {
             by_profile: HashMap::new(),
             default: Arc::new(ScriptedRules::builtin()),
+            inline: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 }
@@ -325,10 +332,36 @@ impl ScriptedAgent {
         Ok(agent)
     }
 
-    fn rules_for(&self, request: &AgentRequest) -> &ScriptedRules {
+    fn rules_for(&self, request: &AgentRequest) -> Arc<ScriptedRules> {
+        if let Some(text) = &request.profile.rules_toml {
+            let mut cache = self
+                .inline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(rules) = cache.get(text) {
+                return rules.clone();
+            }
+            // Checked when the profile was saved; a text that no longer compiles (a newer
+            // version of this code) falls back to the built-in rules rather than failing turns.
+            match ScriptedRules::parse(text, Path::new("<profile rules>")) {
+                Ok(rules) => {
+                    if cache.len() >= INLINE_CACHE {
+                        cache.clear();
+                    }
+                    let rules = Arc::new(rules);
+                    cache.insert(text.clone(), rules.clone());
+                    return rules;
+                }
+                Err(e) => {
+                    tracing::warn!(profile = %request.profile.name, error = %e, "a profile's rules do not compile; using the built-in rules");
+                    return self.default.clone();
+                }
+            }
+        }
         self.by_profile
             .get(&request.profile.name)
             .unwrap_or(&self.default)
+            .clone()
     }
 }
 

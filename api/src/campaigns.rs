@@ -262,7 +262,8 @@ impl Campaigns {
             }
             let profile = self
                 .state
-                .agent_profile("agent_profile", &req.agent_profile)?;
+                .agent_profile("agent_profile", &req.agent_profile)
+                .await?;
             (profile, Some(retry), Some(in_flight))
         } else {
             (None, None, None)
@@ -706,14 +707,58 @@ async fn http_create(
     Ok((StatusCode::CREATED, Json(CampaignView::from(&c))))
 }
 
+/// `GET /api/campaigns`: a page, newest first.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CampaignListQuery {
+    /// Page size, 1-200 (default 100).
+    limit: Option<i64>,
+    /// Cursor: the `created_at` of the last campaign of the previous page (with `before_id`).
+    before_created_at: Option<String>,
+    /// Cursor: the `id` of the last campaign of the previous page.
+    before_id: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/campaigns",
     tag = "campaigns",
-    responses((status = 200, description = "The latest 100 campaigns, newest first", body = Vec<CampaignView>))
+    params(CampaignListQuery),
+    responses(
+        (status = 200, description = "Campaigns newest first; a full page may have more after its last one", body = Vec<CampaignView>),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
 )]
-async fn http_list(State(state): State<AppState>) -> HttpResult<Vec<CampaignView>> {
-    let list = state.store.list_campaigns(100).await.map_err(unavailable)?;
+async fn http_list(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<CampaignListQuery>,
+) -> HttpResult<Vec<CampaignView>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=200).contains(&limit) {
+        return Err(invalid("limit", "between 1 and 200").into());
+    }
+    let before = match (q.before_created_at.as_deref(), q.before_id) {
+        (None, None) => None,
+        (Some(at), Some(id)) => Some((
+            DateTime::parse_rfc3339_str(at).map_err(|_| {
+                invalid(
+                    "before_created_at",
+                    "an RFC 3339 time (a campaign's created_at)",
+                )
+            })?,
+            id,
+        )),
+        _ => {
+            return Err(
+                invalid("before_id", "give before_created_at and before_id together").into(),
+            );
+        }
+    };
+    let list = state
+        .store
+        .page_campaigns(before, limit)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(list.iter().map(CampaignView::from).collect()))
 }
 

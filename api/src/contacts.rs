@@ -130,6 +130,133 @@ impl From<UploadError> for Status {
     }
 }
 
+/// Which sheet and which phone column to read (both found by themselves when absent).
+#[derive(Debug, Clone, Default)]
+pub struct FileChoice {
+    /// The sheet (`.xlsx`).
+    pub sheet: Option<String>,
+    /// The header of the phone column.
+    pub phone_column: Option<String>,
+}
+
+/// Contacts shown by a preview.
+const PREVIEW_CONTACTS: usize = 5;
+/// Rejected rows detailed by a preview.
+const PREVIEW_REJECTIONS: usize = 5;
+
+/// One column of a previewed file.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewColumn {
+    /// The header as written (its letter when blank).
+    header: String,
+    /// `field` (a standard field), `variable` (a template variable) or `ignored`.
+    kind: String,
+    /// The field (`phone`, `name`, `first_name`, ...) or the variable's key.
+    name: Option<String>,
+}
+
+/// A contact of a preview.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewContact {
+    phone: String,
+    name: Option<String>,
+    variables: BTreeMap<String, String>,
+}
+
+/// `POST /api/contact-lists/{id}/uploads/preview`: what an upload would import.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewView {
+    /// `xlsx` or `csv`.
+    kind: String,
+    /// The sheet read (`.xlsx`).
+    sheet: Option<String>,
+    /// Every sheet of the workbook (empty for CSV).
+    sheets: Vec<String>,
+    columns: Vec<PreviewColumn>,
+    /// The header of the phone column.
+    phone_column: Option<String>,
+    /// Data rows.
+    rows: usize,
+    /// Contacts it would import or update (rows with the same number count once).
+    contacts: usize,
+    rejected: usize,
+    /// The first rejected rows.
+    #[schema(value_type = Vec<crate::openapi::RejectedRowSchema>)]
+    rejected_rows: Vec<RejectedRow>,
+    /// The first contacts, as they would be stored.
+    sample: Vec<PreviewContact>,
+}
+
+impl From<voice_agent_contacts::ParsedFile> for PreviewView {
+    fn from(p: voice_agent_contacts::ParsedFile) -> Self {
+        use voice_agent_contacts::columns::{ColumnRole, Field};
+        let field_name = |f: &Field| {
+            serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+        };
+        let phone_column = p
+            .columns
+            .iter()
+            .find(|(_, r)| {
+                matches!(
+                    r,
+                    ColumnRole::Field {
+                        field: Field::Phone
+                    }
+                )
+            })
+            .map(|(h, _)| h.clone());
+        Self {
+            kind: match p.kind {
+                voice_agent_contacts::FileKind::Xlsx => "xlsx",
+                _ => "csv",
+            }
+            .to_owned(),
+            sheet: p.sheet,
+            sheets: p.sheets,
+            columns: p
+                .columns
+                .iter()
+                .map(|(header, role)| {
+                    let (kind, name) = match role {
+                        ColumnRole::Field { field } => ("field", field_name(field)),
+                        ColumnRole::Variable { key } => ("variable", Some(key.clone())),
+                        _ => ("ignored", None),
+                    };
+                    PreviewColumn {
+                        header: header.clone(),
+                        kind: kind.to_owned(),
+                        name,
+                    }
+                })
+                .collect(),
+            phone_column,
+            rows: p.rows,
+            contacts: p.contacts.len(),
+            rejected: p.rejected,
+            rejected_rows: p.rejected_rows,
+            sample: p
+                .contacts
+                .into_iter()
+                .take(PREVIEW_CONTACTS)
+                .map(|c| PreviewContact {
+                    phone: String::from(c.phone),
+                    name: c.name.or_else(|| {
+                        let full = format!(
+                            "{} {}",
+                            c.first_name.unwrap_or_default(),
+                            c.last_name.unwrap_or_default()
+                        );
+                        Some(full.trim().to_owned()).filter(|n| !n.is_empty())
+                    }),
+                    variables: c.variables,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Operations shared by the gRPC service and the HTTP routes.
 #[derive(Clone)]
 pub struct ContactsApi {
@@ -441,6 +568,61 @@ impl ContactsApi {
         self.state.settings.contacts_max_upload_bytes
     }
 
+    /// Reads an uploaded file as [`Self::upload`] would, writing nothing: the sheets, the
+    /// columns found and what each becomes, the counts, and the first contacts. It holds an
+    /// upload slot like an import, and the same limits bound its memory.
+    pub async fn preview(
+        &self,
+        list_id: &str,
+        file_name: &str,
+        choice: FileChoice,
+        bytes: Bytes,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<voice_agent_contacts::ParsedFile, UploadError> {
+        let _permit = permit;
+        self.require_list(list_id).await?;
+        let mut options = self.import_options(file_name, choice)?;
+        options.max_reported_rejections = PREVIEW_REJECTIONS;
+        let name = file_name.trim().to_owned();
+        let parsed = tokio::task::spawn_blocking(move || parse_file(&name, &bytes, &options))
+            .await
+            .map_err(|e| unavailable(anyhow::anyhow!("the preview task failed: {e}")))??;
+        Ok(parsed)
+    }
+
+    fn import_options(
+        &self,
+        file_name: &str,
+        choice: FileChoice,
+    ) -> Result<ImportOptions, UploadError> {
+        let file_name = file_name.trim();
+        if file_name.is_empty() || file_name.len() > 255 {
+            return Err(invalid("file_name", "1 to 255 bytes").into());
+        }
+        // Excel's own limit is 31 characters.
+        if choice
+            .sheet
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SHEET_CHARS)
+        {
+            return Err(invalid("sheet", format!("at most {MAX_SHEET_CHARS} characters")).into());
+        }
+        if choice
+            .phone_column
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > voice_agent_contacts::columns::MAX_HEADER_CHARS)
+        {
+            return Err(invalid("phone_column", "longer than any column header").into());
+        }
+        Ok(ImportOptions {
+            sheet: choice.sheet.filter(|s| !s.trim().is_empty()),
+            phone_column: choice.phone_column.filter(|s| !s.trim().is_empty()),
+            max_bytes: self.state.settings.contacts_max_upload_bytes as u64,
+            max_rows: self.state.settings.contacts_max_rows,
+            ..ImportOptions::new(self.region())
+        })
+    }
+
     /// Imports an uploaded file into a list and keeps its report.
     ///
     /// The import runs in its own task, so a client that disconnects (or the request timeout)
@@ -450,7 +632,7 @@ impl ContactsApi {
         &self,
         list_id: &str,
         file_name: &str,
-        sheet: Option<String>,
+        choice: FileChoice,
         bytes: Bytes,
         permit: OwnedSemaphorePermit,
     ) -> Result<ImportReportDoc, UploadError> {
@@ -458,7 +640,7 @@ impl ContactsApi {
         let (list_id, file_name) = (list_id.to_owned(), file_name.to_owned());
         tokio::spawn(async move {
             let _permit = permit;
-            api.import_file(&list_id, &file_name, sheet, bytes).await
+            api.import_file(&list_id, &file_name, choice, bytes).await
         })
         .await
         .map_err(|e| unavailable(anyhow::anyhow!("the import task failed: {e}")))?
@@ -468,27 +650,12 @@ impl ContactsApi {
         &self,
         list_id: &str,
         file_name: &str,
-        sheet: Option<String>,
+        choice: FileChoice,
         bytes: Bytes,
     ) -> Result<ImportReportDoc, UploadError> {
         self.require_list(list_id).await?;
+        let options = self.import_options(file_name, choice)?;
         let file_name = file_name.trim();
-        if file_name.is_empty() || file_name.len() > 255 {
-            return Err(invalid("file_name", "1 to 255 bytes").into());
-        }
-        // Excel's own limit is 31 characters.
-        if sheet
-            .as_ref()
-            .is_some_and(|s| s.chars().count() > MAX_SHEET_CHARS)
-        {
-            return Err(invalid("sheet", format!("at most {MAX_SHEET_CHARS} characters")).into());
-        }
-        let options = ImportOptions {
-            sheet: sheet.filter(|s| !s.trim().is_empty()),
-            max_bytes: self.state.settings.contacts_max_upload_bytes as u64,
-            max_rows: self.state.settings.contacts_max_rows,
-            ..ImportOptions::new(self.region())
-        };
         let started = Instant::now();
         let name = file_name.to_owned();
         let parsed = tokio::task::spawn_blocking(move || parse_file(&name, &bytes, &options))
@@ -941,7 +1108,10 @@ impl ContactService for ContactsApi {
             .upload(
                 &start.list_id,
                 &start.file_name,
-                sheet,
+                FileChoice {
+                    sheet,
+                    phone_column: None,
+                },
                 Bytes::from(bytes),
                 permit,
             )
@@ -1001,6 +1171,10 @@ pub fn upload_routes(max_upload_bytes: usize) -> Router<AppState> {
     let limit = max_upload_bytes.saturating_add(MULTIPART_OVERHEAD);
     Router::new()
         .route("/api/contact-lists/{id}/uploads", post(http_upload))
+        .route(
+            "/api/contact-lists/{id}/uploads/preview",
+            post(http_preview),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -1071,6 +1245,9 @@ impl IntoResponse for HttpError {
                 }
                 ImportError::MissingPhoneColumn { .. } => {
                     (StatusCode::UNPROCESSABLE_ENTITY, "no_phone_column")
+                }
+                ImportError::PhoneColumnNotFound { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "phone_column_not_found")
                 }
                 ImportError::Empty => (StatusCode::UNPROCESSABLE_ENTITY, "empty_file"),
                 _ => (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_file"),
@@ -1457,15 +1634,26 @@ async fn http_remove_contact(
 async fn http_upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> HttpResult<UploadView> {
     let permit = import_permit()?;
     let api = ContactsApi::new(state);
     // Fail fast on an unknown list, before receiving the whole file.
     api.require_list(&id).await?;
-    let max = api.max_upload_bytes();
+    let (name, bytes, choice) = read_upload_form(multipart, api.max_upload_bytes()).await?;
+    let report = api
+        .upload(&id, &name, choice, Bytes::from(bytes), permit)
+        .await?;
+    Ok(Json(report.into()))
+}
+
+/// The file of an upload form, with the sheet and phone column asked for.
+async fn read_upload_form(
+    mut multipart: Multipart,
+    max: usize,
+) -> Result<(String, Vec<u8>, FileChoice), HttpError> {
     let mut file: Option<(String, Vec<u8>)> = None;
-    let mut sheet = None;
+    let mut choice = FileChoice::default();
     let bad = |e: axum::extract::multipart::MultipartError| {
         HttpError::from(invalid("body", format!("not a multipart form: {e}")))
     };
@@ -1486,15 +1674,36 @@ async fn http_upload(
                 }
                 file = Some((name, bytes));
             }
-            Some("sheet") => sheet = Some(field.text().await.map_err(bad)?),
+            Some("sheet") => choice.sheet = Some(field.text().await.map_err(bad)?),
+            Some("phone_column") => choice.phone_column = Some(field.text().await.map_err(bad)?),
             _ => {}
         }
     }
     let (name, bytes) = file.ok_or_else(|| invalid("file", "required (multipart field `file`)"))?;
-    let report = api
-        .upload(&id, &name, sheet, Bytes::from(bytes), permit)
+    Ok((name, bytes, choice))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists/{id}/uploads/preview",
+    tag = "contacts",
+    request_body(content = crate::openapi::UploadForm, content_type = "multipart/form-data"),
+    params(("id" = String, Path, description = "The contact list id")),
+    responses((status = 200, description = "What an upload of this file would import; nothing is stored", body = PreviewView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list", body = crate::openapi::ErrorBody), (status = 413, description = "Over a size, row, cell or text limit", body = crate::openapi::ErrorBody), (status = 422, description = "No phone column, no such sheet or column, or an unreadable file", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
+)]
+async fn http_preview(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    multipart: Multipart,
+) -> HttpResult<PreviewView> {
+    let permit = import_permit()?;
+    let api = ContactsApi::new(state);
+    api.require_list(&id).await?;
+    let (name, bytes, choice) = read_upload_form(multipart, api.max_upload_bytes()).await?;
+    let parsed = api
+        .preview(&id, &name, choice, Bytes::from(bytes), permit)
         .await?;
-    Ok(Json(report.into()))
+    Ok(Json(PreviewView::from(parsed)))
 }
 
 #[utoipa::path(

@@ -72,6 +72,8 @@ pub struct ConversationView {
     theirs: String,
     channel: String,
     profile: Option<String>,
+    /// The profile's version at the latest agent turn.
+    profile_version: Option<i64>,
     agent: Option<String>,
     status: String,
     needs_human: bool,
@@ -93,6 +95,7 @@ impl From<&ConversationDoc> for ConversationView {
             theirs: c.theirs.clone(),
             channel: c.channel.clone(),
             profile: c.profile.clone(),
+            profile_version: c.profile_version,
             agent: c.agent.clone(),
             status: c.status.clone(),
             needs_human: c.needs_human,
@@ -357,6 +360,10 @@ pub(crate) struct ListQuery {
     needs_human: Option<bool>,
     /// At most this many, newest first (default 100, 1-500).
     limit: Option<i64>,
+    /// Cursor: the `updated_at` of the last conversation of the previous page (with `before_id`).
+    before_updated_at: Option<String>,
+    /// Cursor: the `id` of the last conversation of the previous page.
+    before_id: Option<String>,
 }
 
 #[utoipa::path(
@@ -381,9 +388,28 @@ async fn list(
         }
         .into());
     }
+    let before = match (q.before_updated_at.as_deref(), q.before_id) {
+        (None, None) => None,
+        (Some(at), Some(id)) => Some((
+            mongodb::bson::DateTime::parse_rfc3339_str(at).map_err(|_| {
+                ApiError::InvalidArgument {
+                    field: "before_updated_at",
+                    reason: "an RFC 3339 time (a conversation's updated_at)".to_owned(),
+                }
+            })?,
+            id,
+        )),
+        _ => {
+            return Err(ApiError::InvalidArgument {
+                field: "before_id",
+                reason: "give before_updated_at and before_id together".to_owned(),
+            }
+            .into());
+        }
+    };
     let docs = state
         .store
-        .list_conversations(q.needs_human, limit)
+        .page_conversations(q.needs_human, before, limit)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(docs.iter().map(ConversationView::from).collect()))

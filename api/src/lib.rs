@@ -5,10 +5,13 @@
 //! |---|---|
 //! | [`grpc`] | `voiceagent.v1.MessagingService` for campaign managers and `vactl`, with server reflection |
 //! | [`campaigns`] | `voiceagent.v1.CampaignService` and `/api/campaigns` (create, start, pause, resume, cancel, rate, progress) |
+//! | [`campaign_items`] | a campaign's items by status and search, one item's attempts |
+//! | [`contact_history`] | one contact's opt-out state, messages, calls and campaigns |
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
 //! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
+//! | [`profiles`] | agent profiles, versioned (`/api/agent-profiles`), and the read-only settings (`/api/settings`) |
 //! | [`stats`] | the dashboard's figures (`/api/stats`) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
 //! | [`web`] | the web app's static files, with client routes answered by `index.html` |
@@ -19,7 +22,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod campaign_items;
 pub mod campaigns;
+pub mod contact_history;
 pub mod contacts;
 pub mod conversations;
 pub mod grpc;
@@ -27,6 +32,7 @@ pub mod inbox;
 pub mod live;
 pub mod openapi;
 pub mod ops;
+pub mod profiles;
 pub mod stats;
 pub mod voice;
 pub mod web;
@@ -69,6 +75,8 @@ pub struct ApiSettings {
     pub web_dir: PathBuf,
     /// Access control (`API_BOOTSTRAP_*`, `API_SESSION_TTL_SECS`, `API_ALLOWED_HOSTS`, ...).
     pub auth: auth::AuthSettings,
+    /// `TEMPORAL_UI_URL`: the Temporal Web UI, for links to workflows; none when unset.
+    pub temporal_ui_url: Option<url::Url>,
 }
 
 impl ApiSettings {
@@ -95,6 +103,19 @@ impl ApiSettings {
             ),
             contacts_max_upload_bytes: env.number("CONTACTS_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)?,
             contacts_max_rows: env.number("CONTACTS_MAX_ROWS", 1_000_000)?,
+            temporal_ui_url: env
+                .get("TEMPORAL_UI_URL")
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| {
+                    url::Url::parse(u.trim())
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"))
+                        .ok_or(ConfigError::Invalid {
+                            var: "TEMPORAL_UI_URL",
+                            reason: "expected an http(s) URL, e.g. http://localhost:8233".to_owned(),
+                        })
+                })
+                .transpose()?,
             web_dir: env
                 .get("WEB_DIR")
                 .map(PathBuf::from)
@@ -112,7 +133,8 @@ pub struct AppState {
     pub temporal: temporalio_client::Client,
     /// Settings.
     pub settings: Arc<ApiSettings>,
-    /// Agent profiles (`AGENTS_FILE`), to refuse a campaign or call naming an unknown one.
+    /// The agents file (`AGENTS_FILE`) as loaded at start-up, imported into the store then;
+    /// profiles are looked up in the store.
     pub agents: Arc<voice_agent_agent::AgentDirectory>,
     /// Campaign items' status callbacks, written in groups.
     pub item_callbacks: webhooks::ItemCallbackWriter,
@@ -132,8 +154,8 @@ pub struct Application {
 }
 
 impl AppState {
-    /// `name` when it names a profile of the agents file; empty means none.
-    pub(crate) fn agent_profile(
+    /// `name` when it names a stored agent profile; empty means none.
+    pub(crate) async fn agent_profile(
         &self,
         field: &'static str,
         name: &str,
@@ -142,10 +164,15 @@ impl AppState {
         if name.is_empty() {
             return Ok(None);
         }
-        if self.agents.profile(name).is_none() {
+        let found = self
+            .store
+            .get_profile(name)
+            .await
+            .map_err(|e| grpc::ApiError::Unavailable(e.into()))?;
+        if found.is_none() {
             return Err(grpc::ApiError::InvalidArgument {
                 field,
-                reason: format!("no agent profile named {name:?} in AGENTS_FILE"),
+                reason: format!("no agent profile named {name:?} (see Settings, or AGENTS_FILE)"),
             });
         }
         Ok(Some(name.to_owned()))
@@ -175,6 +202,9 @@ impl Application {
             .agent
             .directory()
             .context("Failed to load the agents file")?;
+        voice_agent_activities::profiles::import_directory(&store, &agents)
+            .await
+            .context("Failed to import the agents file's profiles")?;
         let temporal = voice_agent_config::connect_temporal("voice-agent-api").await?;
         let http = TcpListener::bind(settings.http_addr)
             .await
@@ -269,6 +299,9 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::handlers::routes())
         .merge(live::routes())
         .merge(stats::routes())
+        .merge(profiles::routes())
+        .merge(campaign_items::routes())
+        .merge(contact_history::routes())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

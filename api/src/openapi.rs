@@ -40,6 +40,8 @@ pub struct UploadForm {
     file: String,
     /// The sheet to read (`.xlsx`); the first sheet with a phone column by default.
     sheet: Option<String>,
+    /// The header of the column with the phone numbers; found by its name by default.
+    phone_column: Option<String>,
 }
 
 /// The document.
@@ -59,9 +61,11 @@ pub struct UploadForm {
         crate::contacts::http_list_contacts,
         crate::contacts::http_add_contact,
         crate::contacts::http_get_contact,
+        crate::contact_history::contact_history,
         crate::contacts::http_update_contact,
         crate::contacts::http_remove_contact,
         crate::contacts::http_upload,
+        crate::contacts::http_preview,
         crate::contacts::http_get_report,
         crate::contacts::http_report_csv,
         crate::campaigns::http_create,
@@ -73,6 +77,8 @@ pub struct UploadForm {
         crate::campaigns::http_cancel,
         crate::campaigns::http_rate,
         crate::campaigns::http_progress,
+        crate::campaign_items::list_items,
+        crate::campaign_items::get_item,
         crate::conversations::list,
         crate::conversations::get_one,
         crate::conversations::reply,
@@ -83,6 +89,19 @@ pub struct UploadForm {
         crate::live::events,
         crate::live::progress_stream,
         crate::stats::http_stats,
+        crate::profiles::get_settings,
+        crate::profiles::list_profiles,
+        crate::profiles::create_profile,
+        crate::profiles::get_profile,
+        crate::profiles::update_profile,
+        crate::profiles::profile_versions,
+        crate::auth::handlers::list_users,
+        crate::auth::handlers::create_user,
+        crate::auth::handlers::update_user,
+        crate::auth::handlers::list_keys,
+        crate::auth::handlers::create_key,
+        crate::auth::handlers::revoke_key,
+        crate::auth::handlers::list_audit,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
@@ -91,6 +110,8 @@ pub struct UploadForm {
         (name = "calls", description = "Phone calls and their transcripts"),
         (name = "live", description = "Server-Sent Events for live pages"),
         (name = "dashboard", description = "Figures by outcome and by day"),
+        (name = "access", description = "Users, API keys and the audit log (admins)"),
+        (name = "settings", description = "Agent profiles (a version per change) and the deployment's settings"),
     )
 )]
 pub struct ApiDoc;

@@ -513,6 +513,9 @@ pub struct CallLogView {
     recording_url: Option<String>,
     campaign_id: Option<String>,
     item_id: Option<String>,
+    /// The agent profile the call used, and its version, once the agent answered a turn.
+    profile: Option<String>,
+    profile_version: Option<i64>,
 }
 
 impl From<&CallLogDoc> for CallLogView {
@@ -538,6 +541,8 @@ impl From<&CallLogDoc> for CallLogView {
             recording_url: l.recording_url.clone(),
             campaign_id: l.campaign_id.clone(),
             item_id: l.item_id.clone(),
+            profile: l.profile.clone(),
+            profile_version: l.profile_version,
         }
     }
 }
@@ -635,7 +640,9 @@ pub async fn start_call(state: &AppState, req: NewCall) -> Result<String, ApiErr
         direction: "outbound".to_owned(),
         ours: from.as_str().to_owned(),
         theirs: to.as_str().to_owned(),
-        profile: state.agent_profile("profile", req.profile.as_deref().unwrap_or(""))?,
+        profile: state
+            .agent_profile("profile", req.profile.as_deref().unwrap_or(""))
+            .await?,
         voicemail: req.voicemail.filter(|v| !v.trim().is_empty()),
         machine_detection: req.machine_detection.unwrap_or(true),
         max_attempts,

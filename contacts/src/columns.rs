@@ -109,15 +109,28 @@ impl Columns {
     }
 }
 
-/// Finds the header: the first of the leading rows with a phone column. `None` when there is
-/// none; an error when the header has a cell too long to be a column name.
-pub(crate) fn detect(rows: &[RawRow]) -> Result<Option<Columns>, ImportError> {
+/// Finds the header: the first of the leading rows with a phone column, or with a cell that
+/// reads `phone_column` when the person picked the column. `None` when there is none; an
+/// error when the header has a cell too long to be a column name.
+pub(crate) fn detect(
+    rows: &[RawRow],
+    phone_column: Option<&str>,
+) -> Result<Option<Columns>, ImportError> {
+    let picked = |c: &str| phone_column.is_some_and(|p| c.trim().eq_ignore_ascii_case(p.trim()));
     let Some(header_index) = rows.iter().take(HEADER_SEARCH_ROWS).position(|row| {
-        row.iter()
-            .any(|(_, c)| Field::from_header(&normalise(c)) == Some(Field::Phone))
+        row.iter().any(|(_, c)| match phone_column {
+            Some(_) => picked(c),
+            None => Field::from_header(&normalise(c)) == Some(Field::Phone),
+        })
     }) else {
         return Ok(None);
     };
+    let phone_index = phone_column.and_then(|_| {
+        rows[header_index]
+            .iter()
+            .find(|(_, c)| picked(c))
+            .map(|(i, _)| i)
+    });
     let row = &rows[header_index];
     if let Some((col, _)) = row
         .iter()
@@ -133,7 +146,14 @@ pub(crate) fn detect(rows: &[RawRow]) -> Result<Option<Columns>, ImportError> {
     let mut seen_fields = Vec::new();
     let mut seen_keys: Vec<String> = Vec::new();
     for (i, header) in headers.iter().enumerate() {
-        let role = match Field::from_header(&normalise(header)) {
+        // A picked phone column wins over one named like a phone column, which becomes a
+        // variable like any other column.
+        let field = match phone_index {
+            Some(p) if p == i => Some(Field::Phone),
+            Some(_) => Field::from_header(&normalise(header)).filter(|f| *f != Field::Phone),
+            None => Field::from_header(&normalise(header)),
+        };
+        let role = match field {
             Some(field) if !seen_fields.contains(&field) => {
                 seen_fields.push(field);
                 ColumnRole::Field { field }
@@ -206,7 +226,7 @@ mod tests {
     }
 
     fn detect(rows: &[RawRow]) -> Option<Columns> {
-        super::detect(rows).expect("no header too long")
+        super::detect(rows, None).expect("no header too long")
     }
 
     #[test]
@@ -310,7 +330,7 @@ mod tests {
     fn a_header_too_long_for_a_column_name_fails_the_file() {
         let dots = format!("{}phone", ".".repeat(MAX_HEADER_CHARS));
         assert_eq!(
-            super::detect(&[row(1, &["Name", &dots])]),
+            super::detect(&[row(1, &["Name", &dots])], None),
             Err(ImportError::HeaderTooLong {
                 column: "B".to_owned(),
                 max: MAX_HEADER_CHARS
@@ -318,7 +338,7 @@ mod tests {
         );
         let long_var = format!("Phone,{}", "x".repeat(MAX_HEADER_CHARS + 1));
         let cells: Vec<&str> = long_var.split(',').collect();
-        assert!(super::detect(&[row(1, &cells)]).is_err());
+        assert!(super::detect(&[row(1, &cells)], None).is_err());
     }
 
     #[test]
@@ -331,5 +351,24 @@ mod tests {
         };
         assert_eq!(key(1), "ab".repeat(MAX_KEY_CHARS / 2));
         assert_eq!(key(2), format!("{}_2", key(1)));
+    }
+
+    #[test]
+    fn a_picked_phone_column_wins_and_the_named_one_becomes_a_variable() {
+        let rows = [
+            row(1, &["Phone", "Mobile number", "Name"]),
+            row(2, &["+14155550100", "+14155550101", "Ada"]),
+        ];
+        let c = super::detect(&rows, Some(" mobile NUMBER "))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.of(Field::Phone), Some(1));
+        assert_eq!(
+            c.roles[0],
+            ColumnRole::Variable {
+                key: "phone".to_owned()
+            }
+        );
+        assert!(super::detect(&rows, Some("Fax")).unwrap().is_none());
     }
 }

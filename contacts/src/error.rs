@@ -103,6 +103,15 @@ pub enum ImportError {
         /// How many leading rows were searched for the header.
         searched: usize,
     },
+    /// The phone column asked for is not a header of the first rows; pick one of the file's
+    /// headers.
+    #[error("no column headed {requested:?} in the first {searched} rows")]
+    PhoneColumnNotFound {
+        /// The header asked for.
+        requested: String,
+        /// How many leading rows were searched for it.
+        searched: usize,
+    },
     /// The default region is not an ISO 3166-1 alpha-2 code; fix the configuration.
     #[error("unknown default region {0:?}")]
     UnknownRegion(String),

@@ -49,6 +49,9 @@ pub struct ImportOptions {
     pub max_text_bytes: Option<u64>,
     /// Sheet to read; `None` reads the first one. Ignored for CSV.
     pub sheet: Option<String>,
+    /// Header of the column holding the phone numbers (matched ignoring case and spaces at
+    /// the ends); `None` finds it by its header (`Phone`, `Mobile`, ...).
+    pub phone_column: Option<String>,
     /// How many rejected rows keep their details; the rest are only counted, so a file of
     /// garbage cannot produce a report larger than the file.
     pub max_reported_rejections: usize,
@@ -65,6 +68,7 @@ impl ImportOptions {
             max_cells: None,
             max_text_bytes: None,
             sheet: None,
+            phone_column: None,
             max_reported_rejections: DEFAULT_MAX_REPORTED_REJECTIONS,
         }
     }
@@ -140,6 +144,8 @@ pub struct ParsedFile {
     pub kind: FileKind,
     /// The sheet read (`None` for CSV).
     pub sheet: Option<String>,
+    /// Every sheet of the workbook, in order (empty for CSV).
+    pub sheets: Vec<String>,
     /// Header texts with what each column became.
     pub columns: Vec<(String, ColumnRole)>,
     /// Non-empty data rows below the header.
@@ -196,9 +202,22 @@ pub fn parse_file(
         return Err(ImportError::Empty);
     }
     let sheet_name = sheet.name.clone();
-    let columns = columns::detect(&sheet.rows)?.ok_or(ImportError::MissingPhoneColumn {
-        searched: HEADER_SEARCH_ROWS,
-    })?;
+    let sheets = sheet.sheet_names.clone();
+    let phone_column = options
+        .phone_column
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let columns =
+        columns::detect(&sheet.rows, phone_column)?.ok_or_else(|| match phone_column {
+            Some(requested) => ImportError::PhoneColumnNotFound {
+                requested: requested.to_owned(),
+                searched: HEADER_SEARCH_ROWS,
+            },
+            None => ImportError::MissingPhoneColumn {
+                searched: HEADER_SEARCH_ROWS,
+            },
+        })?;
     let data_rows = sheet.rows.len() - (columns.header_index + 1);
     if data_rows > options.max_rows {
         return Err(ImportError::TooManyRows {
@@ -239,6 +258,7 @@ pub fn parse_file(
     Ok(ParsedFile {
         kind,
         sheet: sheet_name,
+        sheets,
         columns: columns
             .roles
             .iter()

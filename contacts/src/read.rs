@@ -177,6 +177,8 @@ impl RawRow {
 pub(crate) struct RawSheet {
     /// Sheet name; `None` for CSV.
     pub(crate) name: Option<String>,
+    /// Every sheet of the workbook, in order; empty for CSV.
+    pub(crate) sheet_names: Vec<String>,
     /// Non-empty rows in file order.
     pub(crate) rows: Vec<RawRow>,
 }
@@ -247,6 +249,7 @@ pub(crate) fn read_xlsx(
     }
     Ok(RawSheet {
         name: Some(name),
+        sheet_names: names,
         rows,
     })
 }
@@ -380,7 +383,11 @@ pub(crate) fn read_csv(bytes: &[u8], limits: ReadLimits) -> Result<RawSheet, Imp
             });
         }
     }
-    Ok(RawSheet { name: None, rows })
+    Ok(RawSheet {
+        name: None,
+        sheet_names: Vec::new(),
+        rows,
+    })
 }
 
 fn decode_text(bytes: &[u8]) -> String {

@@ -405,3 +405,42 @@ fn many_rows_keep_file_order_and_later_rows_win() {
     assert_eq!(parsed.contacts[0].variables["n"], "5000");
     assert_eq!(parsed.contacts[4_999].phone.as_str(), "+14155554999");
 }
+
+#[test]
+fn a_workbook_lists_its_sheets_and_a_picked_phone_column_is_read() {
+    let bytes = xlsx(&[
+        ("Notes", &[&[T("nothing here")]]),
+        (
+            "Customers",
+            &[
+                &[T("Phone"), T("Mobile"), T("Name")],
+                &[T("+14155550100"), T("+14155550201"), T("Ada")],
+                &[T("office"), T("+14155550202"), T("Grace")],
+            ],
+        ),
+    ]);
+    let options = ImportOptions {
+        sheet: Some("Customers".to_owned()),
+        phone_column: Some("mobile".to_owned()),
+        ..us()
+    };
+    let parsed = parse_file("c.xlsx", &bytes, &options).unwrap();
+    assert_eq!(parsed.sheets, ["Notes", "Customers"]);
+    assert_eq!(phones(&parsed), ["+14155550201", "+14155550202"]);
+    // The column named like a phone column is kept as a variable.
+    assert_eq!(
+        parsed.contacts[1]
+            .variables
+            .get("phone")
+            .map(String::as_str),
+        Some("office")
+    );
+    let missing = ImportOptions {
+        phone_column: Some("Fax".to_owned()),
+        ..options
+    };
+    assert!(matches!(
+        parse_file("c.xlsx", &bytes, &missing),
+        Err(ImportError::PhoneColumnNotFound { .. })
+    ));
+}

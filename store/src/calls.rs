@@ -82,6 +82,12 @@ pub struct CallLogDoc {
     /// Campaign of the call, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// The agent profile the call used, once the agent answered a turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// That profile's stored version (`agent_profile_versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_version: Option<i64>,
     /// Campaign item of the call, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_id: Option<String>,

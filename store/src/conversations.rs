@@ -54,6 +54,9 @@ pub struct ConversationDoc {
     /// The agent profile answering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The profile's version at the latest agent turn (`agent_profile_versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_version: Option<i64>,
     /// Which agent (`scripted`, `model:<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -119,6 +122,9 @@ pub struct AgentTurnRecord {
     pub channel: String,
     /// Profile name.
     pub profile: String,
+    /// The profile's stored version, when it came from the store.
+    #[serde(default)]
+    pub profile_version: Option<u32>,
     /// Agent name.
     pub agent: String,
     /// The inbound message answered.
@@ -179,6 +185,9 @@ impl MongoStore {
         };
         if let Some(d) = &turn.disposition {
             set.insert("disposition", d);
+        }
+        if let Some(v) = turn.profile_version {
+            set.insert("profile_version", i64::from(v));
         }
         let result = self
             .conversations()
@@ -272,12 +281,33 @@ impl MongoStore {
         needs_human: Option<bool>,
         limit: i64,
     ) -> Result<Vec<ConversationDoc>> {
-        let filter = match needs_human {
+        self.page_conversations(needs_human, None, limit).await
+    }
+
+    /// Like [`Self::list_conversations`], after the cursor `before`: the `(updated_at, _id)` of
+    /// the last conversation of the previous page. A range of the `updated` (or
+    /// `needs_human_updated`) index.
+    pub async fn page_conversations(
+        &self,
+        needs_human: Option<bool>,
+        before: Option<(DateTime, String)>,
+        limit: i64,
+    ) -> Result<Vec<ConversationDoc>> {
+        let mut filter = match needs_human {
             Some(flag) => doc! { "needs_human": flag },
             None => doc! {},
         };
+        if let Some((at, id)) = before {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "updated_at": { "$lt": at } },
+                    doc! { "updated_at": at, "_id": { "$lt": id } },
+                ],
+            );
+        }
         let options = FindOptions::builder()
-            .sort(doc! { "updated_at": -1 })
+            .sort(doc! { "updated_at": -1, "_id": -1 })
             .limit(limit.clamp(1, 500))
             .projection(doc! { "turn_ids": 0 })
             .max_time(crate::SEARCH_MAX_TIME)

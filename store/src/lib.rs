@@ -6,12 +6,15 @@
 //! | [`auth`] | `users`, `api_keys`, `sessions`, `audit_log`: access control |
 //! | [`messages`] | `messages`: SMS/WhatsApp history, outbound intents and delivery status |
 //! | [`calls`] | `call_logs`: one document per call, with the transcript |
+//! | [`campaign_items`] | a campaign's items for people: filtered pages, one item's attempts |
 //! | [`campaigns`] | `campaigns`, `campaign_items`, `campaign_executions` |
+//! | [`contact_history`] | one contact's opt-out state, messages, calls and campaigns |
 //! | [`contacts`] | `contact_lists`, `contacts` |
 //! | [`conversations`] | `conversations`: the agent's actions, usage and summary per conversation |
 //! | [`suppressions`] | `suppressions`: opted-out numbers |
 //! | [`whatsapp`] | `whatsapp_sessions`: the 24-hour session window per person |
 //! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
+//! | [`profiles`] | `agent_profiles`, `agent_profile_versions`: agent profiles, a version per change |
 //! | [`senders`] | `sender_slots`: the send slots reserved on each sender, across campaigns and single sends |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
@@ -30,11 +33,14 @@
 
 pub mod auth;
 pub mod calls;
+pub mod campaign_items;
 pub mod campaigns;
+pub mod contact_history;
 pub mod contacts;
 pub mod conversations;
 pub mod inbox;
 pub mod messages;
+pub mod profiles;
 pub mod schema;
 pub mod senders;
 pub mod stats;
@@ -52,6 +58,7 @@ pub use campaigns::{
 pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
 pub use inbox::{InboxBacklog, InboxEntry, Lease};
 pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
+pub use profiles::{ProfileVersionDoc, SaveOutcome};
 pub use senders::{Reservation, SlotGrant};
 
 /// What went wrong talking to MongoDB.

@@ -35,6 +35,10 @@ pub const INBOX: &str = "inbox";
 pub const INBOX_DEAD: &str = "inbox_dead";
 /// `leases`: named leases, e.g. the one api process that drains the inbox.
 pub const LEASES: &str = "leases";
+/// `agent_profiles`: each agent profile's current version (`_id` = its name).
+pub const AGENT_PROFILES: &str = "agent_profiles";
+/// `agent_profile_versions`: every version of every profile, never changed.
+pub const AGENT_PROFILE_VERSIONS: &str = "agent_profile_versions";
 /// `sender_slots`: per sender, the first send slot nobody has reserved.
 pub const SENDER_SLOTS: &str = "sender_slots";
 
@@ -97,6 +101,10 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
             CAMPAIGNS,
             vec![
                 index("status_created", doc! { "status": 1, "created_at": -1 }),
+                // Pages of campaigns, newest first (`GET /api/campaigns`).
+                index("created", doc! { "created_at": -1, "_id": -1 }),
+                // A list's campaigns (a contact's history).
+                index("list_created", doc! { "list_id": 1, "created_at": -1 }),
                 index("name", doc! { "name": 1 }),
             ],
         ),
@@ -144,6 +152,9 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
                 ),
                 // The latest change, for the web app's live updates (one key read a second).
                 index("updated", doc! { "updated_at": -1 }),
+                // A contact's calls, newest first (the contact page).
+                index("to_started", doc! { "to": 1, "started_at": -1 }),
+                index("from_started", doc! { "from": 1, "started_at": -1 }),
             ],
         ),
         (
@@ -167,6 +178,20 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (CAMPAIGN_PAGES, vec![]),
         (LEASES, vec![]),
         (SENDER_SLOTS, vec![]),
+        (
+            AGENT_PROFILES,
+            // Which profile answers a number (a conversation's first turn, a call).
+            vec![index("numbers", doc! { "numbers": 1, "created_at": -1 })],
+        ),
+        (
+            AGENT_PROFILE_VERSIONS,
+            vec![
+                // A profile's history, newest first.
+                unique("name_version_unique", doc! { "name": 1, "version": -1 }),
+                // Whether a file's profile was imported already.
+                index("name_file_hash", doc! { "name": 1, "file_hash": 1 }),
+            ],
+        ),
     ]
 }
 
@@ -244,7 +269,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 15] = [
+pub const ALL_COLLECTIONS: [&str; 17] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -260,4 +285,6 @@ pub const ALL_COLLECTIONS: [&str; 15] = [
     INBOX_DEAD,
     LEASES,
     SENDER_SLOTS,
+    AGENT_PROFILES,
+    AGENT_PROFILE_VERSIONS,
 ];

@@ -680,3 +680,7 @@ mod stats;
 // Users, API keys, sessions and the audit log.
 #[path = "mongo/auth.rs"]
 mod auth;
+
+// Agent profiles, versioned.
+#[path = "mongo/profiles.rs"]
+mod profiles;

@@ -158,6 +158,7 @@ await test('every page loads with its empty state, passes axe and is screenshott
     ['/conversations', 'conversations', 'Conversations'],
     ['/calls', 'calls', 'Calls'],
     ['/campaigns/new', 'campaign-new', 'New campaign'],
+    ['/settings', 'settings', 'Settings'],
   ]) {
     await page.goto(BASE + path);
     await page.getByRole('heading', { level: 1, name: heading }).waitFor();
@@ -181,6 +182,17 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.getByRole('heading', { level: 1, name: listName }).waitFor();
   listUrl = page.url();
   await page.getByLabel('File').setInputFiles({ name: 'contacts.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  // The preview: the columns found and what each becomes, before anything is imported.
+  const preview = page.locator('.panel', { hasText: 'Before importing contacts.csv' });
+  await preview.waitFor();
+  assert.equal(await page.getByLabel('Phone column').inputValue(), 'phone');
+  const columns = preview.getByRole('table', { name: 'Columns' });
+  await columns.getByRole('row', { name: /first_name the contact’s first name/ }).waitFor();
+  await columns.getByRole('row', { name: /plan the variable \{\{plan\}\}/ }).waitFor();
+  assert.match(await preview.innerText(), /7 rows: 5 contacts to import or update, 2 rows to reject/);
+  await axe(page, 'upload-preview');
+  await shoot(page, 'upload-preview');
+  await preview.getByRole('button', { name: 'Import 5 contacts' }).click();
   const report = page.locator('.panel', { hasText: 'Imported contacts.csv' });
   await report.waitFor();
   const text = await report.innerText();
@@ -205,6 +217,14 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.waitForFunction(() => document.querySelectorAll('.vrow').length === 1);
   await axe(page, 'list');
   await shoot(page, 'list');
+  // One contact: their variables, opt-out state and (empty) history.
+  await contacts.getByRole('link', { name: '+14155550102' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Grace · +14155550102' }).waitFor();
+  await page.getByText('Not opted out on any channel.').waitFor();
+  await page.getByRole('definition').filter({ hasText: 'silver' }).waitFor();
+  await page.getByText('Not in any campaign of this list yet.').waitFor();
+  await axe(page, 'contact');
+  await shoot(page, 'contact');
   check();
   await context.close();
 });
@@ -239,8 +259,27 @@ await test('create and start an SMS campaign, pause and resume it, and watch it 
     Object.fromEntries(tds.map((td) => [td.dataset.status, Number(td.textContent.replace(/\D/g, ''))])),
   );
   assert.equal((counts.delivered ?? 0) + (counts.sent ?? 0), 5, JSON.stringify(counts));
+  // Its items, searched and filtered, each with its attempts.
+  const items = page.getByRole('table', { name: 'Campaign items' });
+  await items.getByText('+14155550103').waitFor();
+  assert.equal(await items.locator('tbody tr').count(), 5);
+  await page.getByLabel('Search items').fill('Grace');
+  await page.waitForFunction(() => document.querySelectorAll('table[aria-label="Campaign items"] tbody tr').length === 1);
+  await page.getByRole('button', { name: 'Attempts of +14155550102' }).click();
+  await page.locator('.attempts').getByText(/Attempt 1/).waitFor();
+  await page.getByLabel('Search items').fill('');
+  await page.getByRole('combobox', { name: /^Status/ }).selectOption('failed');
+  await page.getByText('No items match.').waitFor();
   await axe(page, 'campaign');
   await shoot(page, 'campaign');
+  // The contact's page lists the campaign and the message it got.
+  await page.goto(listUrl);
+  await page.getByRole('table', { name: 'Contacts' }).getByRole('link', { name: '+14155550101' }).click();
+  // (Campaign sends are recorded on the campaign's items, not as conversation messages.)
+  const theirCampaigns = page.getByRole('table', { name: 'Campaigns of this contact' });
+  const row = theirCampaigns.getByRole('row', { name: new RegExp(`Spring ${stamp}`) });
+  await row.locator('.badge', { hasText: /sent|delivered/ }).waitFor();
+  await page.getByText('No messages with this number.').waitFor();
   check();
   await context.close();
 });
@@ -275,7 +314,8 @@ await test('read a conversation and answer a hand-over by hand, once, then hand 
   await page.goto(BASE + '/conversations');
   await page.getByRole('button', { name: 'Waiting for a person' }).click();
   await page.getByRole('link', { name: waiting }).click();
-  await page.getByText('can I talk to a human please').waitFor();
+  // (The summary, once written, quotes the message too: the bubble is the message.)
+  await page.locator('.bubble', { hasText: 'can I talk to a human please' }).waitFor();
   await axe(page, 'conversation');
   await shoot(page, 'conversation');
   // The first Send reaches the api but its answer is lost on the way back: the page says so,
@@ -340,6 +380,65 @@ await test('the phone layout keeps the navigation and the lists usable', async (
   await page.getByRole('link', { name: `Spring ${stamp}` }).waitFor();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow}px on a phone`);
+  check();
+  await context.close();
+});
+
+await test('edit a profile in Settings and see a new conversation use it', async () => {
+  const sim = process.env.VA_SIMULATOR_URL;
+  const from = process.env.VA_PROFILE_NUMBER;
+  assert.ok(sim && from, 'VA_SIMULATOR_URL and VA_PROFILE_NUMBER are not set');
+  const { page, check, context, expected } = await open();
+  // The bad rule below is refused with 400 on purpose; the browser logs it as a failed resource.
+  expected.push((p) => p.startsWith('console: Failed to load resource: the server responded with a status of 400'));
+  await page.goto(BASE + '/settings');
+  await page.getByRole('heading', { level: 1, name: 'Settings' }).waitFor();
+  // The agents file's profile, imported as version 1, answers the stack's number.
+  const numbers = page.getByRole('table', { name: 'Phone numbers' });
+  await numbers.getByText('+15005550006').waitFor();
+  await numbers.getByRole('link', { name: 'reception' }).waitFor();
+  // The admin's part: users, keys (shown once), the audit log.
+  await page.getByRole('table', { name: 'Users' }).getByText(process.env.VA_ADMIN_EMAIL).waitFor();
+  await page.getByLabel('Key name').fill(`browser ${stamp}`);
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.locator('.notice', { hasText: 'shown this once' });
+  await shown.waitFor();
+  assert.match(await shown.locator('code').innerText(), /\S{20,}/);
+  const keyRow = page.getByRole('table', { name: 'API keys' }).getByRole('row', { name: new RegExp(`browser ${stamp}`) });
+  await keyRow.getByRole('button', { name: /Revoke/ }).click();
+  await keyRow.locator('.badge', { hasText: 'revoked' }).waitFor();
+  await page.getByRole('table', { name: 'Audit log' }).waitFor();
+  await axe(page, 'settings-admin');
+  await shoot(page, 'settings-admin');
+
+  await page.getByRole('table', { name: 'Agent profiles' }).getByRole('link', { name: 'reception' }).click();
+  await page.getByRole('heading', { level: 1, name: 'reception' }).waitFor();
+  await page.getByRole('list', { name: 'Versions' }).getByText('Version 1').waitFor();
+  await axe(page, 'profile');
+  await shoot(page, 'profile');
+  // A bad rule is refused with the api's reason, and nothing is saved.
+  const rules = page.getByLabel('Rules (TOML)');
+  await rules.fill('fallback = ');
+  await page.getByRole('button', { name: 'Save as version 2' }).click();
+  await page.getByRole('alert').filter({ hasText: 'rules_toml' }).waitFor();
+  const reply = `Edited in the browser (${stamp}): we open at 7 today.`;
+  await rules.fill(`fallback = "Thanks, a colleague will answer."\n\n[[rules]]\nname = "hours"\nkeywords = ["hours"]\nreply = "${reply}"\n`);
+  await page.getByLabel('Greeting').fill(`Hello from version 2 (${stamp})`);
+  await page.getByRole('button', { name: 'Save as version 2' }).click();
+  await page.getByText('Saved as version 2.').waitFor();
+  await page.getByRole('list', { name: 'Versions' }).getByText(/changed greeting, rules_toml/).waitFor();
+
+  // A new conversation on the profile's number gets the edited rule's reply.
+  const r = await fetch(`${sim}/admin/inbound`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ from, to: '+15005550006', body: 'what are your hours?' }),
+  });
+  assert.equal(r.status, 200);
+  await page.goto(BASE + '/conversations');
+  await page.getByRole('link', { name: from }).click({ timeout: 30_000 });
+  await page.locator('.msg.outbound .bubble', { hasText: reply }).waitFor({ timeout: 60_000 });
+  await page.getByRole('link', { name: 'reception (version 2)' }).waitFor({ timeout: 30_000 });
   check();
   await context.close();
 });

@@ -15,6 +15,9 @@ const Conversations = lazy(() => import('./pages/Conversations'));
 const Conversation = lazy(() => import('./pages/Conversation'));
 const Calls = lazy(() => import('./pages/Calls'));
 const Call = lazy(() => import('./pages/Call'));
+const Settings = lazy(() => import('./pages/Settings'));
+const Profile = lazy(() => import('./pages/Profile'));
+const Contact = lazy(() => import('./pages/Contact'));
 
 const NAV = [
   ['/', 'Dashboard'],
@@ -22,6 +25,7 @@ const NAV = [
   ['/lists', 'Contact lists'],
   ['/conversations', 'Conversations'],
   ['/calls', 'Calls'],
+  ['/settings', 'Settings'],
 ] as const;
 
 function Layout() {
@@ -85,6 +89,7 @@ export const router = createBrowserRouter([
       { path: '/', element: <Dashboard /> },
       { path: '/lists', element: <ContactLists /> },
       { path: '/lists/:id', element: <ContactList /> },
+      { path: '/lists/:id/contacts/:contactId', element: <Contact /> },
       { path: '/campaigns', element: <Campaigns /> },
       { path: '/campaigns/new', element: <CampaignNew /> },
       { path: '/campaigns/:id', element: <Campaign /> },
@@ -92,6 +97,8 @@ export const router = createBrowserRouter([
       { path: '/conversations/:id', element: <Conversation /> },
       { path: '/calls', element: <Calls /> },
       { path: '/calls/:id', element: <Call /> },
+      { path: '/settings', element: <Settings /> },
+      { path: '/settings/profiles/:name', element: <Profile /> },
       { path: '*', element: <NotFound /> },
     ],
   },

@@ -100,6 +100,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .await
         .context("Failed to create MongoDB collections and indexes")?;
     let directory = Arc::new(settings.agent.directory()?);
+    // The profiles live in MongoDB; the agents file seeds them (each content once).
+    voice_agent_activities::profiles::import_directory(&store, &directory)
+        .await
+        .context("Failed to import the agents file's profiles")?;
     let agent = settings.agent.agent(&directory)?;
     tracing::info!(
         agent = %agent.name(),
@@ -109,8 +113,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // Both queues run agent activities: the main queue the quick ones (profile lookup,
     // opt-out, turn records) and the call agent's local activities, the agent queue the model
     // calls.
-    let agents = AgentActivities::new(agent.clone(), directory.clone(), store.clone());
-    let model_calls = AgentActivities::new(agent, directory, store.clone());
+    let agents = AgentActivities::new(agent.clone(), store.clone());
+    let model_calls = AgentActivities::new(agent, store.clone());
     let twilio = settings.twilio.client()?;
     let limits = sender_limits(&settings.senders);
     let voice = VoiceActivities::new(

@@ -281,10 +281,12 @@ async fn change_password(
 }
 
 /// A user as the API shows it (never the hash).
-#[derive(Serialize)]
-struct UserView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct UserView {
     id: String,
     email: String,
+    /// `admin`, `manager` or `viewer`.
+    #[schema(value_type = String)]
     role: Role,
     disabled: bool,
     created_at: String,
@@ -308,7 +310,19 @@ fn parse_role(raw: &str) -> Result<Role> {
     Role::parse(raw).ok_or_else(|| AuthError::Invalid("role: admin, manager or viewer".to_owned()))
 }
 
-async fn list_users(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+/// `GET /api/users`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct UsersPage {
+    users: Vec<UserView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "access",
+    responses((status = 200, description = "Every user", body = UsersPage))
+)]
+pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
     let users: Vec<UserView> = state
         .store
         .list_users()
@@ -319,14 +333,28 @@ async fn list_users(State(state): State<AppState>) -> Result<Json<serde_json::Va
     Ok(Json(serde_json::json!({ "users": users })))
 }
 
-#[derive(Deserialize)]
-struct NewUser {
+/// `POST /api/users`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NewUser {
     email: String,
+    /// 12-1024 characters.
     password: String,
+    /// `admin`, `manager` or `viewer`.
     role: String,
 }
 
-async fn create_user(
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "access",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The email is taken", body = crate::openapi::ErrorBody)
+    )
+)]
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<UserView>)> {
@@ -343,15 +371,29 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-#[derive(Deserialize)]
-struct UserChange {
+/// `PATCH /api/users/{id}`: what to change.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct UserChange {
     role: Option<String>,
     disabled: Option<bool>,
     /// An admin's reset of a forgotten password.
     password: Option<String>,
 }
 
-async fn update_user(
+#[utoipa::path(
+    patch,
+    path = "/api/users/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = UserChange,
+    responses(
+        (status = 200, description = "The user as changed (their sessions end)", body = UserView),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such user", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The last admin", body = crate::openapi::ErrorBody)
+    )
+)]
+pub(crate) async fn update_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -392,10 +434,12 @@ async fn update_user(
 }
 
 /// A key as listings show it (never the key or its hash).
-#[derive(Serialize)]
-struct KeyView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyView {
     prefix: String,
     name: String,
+    /// `admin`, `manager` or `viewer`.
+    #[schema(value_type = String)]
     role: Role,
     /// `active`, `expired` or `revoked`.
     state: &'static str,
@@ -430,7 +474,28 @@ impl From<ApiKeyDoc> for KeyView {
     }
 }
 
-async fn list_keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+/// `GET /api/api-keys`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct KeysPage {
+    api_keys: Vec<KeyView>,
+}
+
+/// `POST /api/api-keys`: the new key, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NewKeyView {
+    #[serde(flatten)]
+    view: KeyView,
+    /// The key itself: shown only in this answer.
+    key: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/api-keys",
+    tag = "access",
+    responses((status = 200, description = "Every key, by prefix (never the key)", body = KeysPage))
+)]
+pub(crate) async fn list_keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
     let keys: Vec<KeyView> = state
         .store
         .list_api_keys()
@@ -441,8 +506,9 @@ async fn list_keys(State(state): State<AppState>) -> Result<Json<serde_json::Val
     Ok(Json(serde_json::json!({ "api_keys": keys })))
 }
 
-#[derive(Deserialize)]
-struct NewKey {
+/// `POST /api/api-keys`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NewKey {
     name: String,
     role: String,
     /// Days until it expires; none never expires.
@@ -451,7 +517,17 @@ struct NewKey {
     expires_at: Option<String>,
 }
 
-async fn create_key(
+#[utoipa::path(
+    post,
+    path = "/api/api-keys",
+    tag = "access",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "Created; the key is in this answer only", body = NewKeyView),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
+pub(crate) async fn create_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: axum::body::Bytes,
@@ -507,10 +583,12 @@ async fn create_key(
             bootstrap: false,
         };
         if state.store.insert_api_key(&doc).await? {
-            let mut view = serde_json::to_value(KeyView::from(doc))
-                .map_err(|e| AuthError::Unavailable(e.into()))?;
             // The only time the key is shown.
-            view["key"] = serde_json::Value::String(key);
+            let view = serde_json::to_value(NewKeyView {
+                view: KeyView::from(doc),
+                key,
+            })
+            .map_err(|e| AuthError::Unavailable(e.into()))?;
             return Ok((StatusCode::CREATED, Json(view)));
         }
     }
@@ -519,7 +597,20 @@ async fn create_key(
     )))
 }
 
-async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+#[utoipa::path(
+    delete,
+    path = "/api/api-keys/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The key's prefix")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key", body = crate::openapi::ErrorBody)
+    )
+)]
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     if state.store.revoke_api_key(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -527,14 +618,19 @@ async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Re
     }
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
+/// `GET /api/audit`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Page size, 1-200 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct AuditView {
+/// One state-changing request.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditView {
     id: String,
     at: String,
     actor_kind: String,
@@ -567,7 +663,24 @@ impl From<AuditDoc> for AuditView {
     }
 }
 
-async fn list_audit(
+/// `GET /api/audit`: newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    entries: Vec<AuditView>,
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "access",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit entries, newest first", body = AuditPage),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody)
+    )
+)]
+pub(crate) async fn list_audit(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>> {

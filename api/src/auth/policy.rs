@@ -77,6 +77,8 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("PUT", "/api/campaigns/{id}/rate", MANAGE),
     rule("GET", "/api/campaigns/{id}/progress", VIEW),
     rule("GET", "/api/campaigns/{id}/progress/stream", VIEW),
+    rule("GET", "/api/campaigns/{id}/items", VIEW),
+    rule("GET", "/api/campaigns/{id}/items/{item_id}", VIEW),
     // contacts
     rule("POST", "/api/contact-lists", MANAGE),
     rule("GET", "/api/contact-lists", VIEW),
@@ -86,6 +88,11 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("GET", "/api/contact-lists/{id}/contacts", VIEW),
     rule("POST", "/api/contact-lists/{id}/contacts", MANAGE),
     rule("GET", "/api/contact-lists/{id}/contacts/{contact_id}", VIEW),
+    rule(
+        "GET",
+        "/api/contact-lists/{id}/contacts/{contact_id}/history",
+        VIEW,
+    ),
     rule(
         "PATCH",
         "/api/contact-lists/{id}/contacts/{contact_id}",
@@ -99,6 +106,12 @@ pub const ROUTES: &[RoutePolicy] = &[
     RoutePolicy {
         method: "POST",
         path: "/api/contact-lists/{id}/uploads",
+        access: MANAGE,
+        body: BodyKind::Multipart,
+    },
+    RoutePolicy {
+        method: "POST",
+        path: "/api/contact-lists/{id}/uploads/preview",
         access: MANAGE,
         body: BodyKind::Multipart,
     },
@@ -117,6 +130,13 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("POST", "/api/calls", MANAGE),
     rule("GET", "/api/calls", VIEW),
     rule("GET", "/api/calls/{id}", VIEW),
+    // agent profiles (versioned) and the deployment's settings: everyone reads, admins change
+    rule("GET", "/api/settings", VIEW),
+    rule("GET", "/api/agent-profiles", VIEW),
+    rule("POST", "/api/agent-profiles", ADMIN),
+    rule("GET", "/api/agent-profiles/{name}", VIEW),
+    rule("PUT", "/api/agent-profiles/{name}", ADMIN),
+    rule("GET", "/api/agent-profiles/{name}/versions", VIEW),
     // live updates (server-sent events) and the dashboard's figures
     rule("GET", "/api/events", VIEW),
     rule("GET", "/api/stats", VIEW),

@@ -35,10 +35,12 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     let agents = web.join("../agent/agents.example.toml");
     // Who asks the example agent for a person before the browser tests start, and who texts
     // while the browser watches the conversations page.
-    let (waiting, newcomer) = (person(), person());
+    let (waiting, newcomer, profile_tester) = (person(), person(), person());
     let stack = Stack::start_with_env(&[
         ("WEB_DIR", dist.to_str().context("utf-8 path")?),
         ("AGENTS_FILE", agents.to_str().context("utf-8 path")?),
+        // Every browser test signs in afresh: more than the default ten a minute.
+        ("API_LOGIN_ATTEMPTS_PER_MINUTE", "120"),
     ])
     .await?;
     // A conversation waiting for a person, for the hand-over test.
@@ -75,6 +77,7 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         .env("VA_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("VA_WAITING_NUMBER", &waiting)
         .env("VA_NEW_NUMBER", &newcomer)
+        .env("VA_PROFILE_NUMBER", &profile_tester)
         .env("VA_SIMULATOR_URL", &stack.simulator_url)
         .env("VA_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
@@ -113,8 +116,44 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     );
     assert_eq!(
         by_to.len(),
-        7,
-        "only the list's numbers, the waiting person and the newcomer got messages: {by_to:?}"
+        8,
+        "only the list's numbers, the waiting person, the newcomer and the profile tester got messages: {by_to:?}"
+    );
+    // The profile edited in the browser answered the conversation that started after the
+    // edit, and the conversation records that version.
+    let tester = stack.ledger(&profile_tester).await?;
+    assert!(
+        tester.iter().any(|m| m["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("Edited in the browser"))),
+        "the edited rule replied: {tester:?}"
+    );
+    let conversation = stack
+        .http
+        .get(format!(
+            "{}/api/conversations/conversation-{}-{}",
+            stack.api_http,
+            FROM.trim_start_matches('+'),
+            profile_tester.trim_start_matches('+')
+        ))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    assert_eq!(conversation["agent"]["profile"], json!("reception"));
+    assert_eq!(conversation["agent"]["profile_version"], json!(2));
+    let versions = stack
+        .http
+        .get(format!("{}/api/agent-profiles/reception", stack.api_http))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    assert_eq!(versions["profile"]["version"], json!(2));
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(2),
+        "both versions kept: {versions}"
     );
     let ledger = stack
         .admin(reqwest::Method::GET, "/admin/ledger", None)

@@ -4,6 +4,102 @@
  */
 
 export interface paths {
+    "/api/agent-profiles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_profiles"];
+        put?: never;
+        post: operations["create_profile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/agent-profiles/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_profile"];
+        put: operations["update_profile"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/agent-profiles/{name}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["profile_versions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_keys"];
+        put?: never;
+        post: operations["create_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/api-keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["revoke_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/calls": {
         parameters: {
             query?: never;
@@ -78,6 +174,38 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["http_cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{id}/items": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_items"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{id}/items/{item_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_item"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -244,6 +372,22 @@ export interface paths {
         patch: operations["http_update_contact"];
         trace?: never;
     };
+    "/api/contact-lists/{id}/contacts/{contact_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["contact_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/contact-lists/{id}/uploads": {
         parameters: {
             query?: never;
@@ -254,6 +398,22 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["http_upload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/contact-lists/{id}/uploads/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["http_preview"];
         delete?: never;
         options?: never;
         head?: never;
@@ -372,6 +532,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_settings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/stats": {
         parameters: {
             query?: never;
@@ -388,6 +564,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_users"];
+        put?: never;
+        post: operations["create_user"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch: operations["update_user"];
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -402,6 +610,42 @@ export interface components {
             kind: string;
             detail?: string | null;
             at: string;
+        };
+        /** @description One attempt at an item. */
+        AttemptView: {
+            /**
+             * Format: int32
+             * @description From 1.
+             */
+            attempt: number;
+            at: string;
+            /** @description `accepted`, `reconciled`, `transient_error`, `rejected`, `skipped`. */
+            outcome: string;
+            /**
+             * Format: int64
+             * @description Twilio's error code.
+             */
+            error_code?: number | null;
+        };
+        /** @description `GET /api/audit`: newest first. */
+        AuditPage: {
+            entries: components["schemas"]["AuditView"][];
+            next_cursor?: string | null;
+        };
+        /** @description One state-changing request. */
+        AuditView: {
+            id: string;
+            at: string;
+            actor_kind: string;
+            actor_id: string;
+            actor_name: string;
+            transport: string;
+            method: string;
+            route: string;
+            target?: string | null;
+            /** Format: int32 */
+            status: number;
+            ip: string;
         };
         /** @description `GET /api/calls/{id}`. */
         CallDetail: {
@@ -441,6 +685,10 @@ export interface components {
             recording_url?: string | null;
             campaign_id?: string | null;
             item_id?: string | null;
+            /** @description The agent profile the call used, and its version, once the agent answered a turn. */
+            profile?: string | null;
+            /** Format: int64 */
+            profile_version?: number | null;
         };
         /** @description A page of call logs. */
         CallsPage: {
@@ -479,6 +727,27 @@ export interface components {
             total_items: number;
             workflow_id: string;
             created_at: string;
+        };
+        /** @description A campaign that included the contact, and where their item is. */
+        ContactCampaignView: {
+            campaign_id: string;
+            name: string;
+            channel: string;
+            /** @description The item's status. */
+            status: string;
+            /** Format: int64 */
+            error_code?: number | null;
+            updated_at: string;
+        };
+        /** @description `GET /api/contact-lists/{id}/contacts/{contact_id}/history`. */
+        ContactHistory: {
+            opt_out?: components["schemas"]["OptOutView"] | null;
+            /** @description Newest first, at most 50. */
+            messages: components["schemas"]["MessageView"][];
+            /** @description Newest first, at most 50 (without transcripts; open a call for it). */
+            calls: components["schemas"]["CallLogView"][];
+            /** @description The list's latest 50 campaigns that included this contact, newest first. */
+            campaigns: components["schemas"]["ContactCampaignView"][];
         };
         /** @description A contact as given by a client, before validation. */
         ContactInput: {
@@ -539,6 +808,11 @@ export interface components {
             theirs: string;
             channel: string;
             profile?: string | null;
+            /**
+             * Format: int64
+             * @description The profile's version at the latest agent turn.
+             */
+            profile_version?: number | null;
             agent?: string | null;
             status: string;
             needs_human: boolean;
@@ -570,6 +844,65 @@ export interface components {
         HandBack: {
             /** @description The client's id of this request (1-64 letters, digits, `-` or `_`). */
             request_id: string;
+        };
+        /** @description `GET /api/campaigns/{id}/items/{item_id}`. */
+        ItemDetail: {
+            item: components["schemas"]["ItemView"];
+            /** @description In order (at most 100). */
+            attempts: components["schemas"]["AttemptView"][];
+        };
+        /** @description One contact of a campaign and where its message or call is. */
+        ItemView: {
+            /** @description `<campaign id>:<contact id>`. */
+            id: string;
+            contact_id: string;
+            phone: string;
+            /** @description The contact's name, when the list had one. */
+            name?: string | null;
+            /** @description pending, sending, sent, delivered, undelivered, failed, skipped, canceled, ... */
+            status: string;
+            /**
+             * Format: int64
+             * @description Twilio's error code of a failure.
+             */
+            error_code?: number | null;
+            /** @description Why it failed or was skipped. */
+            reason?: string | null;
+            /**
+             * Format: int32
+             * @description Sends started.
+             */
+            attempts: number;
+            /** @description Twilio's message id once accepted. */
+            message_sid?: string | null;
+            updated_at: string;
+        };
+        /** @description `GET /api/campaigns/{id}/items`. */
+        ItemsPage: {
+            items: components["schemas"]["ItemView"][];
+            /**
+             * @description Pass as `cursor` for the next page; absent at the end. A page may hold fewer items
+             *     than asked (even none) and still have a next one: each request reads a bounded part
+             *     of the campaign.
+             */
+            next_cursor?: string | null;
+        };
+        /** @description A key as listings show it (never the key or its hash). */
+        KeyView: {
+            prefix: string;
+            name: string;
+            /** @description `admin`, `manager` or `viewer`. */
+            role: string;
+            /** @description `active`, `expired` or `revoked`. */
+            state: string;
+            created_at: string;
+            created_by?: string | null;
+            expires_at?: string | null;
+            revoked_at?: string | null;
+        };
+        /** @description `GET /api/api-keys`. */
+        KeysPage: {
+            api_keys: components["schemas"]["KeyView"][];
         };
         /** @description A list as JSON. */
         ListView: {
@@ -747,6 +1080,49 @@ export interface components {
              */
             max_in_flight: number;
         };
+        /** @description `POST /api/api-keys`. */
+        NewKey: {
+            name: string;
+            role: string;
+            /**
+             * Format: int32
+             * @description Days until it expires; none never expires.
+             */
+            expires_in_days?: number | null;
+            /** @description Or an exact expiry (RFC 3339), e.g. for tests. */
+            expires_at?: string | null;
+        };
+        /** @description `POST /api/api-keys`: the new key, shown this once. */
+        NewKeyView: components["schemas"]["KeyView"] & {
+            /** @description The key itself: shown only in this answer. */
+            key: string;
+        };
+        /** @description `POST /api/agent-profiles`. */
+        NewProfile: {
+            /** @description 1-64 lower-case letters, digits, `-` or `_`. */
+            name: string;
+            /** @description Our numbers this profile answers (at most 50; each only on one profile). */
+            numbers?: string[];
+            settings?: components["schemas"]["ProfileSettings"];
+        };
+        /** @description `POST /api/users`. */
+        NewUser: {
+            email: string;
+            /** @description 12-1024 characters. */
+            password: string;
+            /** @description `admin`, `manager` or `viewer`. */
+            role: string;
+        };
+        /** @description A number's opt-out state; it applies to SMS, WhatsApp and campaign calls alike. */
+        OptOutView: {
+            /** @description Whether messages and campaign calls to the number are refused. */
+            opted_out: boolean;
+            /** @description The keyword that set it (`STOP`, `START`, `AGENT` when the agent opted them out). */
+            keyword?: string | null;
+            /** @description The channel it was asked on (`sms`, `whatsapp`, `voice`). */
+            channel?: string | null;
+            at?: string | null;
+        };
         /** @description Changes to a contact as given by a client; absent fields stay as they are. */
         PatchInput: {
             /** @description New number. */
@@ -784,6 +1160,185 @@ export interface components {
         PlacedCall: {
             call_id: string;
         };
+        /** @description One column of a previewed file. */
+        PreviewColumn: {
+            /** @description The header as written (its letter when blank). */
+            header: string;
+            /** @description `field` (a standard field), `variable` (a template variable) or `ignored`. */
+            kind: string;
+            /** @description The field (`phone`, `name`, `first_name`, ...) or the variable's key. */
+            name?: string | null;
+        };
+        /** @description A contact of a preview. */
+        PreviewContact: {
+            phone: string;
+            name?: string | null;
+            variables: {
+                [key: string]: string;
+            };
+        };
+        /** @description `POST /api/contact-lists/{id}/uploads/preview`: what an upload would import. */
+        PreviewView: {
+            /** @description `xlsx` or `csv`. */
+            kind: string;
+            /** @description The sheet read (`.xlsx`). */
+            sheet?: string | null;
+            /** @description Every sheet of the workbook (empty for CSV). */
+            sheets: string[];
+            columns: components["schemas"]["PreviewColumn"][];
+            /** @description The header of the phone column. */
+            phone_column?: string | null;
+            /** @description Data rows. */
+            rows: number;
+            /** @description Contacts it would import or update (rows with the same number count once). */
+            contacts: number;
+            rejected: number;
+            /** @description The first rejected rows. */
+            rejected_rows: components["schemas"]["RejectedRowSchema"][];
+            /** @description The first contacts, as they would be stored. */
+            sample: components["schemas"]["PreviewContact"][];
+        };
+        /** @description `PUT /api/agent-profiles/{name}`: the whole profile as it should be. */
+        ProfileChange: {
+            /**
+             * Format: int64
+             * @description The version this change was made from: refused (409) if someone saved since.
+             */
+            expected_version: number;
+            numbers?: string[];
+            settings: components["schemas"]["ProfileSettings"];
+        };
+        /** @description A profile with its latest versions. */
+        ProfileDetail: {
+            profile: components["schemas"]["ProfileView"];
+            /** @description Newest first, at most 20; `GET .../versions?before=<oldest version here>` for more. */
+            versions: components["schemas"]["ProfileView"][];
+        };
+        /**
+         * @description Everything a profile sets. Omitted fields take the defaults of the agents file
+         *     (`docs/agents.md`).
+         */
+        ProfileSettings: {
+            /**
+             * @description The model's system prompt (at most 20,000 characters).
+             * @default You are a helpful, polite assistant. Keep replies short.
+             */
+            instructions: string;
+            /**
+             * @description First line of a call.
+             * @default null
+             */
+            greeting: string | null;
+            /**
+             * @description BCP 47 language.
+             * @default en-US
+             */
+            language: string;
+            /**
+             * @description `<Say voice>` on calls, e.g. `Polly.Joanna`.
+             * @default null
+             */
+            voice: string | null;
+            /**
+             * @description Facts the model may use (at most 100, each at most 1,000 characters).
+             * @default []
+             */
+            facts: string[];
+            /**
+             * Format: int32
+             * @description Person turns before `closing` (1-1000).
+             * @default 30
+             */
+            max_turns: number;
+            /**
+             * @description Longest reply (20-4000).
+             * @default 600
+             */
+            max_reply_chars: number;
+            /**
+             * Format: int64
+             * @description Longest wait for a reply, seconds (1-120; at most 8 on calls).
+             * @default 20
+             */
+            timeout_secs: number;
+            /**
+             * @description Sent when the agent fails.
+             * @default Sorry, I can't answer right now. Someone from our team will get back to you.
+             */
+            fallback_reply: string;
+            /**
+             * @description Sent at `max_turns`.
+             * @default Thank you for your time. Goodbye!
+             */
+            closing: string;
+            /**
+             * @description Where a transfer on a call dials (E.164).
+             * @default null
+             */
+            transfer_number: string | null;
+            /**
+             * @description Said before a transfer.
+             * @default Let me connect you with a member of our team.
+             */
+            transfer_message: string;
+            /**
+             * @description Said after a silence on a call.
+             * @default Sorry, I didn't catch that. Could you say it again?
+             */
+            reprompt: string;
+            /**
+             * Format: int32
+             * @description Silences before a call ends (0-10).
+             * @default 2
+             */
+            max_silences: number;
+            /**
+             * @description Sent when a callback comes due.
+             * @default Hi, following up as promised. Is now a better time?
+             */
+            callback_message: string;
+            /**
+             * Format: int64
+             * @description Quiet time before a summary, seconds (10-604800).
+             * @default 600
+             */
+            summary_after_idle_secs: number;
+            /**
+             * Format: int32
+             * @description Agent turns per workflow run (10-1000).
+             * @default 100
+             */
+            turns_per_run: number;
+            /**
+             * Format: int64
+             * @description Silence before a conversation's run completes, seconds (60-2592000).
+             * @default 86400
+             */
+            idle_close_secs: number;
+            /**
+             * @description The scripted agent's rules (a rules file's text, at most 32 KiB); the built-in rules
+             *     when empty.
+             * @default null
+             */
+            rules_toml: string | null;
+        };
+        /** @description One version of a profile. */
+        ProfileView: {
+            name: string;
+            /**
+             * Format: int64
+             * @description From 1; each change adds one.
+             */
+            version: number;
+            /** @description Our numbers (E.164) this profile answers: texts and calls to them get this agent. */
+            numbers: string[];
+            settings: components["schemas"]["ProfileSettings"];
+            /** @description `file` (from the agents file) or `api` (edited here). */
+            source: string;
+            /** @description Who made this version. */
+            created_by: string;
+            created_at: string;
+        };
         /** @description Progress as the HTTP API shows it. */
         ProgressView: {
             campaign_id: string;
@@ -819,6 +1374,25 @@ export interface components {
             value: string;
             /** @description What is wrong, for a person. */
             reason: string;
+        };
+        /** @description What the deployment is set to, read-only. */
+        SettingsView: {
+            /** @description `simulator` when Twilio requests go anywhere but api.twilio.com, else `twilio`. */
+            twilio_mode: string;
+            /** @description Where Twilio requests go. */
+            twilio_base_url: string;
+            /** @description `TWILIO_FROM_NUMBER`: the default sender, if set. */
+            default_from?: string | null;
+            /** @description `TWILIO_MESSAGING_SERVICE_SID`, if set. */
+            messaging_service_sid?: string | null;
+            /** @description The Temporal namespace the api works in. */
+            temporal_namespace: string;
+            /** @description `TEMPORAL_UI_URL`: where links to workflows go; absent when not set. */
+            temporal_ui_url?: string | null;
+            /** @description `PUBLIC_BASE_URL`: where Twilio reaches the webhooks. */
+            public_base_url: string;
+            /** @description `TEMPORAL_TASK_QUEUE`. */
+            task_queue: string;
         };
         /** @description The dashboard's figures. */
         StatsView: {
@@ -879,6 +1453,8 @@ export interface components {
             file: string;
             /** @description The sheet to read (`.xlsx`); the first sheet with a phone column by default. */
             sheet?: string | null;
+            /** @description The header of the column with the phone numbers; found by its name by default. */
+            phone_column?: string | null;
         };
         /** @description An upload's outcome as JSON. */
         UploadView: {
@@ -898,6 +1474,27 @@ export interface components {
             /** @description Where to download the rejected rows as CSV. */
             report_csv: string;
         };
+        /** @description `PATCH /api/users/{id}`: what to change. */
+        UserChange: {
+            role?: string | null;
+            disabled?: boolean | null;
+            /** @description An admin's reset of a forgotten password. */
+            password?: string | null;
+        };
+        /** @description A user as the API shows it (never the hash). */
+        UserView: {
+            id: string;
+            email: string;
+            /** @description `admin`, `manager` or `viewer`. */
+            role: string;
+            disabled: boolean;
+            created_at: string;
+            updated_at: string;
+        };
+        /** @description `GET /api/users`. */
+        UsersPage: {
+            users: components["schemas"]["UserView"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -907,6 +1504,317 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_profiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every profile's current version, by name (at most 200) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileView"][];
+                };
+            };
+        };
+    };
+    create_profile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewProfile"];
+            };
+        };
+        responses: {
+            /** @description Created at version 1 */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A profile with this name exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_profile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The profile's name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The profile and its latest versions */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileDetail"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such profile */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_profile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The profile's name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProfileChange"];
+            };
+        };
+        responses: {
+            /** @description Saved as a new version */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such profile */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Changed by someone else since `expected_version` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    profile_versions: {
+        parameters: {
+            query?: {
+                /** @description Only versions older than this one. */
+                before?: number;
+                /** @description Page size, 1-100 (default 20). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The profile's name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Versions, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileView"][];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every key, by prefix (never the key) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeysPage"];
+                };
+            };
+        };
+    };
+    create_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewKey"];
+            };
+        };
+        responses: {
+            /** @description Created; the key is in this answer only */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewKeyView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's prefix */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_audit: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1-200 (default 50). */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Audit entries, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_calls: {
         parameters: {
             query?: {
@@ -1032,20 +1940,36 @@ export interface operations {
     };
     http_list: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Page size, 1-200 (default 100). */
+                limit?: number;
+                /** @description Cursor: the `created_at` of the last campaign of the previous page (with `before_id`). */
+                before_created_at?: string;
+                /** @description Cursor: the `id` of the last campaign of the previous page. */
+                before_id?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The latest 100 campaigns, newest first */
+            /** @description Campaigns newest first; a full page may have more after its last one */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CampaignView"][];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -1165,6 +2089,99 @@ export interface operations {
             };
             /** @description Not running */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_items: {
+        parameters: {
+            query?: {
+                /** @description Only items with this status. */
+                status?: string;
+                /** @description Part of the number, or of the name (at most 100 characters). */
+                search?: string;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                /** @description Page size, 1-200 (default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The campaign id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Items in contact order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemsPage"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such campaign */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_item: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign id */
+                id: string;
+                /** @description The item id (`<campaign id>:<contact id>`) */
+                item_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The item and its attempts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ItemDetail"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1860,6 +2877,40 @@ export interface operations {
             };
         };
     };
+    contact_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+                /** @description The contact id */
+                contact_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The contact's history */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContactHistory"];
+                };
+            };
+            /** @description No such list or contact */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     http_upload: {
         parameters: {
             query?: never;
@@ -1905,6 +2956,78 @@ export interface operations {
             };
             /** @description Over a size, row, cell or text limit; nothing stored */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Two uploads already in progress; retry after `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    http_preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["UploadForm"];
+            };
+        };
+        responses: {
+            /** @description What an upload of this file would import; nothing is stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such list */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over a size, row, cell or text limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No phone column, no such sheet or column, or an unreadable file */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1998,6 +3121,10 @@ export interface operations {
                 needs_human?: boolean;
                 /** @description At most this many, newest first (default 100, 1-500). */
                 limit?: number;
+                /** @description Cursor: the `updated_at` of the last conversation of the previous page (with `before_id`). */
+                before_updated_at?: string;
+                /** @description Cursor: the `id` of the last conversation of the previous page. */
+                before_id?: string;
             };
             header?: never;
             path?: never;
@@ -2183,6 +3310,26 @@ export interface operations {
             };
         };
     };
+    get_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The deployment's settings (no secrets) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SettingsView"];
+                };
+            };
+        };
+    };
     http_stats: {
         parameters: {
             query?: {
@@ -2214,6 +3361,122 @@ export interface operations {
                 };
             };
             /** @description The aggregation took too long */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_users: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every user */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersPage"];
+                };
+            };
+        };
+    };
+    create_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewUser"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The email is taken */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserChange"];
+            };
+        };
+        responses: {
+            /** @description The user as changed (their sessions end) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The last admin */
             409: {
                 headers: {
                     [name: string]: unknown;

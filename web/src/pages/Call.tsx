@@ -1,5 +1,5 @@
 import { useQuery } from '@tanstack/react-query';
-import { useParams } from 'react-router';
+import { Link, useParams } from 'react-router';
 import { api, data, type Schemas } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 
@@ -60,6 +60,17 @@ export default function Call() {
             <dd>{l.answered_by ?? '—'}</dd>
             <dt>Disposition</dt>
             <dd>{l.disposition ?? '—'}</dd>
+            <dt>Agent profile</dt>
+            <dd>
+              {l.profile ? (
+                <Link to={`/settings/profiles/${l.profile}`}>
+                  {l.profile}
+                  {l.profile_version != null && ` (version ${l.profile_version})`}
+                </Link>
+              ) : (
+                '—'
+              )}
+            </dd>
           </dl>
           {l.summary && <p>{l.summary}</p>}
           {l.recording_url && (

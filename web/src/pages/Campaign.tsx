@@ -6,6 +6,7 @@ import { Badge, ErrorNote, Loading, when } from '../components/States';
 import { ProgressBar } from '../components/ProgressBar';
 import { FINAL, OPEN } from '../lib/progress';
 import { ended, useLiveProgress } from '../lib/live';
+import { CampaignItems } from './CampaignItems';
 
 type Action = 'start' | 'pause' | 'resume' | 'cancel';
 
@@ -17,6 +18,7 @@ export default function Campaign() {
     queryFn: () => data(api.GET('/api/campaigns/{id}', { params: { path: { id } } })),
     refetchInterval: (q) => (ended(q.state.data?.status) ? false : 10_000),
   });
+  const settings = useQuery({ queryKey: ['settings'], queryFn: () => data(api.GET('/api/settings')), staleTime: 300_000 });
   const status = campaign.data?.status;
   const running = status !== undefined && status !== 'draft' && !ended(status);
   // While it runs, the api streams its progress; otherwise one read (keyed by the status, so
@@ -159,6 +161,16 @@ export default function Campaign() {
             <dt>Workflow</dt>
             <dd>
               <code>{c.workflow_id}</code>
+              {settings.data?.temporal_ui_url && (
+                <>
+                  {' '}
+                  <a
+                    href={`${settings.data.temporal_ui_url}/namespaces/${encodeURIComponent(settings.data.temporal_namespace)}/workflows/${encodeURIComponent(c.workflow_id)}`}
+                  >
+                    Open in the Temporal UI
+                  </a>
+                </>
+              )}
             </dd>
           </dl>
           {c.template && (
@@ -181,6 +193,9 @@ export default function Campaign() {
           {changeRate.error && <ErrorNote error={changeRate.error} />}
         </div>
       </div>
+      {c.status !== 'draft' && (
+        <CampaignItems campaignId={id} statuses={statuses} status={c.status} running={running} />
+      )}
     </section>
   );
 }

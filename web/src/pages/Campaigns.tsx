@@ -1,14 +1,29 @@
-import { useQuery } from '@tanstack/react-query';
+import { useInfiniteQuery } from '@tanstack/react-query';
 import { Link } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 
 export default function Campaigns() {
-  const campaigns = useQuery({
-    queryKey: ['campaigns'],
-    queryFn: () => data(api.GET('/api/campaigns')),
+  const PAGE = 100;
+  const campaigns = useInfiniteQuery({
+    queryKey: ['campaigns', 'pages'],
+    queryFn: ({ pageParam }) =>
+      data(
+        api.GET('/api/campaigns', {
+          params: {
+            query: { limit: PAGE, ...(pageParam ? { before_created_at: pageParam.at, before_id: pageParam.id } : {}) },
+          },
+        }),
+      ),
+    initialPageParam: null as { at: string; id: string } | null,
+    // A full page may have more after it: the cursor is its last campaign.
+    getNextPageParam: (last) => {
+      const tail = last[last.length - 1];
+      return last.length === PAGE && tail ? { at: tail.created_at, id: tail.id } : undefined;
+    },
     refetchInterval: 5_000,
   });
+  const rows = campaigns.data?.pages.flat() ?? [];
   return (
     <section>
       <div className="title-row">
@@ -21,7 +36,7 @@ export default function Campaigns() {
         <Loading />
       ) : campaigns.error ? (
         <ErrorNote error={campaigns.error} retry={() => campaigns.refetch()} />
-      ) : campaigns.data.length === 0 ? (
+      ) : rows.length === 0 ? (
         <Empty>
           No campaigns yet. <Link to="/campaigns/new">Create the first one</Link>.
         </Empty>
@@ -39,7 +54,7 @@ export default function Campaigns() {
             </tr>
           </thead>
           <tbody>
-            {campaigns.data.map((c) => (
+            {rows.map((c) => (
               <tr key={c.id}>
                 <td>
                   <Link to={`/campaigns/${c.id}`}>{c.name}</Link>
@@ -54,6 +69,16 @@ export default function Campaigns() {
             ))}
           </tbody>
         </table>
+      )}
+      {campaigns.hasNextPage && (
+        <button
+          type="button"
+          className="secondary"
+          onClick={() => campaigns.fetchNextPage()}
+          disabled={campaigns.isFetchingNextPage}
+        >
+          Older campaigns
+        </button>
       )}
     </section>
   );

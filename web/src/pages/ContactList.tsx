@@ -1,23 +1,37 @@
 import { useDeferredValue, useEffect, useRef, useState, type FormEvent } from 'react';
 import { useInfiniteQuery, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { useNavigate, useParams } from 'react-router';
+import { useNavigate, useParams, Link } from 'react-router';
 import { api, data, ApiError, type Schemas } from '../api/client';
 import { csrfToken, signedOut } from '../lib/auth';
 import { Empty, ErrorNote, Loading } from '../components/States';
 
 type Upload = Schemas['UploadView'];
+type Preview = Schemas['PreviewView'];
 
-/** Posts the file with XMLHttpRequest: fetch cannot report upload progress. */
-function uploadFile(listId: string, file: File, onProgress: (fraction: number) => void): Promise<Upload> {
+/** Which sheet and phone column to read; the api finds them when empty. */
+interface Choice {
+  sheet?: string;
+  phone_column?: string;
+}
+
+/** Posts the file with XMLHttpRequest: fetch cannot report upload progress. `preview` reads
+ * it without importing. */
+function uploadFile<T = Upload>(
+  listId: string,
+  file: File,
+  onProgress: (fraction: number) => void,
+  choice: Choice = {},
+  preview = false,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', `/api/contact-lists/${encodeURIComponent(listId)}/uploads`);
+    xhr.open('POST', `/api/contact-lists/${encodeURIComponent(listId)}/uploads${preview ? '/preview' : ''}`);
     xhr.responseType = 'json';
     xhr.setRequestHeader('X-CSRF-Token', csrfToken());
     xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
     xhr.onload = () => {
-      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response as Upload);
+      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response as T);
       else {
         if (xhr.status === 401) signedOut();
         const retry = xhr.getResponseHeader('Retry-After');
@@ -28,6 +42,8 @@ function uploadFile(listId: string, file: File, onProgress: (fraction: number) =
     xhr.onerror = () => reject(new ApiError(0, 'The upload was cut off; check the connection and try again.'));
     const form = new FormData();
     form.append('file', file);
+    if (choice.sheet) form.append('sheet', choice.sheet);
+    if (choice.phone_column) form.append('phone_column', choice.phone_column);
     xhr.send(form);
   });
 }
@@ -140,7 +156,7 @@ function Contacts({ listId }: { listId: string }) {
                   style={{ transform: `translateY(${v.start}px)`, height: v.size }}
                 >
                   <span role="cell" className="phone">
-                    {c.phone}
+                    <Link to={`/lists/${c.list_id}/contacts/${c.id}`}>{c.phone}</Link>
                   </span>
                   <span role="cell">{c.name ?? [c.first_name, c.last_name].filter(Boolean).join(' ')}</span>
                   <span role="cell" className="muted small">
@@ -157,6 +173,111 @@ function Contacts({ listId }: { listId: string }) {
   );
 }
 
+/** What the file holds, before anything is imported: a chance to pick another sheet or phone
+ * column. */
+function PreviewPanel({
+  file,
+  preview,
+  busy,
+  onChoose,
+  onImport,
+  onCancel,
+}: {
+  file: File;
+  preview: Preview;
+  busy: boolean;
+  onChoose: (c: Choice) => void;
+  onImport: () => void;
+  onCancel: () => void;
+}) {
+  const headers = preview.columns.filter((c) => c.kind !== 'ignored').map((c) => c.header);
+  return (
+    <div className="panel" aria-label="Preview">
+      <h2>Before importing {file.name}</h2>
+      <div className="inline">
+        {preview.sheets.length > 1 && (
+          <label>
+            Sheet
+            <select
+              value={preview.sheet ?? ''}
+              disabled={busy}
+              onChange={(e) => onChoose({ sheet: e.target.value, phone_column: undefined })}
+            >
+              {preview.sheets.map((s) => (
+                <option key={s}>{s}</option>
+              ))}
+            </select>
+          </label>
+        )}
+        <label>
+          Phone column
+          <select
+            value={preview.phone_column ?? ''}
+            disabled={busy}
+            onChange={(e) => onChoose({ sheet: preview.sheet ?? undefined, phone_column: e.target.value })}
+          >
+            {headers.map((h) => (
+              <option key={h}>{h}</option>
+            ))}
+          </select>
+        </label>
+      </div>
+      <p>
+        {preview.rows.toLocaleString()} rows: {preview.contacts.toLocaleString()} contacts to import or update,{' '}
+        {preview.rejected.toLocaleString()} rows to reject.
+      </p>
+      <div className="scroll-x">
+        <table aria-label="Columns">
+          <thead>
+            <tr>
+              <th scope="col">Column</th>
+              <th scope="col">Becomes</th>
+            </tr>
+          </thead>
+          <tbody>
+            {preview.columns.map((c) => (
+              <tr key={c.header}>
+                <td>{c.header}</td>
+                <td>
+                  {c.kind === 'field' ? (
+                    <>the contact’s {c.name?.replace(/_/g, ' ')}</>
+                  ) : c.kind === 'variable' ? (
+                    <>
+                      the variable <code>{`{{${c.name}}}`}</code>
+                    </>
+                  ) : (
+                    <span className="muted">not imported</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {preview.sample.length > 0 && (
+        <>
+          <h3>First contacts</h3>
+          <ul className="plain small">
+            {preview.sample.map((c) => (
+              <li key={c.phone}>
+                <span className="phone">{c.phone}</span> {c.name}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      <div className="actions">
+        <button type="button" onClick={onImport} disabled={busy || preview.contacts === 0}>
+          Import {preview.contacts.toLocaleString()} contacts
+        </button>
+        <button type="button" className="secondary" onClick={onCancel} disabled={busy}>
+          Choose another file
+        </button>
+      </div>
+    </div>
+  );
+}
+
 export default function ContactList() {
   const { id = '' } = useParams();
   const client = useQueryClient();
@@ -167,10 +288,24 @@ export default function ContactList() {
   });
   const [progress, setProgress] = useState<number | null>(null);
   const [report, setReport] = useState<Upload | null>(null);
+  const [file, setFile] = useState<File | null>(null);
+  const [choice, setChoice] = useState<Choice>({});
+  const preview = useMutation({
+    mutationFn: (v: { file: File; choice: Choice }) => uploadFile<Preview>(id, v.file, setProgress, v.choice, true),
+    onSettled: () => setProgress(null),
+  });
+  const choose = (f: File, c: Choice) => {
+    upload.reset();
+    setFile(f);
+    setChoice(c);
+    preview.mutate({ file: f, choice: c });
+  };
   const upload = useMutation({
-    mutationFn: (file: File) => uploadFile(id, file, setProgress),
+    mutationFn: (v: { file: File; choice: Choice }) => uploadFile(id, v.file, setProgress, v.choice),
     onSuccess: (r) => {
       setReport(r);
+      setFile(null);
+      preview.reset();
       client.invalidateQueries({ queryKey: ['list', id] });
       client.invalidateQueries({ queryKey: ['contacts', id] });
       client.invalidateQueries({ queryKey: ['lists'] });
@@ -244,12 +379,12 @@ export default function ContactList() {
           <input
             type="file"
             accept=".xlsx,.csv,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-            disabled={upload.isPending}
+            disabled={upload.isPending || preview.isPending}
             onChange={(e) => {
               const f = e.target.files?.[0];
               if (f) {
                 setReport(null);
-                upload.mutate(f);
+                choose(f, {});
               }
               e.target.value = '';
             }}
@@ -260,9 +395,24 @@ export default function ContactList() {
             <span style={{ width: `${progress * 100}%` }} />
           </div>
         )}
+        {preview.isPending && progress !== null && progress >= 1 && <Loading what="Reading the file" />}
         {upload.isPending && progress !== null && progress >= 1 && <Loading what="Importing" />}
+        {preview.error && <ErrorNote error={preview.error} />}
         {upload.error && <ErrorNote error={upload.error} />}
       </div>
+      {file && preview.data && !upload.isSuccess && (
+        <PreviewPanel
+          file={file}
+          preview={preview.data}
+          busy={preview.isPending || upload.isPending}
+          onChoose={(c) => choose(file, c)}
+          onImport={() => upload.mutate({ file, choice: { sheet: preview.data.sheet ?? undefined, ...choice, phone_column: preview.data.phone_column ?? choice.phone_column } })}
+          onCancel={() => {
+            setFile(null);
+            preview.reset();
+          }}
+        />
+      )}
       {report && <UploadReport report={report} />}
       <Contacts listId={id} />
     </section>

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { useParams } from 'react-router';
+import { Link, useParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { smsSegments } from '../lib/template';
@@ -118,7 +118,16 @@ export default function Conversation() {
             <h2>The agent</h2>
             <dl className="facts">
               <dt>Profile</dt>
-              <dd>{agent.profile ?? agent.agent ?? '—'}</dd>
+              <dd>
+                {agent.profile ? (
+                  <Link to={`/settings/profiles/${agent.profile}`}>
+                    {agent.profile}
+                    {agent.profile_version != null && ` (version ${agent.profile_version})`}
+                  </Link>
+                ) : (
+                  (agent.agent ?? '—')
+                )}
+              </dd>
               <dt>Disposition</dt>
               <dd>{agent.disposition ?? '—'}</dd>
               <dt>Tokens</dt>

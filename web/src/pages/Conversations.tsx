@@ -1,4 +1,4 @@
-import { useQuery } from '@tanstack/react-query';
+import { useInfiniteQuery } from '@tanstack/react-query';
 import { Link, useSearchParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
@@ -6,12 +6,30 @@ import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 export default function Conversations() {
   const [params, setParams] = useSearchParams();
   const waiting = params.get('waiting') === '1';
-  const list = useQuery({
-    queryKey: ['conversations', waiting ? 'needs_human' : 'all'],
-    queryFn: () =>
-      data(api.GET('/api/conversations', { params: { query: { limit: 200, ...(waiting ? { needs_human: true } : {}) } } })),
+  const PAGE = 100;
+  const list = useInfiniteQuery({
+    queryKey: ['conversations', 'pages', waiting ? 'needs_human' : 'all'],
+    queryFn: ({ pageParam }) =>
+      data(
+        api.GET('/api/conversations', {
+          params: {
+            query: {
+              limit: PAGE,
+              ...(waiting ? { needs_human: true } : {}),
+              ...(pageParam ? { before_updated_at: pageParam.at, before_id: pageParam.id } : {}),
+            },
+          },
+        }),
+      ),
+    initialPageParam: null as { at: string; id: string } | null,
+    // A full page may have more after it: the cursor is its last conversation.
+    getNextPageParam: (last) => {
+      const tail = last[last.length - 1];
+      return last.length === PAGE && tail ? { at: tail.updated_at, id: tail.id } : undefined;
+    },
     refetchInterval: 30_000,
   });
+  const rows = list.data?.pages.flat() ?? [];
   return (
     <section>
       <h1>Conversations</h1>
@@ -27,7 +45,7 @@ export default function Conversations() {
         <Loading />
       ) : list.error ? (
         <ErrorNote error={list.error} retry={() => list.refetch()} />
-      ) : list.data.length === 0 ? (
+      ) : rows.length === 0 ? (
         <Empty>{waiting ? 'Nobody is waiting for a person.' : 'No conversations yet.'}</Empty>
       ) : (
         <table>
@@ -44,7 +62,7 @@ export default function Conversations() {
             </tr>
           </thead>
           <tbody>
-            {list.data.map((c) => (
+            {rows.map((c) => (
               <tr key={c.id}>
                 <td>
                   <Link to={`/conversations/${c.id}`}>{c.theirs}</Link>
@@ -60,6 +78,11 @@ export default function Conversations() {
             ))}
           </tbody>
         </table>
+      )}
+      {list.hasNextPage && (
+        <button type="button" className="secondary" onClick={() => list.fetchNextPage()} disabled={list.isFetchingNextPage}>
+          Older conversations
+        </button>
       )}
     </section>
   );
