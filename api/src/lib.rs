@@ -8,6 +8,8 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`session`] | the live-session engine: replies streamed from the api, settled turns signalled to the conversation's workflow |
+//! | [`chat`] | the web app's AI chat over a WebSocket (`/api/live/chat`), channel `web` |
 //! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
 //! | [`stats`] | the dashboard's figures (`/api/stats`) |
 //! | [`openapi`] | the JSON API's OpenAPI document (`/api/openapi.json`, `/api/docs`) |
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub mod campaigns;
+pub mod chat;
 pub mod contacts;
 pub mod conversations;
 pub mod grpc;
@@ -27,6 +30,7 @@ pub mod inbox;
 pub mod live;
 pub mod openapi;
 pub mod ops;
+pub mod session;
 pub mod stats;
 pub mod voice;
 pub mod web;
@@ -122,6 +126,8 @@ pub struct AppState {
     pub auth: auth::AuthState,
     /// The web app's live streams.
     pub live: live::Live,
+    /// Live sessions (the browser chat): the streaming agent and the sessions' bounds.
+    pub live_engine: session::LiveEngine,
 }
 
 /// The bound, ready-to-run API.
@@ -175,6 +181,12 @@ impl Application {
             .agent
             .directory()
             .context("Failed to load the agents file")?;
+        // Live sessions stream the reply from here, with the agent the worker uses.
+        let agent = settings
+            .common
+            .agent
+            .agent(&agents)
+            .context("Failed to configure the agent")?;
         let temporal = voice_agent_config::connect_temporal("voice-agent-api").await?;
         let http = TcpListener::bind(settings.http_addr)
             .await
@@ -190,6 +202,7 @@ impl Application {
                 inbox: inbox::Inbox::new(store.clone()),
                 auth: auth::AuthState::new(settings.auth.clone()),
                 live: live::Live::default(),
+                live_engine: session::LiveEngine::new(agent),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -228,6 +241,13 @@ impl Application {
         );
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
+        // Upgraded sockets are not the server's to wait for: they close on the same token.
+        let engine = self.state.live_engine.clone();
+        let sessions_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            sessions_shutdown.cancelled().await;
+            engine.close();
+        });
         // Either server ending (an error, or shutdown) stops the other and the drainer.
         let http = async {
             let r = axum::serve(
@@ -262,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .merge(contacts::routes())
         .merge(campaigns::routes())
         .merge(conversations::routes())
+        .merge(chat::routes())
         .merge(voice::webhook_routes())
         .merge(voice::api_routes())
         .merge(ops::routes())

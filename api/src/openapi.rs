@@ -83,13 +83,15 @@ pub struct UploadForm {
         crate::live::events,
         crate::live::progress_stream,
         crate::stats::http_stats,
+        crate::chat::upgrade,
+        crate::chat::profiles,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
         (name = "campaigns", description = "Outbound SMS, WhatsApp and voice campaigns"),
         (name = "conversations", description = "SMS and WhatsApp conversations with the agent"),
         (name = "calls", description = "Phone calls and their transcripts"),
-        (name = "live", description = "Server-Sent Events for live pages"),
+        (name = "live", description = "Server-Sent Events for live pages, and the AI chat's WebSocket"),
         (name = "dashboard", description = "Figures by outcome and by day"),
     )
 )]

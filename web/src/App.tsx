@@ -15,6 +15,7 @@ const Conversations = lazy(() => import('./pages/Conversations'));
 const Conversation = lazy(() => import('./pages/Conversation'));
 const Calls = lazy(() => import('./pages/Calls'));
 const Call = lazy(() => import('./pages/Call'));
+const Chat = lazy(() => import('./pages/Chat'));
 
 const NAV = [
   ['/', 'Dashboard'],
@@ -22,6 +23,7 @@ const NAV = [
   ['/lists', 'Contact lists'],
   ['/conversations', 'Conversations'],
   ['/calls', 'Calls'],
+  ['/chat', 'AI Chat'],
 ] as const;
 
 function Layout() {
@@ -92,6 +94,7 @@ export const router = createBrowserRouter([
       { path: '/conversations/:id', element: <Conversation /> },
       { path: '/calls', element: <Calls /> },
       { path: '/calls/:id', element: <Call /> },
+      { path: '/chat', element: <Chat /> },
       { path: '*', element: <NotFound /> },
     ],
   },

@@ -117,6 +117,9 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("POST", "/api/calls", MANAGE),
     rule("GET", "/api/calls", VIEW),
     rule("GET", "/api/calls/{id}", VIEW),
+    // the AI chat: a WebSocket whose turns start and feed conversations, so a manager's
+    rule("GET", "/api/live/chat", MANAGE),
+    rule("GET", "/api/live/profiles", VIEW),
     // live updates (server-sent events) and the dashboard's figures
     rule("GET", "/api/events", VIEW),
     rule("GET", "/api/stats", VIEW),
