@@ -398,7 +398,10 @@ mod tests {
     fn words_rejoin_into_the_text() {
         let text = "Hello there!  How can I help?\n ";
         let pieces: Vec<&str> = words(text).collect();
-        assert_eq!(pieces, ["Hello ", "there!  ", "How ", "can ", "I ", "help?\n "]);
+        assert_eq!(
+            pieces,
+            ["Hello ", "there!  ", "How ", "can ", "I ", "help?\n "]
+        );
         assert_eq!(pieces.concat(), text);
         assert_eq!(words("").count(), 0);
     }

@@ -477,7 +477,13 @@ mod tests {
     #[test]
     fn client_frames_parse_and_unknown_ones_are_refused() {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"prompt","text":"hi"}"#).unwrap();
-        assert!(matches!(f, ClientFrame::Prompt { speaking: false, .. }));
+        assert!(matches!(
+            f,
+            ClientFrame::Prompt {
+                speaking: false,
+                ..
+            }
+        ));
         let f: ClientFrame =
             serde_json::from_str(r#"{"type":"interrupt","heard":"Hello"}"#).unwrap();
         assert!(matches!(f, ClientFrame::Interrupt { heard } if heard == "Hello"));

@@ -31,7 +31,7 @@ use crate::AppState;
 /// Most live sessions open at once in one api process.
 pub const MAX_SESSIONS: usize = 512;
 /// How long opening a session waits for the workflow's state before reading MongoDB instead.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest turn a person may send, in characters.
 pub const MAX_PERSON_CHARS: usize = 2_000;
 

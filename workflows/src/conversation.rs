@@ -211,9 +211,7 @@ impl ConversationState {
     /// and the turn itself into the outbox for the run to record. Returns whether it was new.
     pub fn push_live(&mut self, turn: LiveTurn) -> bool {
         let key = format!("live/{}", turn.turn_id);
-        if self.seen_ids.iter().any(|id| id == &key)
-            || self.live_outbox.len() >= MAX_LIVE_OUTBOX
-        {
+        if self.seen_ids.iter().any(|id| id == &key) || self.live_outbox.len() >= MAX_LIVE_OUTBOX {
             return false;
         }
         self.remember_id(key);
@@ -508,9 +506,9 @@ impl ConversationWorkflow {
                     }
                 }
                 // Never close on a person's reply or a live turn the api has handed over.
-                if ctx.state(|s| {
-                    !s.state.person_outbox.is_empty() || !s.state.live_outbox.is_empty()
-                }) {
+                if ctx
+                    .state(|s| !s.state.person_outbox.is_empty() || !s.state.live_outbox.is_empty())
+                {
                     continue;
                 }
                 return Ok(ctx.state(|s| s.state.clone()));

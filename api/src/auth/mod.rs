@@ -519,9 +519,19 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// either scheme). Browsers always send it on a WebSocket, and a browser's cookie goes with a
 /// handshake from any site (cross-site WebSocket hijacking), so a signed-in browser must come
 /// from the app itself; a program with an API key may leave it out.
-pub fn websocket_origin_allowed(headers: &HeaderMap, principal: Option<&Principal>, allowed: &[String]) -> bool {
+pub fn websocket_origin_allowed(
+    headers: &HeaderMap,
+    principal: Option<&Principal>,
+    allowed: &[String],
+) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
-        return matches!(principal, Some(Principal { actor: Actor::Key { .. }, .. }));
+        return matches!(
+            principal,
+            Some(Principal {
+                actor: Actor::Key { .. },
+                ..
+            })
+        );
     };
     let Some(url) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
         return false;

@@ -92,11 +92,17 @@ async fn turn(socket: &mut Socket, text: &str) -> anyhow::Result<(Vec<String>, V
     send(socket, json!({"type": "prompt", "text": text})).await?;
     let (tokens, reply) = reply(socket).await?;
     let settled = next_frame(socket).await?;
-    anyhow::ensure!(settled["type"] == "settled", "expected settled, got {settled}");
+    anyhow::ensure!(
+        settled["type"] == "settled",
+        "expected settled, got {settled}"
+    );
     Ok((tokens, reply, settled))
 }
 
-async fn transcript(stack: &Stack, conversation_id: &str) -> anyhow::Result<Vec<(String, String, bool)>> {
+async fn transcript(
+    stack: &Stack,
+    conversation_id: &str,
+) -> anyhow::Result<Vec<(String, String, bool)>> {
     let doc = stack
         .mongo
         .collection::<mongodb::bson::Document>("conversations")
@@ -170,7 +176,13 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
     // The api dies mid-chat; a new one serves the same chat with its history.
     stack.kill_api().await?;
     stack.start_api().await?;
-    let mut socket = connect(&stack, &format!("profile=reception&chat={chat}"), None, Some(&key)).await?;
+    let mut socket = connect(
+        &stack,
+        &format!("profile=reception&chat={chat}"),
+        None,
+        Some(&key),
+    )
+    .await?;
     let ready = next_frame(&mut socket).await?;
     let history: Vec<(String, String)> = ready["history"]
         .as_array()
@@ -204,10 +216,14 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
     assert_eq!(reply4["text"], "You told me your name is Grace.");
 
     // MongoDB has the transcript, once per turn, and the chat is listed with the others.
-    let lines = eventually("the transcript in MongoDB", Duration::from_secs(60), || async {
-        let t = transcript(&stack, &conversation_id).await?;
-        Ok((t.len() >= 8).then_some(t))
-    })
+    let lines = eventually(
+        "the transcript in MongoDB",
+        Duration::from_secs(60),
+        || async {
+            let t = transcript(&stack, &conversation_id).await?;
+            Ok((t.len() >= 8).then_some(t))
+        },
+    )
     .await?;
     assert_eq!(lines.len(), 8, "{lines:?}");
     assert_eq!(
@@ -231,7 +247,10 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
     assert_eq!(listed["profile"], "reception");
     let detail: Value = stack
         .http
-        .get(format!("{}/api/conversations/{conversation_id}", stack.api_http))
+        .get(format!(
+            "{}/api/conversations/{conversation_id}",
+            stack.api_http
+        ))
         .send()
         .await?
         .json()
@@ -241,7 +260,8 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
 }
 
 #[tokio::test]
-async fn a_chat_websocket_needs_a_credential_and_a_browser_needs_the_apps_origin() -> anyhow::Result<()> {
+async fn a_chat_websocket_needs_a_credential_and_a_browser_needs_the_apps_origin()
+-> anyhow::Result<()> {
     let stack = stack().await?;
     let key = stack.api_key.clone();
     let status = |r: Result<Socket, tokio_tungstenite::tungstenite::Error>| match r {
@@ -253,7 +273,15 @@ async fn a_chat_websocket_needs_a_credential_and_a_browser_needs_the_apps_origin
         Some(401)
     );
     assert_eq!(
-        status(connect(&stack, "profile=reception", Some("https://evil.example"), Some(&key)).await),
+        status(
+            connect(
+                &stack,
+                "profile=reception",
+                Some("https://evil.example"),
+                Some(&key)
+            )
+            .await
+        ),
         Some(403)
     );
     assert_eq!(
@@ -280,9 +308,15 @@ async fn a_chat_websocket_needs_a_credential_and_a_browser_needs_the_apps_origin
         .unwrap_or_default()
         .to_owned();
     let browser = |origin: &'static str| {
-        let mut request = chat_url(&stack, "profile=reception").into_client_request().unwrap();
-        request.headers_mut().insert("cookie", cookie.parse().unwrap());
-        request.headers_mut().insert("origin", origin.parse().unwrap());
+        let mut request = chat_url(&stack, "profile=reception")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
         request
     };
     let cross_site = tokio_tungstenite::connect_async(browser("https://evil.example")).await;
@@ -313,10 +347,14 @@ async fn a_killed_worker_loses_no_settled_chat_turn() -> anyhow::Result<()> {
     assert!(transcript(&stack, &conversation_id).await?.is_empty());
 
     stack.start_worker()?;
-    let lines = eventually("the transcript after the worker is back", Duration::from_secs(90), || async {
-        let t = transcript(&stack, &conversation_id).await?;
-        Ok((t.len() >= 4).then_some(t))
-    })
+    let lines = eventually(
+        "the transcript after the worker is back",
+        Duration::from_secs(90),
+        || async {
+            let t = transcript(&stack, &conversation_id).await?;
+            Ok((t.len() >= 4).then_some(t))
+        },
+    )
     .await?;
     let texts: Vec<&str> = lines.iter().map(|(_, t, _)| t.as_str()).collect();
     assert_eq!(

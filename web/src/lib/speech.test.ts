@@ -15,7 +15,7 @@ describe('takePieces', () => {
     const long = 'word '.repeat(40);
     const { pieces, rest } = takePieces(long);
     expect(pieces.length).toBeGreaterThan(0);
-    expect(pieces[0].length).toBeLessThanOrEqual(120);
+    expect(pieces[0]?.length).toBeLessThanOrEqual(120);
     expect((pieces.join(' ') + ' ' + rest).replace(/\s+/g, ' ').trim()).toBe(long.trim());
   });
 });

@@ -151,7 +151,8 @@ export function makeRecognizer(lang = 'en-US'): Recognizer | null {
       r.onresult = (e) => {
         for (let i = e.resultIndex; i < e.results.length; i++) {
           const result = e.results[i];
-          if (result.isFinal && result[0].transcript.trim()) onText(result[0].transcript.trim());
+          const said = result?.[0]?.transcript.trim();
+          if (result?.isFinal && said) onText(said);
         }
       };
       r.onspeechstart = onSpeechStart;

@@ -234,7 +234,6 @@ export default function Chat() {
     };
     // Reconnect only when the profile or the chat is changed by the person, not when `ready`
     // writes the new chat's id into the address.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [profile, chat === null ? 'new' : 'existing']);
 
   // Voice mode: listen, send what is recognised, cut in when the person starts speaking.
@@ -298,7 +297,7 @@ export default function Chat() {
         <button type="button" className="secondary" onClick={newChat}>
           New chat
         </button>
-        <label title={canListen ? '' : 'This browser has no speech recognition: text only'}>
+        <label className="inline" title={canListen ? '' : 'This browser has no speech recognition: text only'}>
           <input type="checkbox" checked={voice} disabled={!canListen} onChange={(e) => setVoice(e.target.checked)} /> Voice
         </label>
         {conversationId && <Link to={`/conversations/${conversationId}`}>This conversation</Link>}
