@@ -117,18 +117,9 @@ impl Session {
         let handle = app
             .temporal
             .get_workflow_handle::<ConversationWorkflow>(conversation_id.clone());
-        let queried = tokio::time::timeout(
-            QUERY_TIMEOUT,
-            handle.query(
-                ConversationWorkflow::transcript,
-                (),
-                WorkflowQueryOptions::default(),
-            ),
-        )
-        .await;
-        let mut state = match queried {
-            Ok(Ok(state)) => state,
-            _ => from_store(app, &start, &conversation_id).await,
+        let mut state = match query_state(&handle).await {
+            Some(state) => state,
+            None => from_store(app, &start, &conversation_id).await,
         };
         // Turns the workflow has not recorded yet are in `recent` already.
         state.live_outbox.clear();
@@ -263,6 +254,39 @@ pub fn heard_of(said: &str, heard: &str) -> String {
         heard.to_owned()
     } else {
         said.to_owned()
+    }
+}
+
+/// The workflow's state by query, retried (a busy worker can let one query time out) until
+/// [`QUERY_TIMEOUT`]; `None` when the workflow does not exist or no worker answers.
+async fn query_state(
+    handle: &temporalio_client::WorkflowHandle<temporalio_client::Client, ConversationWorkflow>,
+) -> Option<ConversationState> {
+    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt = tokio::time::timeout(
+            left,
+            handle.query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            ),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(state)) => return Some(state),
+            Ok(Err(temporalio_client::errors::WorkflowQueryError::NotFound(_))) => return None,
+            Ok(Err(e)) => tracing::debug!(error = %e, "live session: the state query failed"),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+            tracing::warn!(
+                "live session: no worker answered the state query; history from MongoDB"
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

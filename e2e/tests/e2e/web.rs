@@ -39,6 +39,8 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     let stack = Stack::start_with_env(&[
         ("WEB_DIR", dist.to_str().context("utf-8 path")?),
         ("AGENTS_FILE", agents.to_str().context("utf-8 path")?),
+        // Every browser test signs in on its own, more than 10 times a minute.
+        ("API_LOGIN_ATTEMPTS_PER_MINUTE", "60"),
     ])
     .await?;
     // A conversation waiting for a person, for the hand-over test.

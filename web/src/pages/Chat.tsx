@@ -331,7 +331,7 @@ export default function Chat() {
         )}
       </div>
       {note && <ErrorNote error={new Error(note)} />}
-      <form className="actions" onSubmit={submit} aria-label="Send a message">
+      <form className="actions" onSubmit={submit} aria-label="Chat input">
         <label className="grow">
           Message
           <input
