@@ -242,10 +242,10 @@ impl ConversationState {
                 AgentAction::Transfer { .. } if self.mode == AgentMode::Open => {
                     self.mode = AgentMode::Handoff;
                 }
-                AgentAction::EndConversation { .. } | AgentAction::OptOut => {
-                    if self.mode == AgentMode::Open {
-                        self.mode = AgentMode::Ended;
-                    }
+                AgentAction::EndConversation { .. } | AgentAction::OptOut
+                    if self.mode == AgentMode::Open =>
+                {
+                    self.mode = AgentMode::Ended;
                 }
                 _ => {}
             }

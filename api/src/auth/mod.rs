@@ -543,7 +543,7 @@ pub fn websocket_origin_allowed(
         return false;
     };
     let host = host.to_ascii_lowercase();
-    allowed.iter().any(|a| *a == host)
+    allowed.contains(&host)
 }
 
 /// Whether the request's body is of a kind the route takes. No body needs no type.
