@@ -31,7 +31,7 @@ pub use directory::{
 };
 pub use error::AgentError;
 pub use openai::ChatCompletionsAgent;
-pub use respond::{respond, truncate_reply};
+pub use respond::{respond, respond_streaming, truncate_reply};
 pub use scripted::{RulesError, ScriptedAgent, ScriptedRules};
 pub use types::{
     AgentAction, AgentChannel, AgentReply, AgentRequest, Disposition, Speaker, Summary, Turn, Usage,
@@ -49,6 +49,21 @@ pub trait Agent: Send + Sync + 'static {
         &'a self,
         request: &'a AgentRequest,
     ) -> BoxFuture<'a, Result<AgentReply, AgentError>>;
+
+    /// The next reply, calling `on_delta` with each piece of its text as it is produced, so a
+    /// browser or a speech synthesiser can start before the whole reply exists. The pieces
+    /// joined are the reply's text. By default the whole text comes in one piece.
+    fn reply_streaming<'a>(
+        &'a self,
+        request: &'a AgentRequest,
+        on_delta: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<AgentReply, AgentError>> {
+        Box::pin(async move {
+            let reply = self.reply(request).await?;
+            on_delta(&reply.text);
+            Ok(reply)
+        })
+    }
 
     /// A summary and disposition of a finished or idle conversation.
     fn summarize<'a>(

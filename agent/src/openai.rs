@@ -80,6 +80,16 @@ impl ChatCompletionsAgent {
         request: &AgentRequest,
         on_delta: &mut (dyn FnMut(&str) + Send),
     ) -> Result<AgentReply, AgentError> {
+        self.reply_with(request, self.settings.stream, on_delta)
+            .await
+    }
+
+    async fn reply_with(
+        &self,
+        request: &AgentRequest,
+        stream: bool,
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<AgentReply, AgentError> {
         if request.history.is_empty()
             && let Some(greeting) = &request.profile.greeting
         {
@@ -90,8 +100,8 @@ impl ChatCompletionsAgent {
             });
         }
         let body = self.reply_body(request);
-        let completion = self.complete(&body, self.settings.stream, on_delta).await?;
-        if !self.settings.stream {
+        let completion = self.complete(&body, stream, on_delta).await?;
+        if !stream {
             on_delta(&completion.content);
         }
         Ok(into_reply(completion, request))
@@ -237,6 +247,15 @@ impl Agent for ChatCompletionsAgent {
         request: &'a AgentRequest,
     ) -> BoxFuture<'a, Result<AgentReply, AgentError>> {
         async move { self.reply_streaming(request, &mut |_| {}).await }.boxed()
+    }
+
+    /// Always streamed, whatever `AGENT_MODEL_STREAM` says: the caller wants the tokens.
+    fn reply_streaming<'a>(
+        &'a self,
+        request: &'a AgentRequest,
+        on_delta: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<AgentReply, AgentError>> {
+        async move { self.reply_with(request, true, on_delta).await }.boxed()
     }
 
     fn summarize<'a>(

@@ -378,6 +378,24 @@ impl Agent for ScriptedAgent {
         async move { Ok(reply) }.boxed()
     }
 
+    /// Word by word, like a model's tokens, so live sessions are testable offline.
+    fn reply_streaming<'a>(
+        &'a self,
+        request: &'a AgentRequest,
+        on_delta: &'a mut (dyn FnMut(&str) + Send),
+    ) -> BoxFuture<'a, Result<AgentReply, AgentError>> {
+        let reply = self.rules_for(request).reply(request);
+        async move {
+            for word in words(&reply.text) {
+                on_delta(word);
+                // Lets the receiver run between words, as it would between a model's tokens.
+                tokio::task::yield_now().await;
+            }
+            Ok(reply)
+        }
+        .boxed()
+    }
+
     fn summarize<'a>(
         &'a self,
         request: &'a AgentRequest,
@@ -387,10 +405,59 @@ impl Agent for ScriptedAgent {
     }
 }
 
+/// `text` cut after each run of whitespace: the pieces joined are `text`.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let end = rest[word_end..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| word_end + i);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::directory::AgentProfile;
+
+    #[test]
+    fn words_rejoin_into_the_text() {
+        let text = "Hello there!  How can I help?\n ";
+        let pieces: Vec<&str> = words(text).collect();
+        assert_eq!(
+            pieces,
+            ["Hello ", "there!  ", "How ", "can ", "I ", "help?\n "]
+        );
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(words("").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_scripted_agent_streams_word_by_word() {
+        let agent = ScriptedAgent::default();
+        let request = AgentRequest {
+            profile: AgentProfile::default(),
+            channel: crate::AgentChannel::Web,
+            history: vec![crate::Turn::person("my name is Grace")],
+            contact: Default::default(),
+            memory: Default::default(),
+            earlier_person_turns: 0,
+        };
+        let mut pieces = Vec::new();
+        let reply = agent
+            .reply_streaming(&request, &mut |p| pieces.push(p.to_owned()))
+            .await
+            .unwrap();
+        assert!(pieces.len() > 2, "{pieces:?}");
+        assert_eq!(pieces.concat(), reply.text);
+    }
     use crate::types::{AgentChannel, Turn};
 
     fn request(history: Vec<Turn>) -> AgentRequest {

@@ -128,6 +128,21 @@ pub struct ConversationDetail {
     agent: Option<ConversationView>,
     /// Oldest first.
     messages: Vec<MessageView>,
+    /// A browser chat's turns, oldest first (empty for SMS and WhatsApp, whose text is in
+    /// `messages`).
+    transcript: Vec<TranscriptLineView>,
+}
+
+/// One line of a browser chat.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TranscriptLineView {
+    /// `person` or `agent`.
+    speaker: String,
+    /// What was said; for an interrupted agent, what the person heard.
+    text: String,
+    /// The person cut the agent off here.
+    interrupted: bool,
+    at: String,
 }
 
 /// Longest reply a person may write (ten SMS segments).
@@ -308,9 +323,9 @@ async fn hand_back(
     get,
     path = "/api/conversations/{id}",
     tag = "conversations",
-    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>")),
+    params(("id" = String, Path, description = "conversation-<our digits>-<their digits>, or conversation-web-<chat id>")),
     responses(
-        (status = 200, description = "The messages, oldest first, and the agent's record", body = ConversationDetail),
+        (status = 200, description = "The messages (or a browser chat's transcript), oldest first, and the agent's record", body = ConversationDetail),
         (status = 400, description = "Not a conversation id", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such conversation", body = crate::openapi::ErrorBody)
     )
@@ -350,6 +365,20 @@ async fn get_one(
         id,
         agent: doc.as_ref().map(ConversationView::from),
         messages: messages.iter().map(MessageView::from).collect(),
+        transcript: doc
+            .as_ref()
+            .map(|d| {
+                d.transcript
+                    .iter()
+                    .map(|l| TranscriptLineView {
+                        speaker: l.speaker.clone(),
+                        text: l.text.clone(),
+                        interrupted: l.interrupted,
+                        at: l.at.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }
 

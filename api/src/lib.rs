@@ -10,6 +10,8 @@
 //! | [`webhooks`] | Twilio's signed webhooks: inbound SMS/WhatsApp and message status callbacks |
 //! | [`inbox`] | the durable inbox: webhook work stored first, handed to workflows behind the answer |
 //! | [`ops`] | `/healthz` and Prometheus `/metrics` |
+//! | [`session`] | the live-session engine: replies streamed from the api, settled turns signalled to the conversation's workflow |
+//! | [`chat`] | the web app's AI chat over a WebSocket (`/api/live/chat`), channel `web` |
 //! | [`live`] | Server-Sent Events for the web app (`/api/events`, a campaign's progress stream) |
 //! | [`profiles`] | agent profiles, versioned (`/api/agent-profiles`), and the read-only settings (`/api/settings`) |
 //! | [`stats`] | the dashboard's figures (`/api/stats`) |
@@ -24,6 +26,7 @@
 pub mod auth;
 pub mod campaign_items;
 pub mod campaigns;
+pub mod chat;
 pub mod contact_history;
 pub mod contacts;
 pub mod conversations;
@@ -33,6 +36,7 @@ pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod profiles;
+pub mod session;
 pub mod stats;
 pub mod voice;
 pub mod web;
@@ -144,6 +148,8 @@ pub struct AppState {
     pub auth: auth::AuthState,
     /// The web app's live streams.
     pub live: live::Live,
+    /// Live sessions (the browser chat): the streaming agent and the sessions' bounds.
+    pub live_engine: session::LiveEngine,
 }
 
 /// The bound, ready-to-run API.
@@ -205,6 +211,12 @@ impl Application {
         voice_agent_activities::profiles::import_directory(&store, &agents)
             .await
             .context("Failed to import the agents file's profiles")?;
+        // Live sessions stream the reply from here, with the agent the worker uses.
+        let agent = settings
+            .common
+            .agent
+            .agent(&agents)
+            .context("Failed to configure the agent")?;
         let temporal = voice_agent_config::connect_temporal("voice-agent-api").await?;
         let http = TcpListener::bind(settings.http_addr)
             .await
@@ -220,6 +232,7 @@ impl Application {
                 inbox: inbox::Inbox::new(store.clone()),
                 auth: auth::AuthState::new(settings.auth.clone()),
                 live: live::Live::default(),
+                live_engine: session::LiveEngine::new(agent),
                 store,
                 temporal,
                 settings: Arc::new(settings),
@@ -258,6 +271,13 @@ impl Application {
         );
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
+        // Upgraded sockets are not the server's to wait for: they close on the same token.
+        let engine = self.state.live_engine.clone();
+        let sessions_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            sessions_shutdown.cancelled().await;
+            engine.close();
+        });
         // Either server ending (an error, or shutdown) stops the other and the drainer.
         let http = async {
             let r = axum::serve(
@@ -292,6 +312,7 @@ pub fn router(state: AppState) -> Router {
         .merge(contacts::routes())
         .merge(campaigns::routes())
         .merge(conversations::routes())
+        .merge(chat::routes())
         .merge(voice::webhook_routes())
         .merge(voice::api_routes())
         .merge(ops::routes())

@@ -225,6 +225,7 @@ async fn inbound_message(
                 at: chrono::DateTime::<chrono::Utc>::from(stored.received_at.to_system_time())
                     .to_rfc3339(),
                 keyword: keyword.map(|k| k.name().to_owned()),
+                interrupted: false,
             },
         };
         state

@@ -14,6 +14,22 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{CONTACTS, CONVERSATIONS};
 use crate::{MongoStore, Result, is_duplicate_key};
 
+/// One line of a live session's transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// The live turn it belongs to.
+    pub turn_id: String,
+    /// `person` or `agent`.
+    pub speaker: String,
+    /// What was said; for an interrupted agent, only what the person heard.
+    pub text: String,
+    /// The person cut the agent off here.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// When the turn was settled, RFC 3339 (from the workflow's clock).
+    pub at: String,
+}
+
 /// Conversation statuses.
 pub mod conversation_status {
     /// The agent is answering.
@@ -86,6 +102,10 @@ pub struct ConversationDoc {
     /// When the summary was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summarized_at: Option<DateTime>,
+    /// A live session's turns (browser chat), oldest first; SMS and WhatsApp conversations
+    /// keep their messages in `messages` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transcript: Vec<TranscriptLine>,
     /// Creation time.
     pub created_at: DateTime,
     /// Last change.
@@ -139,6 +159,10 @@ pub struct AgentTurnRecord {
     pub status: String,
     /// Disposition the turn established, if any.
     pub disposition: Option<String>,
+    /// A live session's lines of this turn (empty for SMS and WhatsApp, whose messages are in
+    /// `messages`).
+    #[serde(default)]
+    pub transcript: Vec<TranscriptLine>,
 }
 
 impl MongoStore {
@@ -195,7 +219,11 @@ impl MongoStore {
                 doc! { "_id": &turn.conversation_id, "turn_ids": { "$ne": &turn.turn_id } },
                 doc! {
                     "$set": set,
-                    "$push": { "turn_ids": &turn.turn_id, "actions": { "$each": actions } },
+                    "$push": {
+                        "turn_ids": &turn.turn_id,
+                        "actions": { "$each": actions },
+                        "transcript": { "$each": mongodb::bson::to_bson(&turn.transcript)? },
+                    },
                     "$inc": {
                         "prompt_tokens": i64::try_from(turn.prompt_tokens).unwrap_or(i64::MAX),
                         "completion_tokens": i64::try_from(turn.completion_tokens).unwrap_or(i64::MAX),
@@ -309,7 +337,7 @@ impl MongoStore {
         let options = FindOptions::builder()
             .sort(doc! { "updated_at": -1, "_id": -1 })
             .limit(limit.clamp(1, 500))
-            .projection(doc! { "turn_ids": 0 })
+            .projection(doc! { "turn_ids": 0, "transcript": 0 })
             .max_time(crate::SEARCH_MAX_TIME)
             .build();
         self.conversations()

@@ -55,7 +55,9 @@ pub use campaigns::{
     BatchLease, CampaignDoc, CampaignItemDoc, ExecutionDoc, ItemCallback, OutcomeWriter,
     campaign_status, item_status,
 };
-pub use conversations::{AgentTurnRecord, ConversationCarry, ConversationDoc, conversation_status};
+pub use conversations::{
+    AgentTurnRecord, ConversationCarry, ConversationDoc, TranscriptLine, conversation_status,
+};
 pub use inbox::{InboxBacklog, InboxEntry, Lease};
 pub use messages::{InboundMessage, InboundStored, MessageDoc, MessageQuery, NewOutboundMessage};
 pub use profiles::{ProfileVersionDoc, SaveOutcome};

@@ -360,6 +360,100 @@ await test('the conversations page shows a new conversation without a reload', a
   await context.close();
 });
 
+await test('chat with the scripted agent on the AI Chat page: streamed replies, the conversation listed', async () => {
+  const { page, check, context } = await open();
+  // The reply's tokens as the browser receives them over the chat's WebSocket.
+  const tokens = [];
+  page.on('websocket', (ws) => {
+    if (!ws.url().includes('/api/live/chat')) return;
+    ws.on('framereceived', (f) => {
+      const frame = JSON.parse(String(f.payload));
+      if (frame.type === 'token') tokens.push(frame.text);
+    });
+  });
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'AI Chat' }).click();
+  await page.getByRole('heading', { level: 1, name: 'AI Chat' }).waitFor();
+  await page.getByLabel('Agent profile').selectOption('reception');
+  await page.getByRole('status').filter({ hasText: 'Ready' }).waitFor();
+  await page.getByLabel('Message').fill('Hi, my name is Grace');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.locator('.msg.outbound .bubble', { hasText: 'Nice to meet you, Grace! How can I help?' }).waitFor();
+  assert.ok(tokens.length > 3, `the reply came in pieces: ${JSON.stringify(tokens)}`);
+  assert.equal(tokens.join(''), 'Nice to meet you, Grace! How can I help?');
+  await page.getByLabel('Message').fill('who am i');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.locator('.msg.outbound .bubble', { hasText: 'You told me your name is Grace.' }).waitFor();
+  await axe(page, 'AI Chat');
+  await shoot(page, 'chat');
+  // A reload reconnects to the same chat, with its history.
+  const chatUrl = page.url();
+  assert.match(chatUrl, /chat=[0-9a-f]{32}/);
+  await page.reload();
+  await page.locator('.msg.outbound .bubble', { hasText: 'You told me your name is Grace.' }).waitFor();
+  const chat = new URL(chatUrl).searchParams.get('chat');
+  await page.getByRole('link', { name: 'This conversation' }).click();
+  await page.locator('.bubble', { hasText: 'Nice to meet you, Grace! How can I help?' }).waitFor();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Conversations' }).click();
+  const row = page.getByRole('row').filter({ has: page.getByRole('link', { name: chat }) });
+  await row.waitFor();
+  assert.match(await row.innerText(), /web/);
+  check();
+  await context.close();
+});
+
+await test('voice mode on the AI Chat page: speech in, the reply spoken piece by piece, barge-in', async () => {
+  const { page, check, context } = await open();
+  // Headless Chromium has no microphone and may have no voices: a fake stands in for both,
+  // saying each piece only when the test lets it.
+  await page.addInitScript(() => {
+    window.__spoken = [];
+    window.__release = [];
+    window.__vaFakeSpeech = {
+      speak(piece) {
+        window.__spoken.push(piece);
+        return new Promise((resolve) => window.__release.push(resolve));
+      },
+      listen(onText, onSpeechStart) {
+        window.__hear = onText;
+        window.__speechStart = onSpeechStart;
+      },
+    };
+  });
+  await page.goto(BASE + '/chat?profile=reception');
+  await page.getByRole('status').filter({ hasText: 'Ready' }).waitFor();
+  await page.getByLabel('Voice').check();
+  await page.getByRole('status').filter({ hasText: 'Listening' }).waitFor();
+  const spoken = () => page.evaluate(() => window.__spoken.slice());
+  const waitSpoken = (n) => page.waitForFunction((n) => window.__spoken.length >= n, n);
+  const releaseAll = () => page.evaluate(() => window.__release.splice(0).forEach((r) => r()));
+
+  // The person speaks; the reply is said piece by piece, each piece after the one before.
+  await page.evaluate(() => window.__hear('my name is Ada'));
+  await waitSpoken(1);
+  await page.getByRole('status').filter({ hasText: 'Speaking' }).waitFor();
+  for (let i = 1; i <= 3; i++) {
+    await waitSpoken(i);
+    await releaseAll();
+  }
+  assert.deepEqual(await spoken(), ['Nice to meet you,', 'Ada!', 'How can I help?']);
+  await page.locator('.msg.outbound .bubble', { hasText: 'Nice to meet you, Ada! How can I help?' }).waitFor();
+  await page.getByRole('status').filter({ hasText: 'Listening' }).waitFor();
+
+  // The person cuts in after the first piece: only that piece counts as said.
+  await page.evaluate(() => window.__hear('hello'));
+  await waitSpoken(4);
+  assert.equal((await spoken())[3], 'Hello there!');
+  await releaseAll();
+  await waitSpoken(5);
+  await page.evaluate(() => window.__speechStart());
+  await page.locator('.msg.outbound .bubble', { hasText: '(interrupted)' }).waitFor();
+  const last = await page.locator('.msg.outbound .bubble').last().innerText();
+  assert.equal(last.replace(/\s+/g, ' ').trim(), 'Hello there! (interrupted)');
+  await axe(page, 'AI Chat, voice');
+  check();
+  await context.close();
+});
+
 await test('a campaign refused by the api shows its reason', async () => {
   const { page, check, context, expected } = await open();
   // 400 from the api is the point of this test; the browser logs it as a failed resource.

@@ -18,6 +18,7 @@ const Call = lazy(() => import('./pages/Call'));
 const Settings = lazy(() => import('./pages/Settings'));
 const Profile = lazy(() => import('./pages/Profile'));
 const Contact = lazy(() => import('./pages/Contact'));
+const Chat = lazy(() => import('./pages/Chat'));
 
 const NAV = [
   ['/', 'Dashboard'],
@@ -26,6 +27,7 @@ const NAV = [
   ['/conversations', 'Conversations'],
   ['/calls', 'Calls'],
   ['/settings', 'Settings'],
+  ['/chat', 'AI Chat'],
 ] as const;
 
 function Layout() {
@@ -99,6 +101,7 @@ export const router = createBrowserRouter([
       { path: '/calls/:id', element: <Call /> },
       { path: '/settings', element: <Settings /> },
       { path: '/settings/profiles/:name', element: <Profile /> },
+      { path: '/chat', element: <Chat /> },
       { path: '*', element: <NotFound /> },
     ],
   },

@@ -17,7 +17,7 @@ use voice_agent_agent::{
     AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Turn, Usage,
 };
 use voice_agent_domain::{Channel, MessageId};
-use voice_agent_store::{AgentTurnRecord, ConversationCarry, conversation_status};
+use voice_agent_store::{AgentTurnRecord, ConversationCarry, TranscriptLine, conversation_status};
 
 use crate::followup::{FollowUpInput, FollowUpWorkflow};
 use crate::options::{
@@ -41,6 +41,12 @@ const CARRIED_TURN_PATCH: &str = "carried-turn";
 /// Most person actions waiting to be carried out; more are dropped (a client flooding one
 /// conversation must not grow its history without bound).
 const MAX_PERSON_OUTBOX: usize = 20;
+/// Most live turns waiting to be recorded (a worker that is down lets them pile up in history
+/// until it is back; beyond this many the api is told no and the session says so).
+pub const MAX_LIVE_OUTBOX: usize = 50;
+/// Our side of every browser chat: `ours` of a web conversation, so its id is
+/// `conversation-web-<chat id>`.
+pub const WEB_OURS: &str = "web";
 
 /// Patch id of keeping memory, a hand-over and the seen ids across an idle close (stored in
 /// the `conversations` collection at the close, loaded when the next run starts).
@@ -63,6 +69,9 @@ pub struct ConversationMessage {
     /// already acted on it and the agent does not answer it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyword: Option<String>,
+    /// A live session's agent turn cut off by the person: `body` is what they heard.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Whether the agent is answering.
@@ -125,6 +134,45 @@ pub struct ConversationState {
     /// Replies written by a person, not sent yet.
     #[serde(default)]
     pub person_outbox: VecDeque<PersonAction>,
+    /// The profile by name, for conversations that are not on one of our numbers (a browser
+    /// chat); `None`: the profile of `ours`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_name: Option<String>,
+    /// Live turns in history (and in `recent`), not yet recorded in MongoDB.
+    #[serde(default)]
+    pub live_outbox: VecDeque<LiveTurn>,
+}
+
+/// One settled turn of a live session (a browser chat), as the api hands it over: the api
+/// streamed the reply to the person itself, and the workflow makes the turn durable and carries
+/// out its actions. Tokens never come here, only whole turns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveTurn {
+    /// The api's id of the turn, unique in the conversation: a repeat does nothing more.
+    pub turn_id: String,
+    /// What the person said.
+    pub person: String,
+    /// What the agent said; when `interrupted`, only what the person heard before cutting in.
+    pub agent: String,
+    /// The person cut the agent off.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The agent's actions this turn.
+    #[serde(default)]
+    pub actions: Vec<AgentAction>,
+    /// Slots the agent remembered this turn.
+    #[serde(default)]
+    pub remember: BTreeMap<String, String>,
+    /// Model tokens used.
+    #[serde(default)]
+    pub usage: Usage,
+    /// A disposition the turn established.
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
+    /// Which agent answered (`scripted`, `model:<name>`, `fallback`).
+    pub agent_name: String,
+    /// When the person spoke, RFC 3339 (the api's clock; workflow code reads none).
+    pub at: String,
 }
 
 /// Something a person did in a conversation (the web app's hand-over queue).
@@ -155,6 +203,54 @@ impl ConversationState {
         if self.recent.len() > MAX_RECENT_MESSAGES {
             self.recent.pop_front();
         }
+        true
+    }
+
+    /// Takes a live turn into the conversation: its two lines into `recent` (the agent's as
+    /// heard), its memory and mode at once (a reconnecting session reads them back by query),
+    /// and the turn itself into the outbox for the run to record. Returns whether it was new.
+    pub fn push_live(&mut self, turn: LiveTurn) -> bool {
+        let key = format!("live/{}", turn.turn_id);
+        if self.seen_ids.iter().any(|id| id == &key) || self.live_outbox.len() >= MAX_LIVE_OUTBOX {
+            return false;
+        }
+        self.remember_id(key);
+        self.inbound_count += 1;
+        for (direction, body, interrupted) in [
+            ("inbound", &turn.person, false),
+            ("outbound", &turn.agent, turn.interrupted),
+        ] {
+            if body.is_empty() && direction == "outbound" {
+                continue;
+            }
+            self.recent.push_back(ConversationMessage {
+                id: format!("{}/{direction}", turn.turn_id),
+                direction: direction.to_owned(),
+                body: body.clone(),
+                at: turn.at.clone(),
+                keyword: None,
+                interrupted,
+            });
+        }
+        while self.recent.len() > MAX_RECENT_MESSAGES {
+            self.recent.pop_front();
+        }
+        self.memory
+            .extend(turn.remember.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for action in &turn.actions {
+            match action {
+                AgentAction::Transfer { .. } if self.mode == AgentMode::Open => {
+                    self.mode = AgentMode::Handoff;
+                }
+                AgentAction::EndConversation { .. } | AgentAction::OptOut
+                    if self.mode == AgentMode::Open =>
+                {
+                    self.mode = AgentMode::Ended;
+                }
+                _ => {}
+            }
+        }
+        self.live_outbox.push_back(turn);
         true
     }
 
@@ -192,9 +288,26 @@ impl ConversationState {
     }
 
     fn agent_channel(&self) -> AgentChannel {
+        if self.is_web() {
+            return AgentChannel::Web;
+        }
         match self.channel {
             Some(Channel::Whatsapp) => AgentChannel::Whatsapp,
             _ => AgentChannel::Sms,
+        }
+    }
+
+    /// A browser chat (no phone number on either side).
+    pub fn is_web(&self) -> bool {
+        self.ours == WEB_OURS
+    }
+
+    /// The channel's name as recorded in `conversations`.
+    fn channel_name(&self) -> &'static str {
+        if self.is_web() {
+            "web"
+        } else {
+            self.channel.unwrap_or(Channel::Sms).as_str()
         }
     }
 
@@ -256,7 +369,8 @@ impl ConversationState {
         self.seen_ids = seen;
     }
 
-    fn conversation_id(&self) -> String {
+    /// The conversation's workflow id.
+    pub fn conversation_id(&self) -> String {
         let digits = |n: &str| n.trim_start_matches('+').to_owned();
         format!(
             "conversation-{}-{}",
@@ -298,7 +412,18 @@ impl ConversationWorkflow {
         // A failed lookup means no agent for this run, never a stuck conversation.
         // Conversations started by a version without the agent replay without the lookup (and
         // answer nothing until their next run); new runs record the patch and look it up.
-        let profile = if ctx.patched(AGENT_REPLIES_PATCH) {
+        let by_name = ctx.state(|s| s.state.profile_name.clone());
+        let profile = if let Some(name) = by_name {
+            // Browser chats are new with this field: no history without the lookup exists.
+            ctx.execute_activity(
+                AgentActivities::agent_profile_by_name,
+                name,
+                quick_options(),
+            )
+            .await
+            .ok()
+            .flatten()
+        } else if ctx.patched(AGENT_REPLIES_PATCH) {
             ctx.execute_activity(AgentActivities::agent_profile, ours, quick_options())
                 .await
                 .ok()
@@ -337,7 +462,7 @@ impl ConversationWorkflow {
         }
         // A person's reply carried over by continue-as-new wakes this run too (runs from before
         // person replies existed always carry an empty outbox).
-        if ctx.state(|s| !s.state.person_outbox.is_empty()) {
+        if ctx.state(|s| !s.state.person_outbox.is_empty() || !s.state.live_outbox.is_empty()) {
             ctx.state_mut(|s| s.unprocessed += 1);
         }
 
@@ -380,8 +505,10 @@ impl ConversationWorkflow {
                         continue;
                     }
                 }
-                // Never close on a person's reply the api has accepted.
-                if ctx.state(|s| !s.state.person_outbox.is_empty()) {
+                // Never close on a person's reply or a live turn the api has handed over.
+                if ctx
+                    .state(|s| !s.state.person_outbox.is_empty() || !s.state.live_outbox.is_empty())
+                {
                     continue;
                 }
                 return Ok(ctx.state(|s| s.state.clone()));
@@ -390,6 +517,15 @@ impl ConversationWorkflow {
 
             while let Some(action) = ctx.state_mut(|s| s.state.person_outbox.pop_front()) {
                 person_action(ctx, profile.as_ref(), action).await;
+            }
+            // Each is popped only once recorded, so a continue-as-new in between carries it.
+            while let Some(turn) = ctx.state(|s| s.state.live_outbox.front().cloned()) {
+                live_turn(ctx, profile.as_ref(), turn).await;
+                ctx.state_mut(|s| s.state.live_outbox.pop_front());
+            }
+            if ctx.state(|s| s.state.is_web() && s.state.mode == AgentMode::Ended) {
+                summarise(ctx).await;
+                return Ok(ctx.state(|s| s.state.clone()));
             }
 
             if let Some(profile) = &profile {
@@ -463,6 +599,15 @@ impl ConversationWorkflow {
         }
         self.state.person_outbox.push_back(action);
         self.unprocessed += 1;
+    }
+
+    /// A settled turn of a live session (browser chat), from the api that streamed it.
+    /// Repeats and turns beyond [`MAX_LIVE_OUTBOX`] waiting are dropped.
+    #[signal]
+    pub fn live_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: LiveTurn) {
+        if self.state.push_live(turn) {
+            self.unprocessed += 1;
+        }
     }
 
     /// The conversation as held in workflow state.
@@ -554,6 +699,7 @@ async fn agent_turn(
                         body: reply.text.clone(),
                         at,
                         keyword: None,
+                        interrupted: false,
                     });
                 });
             }
@@ -654,6 +800,7 @@ async fn agent_turn(
             }
             .to_owned(),
             disposition: st.disposition.map(|d| d.as_str().to_owned()),
+            transcript: Vec::new(),
         }
     });
     // The record is for people reading the conversation; losing it must not stop the reply
@@ -685,7 +832,13 @@ async fn person_action(
     });
     let turn_id = format!("person/{}", action.request_id);
     let mut records: Vec<(String, Option<String>)> = Vec::new();
+    let web = ctx.state(|s| s.state.is_web());
     match &action.reply {
+        // A browser chat has no number to text; its person has left or will reconnect.
+        Some(_) if web => records.push((
+            "person_reply_failed".to_owned(),
+            Some(format!("{}: not available in a browser chat", action.by)),
+        )),
         Some(text) => {
             let message_id = MessageId::from_idempotency_key(&format!(
                 "{conversation_id}/person/{}",
@@ -718,6 +871,7 @@ async fn person_action(
                             body: text.clone(),
                             at,
                             keyword: None,
+                            interrupted: false,
                         });
                     });
                     records.push(("person_reply".to_owned(), Some(action.by.clone())));
@@ -753,8 +907,100 @@ async fn person_action(
             }
             .to_owned(),
             disposition: st.disposition.map(|d| d.as_str().to_owned()),
+            transcript: Vec::new(),
         }
     });
+    let _ = ctx
+        .execute_activity(
+            AgentActivities::record_agent_turn,
+            record,
+            store_options(Duration::from_secs(10)),
+        )
+        .await;
+}
+
+/// Records a live turn in MongoDB (its transcript lines and actions, once per turn id) and
+/// carries out its actions. The turn is already in state and history: the api does not wait
+/// for this. Actions that need a phone number (opt-out, a callback) are recorded as not
+/// available on the web; the mode changes were made when the turn arrived.
+async fn live_turn(
+    ctx: &mut WorkflowContext<ConversationWorkflow>,
+    profile: Option<&AgentProfile>,
+    turn: LiveTurn,
+) {
+    let mut records: Vec<(String, Option<String>)> = Vec::new();
+    if turn.agent_name == "fallback" {
+        records.push(("fallback".to_owned(), None));
+    }
+    if turn.interrupted {
+        records.push((
+            "interrupted".to_owned(),
+            Some(format!("heard {} characters", turn.agent.chars().count())),
+        ));
+    }
+    for action in &turn.actions {
+        let detail = match action {
+            AgentAction::OptOut | AgentAction::ScheduleCallback { .. } => {
+                Some("not available in a browser chat".to_owned())
+            }
+            AgentAction::Transfer { reason } | AgentAction::EndConversation { reason } => {
+                reason.clone()
+            }
+        };
+        records.push((action.kind().to_owned(), detail));
+    }
+    let mut transcript = vec![TranscriptLine {
+        turn_id: turn.turn_id.clone(),
+        speaker: "person".to_owned(),
+        text: turn.person.clone(),
+        interrupted: false,
+        at: turn.at.clone(),
+    }];
+    if !turn.agent.is_empty() {
+        transcript.push(TranscriptLine {
+            turn_id: turn.turn_id.clone(),
+            speaker: "agent".to_owned(),
+            text: turn.agent.clone(),
+            interrupted: turn.interrupted,
+            at: turn.at.clone(),
+        });
+    }
+    let record = ctx.state_mut(|s| {
+        let st = &mut s.state;
+        st.usage.add(turn.usage);
+        if turn.disposition.is_some() {
+            st.disposition = turn.disposition;
+        }
+        st.needs_summary = true;
+        st.turns_this_run += 1;
+        st.turns += 1;
+        AgentTurnRecord {
+            conversation_id: st.conversation_id(),
+            ours: st.ours.clone(),
+            theirs: st.theirs.clone(),
+            channel: st.channel_name().to_owned(),
+            profile: profile
+                .map(|p| p.name.clone())
+                .or_else(|| st.profile_name.clone())
+                .unwrap_or_default(),
+            profile_version: profile.and_then(|p| p.version),
+            agent: turn.agent_name.clone(),
+            turn_id: format!("live/{}", turn.turn_id),
+            actions: records,
+            prompt_tokens: turn.usage.prompt_tokens,
+            completion_tokens: turn.usage.completion_tokens,
+            status: match st.mode {
+                AgentMode::Open => conversation_status::OPEN,
+                AgentMode::Handoff => conversation_status::HANDOFF,
+                AgentMode::Ended => conversation_status::ENDED,
+            }
+            .to_owned(),
+            disposition: st.disposition.map(|d| d.as_str().to_owned()),
+            transcript,
+        }
+    });
+    // Unlike an SMS turn's record, this is the transcript's only copy outside Temporal: the
+    // activity retries until MongoDB takes it (once per turn id).
     let _ = ctx
         .execute_activity(
             AgentActivities::record_agent_turn,
@@ -815,6 +1061,7 @@ mod tests {
             body: "hi".to_owned(),
             at: "2026-01-01T00:00:00Z".to_owned(),
             keyword: None,
+            interrupted: false,
         }
     }
 

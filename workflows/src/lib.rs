@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`SendMessageWorkflow`] | `send-<message id>` | one outbound SMS/WhatsApp, sent exactly once |
 //! | [`CampaignWorkflow`] | `campaign-<campaign id>` | a campaign: materialise items, send them in rate-limited batches; pause, resume, cancel, rate as signals |
-//! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it; the agent answers when the number has one |
+//! | [`ConversationWorkflow`] | `conversation-<our digits>-<their digits>` | the running thread with one person; inbound webhooks signal-with-start it; the agent answers when the number has one. Browser chats are `conversation-web-<chat id>`: the api streams each reply and signals the settled turn (`live_turn`) |
 //! | [`CallWorkflow`] | `call-<CallSid>` (inbound), `call-<our id>` (outbound) | one phone call: the agent's turns as updates, status callbacks as signals, retries, the call log |
 //! | [`FollowUpWorkflow`] | `followup-<our digits>-<their digits>-<turn id>` | a callback the agent promised: a durable timer, then a message |
 //!
@@ -31,7 +31,8 @@ pub use campaign::{
     CampaignRun, CampaignWorkflow, Phase, VoiceCampaign,
 };
 pub use conversation::{
-    AgentMode, ConversationMessage, ConversationState, ConversationWorkflow, PersonAction,
+    AgentMode, ConversationMessage, ConversationState, ConversationWorkflow, LiveTurn,
+    MAX_LIVE_OUTBOX, PersonAction, WEB_OURS,
 };
 pub use followup::{FollowUpInput, FollowUpOutcome, FollowUpWorkflow};
 pub use options::agent_task_queue;

@@ -515,6 +515,37 @@ fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     allowed.iter().any(|a| a == name)
 }
 
+/// Whether a WebSocket handshake's `Origin` names one of the allowed hosts (any port,
+/// either scheme). Browsers always send it on a WebSocket, and a browser's cookie goes with a
+/// handshake from any site (cross-site WebSocket hijacking), so a signed-in browser must come
+/// from the app itself; a program with an API key may leave it out.
+pub fn websocket_origin_allowed(
+    headers: &HeaderMap,
+    principal: Option<&Principal>,
+    allowed: &[String],
+) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return matches!(
+            principal,
+            Some(Principal {
+                actor: Actor::Key { .. },
+                ..
+            })
+        );
+    };
+    let Some(url) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        return false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    allowed.contains(&host)
+}
+
 /// Whether the request's body is of a kind the route takes. No body needs no type.
 fn content_type_ok(headers: &HeaderMap, body: BodyKind) -> bool {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {

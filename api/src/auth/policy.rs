@@ -137,6 +137,9 @@ pub const ROUTES: &[RoutePolicy] = &[
     rule("GET", "/api/agent-profiles/{name}", VIEW),
     rule("PUT", "/api/agent-profiles/{name}", ADMIN),
     rule("GET", "/api/agent-profiles/{name}/versions", VIEW),
+    // the AI chat: a WebSocket whose turns start and feed conversations, so a manager's role
+    rule("GET", "/api/live/chat", MANAGE),
+    rule("GET", "/api/live/profiles", VIEW),
     // live updates (server-sent events) and the dashboard's figures
     rule("GET", "/api/events", VIEW),
     rule("GET", "/api/stats", VIEW),

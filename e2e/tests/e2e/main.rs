@@ -9,6 +9,7 @@ mod durability;
 mod helpers;
 mod hostile;
 mod inbox;
+mod live;
 mod senders;
 mod turns;
 mod voice;

@@ -532,6 +532,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/live/chat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["upgrade"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/live/profiles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["profiles"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/settings": {
         parameters: {
             query?: never;
@@ -728,6 +760,13 @@ export interface components {
             workflow_id: string;
             created_at: string;
         };
+        /** @description An agent profile one can chat with. */
+        ChatProfile: {
+            /** @description Its name. */
+            name: string;
+            /** @description Its opening line, if it has one. */
+            greeting?: string | null;
+        };
         /** @description A campaign that included the contact, and where their item is. */
         ContactCampaignView: {
             campaign_id: string;
@@ -800,6 +839,11 @@ export interface components {
             agent?: components["schemas"]["ConversationView"] | null;
             /** @description Oldest first. */
             messages: components["schemas"]["MessageView"][];
+            /**
+             * @description A browser chat's turns, oldest first (empty for SMS and WhatsApp, whose text is in
+             *     `messages`).
+             */
+            transcript: components["schemas"]["TranscriptLineView"][];
         };
         /** @description A conversation's agent record. */
         ConversationView: {
@@ -1430,6 +1474,16 @@ export interface components {
                 [key: string]: number;
             };
             by_day: components["schemas"]["DayCounts"][];
+        };
+        /** @description One line of a browser chat. */
+        TranscriptLineView: {
+            /** @description `person` or `agent`. */
+            speaker: string;
+            /** @description What was said; for an interrupted agent, what the person heard. */
+            text: string;
+            /** @description The person cut the agent off here. */
+            interrupted: boolean;
+            at: string;
         };
         /** @description One turn of a call. */
         TurnView: {
@@ -3157,14 +3211,14 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description conversation-<our digits>-<their digits> */
+                /** @description conversation-<our digits>-<their digits>, or conversation-web-<chat id> */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The messages, oldest first, and the agent's record */
+            /** @description The messages (or a browser chat's transcript), oldest first, and the agent's record */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3307,6 +3361,85 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    upgrade: {
+        parameters: {
+            query: {
+                /** @description The agent profile to chat with. */
+                profile: string;
+                /** @description The chat to continue (from an earlier `ready`); a new chat when absent. */
+                chat?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A WebSocket of JSON frames (see the crate docs of `chat`): `prompt`, `spoken`, `interrupt` in; `ready`, `token`, `reply`, `settled`, `error` out */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unknown profile, bad chat id, or not a WebSocket handshake */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Origin is not one of the api's hosts */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many live sessions open */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    profiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The agent profiles one can chat with */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatProfile"][];
+                };
+            };
+            /** @description The profiles cannot be read now */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };

@@ -78,7 +78,7 @@ export default function Conversation() {
   });
   if (conv.isPending) return <Loading />;
   if (conv.error) return <ErrorNote error={conv.error} retry={() => conv.refetch()} />;
-  const { agent, messages } = conv.data;
+  const { agent, messages, transcript } = conv.data;
   return (
     <section>
       <div className="title-row">
@@ -87,7 +87,19 @@ export default function Conversation() {
       </div>
       <div className="grid wide-first">
         <div className="panel thread" aria-label="Messages">
-          {messages.length === 0 ? (
+          {transcript.length > 0 ? (
+            <ol className="plain">
+              {transcript.map((l, i) => (
+                <li key={i} className={`msg ${l.speaker === 'person' ? 'inbound' : 'outbound'}`}>
+                  <p className="bubble">
+                    {l.text}
+                    {l.interrupted && <span className="muted small"> (interrupted)</span>}
+                  </p>
+                  <p className="muted small">{when(l.at)}</p>
+                </li>
+              ))}
+            </ol>
+          ) : messages.length === 0 ? (
             <Empty>No messages.</Empty>
           ) : (
             <ol className="plain">

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Live-session overhead before the first token: SESSIONS concurrent browser chats over the
+# api's WebSocket (/api/live/chat) with the scripted agent (no model time), measured at the
+# client: prompt out to first token in, to the whole reply, and the reply to the turn's
+# settlement (the durable signal, after the reply). Prints p50 / p90 / p99 / max; it is not a
+# test and not part of scripts/test.sh. See docs/benchmarks.md ("Live sessions").
+#
+#   scripts/bench-live.sh
+#
+# Starts its own Temporal dev server (in memory), secantusd-rs, api and worker on free
+# loopback ports and stops them, by PID, when it ends. Results land in .data/bench/live-<time>/.
+#
+# Environment (all optional):
+#   BENCH_SESSIONS=20      chats open at once
+#   BENCH_TURNS=20         turns per chat (the first is a warm-up)
+#   BENCH_THINK_MS=200     think time between turns
+#   BENCH_PROFILE=release  cargo profile of the binaries (release or dev)
+#   BENCH_SKIP_BUILD=1     use the binaries as they are
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$VA_ROOT"
+va_install_traps
+
+number() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"
+    printf '%s\n' "$2"
+}
+BENCH_SESSIONS="$(number BENCH_SESSIONS "${BENCH_SESSIONS:-20}")"
+BENCH_TURNS="$(number BENCH_TURNS "${BENCH_TURNS:-20}")"
+BENCH_THINK_MS="$(number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
+BENCH_PROFILE="${BENCH_PROFILE:-release}"
+case "$BENCH_PROFILE" in
+release) PROFILE_FLAG=(--release) PROFILE_DIR=release ;;
+dev) PROFILE_FLAG=() PROFILE_DIR=debug ;;
+*) die "BENCH_PROFILE: release or dev (got '$BENCH_PROFILE')" ;;
+esac
+
+ensure_python_venv
+ensure_mongo_server
+
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    log "cargo build $BENCH_PROFILE"
+    cargo build "${PROFILE_FLAG[@]}" -p voice-agent-api -p voice-agent-worker -p voice-agent-bench
+fi
+BIN_DIR="$(va_target_dir)/$PROFILE_DIR"
+for bin in voice-agent-api voice-agent-worker live; do
+    [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
+done
+
+OUT="$VA_DATA_DIR/bench/live-$(date +%Y%m%d-%H%M%S)"
+WORK="$VA_DATA_DIR/bench-work-$$"
+mkdir -p "$OUT" "$WORK"
+va_remove_on_exit "$WORK"
+log "results and logs: ${OUT#"$VA_ROOT"/}"
+
+read -r T_PORT T_HTTP T_METRICS M_PORT A_HTTP A_GRPC <<<"$(free_port 6)"
+API_URL="http://127.0.0.1:$A_HTTP"
+KEY="$(va_new_api_key)"
+
+mongo_args=(--host 127.0.0.1 --port "$M_PORT" --storage-path "$WORK/mongo")
+[[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 64MB)
+mkdir -p "$WORK/mongo"
+va_start mongo "$OUT/mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
+MONGO_PID="$VA_LAST_PID"
+wait_for_port 127.0.0.1 "$M_PORT" "MongoDB" 60 "$MONGO_PID"
+
+va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" server start-dev --headless --ip 127.0.0.1 \
+    --port "$T_PORT" --http-port "$T_HTTP" --metrics-port "$T_METRICS" --log-level warn \
+    "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}"
+TEMPORAL_PID="$VA_LAST_PID"
+wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$TEMPORAL_PID"
+
+va_unset_args TEMPORAL_
+APP_ENV=(
+    "${VA_UNSET_ARGS[@]}"
+    -u AGENTS_FILE -u AGENT_MODEL_BASE_URL
+    "TEMPORAL_ADDRESS=http://127.0.0.1:$T_PORT"
+    "TEMPORAL_NAMESPACE=default"
+    "TEMPORAL_TASK_QUEUE=bench-live"
+    "MONGODB_URI=mongodb://127.0.0.1:$M_PORT/?directConnection=true"
+    "MONGODB_DATABASE=bench_live"
+    "TWILIO_ACCOUNT_SID=ACbe0c4be0c4be0c4be0c4be0c4be0c4be"
+    "TWILIO_AUTH_TOKEN=bench-auth-token"
+    "PUBLIC_BASE_URL=$API_URL"
+    "API_HTTP_ADDR=127.0.0.1:$A_HTTP"
+    "API_GRPC_ADDR=127.0.0.1:$A_GRPC"
+    "API_BOOTSTRAP_ADMIN_KEY=$KEY"
+)
+va_start api "$OUT/api.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-api"
+API_PID="$VA_LAST_PID"
+wait_for_port 127.0.0.1 "$A_HTTP" "API (HTTP)" 60 "$API_PID"
+va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-worker"
+WORKER_PID="$VA_LAST_PID"
+sleep 3
+va_alive "$WORKER_PID" || {
+    va_report_dead "$WORKER_PID"
+    die "the worker exited at start"
+}
+
+log "measuring: $BENCH_SESSIONS chats x $BENCH_TURNS turns, think $BENCH_THINK_MS ms ($BENCH_PROFILE)"
+VOICE_AGENT_API_KEY="$KEY" "$BIN_DIR/live" --api "$API_URL" --sessions "$BENCH_SESSIONS" \
+    --turns "$BENCH_TURNS" --think-ms "$BENCH_THINK_MS" | tee "$OUT/report.txt"
