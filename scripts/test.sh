@@ -9,6 +9,7 @@
 #   CARGO_TARGET_DIR       respected
 #   MONGO_SERVER=auto|rs|py  which SecantusDB server (see scripts/lib.sh)
 #   STOP_TIMEOUT_S=15      grace period between SIGTERM and SIGKILL
+#   FUZZ_SECONDS=20        seconds per fuzz target (0 skips the fuzz step)
 # Exported to the tests:
 #   VA_TEST_TEMPORAL_ADDRESS  http://127.0.0.1:<port> (namespace "default")
 #   VA_TEST_MONGODB_URI       mongodb://127.0.0.1:<port>/?directConnection=true
@@ -155,5 +156,11 @@ python_client_test() {
     return "$rc"
 }
 step python-client python_client_test
+
+# Fuzz targets (fuzz/, nightly + cargo-fuzz): built, then each run briefly from its seeds.
+# FUZZ_SECONDS=0 skips the step (a machine without the nightly toolchain).
+if [[ "${FUZZ_SECONDS:-20}" -gt 0 ]]; then
+    step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
 
 STEP="done"

@@ -1224,6 +1224,7 @@ pub(crate) struct NameBody {
 pub(crate) struct PageParams {
     /// At most this many (default 50, at most 1000).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 1000)]
     page_size: i64,
     /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]
@@ -1235,6 +1236,7 @@ pub(crate) struct PageParams {
 pub(crate) struct ContactParams {
     /// At most this many (default 50, at most 1000).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 1000)]
     page_size: i64,
     /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]

@@ -83,6 +83,17 @@ pub struct UploadForm {
         crate::live::events,
         crate::live::progress_stream,
         crate::stats::http_stats,
+        crate::auth::docs::login,
+        crate::auth::docs::logout,
+        crate::auth::docs::me,
+        crate::auth::docs::change_password,
+        crate::auth::docs::list_users,
+        crate::auth::docs::create_user,
+        crate::auth::docs::update_user,
+        crate::auth::docs::list_keys,
+        crate::auth::docs::create_key,
+        crate::auth::docs::revoke_key,
+        crate::auth::docs::list_audit,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
@@ -91,6 +102,7 @@ pub struct UploadForm {
         (name = "calls", description = "Phone calls and their transcripts"),
         (name = "live", description = "Server-Sent Events for live pages"),
         (name = "dashboard", description = "Figures by outcome and by day"),
+        (name = "access", description = "Sign-in, users, API keys and the audit log. Every route wants a credential (`Authorization: Bearer <API key>` or the session cookie with `X-CSRF-Token` on changes) except sign-in; over a caller's request budget the answer is 429 with `Retry-After`"),
     )
 )]
 pub struct ApiDoc;

@@ -9,6 +9,7 @@ mod durability;
 mod helpers;
 mod hostile;
 mod inbox;
+mod scale;
 mod senders;
 mod turns;
 mod voice;

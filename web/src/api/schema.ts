@@ -4,6 +4,126 @@
  */
 
 export interface paths {
+    "/api/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the API keys by prefix. */
+        get: operations["list_keys"];
+        put?: never;
+        /** Creates an API key; the answer holds the key, shown this once. */
+        post: operations["create_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/api-keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revokes an API key. */
+        delete: operations["revoke_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Pages through the audit log of state-changing requests, newest first. */
+        get: operations["list_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Signs in with email and password (a browser session). */
+        post: operations["login"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Signs out: ends this session. */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who is calling: the signed-in user or the API key. */
+        get: operations["me"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Changes the signed-in user's password. */
+        post: operations["change_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/calls": {
         parameters: {
             query?: never;
@@ -388,6 +508,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the users. */
+        get: operations["list_users"];
+        put?: never;
+        /** Creates a user. */
+        post: operations["create_user"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Changes a user's role, disables or enables them, or resets their password. */
+        patch: operations["update_user"];
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -402,6 +557,41 @@ export interface components {
             kind: string;
             detail?: string | null;
             at: string;
+        };
+        /** @description One state-changing request. */
+        AuditEntry: {
+            /** @description The entry's id (also the paging cursor). */
+            id: string;
+            /** @description When, RFC 3339. */
+            at: string;
+            /** @description `user`, `api_key` or `anonymous`. */
+            actor_kind: string;
+            /** @description User id or key prefix. */
+            actor_id: string;
+            /** @description User email or key name. */
+            actor_name: string;
+            /** @description `http` or `grpc`. */
+            transport: string;
+            /** @description HTTP method (`POST` for gRPC). */
+            method: string;
+            /** @description Route template or gRPC method path. */
+            route: string;
+            /** @description The route's ids, joined with `/`. */
+            target?: string | null;
+            /**
+             * Format: int32
+             * @description HTTP status, or gRPC status code.
+             */
+            status: number;
+            /** @description The client's address. */
+            ip: string;
+        };
+        /** @description A page of the audit log, newest first. */
+        AuditPage: {
+            /** @description The entries. */
+            entries: components["schemas"]["AuditEntry"][];
+            /** @description Pass as `cursor` for the next (older) page; none on the last page. */
+            next_cursor?: string | null;
         };
         /** @description `GET /api/calls/{id}`. */
         CallDetail: {
@@ -553,6 +743,11 @@ export interface components {
             summarized_at?: string | null;
             updated_at: string;
         };
+        /** @description A key just created: the listing's fields and the key itself, shown this once. */
+        CreatedKey: components["schemas"]["KeyViewSchema"] & {
+            /** @description `vak_<prefix>_<secret>`: send as `Authorization: Bearer <key>`. Not retrievable later. */
+            key: string;
+        };
         /** @description Counts on one day. */
         DayCounts: {
             /** @description `YYYY-MM-DD`, UTC. */
@@ -570,6 +765,30 @@ export interface components {
         HandBack: {
             /** @description The client's id of this request (1-64 letters, digits, `-` or `_`). */
             request_id: string;
+        };
+        /** @description Lists the API keys by prefix. */
+        KeyList: {
+            /** @description Every key, revoked and expired ones included. */
+            api_keys: components["schemas"]["KeyViewSchema"][];
+        };
+        /** @description An API key as listings show it (never the key or its hash). */
+        KeyViewSchema: {
+            /** @description The key's public prefix (`vak_<prefix>_…`), its id. */
+            prefix: string;
+            /** @description What it is for. */
+            name: string;
+            /** @description What it may do. */
+            role: components["schemas"]["RoleSchema"];
+            /** @description `active`, `expired` or `revoked`. */
+            state: string;
+            /** @description RFC 3339. */
+            created_at: string;
+            /** @description The user id or key prefix that created it. */
+            created_by?: string | null;
+            /** @description RFC 3339; none never expires. */
+            expires_at?: string | null;
+            /** @description RFC 3339. */
+            revoked_at?: string | null;
         };
         /** @description A list as JSON. */
         ListView: {
@@ -605,6 +824,28 @@ export interface components {
             /** @description This attempt's turns so far. */
             transcript: components["schemas"]["TurnView"][];
         };
+        /** @description Sign-in with email and password. */
+        LoginBody: {
+            /** @description The user's email (case does not matter). */
+            email: string;
+            /** @description 12 to 256 characters. */
+            password: string;
+        };
+        /** @description Who is calling. */
+        MeView: {
+            /** @description `user` or `api_key`. */
+            kind: string;
+            /** @description User id or key prefix. */
+            id: string;
+            /** @description User email, or key name. */
+            name: string;
+            /** @description What the caller may do. */
+            role: components["schemas"]["RoleSchema"];
+            /** @description Send back in `X-CSRF-Token` on state-changing requests (sessions only). */
+            csrf_token?: string | null;
+            /** @description When the session ends, RFC 3339 (sessions only). */
+            expires_at?: string | null;
+        };
         /** @description One message of a conversation. */
         MessageView: {
             id: string;
@@ -632,12 +873,12 @@ export interface components {
             machine_detection?: boolean | null;
             /**
              * Format: int32
-             * @description Attempts for busy / no-answer / failed (default 1, at most 10).
+             * @description Attempts for busy / no-answer / failed (default 1, 1-10).
              */
             max_attempts?: number | null;
             /**
              * Format: int64
-             * @description Seconds between attempts (default 600).
+             * @description Seconds between attempts (default 600, 1-604800).
              */
             retry_after_secs?: number | null;
             /** @description Record the call; the recording URL lands in the call log (default false). */
@@ -692,13 +933,14 @@ export interface components {
             start_at: string | null;
             /**
              * Format: double
-             * @description Messages per second; 0 = unlimited.
+             * @description Messages per second; 0 = unlimited, otherwise 0.001 to 10000 (voice: calls per second,
+             *     at most 100).
              * @default 0
              */
             rate_per_second: number;
             /**
              * Format: int32
-             * @description Attempts on transient failures; 0 = 5.
+             * @description Attempts on transient failures, 1-20; 0 = 5. Voice: dial attempts, 1-10; 0 = 3.
              * @default 0
              */
             max_attempts: number;
@@ -736,16 +978,46 @@ export interface components {
             agent_profile: string;
             /**
              * Format: int64
-             * @description Voice: seconds between dial attempts (0 = 3600).
+             * @description Voice: seconds between dial attempts, 1-604800 (0 = 3600).
              * @default 0
              */
             retry_after_secs: number;
             /**
              * Format: int32
-             * @description Voice: most calls in flight (0 = 5).
+             * @description Voice: most calls in flight, 1-100 (0 = 5).
              * @default 0
              */
             max_in_flight: number;
+        };
+        /** @description A new API key. Give `expires_in_days` or `expires_at`, or neither (never expires). */
+        NewKeyBody: {
+            /** @description 1 to 100 characters. */
+            name: string;
+            /** @description `admin`, `manager` or `viewer`. */
+            role: components["schemas"]["RoleSchema"];
+            /**
+             * Format: int32
+             * @description Days until it expires.
+             */
+            expires_in_days?: number | null;
+            /** @description An exact expiry, RFC 3339. */
+            expires_at?: string | null;
+        };
+        /** @description A new user. */
+        NewUserBody: {
+            /** @description Their email; unique. */
+            email: string;
+            /** @description 12 to 256 characters. */
+            password: string;
+            /** @description `admin`, `manager` or `viewer`. */
+            role: components["schemas"]["RoleSchema"];
+        };
+        /** @description A password change by the signed-in user; their other sessions end. */
+        PasswordChangeBody: {
+            /** @description The password in use. */
+            current_password: string;
+            /** @description 12 to 256 characters. */
+            new_password: string;
         };
         /** @description Changes to a contact as given by a client; absent fields stay as they are. */
         PatchInput: {
@@ -803,7 +1075,10 @@ export interface components {
             pass: number;
         };
         RateBody: {
-            /** Format: double */
+            /**
+             * Format: double
+             * @description 0 = as fast as Twilio allows, otherwise 0.001 to 10000 per second.
+             */
             rate_per_second: number;
         };
         /** @description A row of a contact file that was not imported. */
@@ -820,6 +1095,12 @@ export interface components {
             /** @description What is wrong, for a person. */
             reason: string;
         };
+        /**
+         * @description A role: `viewer` reads, `manager` also runs lists, campaigns, conversations and calls,
+         *     `admin` also manages users, API keys and reads the audit log.
+         * @enum {string}
+         */
+        RoleSchema: "viewer" | "manager" | "admin";
         /** @description The dashboard's figures. */
         StatsView: {
             /** Format: int32 */
@@ -898,6 +1179,37 @@ export interface components {
             /** @description Where to download the rejected rows as CSV. */
             report_csv: string;
         };
+        /**
+         * @description A change to a user; absent fields stay. A change of role, disabling or a password reset
+         *     ends the user's sessions. The last active admin cannot lose the role or be disabled (409).
+         */
+        UserChangeBody: {
+            role?: components["schemas"]["RoleSchema"] | null;
+            /** @description Disable or enable. */
+            disabled?: boolean | null;
+            /** @description An admin's reset of a forgotten password, 12 to 256 characters. */
+            password?: string | null;
+        };
+        /** @description Lists the users. */
+        UserList: {
+            /** @description Every user. */
+            users: components["schemas"]["UserViewSchema"][];
+        };
+        /** @description A user as listings show it (never the password hash). */
+        UserViewSchema: {
+            /** @description `usr_…`. */
+            id: string;
+            /** @description Lower-case email. */
+            email: string;
+            /** @description What the user may do. */
+            role: components["schemas"]["RoleSchema"];
+            /** @description A disabled user cannot sign in; their sessions ended when disabled. */
+            disabled: boolean;
+            /** @description RFC 3339. */
+            created_at: string;
+            /** @description RFC 3339. */
+            updated_at: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -907,6 +1219,252 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every API key (admins only) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+        };
+    };
+    create_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewKeyBody"];
+            };
+        };
+        responses: {
+            /** @description Created; the key is in the answer this once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedKey"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's prefix */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked: refused from now on */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_audit: {
+        parameters: {
+            query?: {
+                /** @description Entries per page, 1 to 200 (default 50) */
+                limit?: number;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of the audit log, newest first (admins only) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    login: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginBody"];
+            };
+        };
+        responses: {
+            /** @description Signed in: sets the HttpOnly session cookie */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MeView"];
+                };
+            };
+            /** @description Wrong email or password */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many attempts from this address; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed out: the session ends and the cookie is cleared */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    me: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MeView"];
+                };
+            };
+            /** @description No valid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    change_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChangeBody"];
+            };
+        };
+        responses: {
+            /** @description Changed; the user's other sessions end */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input, or an API key (keys have no password) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Wrong current password */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_calls: {
         parameters: {
             query?: {
@@ -2214,6 +2772,122 @@ export interface operations {
                 };
             };
             /** @description The aggregation took too long */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_users: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every user (admins only) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserList"];
+                };
+            };
+        };
+    };
+    create_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewUserBody"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserViewSchema"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user with this email exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user id (`usr_…`) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserChangeBody"];
+            };
+        };
+        responses: {
+            /** @description Changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserViewSchema"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such user */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The last active admin */
             409: {
                 headers: {
                     [name: string]: unknown;
