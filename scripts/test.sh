@@ -99,6 +99,16 @@ web_checks() {
 }
 step web web_checks
 
+# The container files, checked without a Docker engine (docker/README.md says what this covers).
+docker_checks() {
+    if python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+        python3 docker/check.py
+    else
+        warn "docker/check.py skipped: python3 has no PyYAML or jsonschema (apt install python3-yaml python3-jsonschema)"
+    fi
+}
+step docker docker_checks
+
 # ---- services of our own: free ports, throw-away data ------------------------------------------
 start_services() {
     local work="$VA_DATA_DIR/test-$$"
