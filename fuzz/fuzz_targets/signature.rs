@@ -25,7 +25,11 @@ fuzz_target!(|input: Input| {
         + input.url.len()
         + input.signature.len()
         + input.body.len()
-        + input.params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + input
+            .params
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     bounded(MIB + 16 * size, || {
         // Anything at all: no panic.
         validate(&input.token, &input.url, &input.params, &input.signature);
