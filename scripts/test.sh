@@ -9,6 +9,7 @@
 #   CARGO_TARGET_DIR       respected
 #   MONGO_SERVER=auto|rs|py  which SecantusDB server (see scripts/lib.sh)
 #   STOP_TIMEOUT_S=15      grace period between SIGTERM and SIGKILL
+#   FUZZ_SECONDS=20        seconds per fuzz target (0 skips the fuzz step)
 # Exported to the tests:
 #   VA_TEST_TEMPORAL_ADDRESS  http://127.0.0.1:<port> (namespace "default")
 #   VA_TEST_MONGODB_URI       mongodb://127.0.0.1:<port>/?directConnection=true
@@ -98,6 +99,16 @@ web_checks() {
 }
 step web web_checks
 
+# The container files, checked without a Docker engine (docker/README.md says what this covers).
+docker_checks() {
+    if python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+        python3 docker/check.py
+    else
+        warn "docker/check.py skipped: python3 has no PyYAML or jsonschema (apt install python3-yaml python3-jsonschema)"
+    fi
+}
+step docker docker_checks
+
 # ---- services of our own: free ports, throw-away data ------------------------------------------
 start_services() {
     local work="$VA_DATA_DIR/test-$$"
@@ -155,5 +166,11 @@ python_client_test() {
     return "$rc"
 }
 step python-client python_client_test
+
+# Fuzz targets (fuzz/, nightly + cargo-fuzz): built, then each run briefly from its seeds.
+# FUZZ_SECONDS=0 skips the step (a machine without the nightly toolchain).
+if [[ "${FUZZ_SECONDS:-20}" -gt 0 ]]; then
+    step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
 
 STEP="done"

@@ -54,9 +54,12 @@ pub struct NewCampaign {
     pub list_id: String,
     /// Earliest start, RFC 3339.
     pub start_at: Option<String>,
-    /// Messages per second; 0 = unlimited.
+    /// Messages per second; 0 = unlimited, otherwise 0.001 to 10000 (voice: calls per second,
+    /// at most 100).
+    #[schema(minimum = 0, maximum = 10000)]
     pub rate_per_second: f64,
-    /// Attempts on transient failures; 0 = 5.
+    /// Attempts on transient failures, 1-20; 0 = 5. Voice: dial attempts, 1-10; 0 = 3.
+    #[schema(minimum = 0, maximum = 20)]
     pub max_attempts: i32,
     /// WhatsApp content template.
     pub content_sid: String,
@@ -70,9 +73,11 @@ pub struct NewCampaign {
     pub end_at: Option<String>,
     /// Voice: agent profile on the calls.
     pub agent_profile: String,
-    /// Voice: seconds between dial attempts (0 = 3600).
+    /// Voice: seconds between dial attempts, 1-604800 (0 = 3600).
+    #[schema(minimum = 0, maximum = 604800)]
     pub retry_after_secs: i64,
-    /// Voice: most calls in flight (0 = 5).
+    /// Voice: most calls in flight, 1-100 (0 = 5).
+    #[schema(minimum = 0, maximum = 100)]
     pub max_in_flight: i32,
 }
 
@@ -845,6 +850,8 @@ async fn http_cancel(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RateBody {
+    /// 0 = as fast as Twilio allows, otherwise 0.001 to 10000 per second.
+    #[schema(minimum = 0, maximum = 10000)]
     rate_per_second: f64,
 }
 

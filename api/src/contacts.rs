@@ -1401,6 +1401,7 @@ pub(crate) struct NameBody {
 pub(crate) struct PageParams {
     /// At most this many (default 50, at most 1000).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 1000)]
     page_size: i64,
     /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]
@@ -1412,6 +1413,7 @@ pub(crate) struct PageParams {
 pub(crate) struct ContactParams {
     /// At most this many (default 50, at most 1000).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 1000)]
     page_size: i64,
     /// `next_page_token` of the previous page; empty for the first.
     #[serde(default)]

@@ -388,6 +388,7 @@ pub(crate) struct ListQuery {
     /// Only conversations waiting for a person (`true`) or not (`false`).
     needs_human: Option<bool>,
     /// At most this many, newest first (default 100, 1-500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Cursor: the `updated_at` of the last conversation of the previous page (with `before_id`).
     before_updated_at: Option<String>,

@@ -1,5 +1,7 @@
 //! The gRPC API (`voiceagent.v1`), with server reflection.
 
+use std::time::Duration;
+
 use mongodb::bson::DateTime;
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{WorkflowIdReusePolicy, WorkflowStartOptions};
@@ -69,6 +71,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     }
 }
 
+/// Longest a gRPC call may take.
+pub const GRPC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Most calls one gRPC connection may have open at once.
+pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// Serves the gRPC API and reflection on `listener` until `shutdown`.
 pub async fn serve(
     state: AppState,
@@ -79,6 +87,17 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(voice_agent_protos::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tonic::transport::Server::builder()
+        // A call that has not answered by then is cut (DEADLINE_EXCEEDED); a client's own
+        // shorter `grpc-timeout` wins. Contact uploads stream up to the upload size limit,
+        // which fits in this at any usable bandwidth.
+        .timeout(GRPC_TIMEOUT)
+        // One connection cannot hold more calls than this open at once, nor queue more work
+        // than this per connection; the HTTP/2 keepalive drops dead peers' connections.
+        .max_concurrent_streams(Some(GRPC_MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(GRPC_MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .layer(crate::auth::grpc::GrpcAuthLayer::new(state.clone()))
         .add_service(reflection)
         .add_service(crate::campaigns::grpc_service(state.clone()))

@@ -104,6 +104,10 @@ pub struct UploadForm {
         crate::auth::handlers::list_audit,
         crate::chat::upgrade,
         crate::chat::profiles,
+        crate::auth::docs::login,
+        crate::auth::docs::logout,
+        crate::auth::docs::me,
+        crate::auth::docs::change_password,
     ),
     tags(
         (name = "contacts", description = "Contact lists, contacts and file uploads"),
@@ -112,7 +116,7 @@ pub struct UploadForm {
         (name = "calls", description = "Phone calls and their transcripts"),
         (name = "live", description = "Server-Sent Events for live pages, and the AI chat's WebSocket"),
         (name = "dashboard", description = "Figures by outcome and by day"),
-        (name = "access", description = "Users, API keys and the audit log (admins)"),
+        (name = "access", description = "Sign-in, users, API keys and the audit log. Every route wants a credential (`Authorization: Bearer <API key>` or the session cookie with `X-CSRF-Token` on changes) except sign-in; over a caller's request budget the answer is 429 with `Retry-After`"),
         (name = "settings", description = "Agent profiles (a version per change) and the deployment's settings"),
     )
 )]

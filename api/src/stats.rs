@@ -25,6 +25,7 @@ pub const FRESH_FOR: Duration = Duration::from_secs(15);
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsQuery {
     /// 1 (today, UTC), 7 or 30 (default 7): the window ends now and starts at midnight UTC.
+    #[param(minimum = 1, maximum = 30)]
     days: Option<u32>,
 }
 

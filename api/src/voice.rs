@@ -390,20 +390,24 @@ pub struct NewCall {
     /// Detect answering machines (default true).
     #[serde(default)]
     pub machine_detection: Option<bool>,
-    /// Attempts for busy / no-answer / failed (default 1, at most 10).
+    /// Attempts for busy / no-answer / failed (default 1, 1-10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<u32>,
-    /// Seconds between attempts (default 600).
+    /// Seconds between attempts (default 600, 1-604800).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub retry_after_secs: Option<u64>,
     /// Record the call; the recording URL lands in the call log (default false).
     #[serde(default)]
     pub record: Option<bool>,
     /// Longest call in seconds (Twilio's `TimeLimit`, 1-14400, default 4 hours).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 14400)]
     pub max_duration_secs: Option<u64>,
     /// Seconds to let it ring (Twilio's `Timeout`, 5-600, default 30).
     #[serde(default)]
+    #[schema(minimum = 5, maximum = 600)]
     pub ring_timeout_secs: Option<u32>,
 }
 
@@ -558,6 +562,7 @@ pub(crate) struct CallsQuery {
     /// `inbound` or `outbound`.
     direction: Option<String>,
     /// At most this many, newest first (default 50, 1-500).
+    #[param(minimum = 1, maximum = 500)]
     page_size: Option<i64>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,

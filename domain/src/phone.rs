@@ -9,6 +9,9 @@ use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat};
 
 use serde::{Deserialize, Serialize};
 
+/// Most digits in an E.164 number, country code included (ITU-T E.164).
+pub const MAX_E164_DIGITS: usize = 15;
+
 /// Why a string is not a usable phone number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -53,11 +56,15 @@ impl PhoneNumber {
         if !PHONE_NUMBER_UTIL.is_valid_number(&parsed) {
             return Err(PhoneError::Invalid(mask_phone(input)));
         }
-        Ok(Self(
-            PHONE_NUMBER_UTIL
-                .format(&parsed, PhoneNumberFormat::E164)
-                .into_owned(),
-        ))
+        let e164 = PHONE_NUMBER_UTIL
+            .format(&parsed, PhoneNumberFormat::E164)
+            .into_owned();
+        // libphonenumber's metadata lets some variable-length plans (Germany's) run past
+        // E.164's 15 digits; Twilio refuses such a number, so it is refused here, at input.
+        if e164.len() > MAX_E164_DIGITS + 1 {
+            return Err(PhoneError::Invalid(mask_phone(input)));
+        }
+        Ok(Self(e164))
     }
 
     /// Parses a number that must already be in E.164 form (what Twilio sends in webhooks).
@@ -193,6 +200,25 @@ mod tests {
             PhoneNumber::parse("4155550100", "XX"),
             Err(PhoneError::UnknownRegion(_))
         ));
+    }
+
+    /// Found by the `phone` fuzz target: libphonenumber took `'433806955100365` in Germany
+    /// for +49433806955100365, 17 digits.
+    #[test]
+    fn numbers_longer_than_e164_allows_are_invalid() {
+        assert!(matches!(
+            PhoneNumber::parse("'433806955100365 ", "DE"),
+            Err(PhoneError::Invalid(_))
+        ));
+        assert!(matches!(
+            PhoneNumber::parse_e164("+49433806955100365"),
+            Err(PhoneError::Invalid(_))
+        ));
+        // An ordinary German number still passes.
+        assert_eq!(
+            PhoneNumber::parse("030 12345678", "DE").map(|n| n.as_str().to_owned()),
+            Ok("+493012345678".to_owned())
+        );
     }
 
     #[test]

@@ -144,6 +144,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConfigError, Secret};
 
+/// Entry points for the fuzz targets in `fuzz/`; not part of the simulator's interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses a voice TwiML document as a call does: the root element's name, or why not.
+    pub fn parse_twiml(document: &str) -> Result<String, String> {
+        crate::calls::twiml::parse(document)
+            .map(|root| root.name)
+            .map_err(|e| e.to_string())
+    }
+}
+
 use crate::state::{AppState, Shared};
 
 /// How long shutdown waits for in-flight status callbacks to notice cancellation.

@@ -123,6 +123,14 @@ where
                 .unwrap_or_default();
             let changing = needed.is_none_or(|r| r > Role::Viewer);
             let (result, who) = authorize(&state, req.headers(), needed).await;
+            let result = result.and_then(|principal| {
+                state
+                    .auth
+                    .limits
+                    .check_principal(&principal)
+                    .map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
+                Ok(principal)
+            });
             let (response, status) = match result {
                 Ok(_) => {
                     let response = inner.call(req).await?;

@@ -9,9 +9,12 @@
 //! | [`secrets`] | key, token and password hashing, the session cookie |
 //! | [`handlers`] | `/api/auth/*`, `/api/users`, `/api/api-keys`, `/api/audit` |
 //! | [`grpc`] | the tower layer in front of the gRPC services |
+//! | [`limits`] | request rate limits per key, per user and per anonymous address |
 
+pub mod docs;
 pub mod grpc;
 pub mod handlers;
+pub mod limits;
 pub mod policy;
 pub mod secrets;
 
@@ -62,6 +65,8 @@ pub struct AuthSettings {
     pub bootstrap_admin_password: Option<SecretString>,
     /// `API_BOOTSTRAP_ADMIN_KEY`: an admin API key (`vak_<12 hex>_<secret>`) installed at start.
     pub bootstrap_admin_key: Option<SecretString>,
+    /// `API_RATE_LIMIT_*`: request budgets per caller.
+    pub rate_limits: limits::RateLimitSettings,
 }
 
 impl AuthSettings {
@@ -134,6 +139,7 @@ impl AuthSettings {
             bootstrap_admin_email,
             bootstrap_admin_password,
             bootstrap_admin_key,
+            rate_limits: limits::RateLimitSettings::from_env(env)?,
         })
     }
 }
@@ -207,6 +213,12 @@ pub enum AuthError {
         /// Seconds until the next attempt is allowed.
         retry_after_secs: u64,
     },
+    /// The caller's request budget ([`limits`]) is spent for now.
+    #[error("too many requests; retry after the Retry-After seconds")]
+    Throttled {
+        /// Seconds until the next request is allowed.
+        retry_after_secs: u64,
+    },
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -231,7 +243,9 @@ impl AuthError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::HostNotAllowed => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
-            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::RateLimited { .. } | Self::Throttled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -254,7 +268,8 @@ impl IntoResponse for AuthError {
         }
         let body = Json(serde_json::json!({ "error": self.to_string(), "code": code }));
         let mut response = (status, body).into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
+        if let Self::RateLimited { retry_after_secs } | Self::Throttled { retry_after_secs } = self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs.max(1)),
@@ -274,6 +289,14 @@ impl From<AuthError> for tonic::Status {
         match &e {
             AuthError::Unauthenticated(_) => Self::unauthenticated(e.to_string()),
             AuthError::Forbidden(_) => Self::permission_denied(e.to_string()),
+            AuthError::RateLimited { retry_after_secs }
+            | AuthError::Throttled { retry_after_secs } => {
+                let mut status = Self::resource_exhausted(e.to_string());
+                status
+                    .metadata_mut()
+                    .insert("retry-after", (*retry_after_secs).max(1).into());
+                status
+            }
             AuthError::Unavailable(cause) => {
                 warn!(error = %format!("{cause:#}"), "auth check failed");
                 Self::unavailable("a dependency is unavailable; try again")
@@ -289,6 +312,8 @@ pub struct AuthState {
     /// The settings.
     pub settings: Arc<AuthSettings>,
     login_limiter: Arc<RateLimiter>,
+    /// Request budgets per caller.
+    pub limits: limits::RateLimits,
 }
 
 impl AuthState {
@@ -296,6 +321,7 @@ impl AuthState {
     pub fn new(settings: AuthSettings) -> Self {
         let limiter = RateLimiter::new(settings.login_attempts_per_minute, Duration::from_secs(60));
         Self {
+            limits: limits::RateLimits::new(settings.rate_limits),
             settings: Arc::new(settings),
             login_limiter: Arc::new(limiter),
         }
@@ -600,6 +626,16 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     // The body is not Sync, so the checks get the headers alone.
     let (parts, body) = req.into_parts();
     let (result, principal) = check(&state, &parts.headers, &method, matched.as_deref()).await;
+    // Spent only by requests that pass the checks: a refusal costs the caller nothing.
+    let result = result.and_then(|principal| {
+        let limits = &state.auth.limits;
+        match &principal {
+            Some(p) => limits.check_principal(p),
+            None => limits.check_anonymous(ip),
+        }
+        .map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })?;
+        Ok(principal)
+    });
     let req = Request::from_parts(parts, body);
     let mut response = match result {
         Ok(principal) => {

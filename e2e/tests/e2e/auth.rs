@@ -650,3 +650,81 @@ async fn state_changing_requests_are_audited_and_admins_page_through_the_log() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn each_key_has_its_own_request_budget_and_is_told_when_to_retry() -> anyhow::Result<()> {
+    // Arrange: a budget of 3 requests at once, refilled at one every 5 seconds (slow enough
+    // that a busy machine does not refill it between two steps of the test).
+    let stack = Stack::start_with_env(&[
+        ("API_RATE_LIMIT_PER_MINUTE", "12"),
+        ("API_RATE_LIMIT_BURST", "3"),
+        ("API_ANON_RATE_LIMIT_PER_MINUTE", "60"),
+    ])
+    .await?;
+    // Creating the keys spends two of the admin key's three.
+    let (viewer, _) = create_key(&stack, "viewer", json!({})).await?;
+    let (other, _) = create_key(&stack, "viewer", json!({})).await?;
+    let client = anonymous()?;
+    let lists = format!("{}/api/contact-lists", stack.api_http);
+
+    // Act and assert: the viewer's burst passes, the next request is refused with a wait.
+    for _ in 0..3 {
+        let status = client
+            .get(&lists)
+            .bearer_auth(&viewer)
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let refused = client.get(&lists).bearer_auth(&viewer).send().await?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .context("a Retry-After header")?
+        .to_str()?
+        .parse()?;
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await?;
+    assert_eq!(body["code"], "rate_limited");
+
+    // gRPC spends the same budget and says RESOURCE_EXHAUSTED.
+    let code = call_method(
+        authed_channel(&stack.api_grpc, Some(&viewer)).await?,
+        "/voiceagent.v1.ContactService/ListContactLists",
+    )
+    .await?;
+    assert_eq!(code, Code::ResourceExhausted);
+
+    // Another key is not affected by the first one's spending.
+    let status = client
+        .get(&lists)
+        .bearer_auth(&other)
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, StatusCode::OK);
+
+    // Refused credentials spend nothing: a wrong key keeps getting 401, not 429.
+    for _ in 0..5 {
+        let status = client
+            .get(&lists)
+            .bearer_auth(test_api_key())
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    // The budget refills: after the wait the viewer is served again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let status = client
+        .get(&lists)
+        .bearer_auth(&viewer)
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}

@@ -15,14 +15,14 @@ const WAIT: Duration = Duration::from_secs(180);
 /// The people of one test run: numbers and message SIDs unique to the run, so conversations
 /// left on a shared Temporal server by an earlier run are not in the way.
 #[derive(Clone)]
-struct Run {
+pub(crate) struct Run {
     area: &'static str,
     exchange: u16,
     salt: u64,
 }
 
 impl Run {
-    fn new(area: &'static str) -> Self {
+    pub(crate) fn new(area: &'static str) -> Self {
         let r = uuid::Uuid::new_v4().as_u128();
         Self {
             area,
@@ -31,19 +31,19 @@ impl Run {
         }
     }
 
-    fn person(&self, p: usize) -> String {
+    pub(crate) fn person(&self, p: usize) -> String {
         format!("+1{}{}{p:04}", self.area, self.exchange)
     }
 
     /// A Twilio-style SID for message `n` of person `p`.
-    fn sid(&self, p: usize, n: usize) -> String {
+    pub(crate) fn sid(&self, p: usize, n: usize) -> String {
         format!("SM{:016x}{:016x}", (self.salt << 20) + p as u64, n as u64)
     }
 }
 
 /// Posts an inbound SMS to `api` signed as Twilio signs it for `api`'s public URL. Returns
 /// the status, or `None` when the api could not be reached.
-async fn post_sms(
+pub(crate) async fn post_sms(
     http: &reqwest::Client,
     api: &str,
     from: &str,
@@ -74,7 +74,7 @@ async fn post_sms(
 
 /// The inbound message ids the conversation with `from` holds, in its order, once it holds
 /// `count` of them.
-async fn conversation_inbound(
+pub(crate) async fn conversation_inbound(
     stack: &Stack,
     from: &str,
     count: u64,
@@ -151,7 +151,7 @@ async fn warm_up(stack: &Stack, run: &Run) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn assert_inbox_empty(stack: &Stack) -> anyhow::Result<()> {
+pub(crate) async fn assert_inbox_empty(stack: &Stack) -> anyhow::Result<()> {
     eventually("the inbox to be empty", WAIT, || async {
         let left = stack
             .mongo

@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod inbox;
 mod live;
+mod scale;
 mod senders;
 mod turns;
 mod voice;

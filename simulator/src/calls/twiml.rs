@@ -64,6 +64,11 @@ pub(crate) enum ParseError {
     Empty,
 }
 
+/// Deepest nesting accepted. TwiML itself nests three or four levels (`Response` > `Gather` >
+/// `Say`); without a cap, a document of a million nested tags parses (the parser keeps its
+/// own stack) but dropping the tree recurses once per level and overflows the thread's stack.
+const MAX_DEPTH: usize = 32;
+
 /// Parses a TwiML document and returns its `<Response>` element.
 pub(crate) fn parse(document: &str) -> Result<Element, ParseError> {
     let mut reader = Reader::from_str(document);
@@ -77,6 +82,11 @@ pub(crate) fn parse(document: &str) -> Result<Element, ParseError> {
                 return Err(ParseError::Xml(format!(
                     "content after the root element: <{}>",
                     start.name().as_ref()
+                )));
+            }
+            Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                return Err(ParseError::Xml(format!(
+                    "elements nested more than {MAX_DEPTH} deep"
                 )));
             }
             Event::Start(start) => stack.push(element(&start)?),
@@ -196,5 +206,29 @@ mod tests {
             Err(ParseError::Root("Html".into()))
         );
         assert!(parse("<Response/>").unwrap().children.is_empty());
+    }
+
+    /// Found by hand while writing the fuzz target (its inputs are too short to reach it):
+    /// 200,000 nested elements crashed the process with a stack overflow.
+    #[test]
+    fn deeply_nested_documents_are_refused_not_a_stack_overflow() {
+        let depth = 200_000;
+        let doc = format!(
+            "<Response>{}{}</Response>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        assert_eq!(
+            parse(&doc),
+            Err(ParseError::Xml(format!(
+                "elements nested more than {MAX_DEPTH} deep"
+            )))
+        );
+        let ok = format!(
+            "<Response>{}{}</Response>",
+            "<a>".repeat(MAX_DEPTH - 1),
+            "</a>".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(&ok).is_ok());
     }
 }

@@ -100,6 +100,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Signs in with email and password (a browser session). */
+        post: operations["login"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Signs out: ends this session. */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who is calling: the signed-in user or the API key. */
+        get: operations["me"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Changes the signed-in user's password. */
+        post: operations["change_password"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/calls": {
         parameters: {
             query?: never;
@@ -982,6 +1050,28 @@ export interface components {
             /** @description This attempt's turns so far. */
             transcript: components["schemas"]["TurnView"][];
         };
+        /** @description Sign-in with email and password. */
+        LoginBody: {
+            /** @description The user's email (case does not matter). */
+            email: string;
+            /** @description 12 to 256 characters. */
+            password: string;
+        };
+        /** @description Who is calling. */
+        MeView: {
+            /** @description `user` or `api_key`. */
+            kind: string;
+            /** @description User id or key prefix. */
+            id: string;
+            /** @description User email, or key name. */
+            name: string;
+            /** @description What the caller may do. */
+            role: components["schemas"]["RoleSchema"];
+            /** @description Send back in `X-CSRF-Token` on state-changing requests (sessions only). */
+            csrf_token?: string | null;
+            /** @description When the session ends, RFC 3339 (sessions only). */
+            expires_at?: string | null;
+        };
         /** @description One message of a conversation. */
         MessageView: {
             id: string;
@@ -1009,12 +1099,12 @@ export interface components {
             machine_detection?: boolean | null;
             /**
              * Format: int32
-             * @description Attempts for busy / no-answer / failed (default 1, at most 10).
+             * @description Attempts for busy / no-answer / failed (default 1, 1-10).
              */
             max_attempts?: number | null;
             /**
              * Format: int64
-             * @description Seconds between attempts (default 600).
+             * @description Seconds between attempts (default 600, 1-604800).
              */
             retry_after_secs?: number | null;
             /** @description Record the call; the recording URL lands in the call log (default false). */
@@ -1069,13 +1159,14 @@ export interface components {
             start_at: string | null;
             /**
              * Format: double
-             * @description Messages per second; 0 = unlimited.
+             * @description Messages per second; 0 = unlimited, otherwise 0.001 to 10000 (voice: calls per second,
+             *     at most 100).
              * @default 0
              */
             rate_per_second: number;
             /**
              * Format: int32
-             * @description Attempts on transient failures; 0 = 5.
+             * @description Attempts on transient failures, 1-20; 0 = 5. Voice: dial attempts, 1-10; 0 = 3.
              * @default 0
              */
             max_attempts: number;
@@ -1113,13 +1204,13 @@ export interface components {
             agent_profile: string;
             /**
              * Format: int64
-             * @description Voice: seconds between dial attempts (0 = 3600).
+             * @description Voice: seconds between dial attempts, 1-604800 (0 = 3600).
              * @default 0
              */
             retry_after_secs: number;
             /**
              * Format: int32
-             * @description Voice: most calls in flight (0 = 5).
+             * @description Voice: most calls in flight, 1-100 (0 = 5).
              * @default 0
              */
             max_in_flight: number;
@@ -1166,6 +1257,13 @@ export interface components {
             /** @description The channel it was asked on (`sms`, `whatsapp`, `voice`). */
             channel?: string | null;
             at?: string | null;
+        };
+        /** @description A password change by the signed-in user; their other sessions end. */
+        PasswordChangeBody: {
+            /** @description The password in use. */
+            current_password: string;
+            /** @description 12 to 256 characters. */
+            new_password: string;
         };
         /** @description Changes to a contact as given by a client; absent fields stay as they are. */
         PatchInput: {
@@ -1402,7 +1500,10 @@ export interface components {
             pass: number;
         };
         RateBody: {
-            /** Format: double */
+            /**
+             * Format: double
+             * @description 0 = as fast as Twilio allows, otherwise 0.001 to 10000 per second.
+             */
             rate_per_second: number;
         };
         /** @description A row of a contact file that was not imported. */
@@ -1419,6 +1520,12 @@ export interface components {
             /** @description What is wrong, for a person. */
             reason: string;
         };
+        /**
+         * @description A role: `viewer` reads, `manager` also runs lists, campaigns, conversations and calls,
+         *     `admin` also manages users, API keys and reads the audit log.
+         * @enum {string}
+         */
+        RoleSchema: "viewer" | "manager" | "admin";
         /** @description What the deployment is set to, read-only. */
         SettingsView: {
             /** @description `simulator` when Twilio requests go anywhere but api.twilio.com, else `twilio`. */
@@ -1860,6 +1967,135 @@ export interface operations {
             };
             /** @description Invalid input */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    login: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginBody"];
+            };
+        };
+        responses: {
+            /** @description Signed in: sets the HttpOnly session cookie */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MeView"];
+                };
+            };
+            /** @description Wrong email or password */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many attempts from this address; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed out: the session ends and the cookie is cleared */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    me: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MeView"];
+                };
+            };
+            /** @description No valid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    change_password: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChangeBody"];
+            };
+        };
+        responses: {
+            /** @description Changed; the user's other sessions end */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input, or an API key (keys have no password) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Wrong current password */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
