@@ -386,8 +386,8 @@ await test('chat with the scripted agent on the AI Chat page: streamed replies, 
   await axe(page, 'AI Chat');
   await shoot(page, 'chat');
   // A reload reconnects to the same chat, with its history.
+  await page.waitForURL(/chat=[0-9a-f]{32}/, { timeout: 10_000 });
   const chatUrl = page.url();
-  assert.match(chatUrl, /chat=[0-9a-f]{32}/);
   await page.reload();
   await page.locator('.msg.outbound .bubble', { hasText: 'You told me your name is Grace.' }).waitFor();
   const chat = new URL(chatUrl).searchParams.get('chat');

@@ -159,6 +159,9 @@ export default function Chat() {
       const ws = new WebSocket(socketUrl(profile, chatRef.current));
       socket.current = ws;
       ws.onmessage = (ev) => {
+        // A socket this effect already closed (the profile or chat changed) may still deliver
+        // a frame; it must not write its chat over the new one.
+        if (stopped) return;
         const f = JSON.parse(String(ev.data)) as ServerFrame;
         switch (f.type) {
           case 'ready':
@@ -169,8 +172,10 @@ export default function Chat() {
             setConversationId(f.conversation_id);
             setNote(null);
             setPhase(voiceRef.current ? 'listening' : 'idle');
-            if (chatRef.current !== f.chat) {
-              chatRef.current = f.chat;
+            chatRef.current = f.chat;
+            // The address names the chat, so a reload reconnects to it (compared with the
+            // address itself: this handler's `params` may be stale).
+            if (new URLSearchParams(window.location.search).get('chat') !== f.chat) {
               setParams({ profile: f.profile, chat: f.chat }, { replace: true });
             }
             break;
