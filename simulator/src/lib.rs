@@ -85,7 +85,7 @@
 //! | `GET /admin/calls/{sid}` | | `{sid,from,to,direction,status,answered_by,date_created,date_updated,dialled_at,answered_at,ended_at,duration,error_code,error_message,voicemail,transfers,events:[{at,kind,speaker,text,…}]}`; `kind` ∈ say, play, pause, gather, speech, digits, silence, dial, record, hangup, redirect, reject, error, voicemail; `speaker` ∈ agent, callee, system |
 //! | `GET /admin/opt-outs` | | `{"enabled","refused","opt_outs":[{"from":USER,"to":SENDER}]}` |
 //! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,content_sid,content_variables,status,error_code,…}]}` |
-//! | `GET /admin/ledger/counts[?to=NUMBER]` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` |
+//! | `GET /admin/ledger/counts[?to=NUMBER][&by_to=false]` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` (`by_to` empty with `by_to=false`) |
 //! | `GET /admin/ledger/duplicates[?body=TEXT][&content_sid=HX…]` | | `{"total","numbers","duplicates":[{to,count,body,content_sid,content_variables,sids}]}` |
 //! | `POST /admin/ledger/missing` | `{"numbers":[…],"body"?,"content_sid"?}` | `{"checked","total","missing":[…]}` |
 //! | `GET /admin/content`, `GET`/`PUT`/`DELETE /admin/content/{HXsid}` | `{"body":"Hi {{1}}","variables"?:{"1":"default"}}` | `{"templates":{…}}` / `{"sid","body","variables"}` / 204 / 404 |

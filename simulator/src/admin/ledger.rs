@@ -86,13 +86,24 @@ pub(super) async fn ledger(
     })
 }
 
-/// `GET /admin/ledger/counts[?to=NUMBER]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CountsQuery {
+    to: Option<String>,
+    /// `false` leaves out the per-number map: a poller that wants the totals of a
+    /// million-number ledger every second must not pay for a million map entries each time.
+    by_to: Option<bool>,
+}
+
+/// `GET /admin/ledger/counts[?to=NUMBER][&by_to=false]`.
 pub(super) async fn counts(
     State(state): State<AppState>,
-    Query(query): Query<ToQuery>,
+    Query(query): Query<CountsQuery>,
 ) -> Response {
     let to = query.to.as_deref().map(restore_plus);
-    let mut counts = state.store().counts(to.as_deref());
+    let mut counts = state
+        .store()
+        .counts(to.as_deref(), query.by_to.unwrap_or(true));
     counts.by_to.sort_unstable();
     #[derive(Serialize)]
     struct Body<'a> {

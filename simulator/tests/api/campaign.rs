@@ -161,6 +161,8 @@ async fn the_ledger_finds_numbers_that_got_the_same_content_twice_and_numbers_th
         )
         .await;
     let one = app.admin_get("ledger/counts?to=%2B15550000002").await;
+    let totals = app.admin_get("ledger/counts?by_to=false").await;
+    let every = app.admin_get("ledger/counts").await;
 
     assert_eq!(all["total"], 2, "{all}");
     assert_eq!(all["numbers"], 2);
@@ -180,6 +182,10 @@ async fn the_ledger_finds_numbers_that_got_the_same_content_twice_and_numbers_th
     assert_eq!(missing["missing"], json!(["+15550000005"]));
     assert_eq!(one["total"], 2);
     assert_eq!(one["by_to"], json!({"+15550000002": 2}));
+    assert_eq!(totals["total"], every["total"]);
+    assert_eq!(totals["by_status"], every["by_status"]);
+    assert_eq!(totals["by_to"], json!({}));
+    assert!(every["by_to"].as_object().unwrap().len() > 1, "{every}");
     assert_eq!(
         one["by_status"]
             .as_object()
