@@ -71,6 +71,74 @@ impl RateLimitSettings {
     }
 }
 
+/// How long a sign-in limit's window lasts, from the first attempt in it.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Sign-in attempt limits, counted in MongoDB across every api replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// `API_LOGIN_ATTEMPTS_PER_MINUTE`: attempts per client address per minute; 0 turns it off.
+    pub per_address: u32,
+    /// `API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`: attempts per email per minute, from any
+    /// address; 0 turns it off.
+    pub per_account: u32,
+}
+
+impl LoginLimits {
+    /// Reads the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            per_address: env.number("API_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+            per_account: env.number("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", 10)?,
+        })
+    }
+
+    /// Counts a sign-in attempt from `ip`; `Ok(Err(seconds to wait))` when the address is over
+    /// its limit this minute. Checked before the body is read.
+    pub async fn check_address(
+        &self,
+        store: &MongoStore,
+        ip: IpAddr,
+        now: DateTime,
+    ) -> Result<Result<(), u64>, StoreError> {
+        count(store, &format!("ip:{ip}"), self.per_address, now).await
+    }
+
+    /// Counts a sign-in attempt for the account `email` (lower-cased), from any address;
+    /// `Ok(Err(seconds to wait))` when the account is over its limit this minute. Keyed by
+    /// the email's digest, so the collection holds no addresses of people.
+    pub async fn check_account(
+        &self,
+        store: &MongoStore,
+        email: &str,
+        now: DateTime,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let key = format!("account:{}", secrets::digest(email));
+        count(store, &key, self.per_account, now).await
+    }
+}
+
+async fn count(
+    store: &MongoStore,
+    key: &str,
+    limit: u32,
+    now: DateTime,
+) -> Result<Result<(), u64>, StoreError> {
+    if limit == 0 {
+        return Ok(Ok(()));
+    }
+    let (attempts, ends) = store.count_login_attempt(key, now, LOGIN_WINDOW).await?;
+    if attempts > u64::from(limit) {
+        let left = ends
+            .timestamp_millis()
+            .saturating_sub(now.timestamp_millis());
+        return Ok(Err(retry_after_secs(Duration::from_millis(
+            u64::try_from(left).unwrap_or(0),
+        ))));
+    }
+    Ok(Ok(()))
+}
+
 /// Whose budget a request spends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Caller {
@@ -167,74 +235,6 @@ impl RateLimits {
             _ => Ok(()),
         }
     }
-}
-
-/// How long a sign-in limit's window lasts, from the first attempt in it.
-const LOGIN_WINDOW: Duration = Duration::from_secs(60);
-
-/// Sign-in attempt limits, counted in MongoDB across every api replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginLimits {
-    /// `API_LOGIN_ATTEMPTS_PER_MINUTE`: attempts per client address per minute; 0 turns it off.
-    pub per_address: u32,
-    /// `API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`: attempts per email per minute, from any
-    /// address; 0 turns it off.
-    pub per_account: u32,
-}
-
-impl LoginLimits {
-    /// Reads the settings.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            per_address: env.number("API_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
-            per_account: env.number("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", 10)?,
-        })
-    }
-
-    /// Counts a sign-in attempt from `ip`; `Ok(Err(seconds to wait))` when the address is over
-    /// its limit this minute. Checked before the body is read.
-    pub async fn check_address(
-        &self,
-        store: &MongoStore,
-        ip: IpAddr,
-        now: DateTime,
-    ) -> Result<Result<(), u64>, StoreError> {
-        count(store, &format!("ip:{ip}"), self.per_address, now).await
-    }
-
-    /// Counts a sign-in attempt for the account `email` (lower-cased), from any address;
-    /// `Ok(Err(seconds to wait))` when the account is over its limit this minute. Keyed by
-    /// the email's digest, so the collection holds no addresses of people.
-    pub async fn check_account(
-        &self,
-        store: &MongoStore,
-        email: &str,
-        now: DateTime,
-    ) -> Result<Result<(), u64>, StoreError> {
-        let key = format!("account:{}", secrets::digest(email));
-        count(store, &key, self.per_account, now).await
-    }
-}
-
-async fn count(
-    store: &MongoStore,
-    key: &str,
-    limit: u32,
-    now: DateTime,
-) -> Result<Result<(), u64>, StoreError> {
-    if limit == 0 {
-        return Ok(Ok(()));
-    }
-    let (attempts, ends) = store.count_login_attempt(key, now, LOGIN_WINDOW).await?;
-    if attempts > u64::from(limit) {
-        let left = ends
-            .timestamp_millis()
-            .saturating_sub(now.timestamp_millis());
-        return Ok(Err(retry_after_secs(Duration::from_millis(
-            u64::try_from(left).unwrap_or(0),
-        ))));
-    }
-    Ok(Ok(()))
 }
 
 /// Whole seconds to wait, rounded up, at least 1 (`Retry-After` takes whole seconds).
