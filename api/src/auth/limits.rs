@@ -2,9 +2,14 @@
 //! and requests that need no credential (sign-in, the OpenAPI document) have one per client
 //! address. Over budget the answer is 429 (gRPC: `RESOURCE_EXHAUSTED`) with `Retry-After`.
 //!
-//! The budgets are GCRA buckets from `governor`, in memory: each api replica counts on its own,
-//! so behind N replicas a caller gets up to N times the rate. That bounds a leaked key's damage
-//! per replica; a shared budget would need a shared store on every request.
+//! The request budgets are GCRA buckets from `governor`, in memory: each api replica counts on
+//! its own, so behind N replicas a caller gets up to N times the rate. That bounds a leaked
+//! key's damage per replica; a shared budget would cost a MongoDB round trip on every request.
+//!
+//! Sign-in attempts are the exception ([`LoginLimits`]): they are counted in MongoDB, per client
+//! address and per account, so the limit holds however many replicas there are. A password
+//! guess already costs an Argon2 verification, so one more write per attempt is cheap, and a
+//! brute force spread over replicas (or, per account, over addresses) is what it must stop.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,9 +18,11 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use mongodb::bson::DateTime;
 use voice_agent_config::{ConfigError, Env};
+use voice_agent_store::{MongoStore, StoreError};
 
-use super::{Actor, Principal};
+use super::{Actor, Principal, secrets};
 
 /// Callers tracked at most (see [`Bounded`]).
 const MAX_TRACKED: usize = 10_000;
@@ -62,6 +69,74 @@ impl RateLimitSettings {
         }
         Ok(settings)
     }
+}
+
+/// How long a sign-in limit's window lasts, from the first attempt in it.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Sign-in attempt limits, counted in MongoDB across every api replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// `API_LOGIN_ATTEMPTS_PER_MINUTE`: attempts per client address per minute; 0 turns it off.
+    pub per_address: u32,
+    /// `API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`: attempts per email per minute, from any
+    /// address; 0 turns it off.
+    pub per_account: u32,
+}
+
+impl LoginLimits {
+    /// Reads the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            per_address: env.number("API_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+            per_account: env.number("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", 10)?,
+        })
+    }
+
+    /// Counts a sign-in attempt from `ip`; `Ok(Err(seconds to wait))` when the address is over
+    /// its limit this minute. Checked before the body is read.
+    pub async fn check_address(
+        &self,
+        store: &MongoStore,
+        ip: IpAddr,
+        now: DateTime,
+    ) -> Result<Result<(), u64>, StoreError> {
+        count(store, &format!("ip:{ip}"), self.per_address, now).await
+    }
+
+    /// Counts a sign-in attempt for the account `email` (lower-cased), from any address;
+    /// `Ok(Err(seconds to wait))` when the account is over its limit this minute. Keyed by
+    /// the email's digest, so the collection holds no addresses of people.
+    pub async fn check_account(
+        &self,
+        store: &MongoStore,
+        email: &str,
+        now: DateTime,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let key = format!("account:{}", secrets::digest(email));
+        count(store, &key, self.per_account, now).await
+    }
+}
+
+async fn count(
+    store: &MongoStore,
+    key: &str,
+    limit: u32,
+    now: DateTime,
+) -> Result<Result<(), u64>, StoreError> {
+    if limit == 0 {
+        return Ok(Ok(()));
+    }
+    let (attempts, ends) = store.count_login_attempt(key, now, LOGIN_WINDOW).await?;
+    if attempts > u64::from(limit) {
+        let left = ends
+            .timestamp_millis()
+            .saturating_sub(now.timestamp_millis());
+        return Ok(Err(retry_after_secs(Duration::from_millis(
+            u64::try_from(left).unwrap_or(0),
+        ))));
+    }
+    Ok(Ok(()))
 }
 
 /// Whose budget a request spends.
@@ -236,6 +311,26 @@ mod tests {
         );
         let off = Env::from_pairs([("API_RATE_LIMIT_PER_MINUTE", "0")]);
         assert_eq!(RateLimitSettings::from_env(&off).unwrap().per_minute, 0);
+    }
+
+    #[test]
+    fn login_limits_default_to_ten_a_minute_and_zero_turns_them_off() {
+        let defaults = LoginLimits::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
+        assert_eq!(
+            defaults,
+            LoginLimits {
+                per_address: 10,
+                per_account: 10
+            }
+        );
+        let off = Env::from_pairs([("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", "0")]);
+        assert_eq!(LoginLimits::from_env(&off).unwrap().per_account, 0);
+        let bad = Env::from_pairs([("API_LOGIN_ATTEMPTS_PER_MINUTE", "many")]);
+        let err = LoginLimits::from_env(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("API_LOGIN_ATTEMPTS_PER_MINUTE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Access control for the HTTP and gRPC APIs: who is calling (an API key in
 //! `Authorization: Bearer`, or a browser session cookie), whether their role allows the route
 //! ([`policy`]), CSRF and content-type checks for browsers, a Host allowlist against DNS
-//! rebinding, a per-IP sign-in rate limit, and an audit log of every state-changing request.
+//! rebinding, sign-in rate limits per address and per account (shared by every replica), and an
+//! audit log of every state-changing request.
 //!
 //! | module | what |
 //! |---|---|
@@ -9,7 +10,7 @@
 //! | [`secrets`] | key, token and password hashing, the session cookie |
 //! | [`handlers`] | `/api/auth/*`, `/api/users`, `/api/api-keys`, `/api/audit` |
 //! | [`grpc`] | the tower layer in front of the gRPC services |
-//! | [`limits`] | request rate limits per key, per user and per anonymous address |
+//! | [`limits`] | request rate limits per key, per user and per anonymous address; sign-in limits |
 
 pub mod docs;
 pub mod grpc;
@@ -18,10 +19,9 @@ pub mod limits;
 pub mod policy;
 pub mod secrets;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Json;
@@ -52,8 +52,9 @@ pub struct AuthSettings {
     pub allowed_hosts: Vec<String>,
     /// `API_PUBLIC_METRICS`: whether `/metrics` is served without a credential.
     pub public_metrics: bool,
-    /// `API_LOGIN_ATTEMPTS_PER_MINUTE`: sign-in attempts per client IP per minute.
-    pub login_attempts_per_minute: u32,
+    /// `API_LOGIN_ATTEMPTS_PER_MINUTE` and `API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE`:
+    /// sign-in attempts per client address and per account, across every replica.
+    pub login_limits: limits::LoginLimits,
     /// `API_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (only behind a
     /// proxy that sets it).
     pub trust_forwarded_for: bool,
@@ -133,7 +134,7 @@ impl AuthSettings {
             session_ttl: Duration::from_secs(env.number("API_SESSION_TTL_SECS", 12 * 3600)?),
             allowed_hosts,
             public_metrics: flag("API_PUBLIC_METRICS", true)?,
-            login_attempts_per_minute: env.number("API_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+            login_limits: limits::LoginLimits::from_env(env)?,
             trust_forwarded_for: flag("API_TRUST_FORWARDED_FOR", false)?,
             secure_cookies: public_base_url.scheme() == "https",
             bootstrap_admin_email,
@@ -311,7 +312,6 @@ impl From<AuthError> for tonic::Status {
 pub struct AuthState {
     /// The settings.
     pub settings: Arc<AuthSettings>,
-    login_limiter: Arc<RateLimiter>,
     /// Request budgets per caller.
     pub limits: limits::RateLimits,
 }
@@ -319,55 +319,10 @@ pub struct AuthState {
 impl AuthState {
     /// State for `settings`.
     pub fn new(settings: AuthSettings) -> Self {
-        let limiter = RateLimiter::new(settings.login_attempts_per_minute, Duration::from_secs(60));
         Self {
             limits: limits::RateLimits::new(settings.rate_limits),
             settings: Arc::new(settings),
-            login_limiter: Arc::new(limiter),
         }
-    }
-}
-
-/// A fixed-window counter per client IP. In memory, so each api replica counts on its own:
-/// behind N replicas an address gets up to N times the limit, still far from a brute force.
-struct RateLimiter {
-    limit: u32,
-    window: Duration,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-/// Most addresses tracked before old windows are swept, so a spray of addresses cannot grow
-/// the map without bound.
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
-
-impl RateLimiter {
-    fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit,
-            window,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts an attempt; `Err(seconds to wait)` when over the limit.
-    fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= MAX_TRACKED_ADDRESSES {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-            if windows.len() >= MAX_TRACKED_ADDRESSES {
-                windows.clear();
-            }
-        }
-        let entry = windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= self.limit {
-            let left = self.window.saturating_sub(now.duration_since(entry.0));
-            return Err(left.as_secs() + 1);
-        }
-        entry.1 += 1;
-        Ok(())
     }
 }
 
@@ -872,20 +827,6 @@ mod tests {
             Some("l1/c2")
         );
         assert_eq!(target("/api/campaigns", "/api/campaigns"), None);
-    }
-
-    #[test]
-    fn the_login_limiter_refuses_past_the_limit_until_the_window_ends() {
-        let limiter = RateLimiter::new(2, Duration::from_secs(60));
-        let ip: IpAddr = "10.0.0.1".parse().expect("an address");
-        let other: IpAddr = "10.0.0.2".parse().expect("an address");
-        let t0 = Instant::now();
-        assert!(limiter.check(ip, t0).is_ok());
-        assert!(limiter.check(ip, t0).is_ok());
-        let wait = limiter.check(ip, t0 + Duration::from_secs(10)).unwrap_err();
-        assert_eq!(wait, 51);
-        assert!(limiter.check(other, t0).is_ok());
-        assert!(limiter.check(ip, t0 + Duration::from_secs(60)).is_ok());
     }
 
     #[test]

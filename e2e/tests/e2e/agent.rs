@@ -42,7 +42,7 @@ disposition = "not_interested"
 "#;
 
 /// Writes an agents file (and the rules file when `rules` is given) to a fresh folder.
-fn agents_file(profile_extra: &str, rules: Option<&str>) -> anyhow::Result<PathBuf> {
+pub(crate) fn agents_file(profile_extra: &str, rules: Option<&str>) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("va-agents-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     let rules_line = match rules {

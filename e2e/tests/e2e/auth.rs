@@ -1,7 +1,7 @@
 //! Access control against the real api: every route and gRPC method refuses missing, wrong,
 //! expired, revoked and underprivileged credentials; browser sessions (sign-in, CSRF,
 //! content type, sign-out, expiry, password change); the Host allowlist; the sign-in rate
-//! limit; and the audit log.
+//! limits, per address and per account across two apis; and the audit log.
 
 use std::time::Duration;
 
@@ -513,6 +513,84 @@ async fn sign_in_is_rate_limited_per_address_and_other_hosts_are_refused() -> an
         stack.http.get(&metrics).send().await?.status(),
         StatusCode::OK
     );
+    Ok(())
+}
+
+/// A sign-in attempt at `api`, from `address` as the balancer in front reports it
+/// (`X-Forwarded-For`, trusted with `API_TRUST_FORWARDED_FOR`).
+async fn attempt(
+    client: &reqwest::Client,
+    api: &str,
+    address: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<reqwest::Response> {
+    Ok(client
+        .post(format!("{api}/api/auth/login"))
+        .header("x-forwarded-for", address)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await?)
+}
+
+fn retry_after(resp: &reqwest::Response) -> anyhow::Result<u64> {
+    Ok(resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .context("a Retry-After header")?
+        .to_str()?
+        .parse()?)
+}
+
+#[tokio::test]
+async fn sign_in_limits_per_address_and_per_account_hold_across_two_apis() -> anyhow::Result<()> {
+    // Arrange: two api replicas on one database, each trusting the balancer's address header.
+    let stack = Stack::start_with_env(&[
+        ("API_LOGIN_ATTEMPTS_PER_MINUTE", "4"),
+        ("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", "6"),
+        ("API_TRUST_FORWARDED_FOR", "true"),
+    ])
+    .await?;
+    let (_second, second_url) = stack.spawn_api().await?;
+    let apis = [stack.api_http.clone(), second_url];
+    let browser = anonymous()?;
+    let guess = "guess guess guess";
+
+    // Per address: its four attempts are spread over both apis; the fifth is refused by either.
+    for i in 0..4 {
+        let resp = attempt(
+            &browser,
+            &apis[i % 2],
+            "203.0.113.7",
+            "a@example.com",
+            guess,
+        )
+        .await?;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    for api in &apis {
+        let resp = attempt(&browser, api, "203.0.113.7", "b@example.com", guess).await?;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{api}");
+        assert!((1..=60).contains(&retry_after(&resp)?));
+    }
+
+    // Per account: six guesses from six addresses over both apis; the seventh, from yet
+    // another address, is refused by either api, even with the right password.
+    for i in 0..6 {
+        let from = format!("198.51.100.{i}");
+        let resp = attempt(&browser, &apis[i % 2], &from, ADMIN_EMAIL, guess).await?;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    for (i, api) in apis.iter().enumerate() {
+        let from = format!("198.51.100.{}", 50 + i);
+        let resp = attempt(&browser, api, &from, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{api}");
+        assert!((1..=60).contains(&retry_after(&resp)?));
+    }
+
+    // Other accounts and addresses are not affected.
+    let resp = attempt(&browser, &apis[1], "192.0.2.99", "a@example.com", guess).await?;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     Ok(())
 }
 

@@ -19,15 +19,8 @@ use crate::helpers::{Stack, TemporalServer, eventually};
 const CONTACTS: usize = 5_000;
 const WAIT: Duration = Duration::from_secs(600);
 
-async fn ledger_by_to(stack: &Stack) -> anyhow::Result<BTreeMap<String, u64>> {
-    let counts = stack
-        .admin(reqwest::Method::GET, "/admin/ledger/counts", None)
-        .await?;
-    Ok(serde_json::from_value(counts["by_to"].clone())?)
-}
-
 async fn ledger_total(stack: &Stack) -> anyhow::Result<u64> {
-    Ok(ledger_by_to(stack).await?.values().sum())
+    Ok(stack.ledger_by_to().await?.values().sum())
 }
 
 async fn wait_for_sent(stack: &Stack, at_least: u64) -> anyhow::Result<()> {
@@ -117,7 +110,7 @@ async fn a_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio(
         .try_collect()
         .await?;
     assert_eq!(items.len(), CONTACTS);
-    let by_to = ledger_by_to(&stack).await?;
+    let by_to = stack.ledger_by_to().await?;
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for item in &items {
         let status = item.get_str("status")?;

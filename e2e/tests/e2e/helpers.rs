@@ -95,6 +95,9 @@ pub(crate) struct Stack {
     pub(crate) temporal_address: String,
     pub(crate) simulator_url: String,
     pub(crate) api_http: String,
+    /// Where Twilio sends webhooks (`PUBLIC_BASE_URL`): the api's own URL, or a balancer in
+    /// front of several apis ([`Stack::start_behind`]).
+    pub(crate) public_url: String,
     pub(crate) api_grpc: String,
     pub(crate) mongo: mongodb::Database,
     pub(crate) http: reqwest::Client,
@@ -250,23 +253,40 @@ impl Stack {
 
     /// The stack against a given Temporal server.
     pub(crate) async fn start_with(temporal_address: &str) -> anyhow::Result<Self> {
-        Self::start_configured(temporal_address, &[], &[]).await
+        Self::start_configured(temporal_address, &[], &[], None).await
+    }
+
+    /// The stack with Twilio's webhooks and callbacks addressed to `public_url`, a balancer
+    /// in front of this stack's api and those of [`Stack::spawn_api`], and `extra`
+    /// environment for the apis and workers.
+    pub(crate) async fn start_behind(
+        public_url: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_configured(
+            &env("VA_TEST_TEMPORAL_ADDRESS"),
+            extra,
+            &[],
+            Some(public_url),
+        )
+        .await
     }
 
     /// The stack with extra environment for the API and the worker (agents file, model).
     pub(crate) async fn start_with_env(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), extra, &[]).await
+        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), extra, &[], None).await
     }
 
     /// The stack with extra command-line flags for the simulator.
     pub(crate) async fn start_with_simulator_args(args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), &[], args).await
+        Self::start_configured(&env("VA_TEST_TEMPORAL_ADDRESS"), &[], args, None).await
     }
 
     async fn start_configured(
         temporal_address: &str,
         extra: &[(&str, &str)],
         simulator_args: &[&str],
+        public_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -276,6 +296,7 @@ impl Stack {
         let grpc_port = free_port();
         let api_http = format!("http://127.0.0.1:{http_port}");
         let api_key = test_api_key();
+        let public_url = public_url.map_or_else(|| api_http.clone(), str::to_owned);
 
         let mut simulator = Command::new(bin("voice-agent-simulator"))
             .args([
@@ -286,7 +307,7 @@ impl Stack {
                 "--auth-token",
                 AUTH_TOKEN,
             ])
-            .args(["--default-sms-url", &format!("{api_http}/twilio/sms")])
+            .args(["--default-sms-url", &format!("{public_url}/twilio/sms")])
             .args(["--callback-delay-ms", "10"])
             .args(simulator_args)
             .env("RUST_LOG", "warn")
@@ -311,7 +332,7 @@ impl Stack {
             ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
             ("TWILIO_FROM_NUMBER".to_owned(), FROM.to_owned()),
             ("TWILIO_TIMEOUT_MS".to_owned(), "5000".to_owned()),
-            ("PUBLIC_BASE_URL".to_owned(), api_http.clone()),
+            ("PUBLIC_BASE_URL".to_owned(), public_url.clone()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
             // Twilio's per-number defaults (1 SMS, 1 call a second) would slow every test down;
             // the per-sender limit has its own tests, which set it.
@@ -360,6 +381,7 @@ impl Stack {
             temporal_address: temporal_address.to_owned(),
             simulator_url,
             api_http,
+            public_url,
             api_grpc: format!("http://127.0.0.1:{grpc_port}"),
             mongo: client.database(&database),
             http: reqwest::Client::builder()
@@ -484,8 +506,9 @@ impl Stack {
     }
 
     /// Starts one more api process on the same MongoDB database, Temporal and task queue, as a
-    /// second replica behind a load balancer would run. Its `PUBLIC_BASE_URL` is its own
-    /// address, so webhooks signed for that address pass. Returns the process and its URL.
+    /// second replica behind a load balancer would run. Its `PUBLIC_BASE_URL` is the stack's
+    /// balancer when it has one ([`Stack::start_behind`]), else its own address, so webhooks
+    /// signed for that address pass. Returns the process and its URL.
     pub(crate) async fn spawn_api(&self) -> anyhow::Result<(Child, String)> {
         let http_port = free_port();
         let url = format!("http://127.0.0.1:{http_port}");
@@ -505,7 +528,14 @@ impl Stack {
                     "API_GRPC_ADDR".to_owned(),
                     format!("127.0.0.1:{}", free_port()),
                 ),
-                ("PUBLIC_BASE_URL".to_owned(), url.clone()),
+                (
+                    "PUBLIC_BASE_URL".to_owned(),
+                    if self.public_url == self.api_http {
+                        url.clone()
+                    } else {
+                        self.public_url.clone()
+                    },
+                ),
             ]);
         let mut api = Command::new(bin("voice-agent-api"))
             .envs(env)
@@ -648,6 +678,16 @@ impl Stack {
         } else {
             serde_json::from_str(&text)?
         })
+    }
+
+    /// How many messages the simulator accepted for each number.
+    pub(crate) async fn ledger_by_to(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let counts = self
+            .admin(reqwest::Method::GET, "/admin/ledger/counts", None)
+            .await?;
+        Ok(serde_json::from_value(counts["by_to"].clone())?)
     }
 
     /// Messages the simulator accepted for `to`.

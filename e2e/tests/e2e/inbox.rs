@@ -92,16 +92,15 @@ pub(crate) async fn conversation_inbound(
         &format!("{count} messages in the conversation"),
         WAIT,
         || async {
-            let state = match handle
+            let Ok(state) = handle
                 .query(
                     ConversationWorkflow::transcript,
                     (),
                     WorkflowQueryOptions::default(),
                 )
                 .await
-            {
-                Ok(s) => s,
-                Err(_) => return Ok(None),
+            else {
+                return Ok(None);
             };
             Ok((state.inbound_count >= count).then_some(state))
         },

@@ -2,6 +2,7 @@
 
 mod agent;
 mod auth;
+mod balancer;
 mod campaigns;
 mod chaos;
 mod continued;

@@ -39,8 +39,10 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
     let stack = Stack::start_with_env(&[
         ("WEB_DIR", dist.to_str().context("utf-8 path")?),
         ("AGENTS_FILE", agents.to_str().context("utf-8 path")?),
-        // Every browser test signs in afresh: more than the default ten a minute.
+        // Every browser test signs in afresh, as the one admin from one address: more than
+        // the default ten a minute.
         ("API_LOGIN_ATTEMPTS_PER_MINUTE", "120"),
+        ("API_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MINUTE", "120"),
     ])
     .await?;
     // A conversation waiting for a person, for the hand-over test.

@@ -183,3 +183,60 @@ async fn the_audit_log_pages_newest_first_without_gaps() {
         ["/api/r4", "/api/r3", "/api/r2", "/api/r1", "/api/r0"]
     );
 }
+
+#[tokio::test]
+async fn sign_in_attempts_add_up_across_stores_until_the_window_ends() {
+    // Two stores on one database stand for two api replicas.
+    let first = store().await;
+    first.ensure_auth_schema().await.unwrap();
+    let second = voice_agent_store::MongoStore::connect(
+        &std::env::var("VA_TEST_MONGODB_URI").unwrap(),
+        first.database().name(),
+    )
+    .await
+    .unwrap();
+    let window = std::time::Duration::from_secs(60);
+    let t0 = at(0);
+
+    let mut counts = Vec::new();
+    for (i, replica) in [&first, &second, &first, &second].into_iter().enumerate() {
+        let now = DateTime::from_millis(t0.timestamp_millis() + i as i64 * 1_000);
+        let (count, ends) = replica
+            .count_login_attempt("ip:192.0.2.1", now, window)
+            .await
+            .unwrap();
+        assert_eq!(ends.timestamp_millis(), t0.timestamp_millis() + 60_000);
+        counts.push(count);
+    }
+    assert_eq!(counts, [1, 2, 3, 4]);
+
+    // Another key has its own count; the first one starts over once its window has ended.
+    let (other, _) = second
+        .count_login_attempt("ip:192.0.2.2", t0, window)
+        .await
+        .unwrap();
+    assert_eq!(other, 1);
+    let later = DateTime::from_millis(t0.timestamp_millis() + 60_000);
+    let (again, ends) = second
+        .count_login_attempt("ip:192.0.2.1", later, window)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again, ends.timestamp_millis()),
+        (1, later.timestamp_millis() + 60_000)
+    );
+
+    // Attempts at once from both replicas are each counted once.
+    let key = "account:0123";
+    let attempts = (0..20).map(|i| {
+        let replica = if i % 2 == 0 { &first } else { &second };
+        replica.count_login_attempt(key, t0, window)
+    });
+    let mut seen: Vec<u64> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().0)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+}

@@ -2007,7 +2007,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Too many attempts from this address; see Retry-After */
+            /** @description Too many attempts from this address or for this account; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
