@@ -27,7 +27,7 @@ mod scripted;
 mod types;
 
 pub use directory::{
-    AgentDirectory, AgentProfile, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
+    AgentDirectory, AgentProfile, RELAY_INTERRUPTIBLE, RelaySettings, VoiceMode, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
 };
 pub use error::AgentError;
 pub use openai::ChatCompletionsAgent;

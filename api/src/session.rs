@@ -68,6 +68,41 @@ impl LiveEngine {
     pub fn close(&self) {
         self.closed.cancel();
     }
+
+    /// The agent replies stream from.
+    pub fn agent(&self) -> Arc<dyn Agent> {
+        self.agent.clone()
+    }
+}
+
+/// Starts the agent's reply to `request` in a task of its own; its pieces stream as the model
+/// produces them. A failed or timed-out agent streams the profile's fallback reply after
+/// whatever had come before (agent name `fallback`).
+pub fn stream_reply(agent: Arc<dyn Agent>, request: AgentRequest) -> Streaming {
+    let (tx, pieces) = mpsc::unbounded_channel();
+    let done = tokio::spawn(async move {
+        let mut forward = |piece: &str| {
+            if !piece.is_empty() {
+                let _ = tx.send(piece.to_owned());
+            }
+        };
+        match respond_streaming(agent.as_ref(), &request, &mut forward).await {
+            Ok(reply) => (reply, agent.name()),
+            Err(e) => {
+                tracing::warn!(error = %e, "live session: the agent failed; fallback reply");
+                let text = request.profile.fallback_reply.clone();
+                forward(&text);
+                (
+                    AgentReply {
+                        text,
+                        ..AgentReply::default()
+                    },
+                    "fallback".to_owned(),
+                )
+            }
+        }
+    });
+    Streaming { pieces, done }
 }
 
 /// One line of a session's history, as a client shows it.
@@ -173,31 +208,7 @@ impl Session {
             memory: self.state.memory.clone(),
             earlier_person_turns: earlier_person_turns(&self.state),
         };
-        let agent = self.app.live_engine.agent.clone();
-        let (tx, pieces) = mpsc::unbounded_channel();
-        let done = tokio::spawn(async move {
-            let mut forward = |piece: &str| {
-                if !piece.is_empty() {
-                    let _ = tx.send(piece.to_owned());
-                }
-            };
-            match respond_streaming(agent.as_ref(), &request, &mut forward).await {
-                Ok(reply) => (reply, agent.name()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "live session: the agent failed; fallback reply");
-                    let text = request.profile.fallback_reply.clone();
-                    forward(&text);
-                    (
-                        AgentReply {
-                            text,
-                            ..AgentReply::default()
-                        },
-                        "fallback".to_owned(),
-                    )
-                }
-            }
-        });
-        Streaming { pieces, done }
+        stream_reply(self.app.live_engine.agent.clone(), request)
     }
 
     /// Hands a settled turn to the conversation's workflow (starting a run if none is open) and
@@ -245,17 +256,7 @@ impl Session {
     }
 }
 
-/// What the person heard of `said` when they cut in, by their client's account: never more
-/// than was sent, and what was sent when the account is not part of it (a speech engine may
-/// change spacing or punctuation, so a close match is taken as the client says it).
-pub fn heard_of(said: &str, heard: &str) -> String {
-    let heard = heard.trim();
-    if heard.chars().count() <= said.chars().count() {
-        heard.to_owned()
-    } else {
-        said.to_owned()
-    }
-}
+pub use voice_agent_workflows::call::heard_of;
 
 /// The workflow's state by query, retried (a busy worker can let one query time out) until
 /// [`QUERY_TIMEOUT`]; `None` when the workflow does not exist or no worker answers.
