@@ -12,6 +12,7 @@ mod inbox;
 mod live;
 mod scale;
 mod senders;
+mod relay;
 mod turns;
 mod voice;
 mod web;

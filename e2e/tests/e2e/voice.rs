@@ -11,7 +11,7 @@ use voice_agent_workflows::CallWorkflow;
 use crate::helpers::{Stack, TemporalServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
-const OURS: &str = "+15005550006";
+pub(crate) const OURS: &str = "+15005550006";
 
 /// A number of its own per test run (call workflow ids of earlier runs may still exist).
 pub(crate) fn person() -> String {
@@ -108,7 +108,7 @@ pub(crate) async fn simulator_call(stack: &Stack, sid: &str) -> anyhow::Result<V
 }
 
 /// The call logs of a call workflow once `n` attempts are logged with a final status.
-async fn call_logs(stack: &Stack, call_id: &str, n: usize) -> anyhow::Result<Vec<Document>> {
+pub(crate) async fn call_logs(stack: &Stack, call_id: &str, n: usize) -> anyhow::Result<Vec<Document>> {
     eventually(&format!("{n} call logs of {call_id}"), WAIT, || async {
         let logs: Vec<Document> = futures::TryStreamExt::try_collect(
             stack
@@ -124,7 +124,7 @@ async fn call_logs(stack: &Stack, call_id: &str, n: usize) -> anyhow::Result<Vec
     .await
 }
 
-fn transcript(log: &Document) -> Vec<(String, String)> {
+pub(crate) fn transcript(log: &Document) -> Vec<(String, String)> {
     log.get_array("transcript")
         .map(|t| {
             t.iter()
@@ -140,7 +140,7 @@ fn transcript(log: &Document) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn expected_conversation() -> Vec<(String, String)> {
+pub(crate) fn expected_conversation() -> Vec<(String, String)> {
     [
         (
             "agent",
