@@ -18,7 +18,6 @@
 //! session with `end` (its `handoffData` names the reason) once the turn's signal is in; the
 //! workflow carries the actions out and decides what the `<Connect action>` answers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions,
 };
@@ -152,8 +152,12 @@ type CallHandle = WorkflowHandle<temporalio_client::Client, CallWorkflow>;
 
 /// Signals the session's records in order, each retried while Temporal is unreachable, then
 /// `relay_closed` once the session is over.
-async fn recorder(handle: CallHandle, call_sid: String, mut records: mpsc::UnboundedReceiver<Record>) {
-    let masked = mask_workflow_id(handle.info().workflow_id.as_str());
+async fn recorder(
+    handle: CallHandle,
+    masked: String,
+    call_sid: String,
+    mut records: mpsc::UnboundedReceiver<Record>,
+) {
     while let Some(record) = records.recv().await {
         match record {
             Record::Flush(done) => {
@@ -198,13 +202,12 @@ async fn recorder(handle: CallHandle, call_sid: String, mut records: mpsc::Unbou
     .await;
 }
 
-/// Runs `send` until it succeeds or [`SIGNAL_RETRY`] passed; a workflow that is gone is not
-/// retried.
-async fn retry<F, Fut, E>(mut send: F) -> bool
+/// Runs `send` until it succeeds or [`SIGNAL_RETRY`] passed; a workflow that is gone, or an
+/// input that cannot be encoded, is not retried.
+async fn retry<F, Fut>(mut send: F) -> bool
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), WorkflowInteractionError>>,
 {
     let deadline = tokio::time::Instant::now() + SIGNAL_RETRY;
     let mut wait = Duration::from_millis(100);
@@ -212,12 +215,16 @@ where
         match send().await {
             Ok(()) => return true,
             Err(e) => {
-                let text = e.to_string();
-                if text.contains("not found") || tokio::time::Instant::now() + wait > deadline {
-                    warn!(error = %text, "relay: a signal was given up");
+                let hopeless = matches!(
+                    e,
+                    WorkflowInteractionError::NotFound(_)
+                        | WorkflowInteractionError::PayloadConversion(_)
+                );
+                if hopeless || tokio::time::Instant::now() + wait > deadline {
+                    warn!(error = %e, "relay: a signal was given up");
                     return false;
                 }
-                tracing::debug!(error = %text, "relay: a signal failed; retrying");
+                tracing::debug!(error = %e, "relay: a signal failed; retrying");
             }
         }
         tokio::time::sleep(wait).await;
@@ -400,7 +407,12 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
     }
     info!(call = %masked, "relay session opened");
     let (records, rx) = mpsc::unbounded_channel();
-    let recording = tokio::spawn(recorder(handle, setup.call_sid.clone(), rx));
+    let recording = tokio::spawn(recorder(
+        handle,
+        masked.clone(),
+        setup.call_sid.clone(),
+        rx,
+    ));
     let history = context
         .transcript
         .iter()

@@ -211,10 +211,10 @@ impl Session {
         stream_reply(self.app.live_engine.agent.clone(), request)
     }
 
-    /// Hands a settled turn to the conversation's workflow (starting a run if none is open) and
-    /// takes it into this session's context. `said` is every piece the person was sent; `heard`
-    /// is set when they cut in. Returns the turn as recorded.
-    pub async fn settle(
+    /// Takes a settled turn into this session's context and returns it, for the session's
+    /// [`Recorder`] to hand to the workflow. `said` is every piece the person was sent;
+    /// `heard` is set when they cut in.
+    pub fn take_turn(
         &mut self,
         person: &str,
         said: &str,
@@ -222,7 +222,7 @@ impl Session {
         reply: &AgentReply,
         agent_name: &str,
         at: String,
-    ) -> anyhow::Result<LiveTurn> {
+    ) -> LiveTurn {
         let turn = LiveTurn {
             turn_id: uuid::Uuid::new_v4().simple().to_string(),
             person: person.to_owned(),
@@ -235,24 +235,73 @@ impl Session {
             agent_name: agent_name.to_owned(),
             at,
         };
-        self.app
-            .temporal
-            .signal_with_start_workflow(
-                ConversationWorkflow::run,
-                self.start.clone(),
-                ConversationWorkflow::live_turn,
-                turn.clone(),
-                WorkflowStartOptions::new(
-                    self.app.settings.common.task_queue.clone(),
-                    self.conversation_id.clone(),
-                )
-                .build(),
-            )
-            .await
-            .context("Failed to hand the turn to the conversation's workflow")?;
         self.state.push_live(turn.clone());
         self.state.live_outbox.clear();
-        Ok(turn)
+        turn
+    }
+
+    /// Starts the task that hands this session's settled turns to the workflow.
+    pub fn recorder(&self) -> Recorder {
+        let (turns, mut rx) = mpsc::unbounded_channel::<LiveTurn>();
+        let (done, results) = mpsc::unbounded_channel();
+        let app = self.app.clone();
+        let start = self.start.clone();
+        let conversation_id = self.conversation_id.clone();
+        tokio::spawn(async move {
+            while let Some(turn) = rx.recv().await {
+                let sent = app
+                    .temporal
+                    .signal_with_start_workflow(
+                        ConversationWorkflow::run,
+                        start.clone(),
+                        ConversationWorkflow::live_turn,
+                        turn.clone(),
+                        WorkflowStartOptions::new(
+                            app.settings.common.task_queue.clone(),
+                            conversation_id.clone(),
+                        )
+                        .build(),
+                    )
+                    .await
+                    .context("Failed to hand the turn to the conversation's workflow");
+                match sent {
+                    Ok(_) => {
+                        let _ = done.send(Ok(turn));
+                    }
+                    Err(e) => {
+                        // Later turns are not handed over without this one: the order is
+                        // the conversation's.
+                        let _ = done.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Recorder { turns, results }
+    }
+}
+
+/// Hands a session's settled turns to the conversation's durable workflow (one
+/// signal-with-start each, starting a run if none is open), in order, in a task of its own:
+/// the session answers the next prompt or interruption while a signal is on its way. Each
+/// signal is in Temporal's history as soon as it returns, whatever the worker is doing.
+pub struct Recorder {
+    turns: mpsc::UnboundedSender<LiveTurn>,
+    /// Each turn once it is durable, in order; an error ends the recording (the turns after
+    /// it are not handed over).
+    pub results: mpsc::UnboundedReceiver<anyhow::Result<LiveTurn>>,
+}
+
+impl Recorder {
+    /// Queues a settled turn.
+    pub fn record(&self, turn: LiveTurn) {
+        let _ = self.turns.send(turn);
+    }
+
+    /// Stops taking turns; `results` then ends after the last queued one.
+    pub fn close(&mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.turns, closed));
     }
 }
 

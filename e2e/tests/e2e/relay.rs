@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -236,7 +237,6 @@ async fn streaming_model(requests: Arc<Mutex<Vec<Value>>>) -> anyhow::Result<Str
     Ok(url)
 }
 
-use axum::response::IntoResponse;
 
 #[tokio::test]
 async fn a_caller_who_cuts_in_leaves_only_what_was_spoken_and_the_next_reply_knows_it()

@@ -256,7 +256,7 @@ impl Runner {
         loop {
             let frame = self.guarded(socket.next()).await?;
             let text = match frame {
-                Some(Ok(Message::Text(t))) => t.to_string(),
+                Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(None),
                 Some(Ok(_)) => continue,
             };
