@@ -81,10 +81,38 @@ pub struct ProfileSettings {
     /// when empty.
     pub rules_toml: Option<String>,
     /// How calls speak: `gather` (turn by turn) or `relay` (Twilio ConversationRelay, streamed).
-    #[schema(value_type = String, example = "gather")]
-    pub voice_mode: voice_agent_agent::VoiceMode,
+    pub voice_mode: ProfileVoiceMode,
     /// ConversationRelay's settings (used in `relay` mode).
     pub relay: RelayProfileSettings,
+}
+
+/// How a profile's calls speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileVoiceMode {
+    /// Turn by turn: `<Gather>` in, `<Say>` out.
+    #[default]
+    Gather,
+    /// Twilio ConversationRelay: streamed replies the caller can cut off.
+    Relay,
+}
+
+impl From<voice_agent_agent::VoiceMode> for ProfileVoiceMode {
+    fn from(m: voice_agent_agent::VoiceMode) -> Self {
+        match m {
+            voice_agent_agent::VoiceMode::Gather => Self::Gather,
+            voice_agent_agent::VoiceMode::Relay => Self::Relay,
+        }
+    }
+}
+
+impl From<ProfileVoiceMode> for voice_agent_agent::VoiceMode {
+    fn from(m: ProfileVoiceMode) -> Self {
+        match m {
+            ProfileVoiceMode::Gather => Self::Gather,
+            ProfileVoiceMode::Relay => Self::Relay,
+        }
+    }
 }
 
 /// What `<ConversationRelay>` is told in `relay` mode.
@@ -166,7 +194,7 @@ impl From<&AgentProfile> for ProfileSettings {
             turns_per_run: p.turns_per_run,
             idle_close_secs: p.idle_close_secs,
             rules_toml: p.rules_toml.clone(),
-            voice_mode: p.voice_mode,
+            voice_mode: p.voice_mode.into(),
             relay: RelayProfileSettings::from(&p.relay),
         }
     }
@@ -197,7 +225,7 @@ impl ProfileSettings {
             rules: None,
             rules_toml: self.rules_toml,
             version: None,
-            voice_mode: self.voice_mode,
+            voice_mode: self.voice_mode.into(),
             relay: self.relay.into_settings(),
         }
     }
