@@ -323,8 +323,9 @@ impl Session {
         let _ = self.records.send(Record::Turn(Box::new(turn)));
     }
 
-    /// Cuts the reply in progress, or the last complete one, at what was heard.
-    fn interrupted(&mut self, pending: &mut Option<Pending>, utterance: &str) {
+    /// Cuts the reply in progress, or the last complete one, at what was heard; true when a
+    /// reply was still streaming (its talk cycle then needs its `last`).
+    fn interrupted(&mut self, pending: &mut Option<Pending>, utterance: &str) -> bool {
         if let Some(p) = pending.take() {
             p.stream.done.abort();
             let heard = heard_of(&p.said, utterance);
@@ -338,10 +339,10 @@ impl Session {
                 agent_at: now(),
                 ..RelayTurn::default()
             });
-            return;
+            return true;
         }
         let Some((turn_id, said)) = self.last_complete.take() else {
-            return;
+            return false;
         };
         let heard = heard_of(&said, utterance);
         if let Some(Turn { text, .. }) = self
@@ -357,6 +358,7 @@ impl Session {
             turn_id,
             heard,
         }));
+        false
     }
 
     /// Waits until every record so far was signalled.
@@ -555,7 +557,11 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                     }
                     Inbound::Dtmf(_) => continue,
                     Inbound::Interrupt(i) => {
-                        session.interrupted(&mut pending, &i.utterance_until_interrupt);
+                        if session.interrupted(&mut pending, &i.utterance_until_interrupt)
+                            && !send(&mut socket, &Outbound::text("", true)).await
+                        {
+                            break;
+                        }
                         continue;
                     }
                     Inbound::Error(e) => {
@@ -569,6 +575,9 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                 if let Some(p) = &pending {
                     let heard = p.said.clone();
                     session.interrupted(&mut pending, &heard);
+                    if !send(&mut socket, &Outbound::text("", true)).await {
+                        break;
+                    }
                 }
                 session.last_complete = None;
                 let request = session.request(&person);

@@ -25,6 +25,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Simulated seconds the text-to-speech takes per token (for interruptions after a delay).
 const RELAY_TOKEN_SECONDS: f64 = 0.25;
+/// How long a callee with nothing more to say waits for the application's `end`.
+const END_WAIT: Duration = Duration::from_secs(3);
 /// Twilio's error code for a message it could not validate.
 const INVALID_MESSAGE: u32 = 64107;
 
@@ -174,9 +176,10 @@ impl Runner {
                 None => self.script.pop_front(),
             };
             let Some(line) = line else {
-                // Nothing more to say: wait a moment for an `end`, else hang up.
-                let think = self.state.call_think.max(Duration::from_millis(200));
-                match self.relay_listen(&mut socket, think).await? {
+                // Nothing more to say: wait a while for an `end` (the application may first make
+                // the turn durable), else hang up.
+                let wait = self.state.call_think.max(END_WAIT);
+                match self.relay_listen(&mut socket, wait).await? {
                     Some(handoff) => return Ok(handoff),
                     None => return self.relay_hang_up(&mut socket).await,
                 }
@@ -363,7 +366,7 @@ impl Runner {
                         Ok(m) => m?,
                         Err(_) => {
                             let spoken = spoken_by(heard.first_at, at, token_time);
-                            return self.relay_cut_in(socket, &heard, spoken, next).await;
+                            return self.relay_cut_in(socket, &heard, spoken, next, false).await;
                         }
                     }
                 }
@@ -392,7 +395,7 @@ impl Runner {
                     ..
                 }) if heard.tokens.len() >= *interrupt_after_tokens => {
                     return self
-                        .relay_cut_in(socket, &heard, *interrupt_after_tokens, next)
+                        .relay_cut_in(socket, &heard, *interrupt_after_tokens, next, last)
                         .await;
                 }
                 Some(Line::HangupMidReply {
@@ -415,7 +418,7 @@ impl Runner {
                         if spoken < heard.tokens.len() {
                             self.wait(at.saturating_duration_since(Instant::now()))
                                 .await?;
-                            return self.relay_cut_in(socket, &heard, spoken, next).await;
+                            return self.relay_cut_in(socket, &heard, spoken, next, true).await;
                         }
                         self.log_heard(&heard, heard.tokens.len(), false);
                         return Ok(Reply::Complete);
@@ -442,6 +445,7 @@ impl Runner {
         heard: &Heard,
         spoken: usize,
         next: Option<&Line>,
+        finished: bool,
     ) -> Result<Reply, Stop> {
         let utterance = heard.text(spoken);
         let duration_ms = heard
@@ -455,6 +459,20 @@ impl Runner {
             "durationUntilInterruptMs": duration_ms,
         });
         self.relay_send(socket, &msg).await?;
+        // What the application had sent of the cut reply is never spoken: dropped up to the
+        // reply's `last` (sent on its own once the application stopped the reply).
+        while !finished {
+            let Some(message) = self.relay_next(socket).await? else {
+                return Ok(Reply::Gone);
+            };
+            if message["type"] == "text" {
+                if message["last"] == json!(true) {
+                    break;
+                }
+            } else if let Some(handoff) = self.relay_other(&message) {
+                return Ok(Reply::End(handoff));
+            }
+        }
         let line = match next {
             Some(Line::InterruptAfterTokens { speech, .. } | Line::InterruptAfterMs { speech, .. }) => {
                 speech.clone()
