@@ -967,3 +967,56 @@ impl CallService for CallsApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use voice_agent_agent::RelaySettings;
+
+    use super::*;
+
+    fn relay_urls() -> (String, String) {
+        (
+            "wss://v.example/twilio/voice/relay?wf=call-1".to_owned(),
+            "https://v.example/twilio/voice/relay/action?wf=call-1".to_owned(),
+        )
+    }
+
+    #[test]
+    fn a_relay_turn_connects_the_call_to_a_conversation_relay_with_the_greeting() {
+        let turn = VoiceTurn {
+            say: vec!["Hi, this is Acme.".to_owned()],
+            voice: Some("Polly.Joanna".to_owned()),
+            language: "en-US".to_owned(),
+            next: VoiceNext::Relay {
+                settings: RelaySettings {
+                    tts_provider: Some("ElevenLabs".to_owned()),
+                    ..RelaySettings::default()
+                },
+            },
+        };
+        let xml = render(&turn, "unused", relay_urls);
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect \
+             action=\"https://v.example/twilio/voice/relay/action?wf=call-1\" method=\"POST\">\
+             <ConversationRelay dtmfDetection=\"true\" interruptible=\"any\" language=\"en-US\" \
+             ttsProvider=\"ElevenLabs\" url=\"wss://v.example/twilio/voice/relay?wf=call-1\" \
+             voice=\"Polly.Joanna\" welcomeGreeting=\"Hi, this is Acme.\" \
+             welcomeGreetingInterruptible=\"any\" /></Connect></Response>"
+        );
+    }
+
+    #[test]
+    fn a_gather_turn_never_asks_for_relay_urls() {
+        let turn = VoiceTurn {
+            say: vec!["Hello".to_owned()],
+            voice: None,
+            language: "en-US".to_owned(),
+            next: VoiceNext::Hangup,
+        };
+        let xml = render(&turn, "https://v.example/g", || {
+            panic!("relay URLs asked for a turn without a session")
+        });
+        assert!(xml.ends_with("<Say language=\"en-US\">Hello</Say><Hangup /></Response>"));
+    }
+}
