@@ -483,6 +483,10 @@ pub struct TurnView {
     /// Twilio's speech recognition confidence, 0-1.
     #[serde(skip_serializing_if = "Option::is_none")]
     confidence: Option<f64>,
+    /// The caller cut the agent off here: `text` is what was spoken until then (calls in
+    /// voice mode `relay`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
 }
 
 impl From<&TranscriptEntry> for TurnView {
@@ -492,6 +496,7 @@ impl From<&TranscriptEntry> for TurnView {
             text: t.text.clone(),
             at: t.at.clone(),
             confidence: t.confidence,
+            interrupted: t.interrupted,
         }
     }
 }
@@ -882,6 +887,7 @@ fn turn_to_proto(t: &TurnView) -> pb::TranscriptTurn {
         text: t.text.clone(),
         at: t.at.clone(),
         confidence: t.confidence.unwrap_or(0.0),
+        interrupted: t.interrupted,
     }
 }
 
