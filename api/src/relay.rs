@@ -620,7 +620,19 @@ async fn action(
     if !valid_workflow_id(&r.wf) {
         return Err(WebhookError::BadRequest("wf is not a call id".to_owned()));
     }
-    let session = form.get("SessionId").unwrap_or_default();
+    // One update per session: a repeat of this request gets the first answer.
+    let session = form
+        .get("SessionId")
+        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .map(str::to_owned)
+        .or_else(|| {
+            headers
+                .get("i-twilio-idempotency-token")
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| !t.is_empty() && t.len() <= 200)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let input = RelayEnd {
         call_sid: sid.clone(),
         handoff_data: form.get("HandoffData").map(str::to_owned),
