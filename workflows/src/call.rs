@@ -1121,7 +1121,7 @@ async fn agent_turn(
 
 /// Starts the follow-up call the agent promised (a child that outlives the call).
 async fn schedule_callback(
-    ctx: &mut WorkflowContext<CallWorkflow>,
+    ctx: &WorkflowContext<CallWorkflow>,
     profile: &AgentProfile,
     delay_seconds: u64,
     note: Option<String>,
@@ -1160,7 +1160,7 @@ async fn schedule_callback(
 /// Carries out the actions of settled relay turns, oldest first. Nobody waits on them (the
 /// session already streamed the reply), so an opt-out is an ordinary activity; a transfer or
 /// an end decides what the `<Connect action>` URL answers.
-async fn carry_out_relay_actions(ctx: &mut WorkflowContext<CallWorkflow>) {
+async fn carry_out_relay_actions(ctx: &WorkflowContext<CallWorkflow>) {
     let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
     loop {
         let Some(actions) = ctx.state_mut(|s| {
