@@ -352,7 +352,7 @@ async fn outbound_relay_calls_and_a_relay_voice_campaign_talk_through_conversati
     let resp = stack
         .http
         .post(format!("{}/api/calls", stack.api_http))
-        .json(&json!({"to": single, "disable_machine_detection": true}))
+        .json(&json!({"to": single, "machine_detection": false}))
         .send()
         .await?;
     assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
