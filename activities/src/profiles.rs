@@ -114,7 +114,10 @@ pub fn validate(profile: &mut AgentProfile, numbers: &mut [String]) -> Result<()
     }
     for (field, v) in [
         ("relay.tts_provider", &profile.relay.tts_provider),
-        ("relay.transcription_provider", &profile.relay.transcription_provider),
+        (
+            "relay.transcription_provider",
+            &profile.relay.transcription_provider,
+        ),
         ("relay.speech_model", &profile.relay.speech_model),
     ] {
         if let Some(v) = v {

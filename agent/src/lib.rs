@@ -27,7 +27,8 @@ mod scripted;
 mod types;
 
 pub use directory::{
-    AgentDirectory, AgentProfile, RELAY_INTERRUPTIBLE, RelaySettings, VoiceMode, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
+    AgentDirectory, AgentProfile, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
+    RELAY_INTERRUPTIBLE, RelaySettings, VoiceMode,
 };
 pub use error::AgentError;
 pub use openai::ChatCompletionsAgent;

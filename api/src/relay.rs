@@ -409,12 +409,7 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
     }
     info!(call = %masked, "relay session opened");
     let (records, rx) = mpsc::unbounded_channel();
-    let recording = tokio::spawn(recorder(
-        handle,
-        masked.clone(),
-        setup.call_sid.clone(),
-        rx,
-    ));
+    let recording = tokio::spawn(recorder(handle, masked.clone(), setup.call_sid.clone(), rx));
     let history = context
         .transcript
         .iter()

@@ -181,8 +181,11 @@ fn render(
             if let Some(m) = &settings.speech_model {
                 relay = relay.speech_model(m.clone());
             }
-            response =
-                response.connect(Connect::relay(relay).action(action).method(HttpMethod::Post));
+            response = response.connect(
+                Connect::relay(relay)
+                    .action(action)
+                    .method(HttpMethod::Post),
+            );
         }
     }
     response.to_xml()

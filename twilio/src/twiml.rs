@@ -758,7 +758,10 @@ impl ConversationRelay {
             .attr("language", self.language.as_ref())
             .attr("voice", self.voice.as_ref())
             .attr("ttsProvider", self.tts_provider.as_ref())
-            .attr("transcriptionProvider", self.transcription_provider.as_ref())
+            .attr(
+                "transcriptionProvider",
+                self.transcription_provider.as_ref(),
+            )
             .attr("speechModel", self.speech_model.as_ref())
             .attr("interruptible", self.interruptible.as_ref())
             .attr("dtmfDetection", self.dtmf_detection);

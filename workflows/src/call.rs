@@ -754,7 +754,11 @@ impl CallWorkflow {
     /// A settled turn of the call's ConversationRelay session (see [`RelayTurn`]).
     #[signal]
     pub fn relay_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: RelayTurn) {
-        if self.view.call_sid.as_ref().is_some_and(|s| *s != turn.call_sid)
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_some_and(|s| *s != turn.call_sid)
             || !self.relay_seen.insert(turn.turn_id.clone())
         {
             return;
@@ -797,7 +801,12 @@ impl CallWorkflow {
         _ctx: &mut SyncWorkflowContext<Self>,
         cut: RelayInterrupted,
     ) {
-        if self.view.call_sid.as_ref().is_some_and(|s| *s != cut.call_sid) {
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_some_and(|s| *s != cut.call_sid)
+        {
             return;
         }
         let key = cut.turn_id.unwrap_or_default();
@@ -818,7 +827,12 @@ impl CallWorkflow {
     /// The api closed the call's ConversationRelay session.
     #[signal]
     pub fn relay_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, closed: RelayClosed) {
-        if self.view.call_sid.as_ref().is_none_or(|s| *s == closed.call_sid) {
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_none_or(|s| *s == closed.call_sid)
+        {
             self.relay_open = false;
         }
     }
@@ -850,10 +864,7 @@ impl CallWorkflow {
         ctx.wait_condition(|s| s.relay_actions.is_empty() && !s.relay_busy)
             .await?;
         let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
-        let caller_gone = input
-            .call_status
-            .as_deref()
-            .is_some_and(is_final_status);
+        let caller_gone = input.call_status.as_deref().is_some_and(is_final_status);
         let next = ctx.state_mut(|s| {
             s.relay_open = false;
             match s.relay_next.take() {

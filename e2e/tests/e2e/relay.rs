@@ -188,8 +188,16 @@ async fn keys_reach_the_agent_and_a_transfer_ends_the_session_with_its_handoff_d
 
     let log = &call_logs(&stack, &format!("call-{sid}"), 1).await?[0];
     let t = transcript(log);
-    assert_eq!(t[1], ("caller".to_owned(), "(pressed 1)".to_owned()), "{t:?}");
-    assert_eq!(t[3], ("caller".to_owned(), "I want a human".to_owned()), "{t:?}");
+    assert_eq!(
+        t[1],
+        ("caller".to_owned(), "(pressed 1)".to_owned()),
+        "{t:?}"
+    );
+    assert_eq!(
+        t[3],
+        ("caller".to_owned(), "I want a human".to_owned()),
+        "{t:?}"
+    );
     assert_eq!(log.get_str("disposition")?, "transferred");
 
     let call = ended_call(&stack, &sid).await?;
@@ -236,7 +244,6 @@ async fn streaming_model(requests: Arc<Mutex<Vec<Value>>>) -> anyhow::Result<Str
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
 }
-
 
 #[tokio::test]
 async fn a_caller_who_cuts_in_leaves_only_what_was_spoken_and_the_next_reply_knows_it()
@@ -363,7 +370,11 @@ async fn outbound_relay_calls_and_a_relay_voice_campaign_talk_through_conversati
     let log = &call_logs(&stack, &call_id, 1).await?[0];
     assert_eq!(log.get_str("outcome")?, "human");
     let t = transcript(log);
-    assert_eq!(t[1], ("caller".to_owned(), "tell me more".to_owned()), "{t:?}");
+    assert_eq!(
+        t[1],
+        ("caller".to_owned(), "tell me more".to_owned()),
+        "{t:?}"
+    );
     assert_eq!(t[3], ("caller".to_owned(), "bye".to_owned()), "{t:?}");
     let sid = log.get_str("call_sid")?.to_owned();
     let call = simulator_call(&stack, &sid).await?;
@@ -406,7 +417,11 @@ async fn outbound_relay_calls_and_a_relay_voice_campaign_talk_through_conversati
         .await?;
         assert_eq!(log.get_str("outcome")?, "human");
         let t = transcript(&log);
-        assert_eq!(t[1], ("caller".to_owned(), "tell me more".to_owned()), "{t:?}");
+        assert_eq!(
+            t[1],
+            ("caller".to_owned(), "tell me more".to_owned()),
+            "{t:?}"
+        );
         let sid = log.get_str("call_sid")?.to_owned();
         let call = simulator_call(&stack, &sid).await?;
         assert_eq!(events(&call, "connect").len(), 1, "{call}");

@@ -108,7 +108,11 @@ pub(crate) async fn simulator_call(stack: &Stack, sid: &str) -> anyhow::Result<V
 }
 
 /// The call logs of a call workflow once `n` attempts are logged with a final status.
-pub(crate) async fn call_logs(stack: &Stack, call_id: &str, n: usize) -> anyhow::Result<Vec<Document>> {
+pub(crate) async fn call_logs(
+    stack: &Stack,
+    call_id: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Document>> {
     eventually(&format!("{n} call logs of {call_id}"), WAIT, || async {
         let logs: Vec<Document> = futures::TryStreamExt::try_collect(
             stack

@@ -300,7 +300,9 @@ pub(crate) enum Behaviour {
 #[serde(untagged)]
 pub(crate) enum Line {
     /// Relay: hangs up once this many tokens of the agent's reply were heard.
-    HangupMidReply { hangup_after_tokens: usize },
+    HangupMidReply {
+        hangup_after_tokens: usize,
+    },
     /// Relay: says `speech` over the agent's reply once this many of its tokens were heard.
     InterruptAfterTokens {
         speech: String,

@@ -51,26 +51,54 @@ async fn session(mut socket: WebSocket, seen: Arc<Mutex<Seen>>) {
         seen.lock().unwrap().frames.push(frame);
     }
     for token in ["Our", " hours", " are", " nine", " to", " five."] {
-        send(&mut socket, json!({"type": "text", "token": token, "last": false})).await;
+        send(
+            &mut socket,
+            json!({"type": "text", "token": token, "last": false}),
+        )
+        .await;
     }
-    send(&mut socket, json!({"type": "text", "token": "", "last": true})).await;
+    send(
+        &mut socket,
+        json!({"type": "text", "token": "", "last": true}),
+    )
+    .await;
     // The caller cuts the next reply off after two tokens: interrupt, then its words.
     let Some(second) = next(&mut socket).await else {
         return;
     };
     seen.lock().unwrap().frames.push(second);
     for token in ["Sure,", " we", " are", " at", " the", " harbour."] {
-        send(&mut socket, json!({"type": "text", "token": token, "last": false})).await;
+        send(
+            &mut socket,
+            json!({"type": "text", "token": token, "last": false}),
+        )
+        .await;
     }
-    send(&mut socket, json!({"type": "text", "token": "", "last": true})).await;
+    send(
+        &mut socket,
+        json!({"type": "text", "token": "", "last": true}),
+    )
+    .await;
     for _ in 0..2 {
         if let Some(frame) = next(&mut socket).await {
             seen.lock().unwrap().frames.push(frame);
         }
     }
-    send(&mut socket, json!({"type": "text", "token": "Goodbye.", "last": false})).await;
-    send(&mut socket, json!({"type": "text", "token": "", "last": true})).await;
-    send(&mut socket, json!({"type": "end", "handoffData": "{\"reason\":\"end\"}"})).await;
+    send(
+        &mut socket,
+        json!({"type": "text", "token": "Goodbye.", "last": false}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"type": "text", "token": "", "last": true}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"type": "end", "handoffData": "{\"reason\":\"end\"}"}),
+    )
+    .await;
     while next(&mut socket).await.is_some() {}
 }
 
@@ -205,7 +233,12 @@ async fn conversation_relay_is_played_with_a_signed_handshake_tokens_interruptio
     };
     assert_eq!(
         kinds("say"),
-        ["Hi, this is Acme.", "Our hours are nine to five.", "Sure, we", "Goodbye."]
+        [
+            "Hi, this is Acme.",
+            "Our hours are nine to five.",
+            "Sure, we",
+            "Goodbye."
+        ]
     );
     assert_eq!(kinds("interrupt"), ["Sure, we"]);
     assert_eq!(kinds("error").len(), 1);

@@ -124,7 +124,9 @@ impl Runner {
                 .parse()
                 .map_err(|_| Stop::AppError(64102, "bad signature header".to_owned()))?,
         );
-        let connected = self.guarded(tokio_tungstenite::connect_async(request)).await?;
+        let connected = self
+            .guarded(tokio_tungstenite::connect_async(request))
+            .await?;
         let mut socket = match connected {
             Ok((socket, _)) => socket,
             Err(e) => {
@@ -244,7 +246,10 @@ impl Runner {
 
     async fn relay_send(&mut self, socket: &mut Socket, message: &Value) -> Result<(), Stop> {
         let text = message.to_string();
-        match self.guarded(socket.send(Message::Text(text.into()))).await? {
+        match self
+            .guarded(socket.send(Message::Text(text.into())))
+            .await?
+        {
             Ok(()) => Ok(()),
             Err(e) => Err(Stop::AppError(
                 64101,
@@ -347,7 +352,11 @@ impl Runner {
 
     /// Hears one reply, token by token, until its `last` (or the callee cuts in, hangs up,
     /// or the application ends the session).
-    async fn relay_reply(&mut self, socket: &mut Socket, next: Option<&Line>) -> Result<Reply, Stop> {
+    async fn relay_reply(
+        &mut self,
+        socket: &mut Socket,
+        next: Option<&Line>,
+    ) -> Result<Reply, Stop> {
         let mut heard = Heard::default();
         let token_time = self.state.call_second.mul_f64(RELAY_TOKEN_SECONDS);
         loop {
@@ -448,10 +457,15 @@ impl Runner {
         finished: bool,
     ) -> Result<Reply, Stop> {
         let utterance = heard.text(spoken);
-        let duration_ms = heard
-            .first_at
-            .map_or(0, |t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
-        self.log(EventKind::Interrupt, Speaker::Callee, &utterance, Map::new());
+        let duration_ms = heard.first_at.map_or(0, |t| {
+            u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+        });
+        self.log(
+            EventKind::Interrupt,
+            Speaker::Callee,
+            &utterance,
+            Map::new(),
+        );
         self.log_heard(heard, spoken, true);
         let msg = json!({
             "type": "interrupt",
@@ -474,9 +488,9 @@ impl Runner {
             }
         }
         let line = match next {
-            Some(Line::InterruptAfterTokens { speech, .. } | Line::InterruptAfterMs { speech, .. }) => {
-                speech.clone()
-            }
+            Some(
+                Line::InterruptAfterTokens { speech, .. } | Line::InterruptAfterMs { speech, .. },
+            ) => speech.clone(),
             _ => String::new(),
         };
         Ok(Reply::CutIn(line))
