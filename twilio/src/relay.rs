@@ -41,7 +41,7 @@ pub enum RelayParseError {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Inbound {
     /// The session started: who is calling, and our `<Parameter>`s.
-    Setup(Setup),
+    Setup(Box<Setup>),
     /// The caller said something (`last: false` for a partial result).
     Prompt(Prompt),
     /// The caller pressed a key (with `dtmfDetection`).

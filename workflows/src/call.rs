@@ -884,8 +884,8 @@ impl CallWorkflow {
         });
         let turn = VoiceTurn {
             say: Vec::new(),
-            voice: profile.voice.clone(),
-            language: profile.language.clone(),
+            voice: profile.voice,
+            language: profile.language,
             next,
         };
         Ok(issue(ctx, turn))

@@ -475,14 +475,13 @@ impl Runner {
         self.relay_send(socket, &msg).await?;
         // What the application had sent of the cut reply is never spoken: dropped up to the
         // reply's `last` (sent on its own once the application stopped the reply).
-        while !finished {
+        let mut dropped = finished;
+        while !dropped {
             let Some(message) = self.relay_next(socket).await? else {
                 return Ok(Reply::Gone);
             };
             if message["type"] == "text" {
-                if message["last"] == json!(true) {
-                    break;
-                }
+                dropped = message["last"] == json!(true);
             } else if let Some(handoff) = self.relay_other(&message) {
                 return Ok(Reply::End(handoff));
             }
