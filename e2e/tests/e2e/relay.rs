@@ -187,6 +187,9 @@ async fn keys_reach_the_agent_and_a_transfer_ends_the_session_with_its_handoff_d
     let sid = r["call_sid"].as_str().unwrap().to_owned();
 
     let log = &call_logs(&stack, &format!("call-{sid}"), 1).await?[0];
+    stack
+        .save_history::<CallWorkflow>(&format!("call-{sid}"), "call-relay-keys-transfer")
+        .await?;
     let t = transcript(log);
     assert_eq!(
         t[1],
@@ -273,6 +276,9 @@ async fn a_caller_who_cuts_in_leaves_only_what_was_spoken_and_the_next_reply_kno
     let sid = r["call_sid"].as_str().unwrap().to_owned();
 
     let log = &call_logs(&stack, &format!("call-{sid}"), 1).await?[0];
+    stack
+        .save_history::<CallWorkflow>(&format!("call-{sid}"), "call-relay-interrupted")
+        .await?;
     let full = "Our opening hours are nine to five.";
     let cut = "Our opening hours";
     assert_eq!(
