@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #     SECONDS_PER_TARGET  default 60; scripts/test.sh runs 20; 0 only builds
-#     TARGET              default all: import phone signature twiml
+#     TARGET              default all: import phone signature twiml relay
 #
 # Each run starts from the committed seeds (fuzz/seeds/<target>) plus what earlier runs found
 # (fuzz/corpus/<target>, git-ignored), and fails on a panic, a crash, an input that takes
@@ -25,7 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$VA_ROOT"
 
 CARGO_FUZZ_VERSION="0.13.2"
-ALL_TARGETS=(import phone signature twiml)
+ALL_TARGETS=(import phone signature twiml relay)
 
 seconds="${1:-60}"
 shift || true

@@ -112,6 +112,29 @@ pub fn validate(profile: &mut AgentProfile, numbers: &mut [String]) -> Result<()
     if let Some(v) = &profile.voice {
         check_len("voice", v, 64, false)?;
     }
+    for (field, v) in [
+        ("relay.tts_provider", &profile.relay.tts_provider),
+        (
+            "relay.transcription_provider",
+            &profile.relay.transcription_provider,
+        ),
+        ("relay.speech_model", &profile.relay.speech_model),
+    ] {
+        if let Some(v) = v {
+            check_len(field, v, 64, false)?;
+        }
+    }
+    for (field, v) in [
+        ("relay.interruptible", &profile.relay.interruptible),
+        (
+            "relay.welcome_greeting_interruptible",
+            &profile.relay.welcome_greeting_interruptible,
+        ),
+    ] {
+        if !voice_agent_agent::RELAY_INTERRUPTIBLE.contains(&v.as_str()) {
+            return Err(invalid(field, "one of none, dtmf, speech, any"));
+        }
+    }
     if profile.facts.len() > MAX_FACTS {
         return Err(invalid("facts", format!("at most {MAX_FACTS}")));
     }

@@ -103,7 +103,59 @@ pub struct AgentProfile {
     /// The stored version this profile is (see `agent_profiles`); `None` for a profile read
     /// straight from the agents file or the default profile.
     pub version: Option<u32>,
+    /// How calls speak: turn by turn with `<Gather>` and `<Say>`, or streamed through Twilio
+    /// ConversationRelay.
+    pub voice_mode: VoiceMode,
+    /// ConversationRelay's settings, for [`VoiceMode::Relay`].
+    pub relay: RelaySettings,
 }
+
+/// How a profile's calls speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceMode {
+    /// One complete reply per turn: `<Gather>` speech or keys in, `<Say>` out.
+    #[default]
+    Gather,
+    /// Twilio ConversationRelay: the reply streams token by token over a WebSocket, and the
+    /// caller can cut it off.
+    Relay,
+}
+
+/// What `<ConversationRelay>` is told (see `docs/voice.md`); unset values keep Twilio's
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// `ttsProvider`: `ElevenLabs`, `Google` or `Amazon`.
+    pub tts_provider: Option<String>,
+    /// `transcriptionProvider`: `Deepgram` or `Google`.
+    pub transcription_provider: Option<String>,
+    /// `speechModel` of the transcription provider.
+    pub speech_model: Option<String>,
+    /// `interruptible`: what may cut the agent off (`none`, `dtmf`, `speech`, `any`).
+    pub interruptible: String,
+    /// `welcomeGreetingInterruptible`, likewise for the greeting.
+    pub welcome_greeting_interruptible: String,
+    /// `dtmfDetection`: key presses reach the agent (as `(pressed 1)`).
+    pub dtmf_detection: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            tts_provider: None,
+            transcription_provider: None,
+            speech_model: None,
+            interruptible: "any".to_owned(),
+            welcome_greeting_interruptible: "any".to_owned(),
+            dtmf_detection: true,
+        }
+    }
+}
+
+/// The values `interruptible` and `welcomeGreetingInterruptible` take.
+pub const RELAY_INTERRUPTIBLE: [&str; 4] = ["none", "dtmf", "speech", "any"];
 
 impl Default for AgentProfile {
     fn default() -> Self {
@@ -132,6 +184,8 @@ impl Default for AgentProfile {
             rules: None,
             rules_toml: None,
             version: None,
+            voice_mode: VoiceMode::Gather,
+            relay: RelaySettings::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod types;
 
 pub use directory::{
     AgentDirectory, AgentProfile, DirectoryError, MAX_VOICE_TURN_SECS, ModelSettings,
+    RELAY_INTERRUPTIBLE, RelaySettings, VoiceMode,
 };
 pub use error::AgentError;
 pub use openai::ChatCompletionsAgent;

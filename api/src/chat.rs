@@ -12,7 +12,7 @@
 //! | server | `reply` | `text`, `actions`, `open` | the reply is complete (all its tokens were sent) |
 //! | client | `spoken` | | the reply was spoken to the end |
 //! | client | `interrupt` | `heard` | the person cut in: the reply stops, and only `heard` counts as said |
-//! | server | `settled` | `turn_id`, `agent`, `interrupted` | the turn is durable (in the workflow's history) |
+//! | server | `settled` | `turn_id`, `agent`, `interrupted` | the turn is durable (in the workflow's history); sent when the signal returns, which may be after the next turn's first tokens |
 //! | server | `error` | `message` | a bad frame, or the turn could not be saved (then the socket closes) |
 //!
 //! A turn is settled when its reply is complete and, for a client that speaks it, spoken or
@@ -33,7 +33,7 @@ use voice_agent_workflows::{ConversationState, WEB_OURS};
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::session::{HistoryLine, MAX_PERSON_CHARS, Session, Streaming};
+use crate::session::{HistoryLine, MAX_PERSON_CHARS, Recorder, Session, Streaming};
 
 /// Largest frame a browser may send.
 const MAX_FRAME_BYTES: usize = 16 * 1024;
@@ -273,6 +273,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
         return;
     }
     let closed = state.live_engine.closed();
+    let mut recorder = session.recorder();
     let mut pending = Pending::None;
     loop {
         let piece = async {
@@ -283,6 +284,30 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
         };
         tokio::select! {
             _ = closed.cancelled() => break,
+            result = recorder.results.recv() => match result {
+                Some(Ok(turn)) => {
+                    let frame = ServerFrame::Settled {
+                        turn_id: &turn.turn_id,
+                        agent: &turn.agent,
+                        interrupted: turn.interrupted,
+                    };
+                    if !send(&mut socket, &frame).await {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    warn!(error = ?e, "chat: a turn could not be saved");
+                    let _ = send(
+                        &mut socket,
+                        &ServerFrame::Error {
+                            message: "the turn could not be saved; reconnect to continue",
+                        },
+                    )
+                    .await;
+                    break;
+                }
+                None => break,
+            },
             piece = piece => match piece {
                 Some(p) => {
                     if let Pending::Streaming { said, .. } = &mut pending {
@@ -317,12 +342,12 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                     };
                     if !send(&mut socket, &frame).await {
                         // They saw it stream; it counts as said.
-                        let _ = session.settle(&person, &said, None, &reply, &agent_name, at).await;
+                        recorder.record(session.take_turn(&person, &said, None, &reply, &agent_name, at));
                         break;
                     }
                     pending = Pending::Unsettled { person, at, said, reply, agent_name };
-                    if !speaking && !settle(&mut socket, &mut session, &mut pending, None).await {
-                        break;
+                    if !speaking {
+                        settle(&mut session, &recorder, &mut pending, None);
                     }
                 }
             },
@@ -359,13 +384,9 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                                 Pending::Streaming { said, .. } => said.clone(),
                                 _ => String::new(),
                             };
-                            if !interrupt(&mut socket, &mut session, &mut pending, heard).await {
-                                break;
-                            }
+                            interrupt(&mut session, &recorder, &mut pending, heard);
                         }
-                        if !settle(&mut socket, &mut session, &mut pending, None).await {
-                            break;
-                        }
+                        settle(&mut session, &recorder, &mut pending, None);
                         if !session.open_for_agent() {
                             let message = "the agent has ended this chat or handed it to a person";
                             if !send(&mut socket, &ServerFrame::Error { message }).await {
@@ -382,37 +403,39 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                             stream,
                         };
                     }
-                    ClientFrame::Spoken => {
-                        if !settle(&mut socket, &mut session, &mut pending, None).await {
-                            break;
-                        }
-                    }
+                    ClientFrame::Spoken => settle(&mut session, &recorder, &mut pending, None),
                     ClientFrame::Interrupt { heard } => {
-                        if !interrupt(&mut socket, &mut session, &mut pending, heard).await {
-                            break;
-                        }
+                        interrupt(&mut session, &recorder, &mut pending, heard);
                     }
                 }
             }
         }
     }
     // A complete reply the person saw counts as said; one still streaming was never complete.
-    if let Pending::Unsettled { .. } = pending {
-        let _ = settle(&mut socket, &mut session, &mut pending, None).await;
-    }
+    settle(&mut session, &recorder, &mut pending, None);
+    // The turns still on their way to the workflow are handed over before the session ends.
+    recorder.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(result) = recorder.results.recv().await {
+            if let Ok(turn) = result {
+                let frame = ServerFrame::Settled {
+                    turn_id: &turn.turn_id,
+                    agent: &turn.agent,
+                    interrupted: turn.interrupted,
+                };
+                let _ = send(&mut socket, &frame).await;
+            }
+        }
+    })
+    .await;
     let _ = socket.send(Message::Close(None)).await;
     info!(conversation = %masked, "chat closed");
 }
 
 /// Stops the reply in progress (streaming or being spoken) and settles it as `heard`.
-async fn interrupt(
-    socket: &mut WebSocket,
-    session: &mut Session,
-    pending: &mut Pending,
-    heard: String,
-) -> bool {
+fn interrupt(session: &mut Session, recorder: &Recorder, pending: &mut Pending, heard: String) {
     match std::mem::replace(pending, Pending::None) {
-        Pending::None => true,
+        Pending::None => {}
         Pending::Streaming {
             person,
             at,
@@ -429,23 +452,24 @@ async fn interrupt(
                 reply: AgentReply::default(),
                 agent_name: session.agent_name(),
             };
-            settle(socket, session, pending, Some(heard)).await
+            settle(session, recorder, pending, Some(heard));
         }
         unsettled @ Pending::Unsettled { .. } => {
             *pending = unsettled;
-            settle(socket, session, pending, Some(heard)).await
+            settle(session, recorder, pending, Some(heard));
         }
     }
 }
 
-/// Settles the complete reply, if there is one: hands it to the workflow and says so. On a
-/// failure the client is told and the socket closes (it reconnects and sees what was kept).
-async fn settle(
-    socket: &mut WebSocket,
+/// Settles the complete reply, if there is one: takes it into the context at once and queues
+/// it for the workflow; the client hears `settled` once it is durable (or `error`, and the
+/// socket closes: it reconnects and sees what was kept).
+fn settle(
     session: &mut Session,
+    recorder: &Recorder,
     pending: &mut Pending,
     heard: Option<String>,
-) -> bool {
+) {
     let Pending::Unsettled {
         person,
         at,
@@ -454,35 +478,9 @@ async fn settle(
         agent_name,
     } = std::mem::replace(pending, Pending::None)
     else {
-        return true;
+        return;
     };
-    match session
-        .settle(&person, &said, heard.as_deref(), &reply, &agent_name, at)
-        .await
-    {
-        Ok(turn) => {
-            send(
-                socket,
-                &ServerFrame::Settled {
-                    turn_id: &turn.turn_id,
-                    agent: &turn.agent,
-                    interrupted: turn.interrupted,
-                },
-            )
-            .await
-        }
-        Err(e) => {
-            warn!(error = ?e, "chat: a turn could not be saved");
-            let _ = send(
-                socket,
-                &ServerFrame::Error {
-                    message: "the turn could not be saved; reconnect to continue",
-                },
-            )
-            .await;
-            false
-        }
-    }
+    recorder.record(session.take_turn(&person, &said, heard.as_deref(), &reply, &agent_name, at));
 }
 
 #[cfg(test)]

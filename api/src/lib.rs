@@ -36,6 +36,7 @@ pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod profiles;
+pub mod relay;
 pub mod session;
 pub mod stats;
 pub mod voice;
@@ -314,6 +315,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::routes())
         .merge(chat::routes())
         .merge(voice::webhook_routes())
+        .merge(relay::routes())
         .merge(voice::api_routes())
         .merge(ops::routes())
         .merge(openapi::routes())

@@ -80,6 +80,90 @@ pub struct ProfileSettings {
     /// The scripted agent's rules (a rules file's text, at most 32 KiB); the built-in rules
     /// when empty.
     pub rules_toml: Option<String>,
+    /// How calls speak: `gather` (turn by turn) or `relay` (Twilio ConversationRelay, streamed).
+    pub voice_mode: ProfileVoiceMode,
+    /// ConversationRelay's settings (used in `relay` mode).
+    pub relay: RelayProfileSettings,
+}
+
+/// How a profile's calls speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileVoiceMode {
+    /// Turn by turn: `<Gather>` in, `<Say>` out.
+    #[default]
+    Gather,
+    /// Twilio ConversationRelay: streamed replies the caller can cut off.
+    Relay,
+}
+
+impl From<voice_agent_agent::VoiceMode> for ProfileVoiceMode {
+    fn from(m: voice_agent_agent::VoiceMode) -> Self {
+        match m {
+            voice_agent_agent::VoiceMode::Gather => Self::Gather,
+            voice_agent_agent::VoiceMode::Relay => Self::Relay,
+        }
+    }
+}
+
+impl From<ProfileVoiceMode> for voice_agent_agent::VoiceMode {
+    fn from(m: ProfileVoiceMode) -> Self {
+        match m {
+            ProfileVoiceMode::Gather => Self::Gather,
+            ProfileVoiceMode::Relay => Self::Relay,
+        }
+    }
+}
+
+/// What `<ConversationRelay>` is told in `relay` mode.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayProfileSettings {
+    /// `ttsProvider` (`ElevenLabs`, `Google`, `Amazon`); Twilio's default when empty.
+    pub tts_provider: Option<String>,
+    /// `transcriptionProvider` (`Deepgram`, `Google`).
+    pub transcription_provider: Option<String>,
+    /// `speechModel` of the transcription provider.
+    pub speech_model: Option<String>,
+    /// What may cut the agent off: `none`, `dtmf`, `speech` or `any`.
+    pub interruptible: String,
+    /// Likewise for the greeting.
+    pub welcome_greeting_interruptible: String,
+    /// Key presses reach the agent.
+    pub dtmf_detection: bool,
+}
+
+impl Default for RelayProfileSettings {
+    fn default() -> Self {
+        Self::from(&voice_agent_agent::RelaySettings::default())
+    }
+}
+
+impl From<&voice_agent_agent::RelaySettings> for RelayProfileSettings {
+    fn from(r: &voice_agent_agent::RelaySettings) -> Self {
+        Self {
+            tts_provider: r.tts_provider.clone(),
+            transcription_provider: r.transcription_provider.clone(),
+            speech_model: r.speech_model.clone(),
+            interruptible: r.interruptible.clone(),
+            welcome_greeting_interruptible: r.welcome_greeting_interruptible.clone(),
+            dtmf_detection: r.dtmf_detection,
+        }
+    }
+}
+
+impl RelayProfileSettings {
+    fn into_settings(self) -> voice_agent_agent::RelaySettings {
+        let some = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        voice_agent_agent::RelaySettings {
+            tts_provider: some(self.tts_provider),
+            transcription_provider: some(self.transcription_provider),
+            speech_model: some(self.speech_model),
+            interruptible: self.interruptible,
+            welcome_greeting_interruptible: self.welcome_greeting_interruptible,
+            dtmf_detection: self.dtmf_detection,
+        }
+    }
 }
 
 impl Default for ProfileSettings {
@@ -110,6 +194,8 @@ impl From<&AgentProfile> for ProfileSettings {
             turns_per_run: p.turns_per_run,
             idle_close_secs: p.idle_close_secs,
             rules_toml: p.rules_toml.clone(),
+            voice_mode: p.voice_mode.into(),
+            relay: RelayProfileSettings::from(&p.relay),
         }
     }
 }
@@ -139,6 +225,8 @@ impl ProfileSettings {
             rules: None,
             rules_toml: self.rules_toml,
             version: None,
+            voice_mode: self.voice_mode.into(),
+            relay: self.relay.into_settings(),
         }
     }
 }
@@ -508,6 +596,12 @@ mod tests {
             transfer_number: Some("+15005550010".to_owned()),
             rules_toml: Some("fallback = \"x\"".to_owned()),
             max_turns: 7,
+            voice_mode: voice_agent_agent::VoiceMode::Relay,
+            relay: voice_agent_agent::RelaySettings {
+                tts_provider: Some("ElevenLabs".to_owned()),
+                interruptible: "speech".to_owned(),
+                ..voice_agent_agent::RelaySettings::default()
+            },
             ..AgentProfile::default()
         };
         let back = ProfileSettings::from(&profile).into_profile("support");

@@ -68,6 +68,41 @@ impl LiveEngine {
     pub fn close(&self) {
         self.closed.cancel();
     }
+
+    /// The agent replies stream from.
+    pub fn agent(&self) -> Arc<dyn Agent> {
+        self.agent.clone()
+    }
+}
+
+/// Starts the agent's reply to `request` in a task of its own; its pieces stream as the model
+/// produces them. A failed or timed-out agent streams the profile's fallback reply after
+/// whatever had come before (agent name `fallback`).
+pub fn stream_reply(agent: Arc<dyn Agent>, request: AgentRequest) -> Streaming {
+    let (tx, pieces) = mpsc::unbounded_channel();
+    let done = tokio::spawn(async move {
+        let mut forward = |piece: &str| {
+            if !piece.is_empty() {
+                let _ = tx.send(piece.to_owned());
+            }
+        };
+        match respond_streaming(agent.as_ref(), &request, &mut forward).await {
+            Ok(reply) => (reply, agent.name()),
+            Err(e) => {
+                tracing::warn!(error = %e, "live session: the agent failed; fallback reply");
+                let text = request.profile.fallback_reply.clone();
+                forward(&text);
+                (
+                    AgentReply {
+                        text,
+                        ..AgentReply::default()
+                    },
+                    "fallback".to_owned(),
+                )
+            }
+        }
+    });
+    Streaming { pieces, done }
 }
 
 /// One line of a session's history, as a client shows it.
@@ -173,37 +208,13 @@ impl Session {
             memory: self.state.memory.clone(),
             earlier_person_turns: earlier_person_turns(&self.state),
         };
-        let agent = self.app.live_engine.agent.clone();
-        let (tx, pieces) = mpsc::unbounded_channel();
-        let done = tokio::spawn(async move {
-            let mut forward = |piece: &str| {
-                if !piece.is_empty() {
-                    let _ = tx.send(piece.to_owned());
-                }
-            };
-            match respond_streaming(agent.as_ref(), &request, &mut forward).await {
-                Ok(reply) => (reply, agent.name()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "live session: the agent failed; fallback reply");
-                    let text = request.profile.fallback_reply.clone();
-                    forward(&text);
-                    (
-                        AgentReply {
-                            text,
-                            ..AgentReply::default()
-                        },
-                        "fallback".to_owned(),
-                    )
-                }
-            }
-        });
-        Streaming { pieces, done }
+        stream_reply(self.app.live_engine.agent.clone(), request)
     }
 
-    /// Hands a settled turn to the conversation's workflow (starting a run if none is open) and
-    /// takes it into this session's context. `said` is every piece the person was sent; `heard`
-    /// is set when they cut in. Returns the turn as recorded.
-    pub async fn settle(
+    /// Takes a settled turn into this session's context and returns it, for the session's
+    /// [`Recorder`] to hand to the workflow. `said` is every piece the person was sent;
+    /// `heard` is set when they cut in.
+    pub fn take_turn(
         &mut self,
         person: &str,
         said: &str,
@@ -211,7 +222,7 @@ impl Session {
         reply: &AgentReply,
         agent_name: &str,
         at: String,
-    ) -> anyhow::Result<LiveTurn> {
+    ) -> LiveTurn {
         let turn = LiveTurn {
             turn_id: uuid::Uuid::new_v4().simple().to_string(),
             person: person.to_owned(),
@@ -224,38 +235,77 @@ impl Session {
             agent_name: agent_name.to_owned(),
             at,
         };
-        self.app
-            .temporal
-            .signal_with_start_workflow(
-                ConversationWorkflow::run,
-                self.start.clone(),
-                ConversationWorkflow::live_turn,
-                turn.clone(),
-                WorkflowStartOptions::new(
-                    self.app.settings.common.task_queue.clone(),
-                    self.conversation_id.clone(),
-                )
-                .build(),
-            )
-            .await
-            .context("Failed to hand the turn to the conversation's workflow")?;
         self.state.push_live(turn.clone());
         self.state.live_outbox.clear();
-        Ok(turn)
+        turn
+    }
+
+    /// Starts the task that hands this session's settled turns to the workflow.
+    pub fn recorder(&self) -> Recorder {
+        let (turns, mut rx) = mpsc::unbounded_channel::<LiveTurn>();
+        let (done, results) = mpsc::unbounded_channel();
+        let app = self.app.clone();
+        let start = self.start.clone();
+        let conversation_id = self.conversation_id.clone();
+        tokio::spawn(async move {
+            while let Some(turn) = rx.recv().await {
+                let sent = app
+                    .temporal
+                    .signal_with_start_workflow(
+                        ConversationWorkflow::run,
+                        start.clone(),
+                        ConversationWorkflow::live_turn,
+                        turn.clone(),
+                        WorkflowStartOptions::new(
+                            app.settings.common.task_queue.clone(),
+                            conversation_id.clone(),
+                        )
+                        .build(),
+                    )
+                    .await
+                    .context("Failed to hand the turn to the conversation's workflow");
+                match sent {
+                    Ok(_) => {
+                        let _ = done.send(Ok(turn));
+                    }
+                    Err(e) => {
+                        // Later turns are not handed over without this one: the order is
+                        // the conversation's.
+                        let _ = done.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Recorder { turns, results }
     }
 }
 
-/// What the person heard of `said` when they cut in, by their client's account: never more
-/// than was sent, and what was sent when the account is not part of it (a speech engine may
-/// change spacing or punctuation, so a close match is taken as the client says it).
-pub fn heard_of(said: &str, heard: &str) -> String {
-    let heard = heard.trim();
-    if heard.chars().count() <= said.chars().count() {
-        heard.to_owned()
-    } else {
-        said.to_owned()
+/// Hands a session's settled turns to the conversation's durable workflow (one
+/// signal-with-start each, starting a run if none is open), in order, in a task of its own:
+/// the session answers the next prompt or interruption while a signal is on its way. Each
+/// signal is in Temporal's history as soon as it returns, whatever the worker is doing.
+pub struct Recorder {
+    turns: mpsc::UnboundedSender<LiveTurn>,
+    /// Each turn once it is durable, in order; an error ends the recording (the turns after
+    /// it are not handed over).
+    pub results: mpsc::UnboundedReceiver<anyhow::Result<LiveTurn>>,
+}
+
+impl Recorder {
+    /// Queues a settled turn.
+    pub fn record(&self, turn: LiveTurn) {
+        let _ = self.turns.send(turn);
+    }
+
+    /// Stops taking turns; `results` then ends after the last queued one.
+    pub fn close(&mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.turns, closed));
     }
 }
+
+pub use voice_agent_workflows::call::heard_of;
 
 /// The workflow's state by query, retried (a busy worker can let one query time out) until
 /// [`QUERY_TIMEOUT`]; `None` when the workflow does not exist or no worker answers.

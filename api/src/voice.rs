@@ -7,6 +7,7 @@
 //! | `POST /twilio/voice/answer?wf=` | Twilio, an outbound call answered | `answer` update (with `AnsweredBy`) |
 //! | `POST /twilio/voice/gather?wf=` | Twilio, a `<Gather>` result | `gather` update; answers with the agent's turn |
 //! | `POST /twilio/voice/status[?wf=&attempt=]` | Twilio, call progress | `status` signal |
+//! | `GET /twilio/voice/relay`, `POST /twilio/voice/relay/action` | Twilio ConversationRelay (voice mode `relay`) | see [`crate::relay`] |
 //! | `POST /api/calls`, `GET /api/calls`, `GET /api/calls/{id}` | campaign managers | place a call; page the call logs; read one call (live state and logs) |
 
 use std::time::Instant;
@@ -31,7 +32,8 @@ use voice_agent_protos::v1::call_service_server::{CallService, CallServiceServer
 use voice_agent_store::{CallLogDoc, CallLogQuery, TranscriptEntry};
 use voice_agent_twilio::HttpMethod;
 use voice_agent_twilio::twiml::{
-    Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout, VoiceResponse,
+    Connect, ConversationRelay, Dial, Gather, GatherInput as TwimlGatherInput, Say, SpeechTimeout,
+    VoiceResponse,
 };
 use voice_agent_workflows::{
     AnswerInput, CallInput, CallStatusEvent, CallView, CallWorkflow, GatherInput, IssuedTurn,
@@ -103,9 +105,24 @@ fn gather_url(state: &AppState, workflow_id: &str, turn: u32) -> String {
     url.to_string()
 }
 
-/// The TwiML for a turn: the lines, then gather, dial or hang up. Lines go inside the
-/// `<Gather>` so the person can talk over them.
-fn render(turn: &VoiceTurn, gather_action: &str) -> String {
+/// The TwiML for an issued turn of the call `workflow_id`.
+fn render_issued(state: &AppState, workflow_id: &str, t: &IssuedTurn) -> String {
+    render(&t.turn, &gather_url(state, workflow_id, t.number), || {
+        (
+            crate::relay::ws_url(state, workflow_id),
+            crate::relay::action_url(state, workflow_id),
+        )
+    })
+}
+
+/// The TwiML for a turn: the lines, then gather, dial, hang up or a ConversationRelay
+/// session. Lines go inside the `<Gather>` so the person can talk over them; in a session
+/// they are its welcome greeting. `relay_urls` gives the session's WebSocket and action URLs.
+fn render(
+    turn: &VoiceTurn,
+    gather_action: &str,
+    relay_urls: impl FnOnce() -> (String, String),
+) -> String {
     let say = |text: &str| {
         let mut s = Say::new(text).language(turn.language.clone());
         if let Some(v) = &turn.voice {
@@ -140,6 +157,35 @@ fn render(turn: &VoiceTurn, gather_action: &str) -> String {
                 response = response.say(say(line));
             }
             response = response.hangup();
+        }
+        VoiceNext::Relay { settings } => {
+            let (url, action) = relay_urls();
+            let mut relay = ConversationRelay::new(url)
+                .language(turn.language.clone())
+                .interruptible(settings.interruptible.clone())
+                .welcome_greeting_interruptible(settings.welcome_greeting_interruptible.clone())
+                .dtmf_detection(settings.dtmf_detection);
+            let greeting = turn.say.join(" ");
+            if !greeting.is_empty() {
+                relay = relay.welcome_greeting(greeting);
+            }
+            if let Some(v) = &turn.voice {
+                relay = relay.voice(v.clone());
+            }
+            if let Some(p) = &settings.tts_provider {
+                relay = relay.tts_provider(p.clone());
+            }
+            if let Some(p) = &settings.transcription_provider {
+                relay = relay.transcription_provider(p.clone());
+            }
+            if let Some(m) = &settings.speech_model {
+                relay = relay.speech_model(m.clone());
+            }
+            response = response.connect(
+                Connect::relay(relay)
+                    .action(action)
+                    .method(HttpMethod::Post),
+            );
         }
     }
     response.to_xml()
@@ -205,7 +251,7 @@ async fn inbound_call(
         .await;
     info!(call_sid = %sid, from = %mask_phone(theirs.as_str()), "inbound call");
     let response = match result {
-        Ok(t) => twiml(render(&t.turn, &gather_url(&state, &workflow_id, t.number))),
+        Ok(t) => twiml(render_issued(&state, &workflow_id, &t)),
         Err(e) => {
             warn!(call_sid = %sid, error = %e, "could not start the call workflow");
             trouble()
@@ -301,14 +347,14 @@ fn idempotency_token(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn turn_response(
+pub(crate) fn turn_response(
     state: &AppState,
     workflow_id: &str,
     sid: &str,
     result: Result<IssuedTurn, WorkflowUpdateError>,
 ) -> Response {
     match result {
-        Ok(t) => twiml(render(&t.turn, &gather_url(state, workflow_id, t.number))),
+        Ok(t) => twiml(render_issued(state, workflow_id, &t)),
         // Not this call's current turn: nothing to say into it, and nothing of ours failed.
         Err(WorkflowUpdateError::Failed(f)) if f.message.starts_with(STALE_GATHER) => {
             info!(call_sid = %sid, reason = %f.message, "Gather result refused");
@@ -440,6 +486,10 @@ pub struct TurnView {
     /// Twilio's speech recognition confidence, 0-1.
     #[serde(skip_serializing_if = "Option::is_none")]
     confidence: Option<f64>,
+    /// The caller cut the agent off here: `text` is what was spoken until then (calls in
+    /// voice mode `relay`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
 }
 
 impl From<&TranscriptEntry> for TurnView {
@@ -449,6 +499,7 @@ impl From<&TranscriptEntry> for TurnView {
             text: t.text.clone(),
             at: t.at.clone(),
             confidence: t.confidence,
+            interrupted: t.interrupted,
         }
     }
 }
@@ -839,6 +890,7 @@ fn turn_to_proto(t: &TurnView) -> pb::TranscriptTurn {
         text: t.text.clone(),
         at: t.at.clone(),
         confidence: t.confidence.unwrap_or(0.0),
+        interrupted: t.interrupted,
     }
 }
 
@@ -922,5 +974,58 @@ impl CallService for CallsApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use voice_agent_agent::RelaySettings;
+
+    use super::*;
+
+    fn relay_urls() -> (String, String) {
+        (
+            "wss://v.example/twilio/voice/relay?wf=call-1".to_owned(),
+            "https://v.example/twilio/voice/relay/action?wf=call-1".to_owned(),
+        )
+    }
+
+    #[test]
+    fn a_relay_turn_connects_the_call_to_a_conversation_relay_with_the_greeting() {
+        let turn = VoiceTurn {
+            say: vec!["Hi, this is Acme.".to_owned()],
+            voice: Some("Polly.Joanna".to_owned()),
+            language: "en-US".to_owned(),
+            next: VoiceNext::Relay {
+                settings: RelaySettings {
+                    tts_provider: Some("ElevenLabs".to_owned()),
+                    ..RelaySettings::default()
+                },
+            },
+        };
+        let xml = render(&turn, "unused", relay_urls);
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Connect \
+             action=\"https://v.example/twilio/voice/relay/action?wf=call-1\" method=\"POST\">\
+             <ConversationRelay dtmfDetection=\"true\" interruptible=\"any\" language=\"en-US\" \
+             ttsProvider=\"ElevenLabs\" url=\"wss://v.example/twilio/voice/relay?wf=call-1\" \
+             voice=\"Polly.Joanna\" welcomeGreeting=\"Hi, this is Acme.\" \
+             welcomeGreetingInterruptible=\"any\" /></Connect></Response>"
+        );
+    }
+
+    #[test]
+    fn a_gather_turn_never_asks_for_relay_urls() {
+        let turn = VoiceTurn {
+            say: vec!["Hello".to_owned()],
+            voice: None,
+            language: "en-US".to_owned(),
+            next: VoiceNext::Hangup,
+        };
+        let xml = render(&turn, "https://v.example/g", || {
+            panic!("relay URLs asked for a turn without a session")
+        });
+        assert!(xml.ends_with("<Say language=\"en-US\">Hello</Say><Hangup /></Response>"));
     }
 }

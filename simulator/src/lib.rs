@@ -53,8 +53,8 @@
 //!   action posts to the current document), `Redirect`, `Dial` (`Number` / `Client` / `Sip`
 //!   or text; the party talks 5 s; `action` gets `DialCallStatus`, `DialCallDuration`;
 //!   an invalid number logs 13223), `Record` (the callee's next line; `RecordingUrl`,
-//!   `RecordingSid`, `RecordingDuration`), `Hangup`, `Reject` (inbound before answer → `busy`);
-//!   others are skipped. The document's end completes the call. A webhook failing (non-2xx,
+//!   `RecordingSid`, `RecordingDuration`), `Hangup`, `Reject` (inbound before answer → `busy`),
+//!   `Connect` with `ConversationRelay` (below); others are skipped. The document's end completes the call. A webhook failing (non-2xx,
 //!   connection error, 15 s timeout) is error 11200 and unparsable TwiML 12100: the caller
 //!   hears an application error, the call completes and the ledger keeps the code.
 //! - Callees are scripted per number (unknown numbers: a human with nothing to say). A human
@@ -64,6 +64,21 @@
 //!   callees think `--call-think-ms` (or their `think_ms`), and one simulated second (Pause,
 //!   timeouts, recordings, a dialled party's talk, reported durations) lasts
 //!   `--call-second-ms`.
+//! - `<Connect><ConversationRelay url>` plays Twilio ConversationRelay: the WebSocket opens
+//!   with `X-Twilio-Signature` over the URL as written (no parameters; forged with
+//!   `bad_signature`), `setup` goes first (`customParameters` from `<Parameter>`s), the
+//!   `welcomeGreeting` is logged as said, each line is a `prompt` (`{"digits"}`: one `dtmf` a
+//!   key with `dtmfDetection`), and every `text` token is logged as heard (`token` events,
+//!   with times), each reply as one `say` (what was heard of it). Lines
+//!   `{"speech", "interrupt_after_tokens": N}` or `{"speech", "interrupt_after_ms": M}` are
+//!   said over the reply to the line before (`interrupt` with `utteranceUntilInterrupt`, then
+//!   the `prompt`; a token is spoken in 0.25 simulated s), `{"hangup_after_tokens": N}` hangs
+//!   up mid-reply, `{"silence": true}` says nothing. A message Twilio would refuse gets an
+//!   `error` frame (64107, logged); `play`, `sendDigits` and `language` are logged; `end` is
+//!   logged with its `handoffData`, and the call follows the `<Connect action>` with
+//!   `SessionId`, `SessionStatus`, `SessionDuration` and `HandoffData`. With no line left the
+//!   callee waits 3 s for an `end`, then hangs up. A refused handshake logs an `error` and the
+//!   `action` gets `SessionStatus=failed`.
 //! - State is in memory and lost on exit. It is laid out for campaigns: a message costs about
 //!   300 bytes, per-number queries are indexed, and no request waits on I/O under the lock
 //!   (`examples/load.rs` measures throughput).
@@ -79,10 +94,10 @@
 //! | `POST /admin/inbound/{sid}/redeliver` | `{"bad_signature"?}` or empty | same as above |
 //! | `GET`/`PUT /admin/faults` | `{"error_rate"?,"too_many_requests_rate"?,"latency_ms"?,"rate_limit_mps"?,"accept_delay_ms"?,"callback_loss_rate"?,"twilio_opt_out"?,"calls_per_second"?}` | current faults |
 //! | `GET /admin/callees` | | `{"callees":{NUMBER: script}}` |
-//! | `GET`/`PUT`/`DELETE /admin/callees/{number}` | `{"behaviour"?: "human"\|"machine"\|"busy"\|"no_answer"\|"failed"\|"hangup_mid_call", "lines"?: ["text" \| {"speech","confidence"?} \| {"digits"} \| {"silence":true}], "hangup_after_turns"?, "answer_delay_ms"?, "think_ms"?, "answered_by"?: "machine_end_beep"\|"machine_end_silence"\|"machine_end_other"}` | the script / 204 / 404 |
+//! | `GET`/`PUT`/`DELETE /admin/callees/{number}` | `{"behaviour"?: "human"\|"machine"\|"busy"\|"no_answer"\|"failed"\|"hangup_mid_call", "lines"?: ["text" \| {"speech","confidence"?} \| {"digits"} \| {"silence":true} \| {"speech","interrupt_after_tokens"} \| {"speech","interrupt_after_ms"} \| {"hangup_after_tokens"}], "hangup_after_turns"?, "answer_delay_ms"?, "think_ms"?, "answered_by"?: "machine_end_beep"\|"machine_end_silence"\|"machine_end_other"}` | the script / 204 / 404 |
 //! | `POST /admin/calls/inbound` | `{"from","to","lines"?,"think_ms"?,"bad_signature"?}` | `{"call_sid","from","to","url","status":"ringing"}` at once; 422 without a voice URL |
 //! | `GET /admin/calls[?to=&from=]` | | `{"total","calls":[call]}`, oldest first |
-//! | `GET /admin/calls/{sid}` | | `{sid,from,to,direction,status,answered_by,date_created,date_updated,dialled_at,answered_at,ended_at,duration,error_code,error_message,voicemail,transfers,events:[{at,kind,speaker,text,…}]}`; `kind` ∈ say, play, pause, gather, speech, digits, silence, dial, record, hangup, redirect, reject, error, voicemail; `speaker` ∈ agent, callee, system |
+//! | `GET /admin/calls/{sid}` | | `{sid,from,to,direction,status,answered_by,date_created,date_updated,dialled_at,answered_at,ended_at,duration,error_code,error_message,voicemail,transfers,events:[{at,kind,speaker,text,…}]}`; `kind` ∈ say, play, pause, gather, speech, digits, silence, dial, record, hangup, redirect, reject, error, voicemail, connect, token, interrupt, language, end; `speaker` ∈ agent, callee, system |
 //! | `GET /admin/opt-outs` | | `{"enabled","refused","opt_outs":[{"from":USER,"to":SENDER}]}` |
 //! | `GET /admin/ledger[?to=NUMBER]` | | `{"total","messages":[{sid,from,to,body,content_sid,content_variables,status,error_code,…}]}` |
 //! | `GET /admin/ledger/counts[?to=NUMBER][&by_to=false]` | | `{"total","by_to":{NUMBER:n},"by_status":{STATUS:n}}` (`by_to` empty with `by_to=false`) |

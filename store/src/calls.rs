@@ -25,6 +25,10 @@ pub struct TranscriptEntry {
     /// Twilio's speech recognition confidence, 0–1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// The caller cut the agent off: `text` is what was spoken until then (ConversationRelay
+    /// calls).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// A stored call.

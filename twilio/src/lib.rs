@@ -8,6 +8,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`signature`] | `X-Twilio-Signature`: compute and validate (form, GET and JSON-body webhooks) |
+//! | [`relay`] | ConversationRelay's WebSocket messages, in and out |
 //! | [`twiml`] | typed builders for voice ([`twiml::VoiceResponse`]) and messaging ([`twiml::MessagingResponse`]) TwiML |
 //! | [`client`] | [`TwilioClient`]: Messages and Calls resources, paging, [`TwilioError`] with retry classification |
 //!
@@ -44,6 +45,7 @@
 
 pub mod client;
 mod mask;
+pub mod relay;
 pub mod signature;
 pub mod twiml;
 

@@ -184,6 +184,12 @@ impl VoiceResponse {
         self.push(record.element())
     }
 
+    /// Appends `<Connect>`: the call stays in it until the connection ends, then goes to its
+    /// `action` URL (or the next verb).
+    pub fn connect(self, connect: Connect) -> Self {
+        self.push(connect.element())
+    }
+
     /// Serialises the document, XML declaration included.
     pub fn to_xml(&self) -> String {
         render(&self.verbs)
@@ -616,6 +622,160 @@ impl Dial {
     }
 }
 
+/// `<Connect>` with a `<ConversationRelay>`: Twilio's speech recognition and synthesis, the
+/// conversation itself over a WebSocket ([`crate::relay`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connect {
+    action: Option<String>,
+    method: Option<HttpMethod>,
+    relay: ConversationRelay,
+}
+
+impl Connect {
+    /// Connects the call to `relay`.
+    pub fn relay(relay: ConversationRelay) -> Self {
+        Self {
+            relay,
+            ..Self::default()
+        }
+    }
+
+    /// `action`: requested when the session ends (with `HandoffData` after our `end`); its
+    /// TwiML continues the call.
+    pub fn action(mut self, url: impl Into<String>) -> Self {
+        self.action = Some(url.into());
+        self
+    }
+
+    /// `method` for `action`.
+    pub fn method(mut self, method: HttpMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    fn element(&self) -> Element {
+        let mut element = Element::new("Connect")
+            .attr("action", self.action.as_ref())
+            .attr("method", self.method.map(HttpMethod::as_str));
+        element.children.push(self.relay.element());
+        element
+    }
+}
+
+/// `<ConversationRelay>`: the attributes this project sets (the rest keep Twilio's defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationRelay {
+    url: String,
+    welcome_greeting: Option<String>,
+    welcome_greeting_interruptible: Option<String>,
+    language: Option<String>,
+    voice: Option<String>,
+    tts_provider: Option<String>,
+    transcription_provider: Option<String>,
+    speech_model: Option<String>,
+    interruptible: Option<String>,
+    dtmf_detection: Option<bool>,
+    parameters: Vec<(String, String)>,
+}
+
+impl ConversationRelay {
+    /// A session on the WebSocket at `url` (`wss://…`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// `welcomeGreeting`: spoken as soon as the session starts.
+    pub fn welcome_greeting(mut self, text: impl Into<String>) -> Self {
+        self.welcome_greeting = Some(text.into());
+        self
+    }
+
+    /// `welcomeGreetingInterruptible`: `none`, `dtmf`, `speech` or `any`.
+    pub fn welcome_greeting_interruptible(mut self, value: impl Into<String>) -> Self {
+        self.welcome_greeting_interruptible = Some(value.into());
+        self
+    }
+
+    /// `language` of speech in and out (BCP 47).
+    pub fn language(mut self, language: impl Into<String>) -> Self {
+        self.language = Some(language.into());
+        self
+    }
+
+    /// `voice` of the text-to-speech provider.
+    pub fn voice(mut self, voice: impl Into<String>) -> Self {
+        self.voice = Some(voice.into());
+        self
+    }
+
+    /// `ttsProvider` (`ElevenLabs`, `Google`, `Amazon`).
+    pub fn tts_provider(mut self, provider: impl Into<String>) -> Self {
+        self.tts_provider = Some(provider.into());
+        self
+    }
+
+    /// `transcriptionProvider` (`Deepgram`, `Google`).
+    pub fn transcription_provider(mut self, provider: impl Into<String>) -> Self {
+        self.transcription_provider = Some(provider.into());
+        self
+    }
+
+    /// `speechModel` of the transcription provider.
+    pub fn speech_model(mut self, model: impl Into<String>) -> Self {
+        self.speech_model = Some(model.into());
+        self
+    }
+
+    /// `interruptible`: what may cut our speech off (`none`, `dtmf`, `speech`, `any`).
+    pub fn interruptible(mut self, value: impl Into<String>) -> Self {
+        self.interruptible = Some(value.into());
+        self
+    }
+
+    /// `dtmfDetection`: send key presses as `dtmf` messages.
+    pub fn dtmf_detection(mut self, enabled: bool) -> Self {
+        self.dtmf_detection = Some(enabled);
+        self
+    }
+
+    /// A nested `<Parameter name value />`: arrives in `setup`'s `customParameters`.
+    pub fn parameter(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.parameters.push((name.into(), value.into()));
+        self
+    }
+
+    fn element(&self) -> Element {
+        let mut element = Element::new("ConversationRelay")
+            .attr("url", Some(&self.url))
+            .attr("welcomeGreeting", self.welcome_greeting.as_ref())
+            .attr(
+                "welcomeGreetingInterruptible",
+                self.welcome_greeting_interruptible.as_ref(),
+            )
+            .attr("language", self.language.as_ref())
+            .attr("voice", self.voice.as_ref())
+            .attr("ttsProvider", self.tts_provider.as_ref())
+            .attr(
+                "transcriptionProvider",
+                self.transcription_provider.as_ref(),
+            )
+            .attr("speechModel", self.speech_model.as_ref())
+            .attr("interruptible", self.interruptible.as_ref())
+            .attr("dtmfDetection", self.dtmf_detection);
+        for (name, value) in &self.parameters {
+            element.children.push(
+                Element::new("Parameter")
+                    .attr("name", Some(name))
+                    .attr("value", Some(value)),
+            );
+        }
+        element
+    }
+}
+
 /// `<Record>`: records the caller, posting `RecordingUrl` to `action`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -869,6 +1029,41 @@ mod tests {
         assert_eq!(
             xml,
             doc(r#"<Response><Gather speechTimeout="2" /></Response>"#)
+        );
+    }
+
+    #[test]
+    fn connect_to_a_conversation_relay_renders_its_settings_and_parameters() {
+        let xml = VoiceResponse::new()
+            .connect(
+                Connect::relay(
+                    ConversationRelay::new("wss://x.example/twilio/voice/relay?wf=call-1")
+                        .welcome_greeting("Hi & welcome")
+                        .welcome_greeting_interruptible("any")
+                        .language("en-US")
+                        .voice("Polly.Joanna")
+                        .tts_provider("Amazon")
+                        .transcription_provider("Deepgram")
+                        .speech_model("nova-2")
+                        .interruptible("speech")
+                        .dtmf_detection(true)
+                        .parameter("profile", "support"),
+                )
+                .action("https://x.example/twilio/voice/relay/action?wf=call-1")
+                .method(HttpMethod::Post),
+            )
+            .to_xml();
+        assert_eq!(
+            xml,
+            doc(
+                "<Response><Connect action=\"https://x.example/twilio/voice/relay/action?wf=call-1\" \
+                 method=\"POST\"><ConversationRelay dtmfDetection=\"true\" interruptible=\"speech\" \
+                 language=\"en-US\" speechModel=\"nova-2\" transcriptionProvider=\"Deepgram\" \
+                 ttsProvider=\"Amazon\" url=\"wss://x.example/twilio/voice/relay?wf=call-1\" \
+                 voice=\"Polly.Joanna\" welcomeGreeting=\"Hi &amp; welcome\" \
+                 welcomeGreetingInterruptible=\"any\"><Parameter name=\"profile\" value=\"support\" />\
+                 </ConversationRelay></Connect></Response>"
+            )
         );
     }
 

@@ -1,6 +1,6 @@
 //! One phone call (inbound or outbound, with its retry attempts) as a durable workflow.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::error::Error;
 use std::pin::pin;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use voice_agent_activities::agent::{AgentActivities, AgentTurnInput, OptOutInput
 use voice_agent_activities::voice::{CallLogRecord, PlaceCallInput, VoiceActivities};
 use voice_agent_activities::window;
 use voice_agent_agent::{
-    AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, Speaker, Turn,
-    Usage,
+    AgentAction, AgentChannel, AgentProfile, AgentReply, AgentRequest, Disposition, RelaySettings,
+    Speaker, Turn, Usage, VoiceMode,
 };
 use voice_agent_domain::Channel;
 use voice_agent_store::{NewCallAttempt, TranscriptEntry};
@@ -35,6 +35,12 @@ const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 const STATUS_GRACE: Duration = Duration::from_secs(10);
 /// Patch id of finishing the turn in progress before the attempt is logged.
 const TURN_FINISHES_PATCH: &str = "turn-finishes-before-log";
+/// How long a call that ended waits for its ConversationRelay session to hand over its last
+/// turns (the api closes the session once the caller is gone; this covers an api that died).
+const RELAY_CLOSE_GRACE: Duration = Duration::from_secs(15);
+/// Sessions one call may open: the first, and new ones after a session dropped (the api that
+/// held it died) before the caller hung up.
+const MAX_RELAY_SESSIONS: u32 = 4;
 
 /// What starts a call workflow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +211,91 @@ pub enum VoiceNext {
     },
     /// End the call.
     Hangup,
+    /// Hand the call to a ConversationRelay session (the profile's voice mode `relay`); the
+    /// lines are its welcome greeting.
+    Relay {
+        /// What `<ConversationRelay>` is told.
+        settings: RelaySettings,
+    },
+}
+
+/// One settled turn of a ConversationRelay session, from the api. Tokens never come here:
+/// only the turn once its reply is complete or was cut off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayTurn {
+    /// Unique per turn (a repeated signal is recorded once).
+    pub turn_id: String,
+    /// The session's `CallSid`.
+    pub call_sid: String,
+    /// What the caller said (or `(pressed 1)`).
+    pub person: String,
+    /// When the caller's prompt arrived, RFC 3339.
+    pub person_at: String,
+    /// What the agent said, or when cut off, what was spoken until then (empty: nothing).
+    pub agent: String,
+    /// The caller cut the reply off.
+    pub interrupted: bool,
+    /// When the reply ended, RFC 3339.
+    pub agent_at: String,
+    /// The reply's actions, carried out by the workflow (transfer and end also end the session).
+    pub actions: Vec<AgentAction>,
+    /// Memory slots set.
+    pub remember: BTreeMap<String, String>,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Disposition set.
+    pub disposition: Option<Disposition>,
+}
+
+/// The caller cut off a reply that had been settled as complete (Twilio's `interrupt` came
+/// after its last token): only `heard` was spoken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInterrupted {
+    /// The session's `CallSid`.
+    pub call_sid: String,
+    /// The turn; `None` for the welcome greeting.
+    pub turn_id: Option<String>,
+    /// `utteranceUntilInterrupt`.
+    pub heard: String,
+}
+
+/// The api closed a ConversationRelay session: every turn it settled was signalled before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayClosed {
+    /// The session's `CallSid`.
+    pub call_sid: String,
+}
+
+/// Twilio requested the `<Connect action>` URL: the session ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEnd {
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `HandoffData` of our `end`, if we sent one.
+    pub handoff_data: Option<String>,
+    /// `CallStatus` at that moment.
+    pub call_status: Option<String>,
+    /// When the request arrived, RFC 3339 (set by the API).
+    pub at: String,
+}
+
+/// What a ConversationRelay session needs to carry on the call (the `relay_context` query).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayContext {
+    /// The current attempt's SID.
+    pub call_sid: Option<String>,
+    /// The call's profile.
+    pub profile: AgentProfile,
+    /// Memory slots.
+    pub memory: BTreeMap<String, String>,
+    /// The attempt's transcript so far.
+    pub transcript: Vec<TranscriptEntry>,
+    /// Our number.
+    pub ours: String,
+    /// Their number.
+    pub theirs: String,
+    /// The call is over.
+    pub ended: bool,
 }
 
 /// A `<Gather>` result.
@@ -348,6 +439,20 @@ pub struct CallWorkflow {
     turn: u32,
     /// An opt-out decided in a turn whose write did not fit in the turn's time.
     opt_out_pending: bool,
+    /// A ConversationRelay session is open (or about to be): its last turns may still come.
+    relay_open: bool,
+    /// ConversationRelay sessions opened on this attempt.
+    relay_sessions: u32,
+    /// Relay turns recorded, by id.
+    relay_seen: BTreeSet<String>,
+    /// Where each relay turn's agent line is in the transcript (`""`: the welcome greeting).
+    relay_lines: BTreeMap<String, usize>,
+    /// Actions of relay turns not carried out yet, oldest first.
+    relay_actions: VecDeque<Vec<AgentAction>>,
+    /// Carrying out relay actions right now.
+    relay_busy: bool,
+    /// What the `<Connect action>` answers: set by a relay turn's transfer or end.
+    relay_next: Option<VoiceNext>,
 }
 
 #[workflow_methods]
@@ -380,6 +485,13 @@ impl CallWorkflow {
             stop: false,
             turn: 0,
             opt_out_pending: false,
+            relay_open: false,
+            relay_sessions: 0,
+            relay_seen: BTreeSet::new(),
+            relay_lines: BTreeMap::new(),
+            relay_actions: VecDeque::new(),
+            relay_busy: false,
+            relay_next: None,
         }
     }
 
@@ -464,6 +576,18 @@ impl CallWorkflow {
             }
 
             wait_for_end(ctx).await;
+            if ctx.state(|s| s.relay_open) {
+                // The session's last turns may still be on their way from the api.
+                let mut grace = pin!(ctx.timer(RELAY_CLOSE_GRACE));
+                let closed = select! {
+                    _ = ctx.wait_condition(|s| !s.relay_open) => true,
+                    _ = grace.as_mut() => false,
+                };
+                if closed {
+                    grace.cancel();
+                }
+            }
+            carry_out_relay_actions(ctx).await;
             // A caller who hangs up while the agent is answering ends the call mid-turn: the
             // turn's actions (an opt-out, a callback) still happen, and the log is written
             // after them. Turns are bounded well under a minute, so this wait is too.
@@ -530,6 +654,10 @@ impl CallWorkflow {
                 s.recording_url = None;
                 s.duration_secs = None;
                 s.ended_at = None;
+                s.relay_open = false;
+                s.relay_sessions = 0;
+                s.relay_lines.clear();
+                s.relay_next = None;
             });
         }
         let result = ctx.state(|s| CallResult {
@@ -623,6 +751,160 @@ impl CallWorkflow {
         Ok(issue(ctx, turn))
     }
 
+    /// A settled turn of the call's ConversationRelay session (see [`RelayTurn`]).
+    #[signal]
+    pub fn relay_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: RelayTurn) {
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_some_and(|s| *s != turn.call_sid)
+            || !self.relay_seen.insert(turn.turn_id.clone())
+        {
+            return;
+        }
+        if !turn.person.trim().is_empty() {
+            push(
+                &mut self.view.transcript,
+                Speaker::Person,
+                &turn.person,
+                &turn.person_at,
+                None,
+            );
+        }
+        if !turn.agent.is_empty() {
+            push(
+                &mut self.view.transcript,
+                Speaker::Agent,
+                &turn.agent,
+                &turn.agent_at,
+                None,
+            );
+            let line = self.view.transcript.len() - 1;
+            self.view.transcript[line].interrupted = turn.interrupted;
+            self.relay_lines.insert(turn.turn_id.clone(), line);
+        }
+        self.memory.extend(turn.remember);
+        self.usage.add(turn.usage);
+        if turn.disposition.is_some() {
+            self.view.disposition = turn.disposition;
+        }
+        if !turn.actions.is_empty() {
+            self.relay_actions.push_back(turn.actions);
+        }
+    }
+
+    /// A reply recorded as complete was cut off after all (see [`RelayInterrupted`]).
+    #[signal]
+    pub fn relay_interrupted(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        cut: RelayInterrupted,
+    ) {
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_some_and(|s| *s != cut.call_sid)
+        {
+            return;
+        }
+        let key = cut.turn_id.unwrap_or_default();
+        let Some(entry) = self
+            .relay_lines
+            .get(&key)
+            .and_then(|&i| self.view.transcript.get_mut(i))
+        else {
+            return;
+        };
+        if entry.interrupted {
+            return;
+        }
+        entry.text = heard_of(&entry.text, &cut.heard);
+        entry.interrupted = true;
+    }
+
+    /// The api closed the call's ConversationRelay session.
+    #[signal]
+    pub fn relay_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, closed: RelayClosed) {
+        if self
+            .view
+            .call_sid
+            .as_ref()
+            .is_none_or(|s| *s == closed.call_sid)
+        {
+            self.relay_open = false;
+        }
+    }
+
+    /// Refuses the end of a session of another call (another attempt's SID).
+    #[update_validator(relay_end)]
+    pub fn validate_relay_end(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &RelayEnd,
+    ) -> Result<(), Box<dyn Error + Send + Sync>> {
+        match &self.view.call_sid {
+            Some(current) if *current != input.call_sid => {
+                Err(format!("{STALE_GATHER}: the session is of another call").into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The ConversationRelay session ended (Twilio requested the `<Connect action>` URL): a
+    /// transfer or an end the agent decided, or, when the session dropped without one while
+    /// the caller is still on the line, a new session.
+    #[update]
+    pub async fn relay_end(
+        ctx: &mut WorkflowContext<Self>,
+        input: RelayEnd,
+    ) -> Result<IssuedTurn, Box<dyn Error + Send + Sync>> {
+        // The turn that ended the session is signalled before the api sends `end`.
+        ctx.wait_condition(|s| s.relay_actions.is_empty() && !s.relay_busy)
+            .await?;
+        let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+        let caller_gone = input.call_status.as_deref().is_some_and(is_final_status);
+        let next = ctx.state_mut(|s| {
+            s.relay_open = false;
+            match s.relay_next.take() {
+                Some(next) => next,
+                None if !caller_gone
+                    && s.final_status.is_none()
+                    && s.relay_sessions < MAX_RELAY_SESSIONS =>
+                {
+                    s.relay_open = true;
+                    s.relay_sessions += 1;
+                    VoiceNext::Relay {
+                        settings: profile.relay.clone(),
+                    }
+                }
+                None => VoiceNext::Hangup,
+            }
+        });
+        let turn = VoiceTurn {
+            say: Vec::new(),
+            voice: profile.voice,
+            language: profile.language,
+            next,
+        };
+        Ok(issue(ctx, turn))
+    }
+
+    /// What a ConversationRelay session needs to carry on the call.
+    #[query]
+    pub fn relay_context(&self, _ctx: &WorkflowContextView) -> RelayContext {
+        RelayContext {
+            call_sid: self.view.call_sid.clone(),
+            profile: self.profile.clone().unwrap_or_default(),
+            memory: self.memory.clone(),
+            transcript: self.view.transcript.clone(),
+            ours: self.view.input.ours.clone(),
+            theirs: self.view.input.theirs.clone(),
+            ended: self.final_status.is_some(),
+        }
+    }
+
     /// A status callback.
     #[signal]
     pub fn status(&mut self, _ctx: &mut SyncWorkflowContext<Self>, ev: CallStatusEvent) {
@@ -663,6 +945,18 @@ impl CallWorkflow {
     }
 }
 
+/// What the person heard of `said` when they cut in, by Twilio's (or a client's) account: never
+/// more than was said, and what was said when the account is longer (a speech engine may
+/// change spacing or punctuation, so a close match is taken as given).
+pub fn heard_of(said: &str, heard: &str) -> String {
+    let heard = heard.trim();
+    if heard.chars().count() <= said.chars().count() {
+        heard.to_owned()
+    } else {
+        said.to_owned()
+    }
+}
+
 fn now(t: Option<std::time::SystemTime>) -> String {
     t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
         .unwrap_or_default()
@@ -684,6 +978,7 @@ fn push(
         text: text.to_owned(),
         at: at.to_owned(),
         confidence,
+        interrupted: false,
     });
 }
 
@@ -812,32 +1107,7 @@ async fn agent_turn(
             AgentAction::ScheduleCallback {
                 delay_seconds,
                 note,
-            } => {
-                let n = ctx.state_mut(|s| {
-                    s.followups += 1;
-                    s.followups
-                });
-                let options = ChildWorkflowOptions::builder()
-                    .workflow_id(format!("followup-{call_id}-{n}"))
-                    .parent_close_policy(ParentClosePolicy::Abandon)
-                    .build();
-                let _ = ctx
-                    .start_child_workflow(
-                        FollowUpWorkflow::run,
-                        FollowUpInput {
-                            conversation_id: call_id.clone(),
-                            channel: Channel::Sms,
-                            ours: ours.clone(),
-                            theirs: theirs.clone(),
-                            delay_seconds: *delay_seconds,
-                            message: profile.callback_message.clone(),
-                            note: note.clone(),
-                            call: true,
-                        },
-                        options,
-                    )
-                    .await;
-            }
+            } => schedule_callback(ctx, profile, *delay_seconds, note.clone()).await,
         }
     }
     ctx.state_mut(|s| {
@@ -857,6 +1127,103 @@ async fn agent_turn(
         voice: profile.voice.clone(),
         language: profile.language.clone(),
         next,
+    }
+}
+
+/// Starts the follow-up call the agent promised (a child that outlives the call).
+async fn schedule_callback(
+    ctx: &WorkflowContext<CallWorkflow>,
+    profile: &AgentProfile,
+    delay_seconds: u64,
+    note: Option<String>,
+) {
+    let (call_id, ours, theirs, n) = ctx.state_mut(|s| {
+        s.followups += 1;
+        (
+            s.view.input.call_id.clone(),
+            s.view.input.ours.clone(),
+            s.view.input.theirs.clone(),
+            s.followups,
+        )
+    });
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(format!("followup-{call_id}-{n}"))
+        .parent_close_policy(ParentClosePolicy::Abandon)
+        .build();
+    let _ = ctx
+        .start_child_workflow(
+            FollowUpWorkflow::run,
+            FollowUpInput {
+                conversation_id: call_id,
+                channel: Channel::Sms,
+                ours,
+                theirs,
+                delay_seconds,
+                message: profile.callback_message.clone(),
+                note,
+                call: true,
+            },
+            options,
+        )
+        .await;
+}
+
+/// Carries out the actions of settled relay turns, oldest first. Nobody waits on them (the
+/// session already streamed the reply), so an opt-out is an ordinary activity; a transfer or
+/// an end decides what the `<Connect action>` URL answers.
+async fn carry_out_relay_actions(ctx: &WorkflowContext<CallWorkflow>) {
+    let profile = ctx.state(|s| s.profile.clone().unwrap_or_default());
+    loop {
+        let Some(actions) = ctx.state_mut(|s| {
+            let next = s.relay_actions.pop_front();
+            s.relay_busy = next.is_some();
+            next
+        }) else {
+            return;
+        };
+        for action in actions {
+            match action {
+                AgentAction::EndConversation { .. } => ctx.state_mut(|s| {
+                    if s.relay_next.is_none() {
+                        s.relay_next = Some(VoiceNext::Hangup);
+                    }
+                }),
+                AgentAction::OptOut => {
+                    let theirs = ctx.state(|s| s.view.input.theirs.clone());
+                    let done = ctx
+                        .execute_activity(
+                            AgentActivities::opt_out,
+                            OptOutInput {
+                                phone: theirs,
+                                channel: "voice".to_owned(),
+                            },
+                            store_options(Duration::from_secs(30)),
+                        )
+                        .await
+                        .is_ok();
+                    ctx.state_mut(|s| {
+                        s.opt_out_pending |= !done;
+                        s.relay_next = Some(VoiceNext::Hangup);
+                    });
+                }
+                // Without a number the session told the caller someone will call back.
+                AgentAction::Transfer { .. } => {
+                    if let Some(number) = profile.transfer_number.clone() {
+                        ctx.state_mut(|s| {
+                            s.relay_next = Some(VoiceNext::Dial {
+                                number,
+                                caller_id: s.view.input.ours.clone(),
+                            });
+                        });
+                    }
+                }
+                AgentAction::ScheduleCallback {
+                    delay_seconds,
+                    note,
+                } => schedule_callback(ctx, &profile, delay_seconds, note).await,
+            }
+        }
+        ctx.state_mut(|s| s.relay_busy = false);
     }
 }
 
@@ -912,7 +1279,22 @@ async fn answer_turn(
             }
         });
     }
-    Ok(agent_turn(ctx, &profile, &input.at).await)
+    let mut turn = agent_turn(ctx, &profile, &input.at).await;
+    if profile.voice_mode == VoiceMode::Relay && turn.next == VoiceNext::Gather {
+        // The greeting becomes the session's welcome greeting; the rest streams.
+        ctx.state_mut(|s| {
+            s.relay_open = true;
+            s.relay_sessions += 1;
+            if !turn.say.is_empty() {
+                s.relay_lines
+                    .insert(String::new(), s.view.transcript.len().saturating_sub(1));
+            }
+        });
+        turn.next = VoiceNext::Relay {
+            settings: profile.relay.clone(),
+        };
+    }
+    Ok(turn)
 }
 
 /// The answer to a `<Gather>` result (see [`CallWorkflow::gather`]).
@@ -984,6 +1366,16 @@ fn issue(ctx: &mut WorkflowContext<CallWorkflow>, turn: VoiceTurn) -> IssuedTurn
     IssuedTurn { turn, number }
 }
 
+/// Why [`wait_for_end`] woke.
+enum Woke {
+    /// The final status came (`true`) or the deadline passed (`false`).
+    Ended(bool),
+    /// The campaign was cancelled while the call rings.
+    StopRinging,
+    /// A relay turn brought actions.
+    RelayActions,
+}
+
 /// Waits for the attempt's final status; a call that never reports one is reconciled with
 /// Twilio (fetched, ended if still live).
 async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
@@ -998,13 +1390,15 @@ async fn wait_for_end(ctx: &mut WorkflowContext<CallWorkflow>) {
                 s.stop && s.view.answered_at.is_none() && s.view.call_sid.is_some()
             };
             let woke = select! {
-                _ = ctx.wait_condition(|s| s.final_status.is_some()) => Some(true),
-                _ = limit.as_mut() => Some(false),
-                _ = ctx.wait_condition(move |s| !cancel_sent && ringing_stopped(s)) => None,
+                _ = ctx.wait_condition(|s| s.final_status.is_some()) => Woke::Ended(true),
+                _ = limit.as_mut() => Woke::Ended(false),
+                _ = ctx.wait_condition(move |s| !cancel_sent && ringing_stopped(s)) => Woke::StopRinging,
+                _ = ctx.wait_condition(|s| !s.relay_actions.is_empty()) => Woke::RelayActions,
             };
             match woke {
-                Some(ended) => break ended,
-                None => {
+                Woke::Ended(ended) => break ended,
+                Woke::RelayActions => carry_out_relay_actions(ctx).await,
+                Woke::StopRinging => {
                     cancel_sent = true;
                     if let Some(sid) = ctx.state(|s| s.view.call_sid.clone()) {
                         let _ = ctx

@@ -24,7 +24,8 @@ pub mod send_message;
 
 pub use call::{
     AnswerInput, CallInput, CallResult, CallStatusEvent, CallView, CallWorkflow, GatherInput,
-    IssuedTurn, STALE_GATHER, VoiceNext, VoiceTurn,
+    IssuedTurn, RelayClosed, RelayContext, RelayEnd, RelayInterrupted, RelayTurn, STALE_GATHER,
+    VoiceNext, VoiceTurn,
 };
 pub use campaign::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CallFinished, CampaignCounters,

@@ -550,7 +550,9 @@ fn content_type_ok(headers: &HeaderMap, body: BodyKind) -> bool {
     }
 }
 
-/// What the auth layer does with a path.
+/// What the auth layer does with a path. Twilio's routes (`/twilio/…`: the webhooks and the
+/// ConversationRelay WebSocket `/twilio/voice/relay`) carry no user credentials: each checks
+/// Twilio's `X-Twilio-Signature` itself and refuses (403) without a valid one.
 fn is_exempt(path: &str, public_metrics: bool) -> bool {
     path == "/healthz" || path.starts_with("/twilio/") || (path == "/metrics" && public_metrics)
 }
@@ -832,6 +834,7 @@ mod tests {
     #[test]
     fn webhooks_and_health_are_exempt_and_metrics_only_when_configured() {
         assert!(is_exempt("/twilio/sms", false));
+        assert!(is_exempt("/twilio/voice/relay", false));
         assert!(is_exempt("/healthz", false));
         assert!(is_exempt("/metrics", true));
         assert!(!is_exempt("/metrics", false));

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod inbox;
 mod live;
+mod relay;
 mod scale;
 mod senders;
 mod turns;

@@ -11,7 +11,7 @@ use voice_agent_workflows::CallWorkflow;
 use crate::helpers::{Stack, TemporalServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
-const OURS: &str = "+15005550006";
+pub(crate) const OURS: &str = "+15005550006";
 
 /// A number of its own per test run (call workflow ids of earlier runs may still exist).
 pub(crate) fn person() -> String {

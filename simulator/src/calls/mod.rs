@@ -164,6 +164,16 @@ pub(crate) enum EventKind {
     Reject,
     Error,
     Voicemail,
+    /// A `<Connect><ConversationRelay>` session started (its WebSocket is open).
+    Connect,
+    /// One `text` token of a ConversationRelay reply, as the callee heard it.
+    Token,
+    /// The callee spoke over a reply: `text` is what had been spoken until then.
+    Interrupt,
+    /// The application switched languages (`language`).
+    Language,
+    /// The application ended the ConversationRelay session (`end`, with its handoff data).
+    End,
 }
 
 /// One entry of a call's conversation log.
@@ -284,10 +294,26 @@ pub(crate) enum Behaviour {
     HangupMidCall,
 }
 
-/// One thing a callee says when a `<Gather>` listens.
+/// One thing a callee says when a `<Gather>` listens (or, on a ConversationRelay call, when
+/// the agent's reply is over, or over it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Line {
+    /// Relay: hangs up once this many tokens of the agent's reply were heard.
+    HangupMidReply {
+        hangup_after_tokens: usize,
+    },
+    /// Relay: says `speech` over the agent's reply once this many of its tokens were heard.
+    InterruptAfterTokens {
+        speech: String,
+        interrupt_after_tokens: usize,
+    },
+    /// Relay: says `speech` over the agent's reply this long (real ms) after its first token,
+    /// when the reply is still being spoken then (each token takes `RELAY_TOKEN_SECONDS`).
+    InterruptAfterMs {
+        speech: String,
+        interrupt_after_ms: u64,
+    },
     Text(String),
     Speech {
         speech: String,

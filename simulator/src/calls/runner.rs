@@ -21,6 +21,8 @@ use crate::state::AppState;
 use crate::util::{country_of, is_e164, rfc2822};
 use crate::webhook::{self, WebhookResponse};
 
+mod relay;
+
 /// Twilio's notice for the caller when the application fails.
 const APPLICATION_ERROR: &str = "We are sorry, an application error has occurred. Goodbye.";
 /// Simulated seconds a dialled party talks before hanging up.
@@ -456,6 +458,11 @@ impl Runner {
                         return Ok(Some(next));
                     }
                 }
+                "Connect" => {
+                    if let Some(next) = self.connect(verb).await? {
+                        return Ok(Some(next));
+                    }
+                }
                 "Hangup" => {
                     self.log(EventKind::Hangup, Speaker::Agent, "", Map::new());
                     return Err(Stop::End(CallStatus::Completed, None));
@@ -557,12 +564,18 @@ impl Runner {
             self.script.pop_front()
         };
         let heard = match line {
+            Some(Line::HangupMidReply { .. }) => {
+                self.log(EventKind::Hangup, Speaker::Callee, "", Map::new());
+                return Err(Stop::End(CallStatus::Completed, None));
+            }
             Some(
                 Line::Text(speech)
                 | Line::Speech {
                     speech,
                     confidence: None,
-                },
+                }
+                | Line::InterruptAfterTokens { speech, .. }
+                | Line::InterruptAfterMs { speech, .. },
             ) => Heard::Speech(speech, DEFAULT_CONFIDENCE),
             Some(Line::Speech {
                 speech,
@@ -671,7 +684,13 @@ impl Runner {
             String::new()
         } else {
             match self.script.pop_front() {
-                Some(Line::Text(text) | Line::Speech { speech: text, .. }) => text,
+                Some(
+                    Line::Text(text)
+                    | Line::Speech { speech: text, .. }
+                    | Line::InterruptAfterTokens { speech: text, .. }
+                    | Line::InterruptAfterMs { speech: text, .. },
+                ) => text,
+                Some(Line::HangupMidReply { .. }) => String::new(),
                 Some(Line::Digits { digits }) => digits,
                 Some(Line::Silence { .. }) | None => String::new(),
             }

@@ -159,7 +159,7 @@ impl TestApp {
     }
 
     /// Polls the ledger until the call has ended, or panics after [`WAIT`].
-    async fn wait_for_call_end(&self, sid: &str) -> Value {
+    pub(crate) async fn wait_for_call_end(&self, sid: &str) -> Value {
         self.wait_for_call(sid, |call| !call["ended_at"].is_null())
             .await
     }

@@ -3,6 +3,7 @@
 mod calls;
 mod campaign;
 mod helpers;
+mod relay;
 mod whatsapp;
 
 use std::time::{Duration, Instant};

@@ -1463,6 +1463,23 @@ export interface components {
              * @default null
              */
             rules_toml: string | null;
+            /**
+             * @description How calls speak: `gather` (turn by turn) or `relay` (Twilio ConversationRelay, streamed).
+             * @default gather
+             */
+            voice_mode: components["schemas"]["ProfileVoiceMode"];
+            /**
+             * @description ConversationRelay's settings (used in `relay` mode).
+             * @default {
+             *       "tts_provider": null,
+             *       "transcription_provider": null,
+             *       "speech_model": null,
+             *       "interruptible": "any",
+             *       "welcome_greeting_interruptible": "any",
+             *       "dtmf_detection": true
+             *     }
+             */
+            relay: components["schemas"]["RelayProfileSettings"];
         };
         /** @description One version of a profile. */
         ProfileView: {
@@ -1481,6 +1498,11 @@ export interface components {
             created_by: string;
             created_at: string;
         };
+        /**
+         * @description How a profile's calls speak.
+         * @enum {string}
+         */
+        ProfileVoiceMode: "gather" | "relay";
         /** @description Progress as the HTTP API shows it. */
         ProgressView: {
             campaign_id: string;
@@ -1519,6 +1541,39 @@ export interface components {
             value: string;
             /** @description What is wrong, for a person. */
             reason: string;
+        };
+        /** @description What `<ConversationRelay>` is told in `relay` mode. */
+        RelayProfileSettings: {
+            /**
+             * @description `ttsProvider` (`ElevenLabs`, `Google`, `Amazon`); Twilio's default when empty.
+             * @default null
+             */
+            tts_provider: string | null;
+            /**
+             * @description `transcriptionProvider` (`Deepgram`, `Google`).
+             * @default null
+             */
+            transcription_provider: string | null;
+            /**
+             * @description `speechModel` of the transcription provider.
+             * @default null
+             */
+            speech_model: string | null;
+            /**
+             * @description What may cut the agent off: `none`, `dtmf`, `speech` or `any`.
+             * @default any
+             */
+            interruptible: string;
+            /**
+             * @description Likewise for the greeting.
+             * @default any
+             */
+            welcome_greeting_interruptible: string;
+            /**
+             * @description Key presses reach the agent.
+             * @default true
+             */
+            dtmf_detection: boolean;
         };
         /**
          * @description A role: `viewer` reads, `manager` also runs lists, campaigns, conversations and calls,
@@ -1604,6 +1659,11 @@ export interface components {
              * @description Twilio's speech recognition confidence, 0-1.
              */
             confidence?: number | null;
+            /**
+             * @description The caller cut the agent off here: `text` is what was spoken until then (calls in
+             *     voice mode `relay`).
+             */
+            interrupted?: boolean;
         };
         /** @description The multipart form of a contact upload. */
         UploadForm: {

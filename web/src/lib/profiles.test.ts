@@ -22,6 +22,15 @@ const settings: Schemas['ProfileSettings'] = {
   turns_per_run: 100,
   idle_close_secs: 86400,
   rules_toml: null,
+  voice_mode: 'gather',
+  relay: {
+    tts_provider: null,
+    transcription_provider: null,
+    speech_model: null,
+    interruptible: 'any',
+    welcome_greeting_interruptible: 'any',
+    dtmf_detection: true,
+  },
 };
 
 function view(name: string, numbers: string[], version = 1): Schemas['ProfileView'] {

@@ -13,6 +13,7 @@ function Transcript({ turns }: { turns: Schemas['TurnView'][] }) {
           <p className="muted small">
             {t.speaker} · {when(t.at)}
             {t.confidence != null && <> · confidence {Math.round(t.confidence * 100)}%</>}
+            {t.interrupted && <> · cut off by the caller (what was spoken until then)</>}
           </p>
         </li>
       ))}

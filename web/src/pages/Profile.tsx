@@ -53,6 +53,18 @@ function Editor({
       </div>
     );
   };
+  const setRelay = (patch: Partial<Settings['relay']>) => set({ relay: { ...form.settings.relay, ...patch } });
+  const relayText = (key: 'tts_provider' | 'transcription_provider', label: string, hint: string): ReactNode => (
+    <div className="field">
+      <label htmlFor={`f-relay-${key}`}>{label}</label>
+      <input
+        id={`f-relay-${key}`}
+        value={form.settings.relay[key] ?? ''}
+        onChange={(e) => setRelay({ [key]: e.target.value })}
+      />
+      <p className="muted small">{hint}</p>
+    </div>
+  );
   const num = (key: NumKey, label: string, min: number, max: number): ReactNode => (
     <div className="field">
       <label htmlFor={`f-${key}`}>{label}</label>
@@ -86,6 +98,49 @@ function Editor({
           {text('language', 'Language', 'BCP 47, e.g. en-US.')}
           {text('voice', 'Voice', 'On calls, e.g. Polly.Joanna.')}
           {text('transfer_number', 'Transfer number', 'Where a transfer on a call dials (E.164).')}
+        </div>
+        <h2>How calls speak</h2>
+        <div className="row">
+          <div className="field">
+            <label htmlFor="f-voice_mode">Voice mode</label>
+            <select
+              id="f-voice_mode"
+              value={form.settings.voice_mode}
+              onChange={(e) => set({ voice_mode: e.target.value as Settings['voice_mode'] })}
+            >
+              <option value="gather">Turn by turn (Gather and Say)</option>
+              <option value="relay">Streamed (ConversationRelay)</option>
+            </select>
+            <p className="muted small">Streamed replies start at once and the caller can cut them off.</p>
+          </div>
+          {relayText('tts_provider', 'Speech provider', 'ttsProvider, e.g. ElevenLabs; Twilio’s default when empty.')}
+          {relayText('transcription_provider', 'Transcription provider', 'e.g. Deepgram.')}
+        </div>
+        <div className="row">
+          <div className="field">
+            <label htmlFor="f-relay-interruptible">Caller may interrupt with</label>
+            <select
+              id="f-relay-interruptible"
+              value={form.settings.relay.interruptible}
+              onChange={(e) => setRelay({ interruptible: e.target.value })}
+            >
+              <option value="any">speech or keys</option>
+              <option value="speech">speech</option>
+              <option value="dtmf">keys</option>
+              <option value="none">nothing</option>
+            </select>
+          </div>
+          <div className="field">
+            <label htmlFor="f-relay-dtmf">
+              <input
+                id="f-relay-dtmf"
+                type="checkbox"
+                checked={form.settings.relay.dtmf_detection}
+                onChange={(e) => setRelay({ dtmf_detection: e.target.checked })}
+              />{' '}
+              Keys reach the agent
+            </label>
+          </div>
         </div>
         <div className="field">
           <label htmlFor="f-numbers">Our numbers</label>
