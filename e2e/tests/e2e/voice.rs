@@ -528,7 +528,9 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     stack
         .save_history::<voice_agent_workflows::CampaignWorkflow>(
             &format!("campaign-{id}"),
-            "campaign-voice-outcomes",
+            // The calls started in bursts (`voice-calls-in-bursts`); the fixture of the same
+            // campaign from before that patch is `campaign-voice-outcomes`.
+            "campaign-voice-outcomes-bursts",
         )
         .await?;
     Ok(())
