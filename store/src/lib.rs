@@ -155,10 +155,13 @@ pub struct LatestChanges {
     pub calls: i64,
     /// The latest `created_at` of `messages`.
     pub messages: i64,
+    /// The latest counted status move (a message's delivery status, a call's outcome): the
+    /// latest `counted_at` of `stats_days`.
+    pub statuses: i64,
 }
 
 impl MongoStore {
-    /// [`LatestChanges`]: three reads of one index key each, whatever the collections' sizes.
+    /// [`LatestChanges`]: four reads of one index key each, whatever the collections' sizes.
     pub async fn latest_changes(&self) -> Result<LatestChanges> {
         use mongodb::bson::{Document, doc};
         let latest = |collection: &'static str, field: &'static str| {
@@ -175,15 +178,17 @@ impl MongoStore {
                 )
             }
         };
-        let (conversations, calls, messages) = tokio::try_join!(
+        let (conversations, calls, messages, statuses) = tokio::try_join!(
             latest(schema::CONVERSATIONS, "updated_at"),
             latest(schema::CALL_LOGS, "updated_at"),
             latest(schema::MESSAGES, "created_at"),
+            latest(schema::STATS_DAYS, "counted_at"),
         )?;
         Ok(LatestChanges {
             conversations,
             calls,
             messages,
+            statuses,
         })
     }
 }

@@ -41,6 +41,8 @@ pub const AGENT_PROFILES: &str = "agent_profiles";
 pub const AGENT_PROFILE_VERSIONS: &str = "agent_profile_versions";
 /// `sender_slots`: per sender, the first send slot nobody has reserved.
 pub const SENDER_SLOTS: &str = "sender_slots";
+/// `stats_days`: the dashboard's counters, one document per UTC day (see [`crate::stats`]).
+pub const STATS_DAYS: &str = "stats_days";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -178,6 +180,9 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (CAMPAIGN_PAGES, vec![]),
         (LEASES, vec![]),
         (SENDER_SLOTS, vec![]),
+        // Read by `_id` (days); the latest count, for the web app's live updates. One
+        // document a day, so the index stays tiny.
+        (STATS_DAYS, vec![index("counted", doc! { "counted_at": -1 })]),
         (
             AGENT_PROFILES,
             // Which profile answers a number (a conversation's first turn, a call).
@@ -269,7 +274,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 17] = [
+pub const ALL_COLLECTIONS: [&str; 18] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -287,4 +292,5 @@ pub const ALL_COLLECTIONS: [&str; 17] = [
     SENDER_SLOTS,
     AGENT_PROFILES,
     AGENT_PROFILE_VERSIONS,
+    STATS_DAYS,
 ];

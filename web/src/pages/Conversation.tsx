@@ -73,8 +73,9 @@ export default function Conversation() {
   const conv = useQuery({
     queryKey: ['conversation', id],
     queryFn: () => data(api.GET('/api/conversations/{id}', { params: { path: { id } } })),
-    // Message delivery statuses have no event yet: a slow refresh shows them.
-    refetchInterval: 5_000,
+    // Delivery statuses and new messages come live (`statuses` and `messages` events); this
+    // slow refresh is only a fallback for a lost event stream.
+    refetchInterval: 60_000,
   });
   if (conv.isPending) return <Loading />;
   if (conv.error) return <ErrorNote error={conv.error} retry={() => conv.refetch()} />;
