@@ -4,6 +4,7 @@ import { Loading, ErrorNote } from './components/States';
 import { useLiveEvents } from './lib/live';
 import { AuthGate } from './components/AuthGate';
 import type { Me } from './lib/auth';
+import { RoleContext } from './lib/role';
 
 const Dashboard = lazy(() => import('./pages/Dashboard'));
 const ContactLists = lazy(() => import('./pages/ContactLists'));
@@ -37,6 +38,7 @@ function Layout() {
 function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
   useLiveEvents();
   return (
+    <RoleContext.Provider value={me.role}>
     <div className="shell">
       <a className="skip" href="#main">
         Skip to content
@@ -54,7 +56,7 @@ function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
           API
         </a>
         <span className="who" title={me.role}>
-          {me.name}
+          {me.name} ({me.role})
         </span>
         <button type="button" className="link light" onClick={signOut}>
           Sign out
@@ -66,6 +68,7 @@ function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
         </Suspense>
       </main>
     </div>
+    </RoleContext.Provider>
   );
 }
 

@@ -7,6 +7,7 @@ import { ProgressBar } from '../components/ProgressBar';
 import { FINAL, OPEN } from '../lib/progress';
 import { ended, useLiveProgress } from '../lib/live';
 import { CampaignItems } from './CampaignItems';
+import { useCan } from '../lib/role';
 
 type Action = 'start' | 'pause' | 'resume' | 'cancel';
 
@@ -59,6 +60,7 @@ export default function Campaign() {
     },
     onSettled: refresh,
   });
+  const canManage = useCan('manager');
   const [rate, setRate] = useState('');
   const changeRate = useMutation({
     mutationFn: (r: number) =>
@@ -84,6 +86,7 @@ export default function Campaign() {
         <h1>{c.name}</h1>
         <Badge status={paused && active ? 'paused' : c.status} />
       </div>
+      {canManage && (
       <div className="actions">
         {c.status === 'draft' && (
           <button type="button" onClick={() => act.mutate('start')} disabled={act.isPending}>
@@ -111,6 +114,7 @@ export default function Campaign() {
           </button>
         )}
       </div>
+      )}
       {act.error && <ErrorNote error={act.error} />}
       {progress.data && <ProgressBar progress={progress.data} />}
       {running && lost && <p className="muted small">Live updates are paused; refreshing every 5 s.</p>}
@@ -179,7 +183,7 @@ export default function Campaign() {
               <p className="bubble">{c.template}</p>
             </>
           )}
-          {active && (
+          {active && canManage && (
             <form className="inline" onSubmit={onRate}>
               <label>
                 New rate per second

@@ -5,6 +5,7 @@ import { useNavigate, useParams, Link } from 'react-router';
 import { api, data, ApiError, type Schemas } from '../api/client';
 import { csrfToken, signedOut } from '../lib/auth';
 import { Empty, ErrorNote, Loading } from '../components/States';
+import { useCan } from '../lib/role';
 
 type Upload = Schemas['UploadView'];
 type Preview = Schemas['PreviewView'];
@@ -328,6 +329,7 @@ export default function ContactList() {
       navigate('/lists');
     },
   });
+  const canManage = useCan('manager');
   if (list.isPending) return <Loading />;
   if (list.error) return <ErrorNote error={list.error} retry={() => list.refetch()} />;
   const l = list.data;
@@ -340,16 +342,20 @@ export default function ContactList() {
       {name === null ? (
         <div className="title-row">
           <h1>{l.name}</h1>
-          <button type="button" className="secondary" onClick={() => setName(l.name)}>
-            Rename
-          </button>
-          <button
-            type="button"
-            className="danger"
-            onClick={() => window.confirm(`Delete “${l.name}” and its ${l.contact_count} contacts?`) && remove.mutate()}
-          >
-            Delete
-          </button>
+          {canManage && (
+            <>
+              <button type="button" className="secondary" onClick={() => setName(l.name)}>
+                Rename
+              </button>
+              <button
+                type="button"
+                className="danger"
+                onClick={() => window.confirm(`Delete “${l.name}” and its ${l.contact_count} contacts?`) && remove.mutate()}
+              >
+                Delete
+              </button>
+            </>
+          )}
         </div>
       ) : (
         <form className="inline" onSubmit={onRename}>
@@ -368,6 +374,7 @@ export default function ContactList() {
       {rename.error && <ErrorNote error={rename.error} />}
       {remove.error && <ErrorNote error={remove.error} />}
       <p className="muted">{l.contact_count.toLocaleString()} contacts</p>
+      {canManage && (
       <div className="panel">
         <h2>Upload contacts</h2>
         <p className="muted small">
@@ -400,6 +407,7 @@ export default function ContactList() {
         {preview.error && <ErrorNote error={preview.error} />}
         {upload.error && <ErrorNote error={upload.error} />}
       </div>
+      )}
       {file && preview.data && !upload.isSuccess && (
         <PreviewPanel
           file={file}

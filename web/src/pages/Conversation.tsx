@@ -4,6 +4,7 @@ import { Link, useParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { smsSegments } from '../lib/template';
+import { useCan } from '../lib/role';
 
 /** A fresh id per attempt the person makes; a retry of the same attempt reuses it. */
 function requestId(): string {
@@ -70,6 +71,7 @@ function HandOver({ id, onDone }: { id: string; onDone: () => void }) {
 export default function Conversation() {
   const { id = '' } = useParams();
   const client = useQueryClient();
+  const canManage = useCan('manager');
   const conv = useQuery({
     queryKey: ['conversation', id],
     queryFn: () => data(api.GET('/api/conversations/{id}', { params: { path: { id } } })),
@@ -118,7 +120,7 @@ export default function Conversation() {
         </div>
         {agent && (
           <div>
-          {agent.needs_human && (
+          {agent.needs_human && canManage && (
             <HandOver
               id={id}
               onDone={() => {
