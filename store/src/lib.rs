@@ -16,6 +16,8 @@
 //! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
 //! | [`profiles`] | `agent_profiles`, `agent_profile_versions`: agent profiles, a version per change |
 //! | [`senders`] | `sender_slots`: the send slots reserved on each sender, across campaigns and single sends |
+//! | [`stats`] | `stats_days`: the dashboard's daily counters |
+//! | [`uploads`] | `pending_uploads`, `pending_upload_parts`: previewed contact files waiting for their import |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -45,6 +47,7 @@ pub mod schema;
 pub mod senders;
 pub mod stats;
 pub mod suppressions;
+pub mod uploads;
 pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};

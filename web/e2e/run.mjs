@@ -198,6 +198,9 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.getByRole('button', { name: 'Create list' }).click();
   await page.getByRole('heading', { level: 1, name: listName }).waitFor();
   listUrl = page.url();
+  // The file goes up once: with its first preview, not again for another column or the import.
+  const fileSends = [];
+  page.on('request', (r) => /\/uploads(\/preview)?$/.test(new URL(r.url()).pathname) && fileSends.push(r.url()));
   await page.getByLabel('File').setInputFiles({ name: 'contacts.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
   // The preview: the columns found and what each becomes, before anything is imported.
   const preview = page.locator('.panel', { hasText: 'Before importing contacts.csv' });
@@ -209,6 +212,11 @@ await test('upload a contact file with rejected rows and see the report', async 
   assert.match(await preview.innerText(), /7 rows: 5 contacts to import or update, 2 rows to reject/);
   await axe(page, 'upload-preview');
   await shoot(page, 'upload-preview');
+  // Another phone column reads the kept file again: no number in first_name, every row refused.
+  await page.getByLabel('Phone column').selectOption('first_name');
+  await preview.getByText(/7 rows: 0 contacts to import or update/).waitFor();
+  await page.getByLabel('Phone column').selectOption('phone');
+  await preview.getByText(/7 rows: 5 contacts to import or update, 2 rows to reject/).waitFor();
   await preview.getByRole('button', { name: 'Import 5 contacts' }).click();
   const report = page.locator('.panel', { hasText: 'Imported contacts.csv' });
   await report.waitFor();
@@ -226,6 +234,18 @@ await test('upload a contact file with rejected rows and see the report', async 
   ]);
   const body = readFileSync(await download.path(), 'utf8');
   assert.match(body, /not a number/);
+  assert.equal(fileSends.length, 1, `the file went up ${fileSends.length} times`);
+  // The token is spent: importing it again is refused with the reason, and nothing changes.
+  const me = await (await page.request.get(BASE + '/api/auth/me')).json();
+  const listId = new URL(listUrl).pathname.split('/').pop();
+  for (const token of ['pup_0123456789abcdef0123456789abcdef', 'not a token']) {
+    const again = await page.request.post(
+      `${BASE}/api/contact-lists/${listId}/pending-uploads/${encodeURIComponent(token)}/import`,
+      { headers: { 'x-csrf-token': me.csrf_token }, data: {} },
+    );
+    assert.equal(again.status(), 410, await again.text());
+    assert.match((await again.json()).error, /choose the file again/);
+  }
   // The contacts are browsable and searchable.
   const contacts = page.getByRole('table', { name: 'Contacts' });
   await contacts.getByText('+14155550103').waitFor();

@@ -291,18 +291,36 @@ export default function ContactList() {
   const [report, setReport] = useState<Upload | null>(null);
   const [file, setFile] = useState<File | null>(null);
   const [choice, setChoice] = useState<Choice>({});
+  // The file goes up once, with its first preview; the api keeps it, and another sheet or
+  // phone column, then the import, name it by the preview's token.
   const preview = useMutation({
-    mutationFn: (v: { file: File; choice: Choice }) => uploadFile<Preview>(id, v.file, setProgress, v.choice, true),
+    mutationFn: (v: { file: File; choice: Choice; token?: string }) =>
+      v.token
+        ? data(
+            api.POST('/api/contact-lists/{id}/pending-uploads/{token}/preview', {
+              params: { path: { id, token: v.token } },
+              body: { sheet: v.choice.sheet ?? null, phone_column: v.choice.phone_column ?? null },
+            }),
+          )
+        : uploadFile<Preview>(id, v.file, setProgress, v.choice, true),
     onSettled: () => setProgress(null),
   });
-  const choose = (f: File, c: Choice) => {
+  const choose = (f: File, c: Choice, token?: string) => {
     upload.reset();
     setFile(f);
     setChoice(c);
-    preview.mutate({ file: f, choice: c });
+    preview.mutate({ file: f, choice: c, token });
   };
   const upload = useMutation({
-    mutationFn: (v: { file: File; choice: Choice }) => uploadFile(id, v.file, setProgress, v.choice),
+    mutationFn: (v: { file: File; choice: Choice; token?: string | null }) =>
+      v.token
+        ? data(
+            api.POST('/api/contact-lists/{id}/pending-uploads/{token}/import', {
+              params: { path: { id, token: v.token } },
+              body: { sheet: v.choice.sheet ?? null, phone_column: v.choice.phone_column ?? null },
+            }),
+          )
+        : uploadFile(id, v.file, setProgress, v.choice),
     onSuccess: (r) => {
       setReport(r);
       setFile(null);
@@ -413,8 +431,14 @@ export default function ContactList() {
           file={file}
           preview={preview.data}
           busy={preview.isPending || upload.isPending}
-          onChoose={(c) => choose(file, c)}
-          onImport={() => upload.mutate({ file, choice: { sheet: preview.data.sheet ?? undefined, ...choice, phone_column: preview.data.phone_column ?? choice.phone_column } })}
+          onChoose={(c) => choose(file, c, preview.data.token ?? undefined)}
+          onImport={() =>
+            upload.mutate({
+              file,
+              token: preview.data.token,
+              choice: { sheet: preview.data.sheet ?? undefined, ...choice, phone_column: preview.data.phone_column ?? choice.phone_column },
+            })
+          }
           onCancel={() => {
             setFile(null);
             preview.reset();
