@@ -206,7 +206,11 @@ impl MongoStore {
     pub(crate) async fn count_day_moves(&self, moves: &[(String, String, i64)]) -> Result<()> {
         let mut by_day: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
         for (day, field, n) in moves {
-            *by_day.entry(day).or_default().entry(field).or_default() += n;
+            *by_day
+                .entry(day.as_str())
+                .or_default()
+                .entry(field.as_str())
+                .or_default() += n;
         }
         for (day, fields) in by_day {
             let mut inc: Document = fields
@@ -294,7 +298,7 @@ impl MongoStore {
         let mut stats = Stats::default();
         let mut cursor = self
             .stats_days()
-            .find(doc! { "_id": { "$in": &days } })
+            .find(doc! { "_id": { "$in": days.clone() } })
             .max_time(STATS_MAX_TIME)
             .await
             .map_err(crate::search_error)?;
@@ -496,7 +500,7 @@ impl MongoStore {
         let ids = days_from(first, today);
         let checked: Vec<String> = self
             .stats_days()
-            .find(doc! { "_id": { "$in": &ids }, "checked_at": { "$exists": true } })
+            .find(doc! { "_id": { "$in": ids.clone() }, "checked_at": { "$exists": true } })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect::<Vec<Document>>()
@@ -534,7 +538,7 @@ impl MongoStore {
         );
         let docs: Vec<Document> = self
             .stats_days()
-            .find(doc! { "_id": { "$in": &ids }, "counted_at": { "$lte": quiet_since } })
+            .find(doc! { "_id": { "$in": ids.clone() }, "counted_at": { "$lte": quiet_since } })
             .projection(doc! { "writes": 1, "checked_writes": 1 })
             .await?
             .try_collect()

@@ -131,7 +131,7 @@ impl MongoStore {
         let ids: Vec<String> = (0..count).map(|i| part_id(token, i)).collect();
         let mut parts: Vec<Document> = self
             .pending_parts()
-            .find(doc! { "_id": { "$in": &ids } })
+            .find(doc! { "_id": { "$in": ids.clone() } })
             .await?
             .try_collect()
             .await?;

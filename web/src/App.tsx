@@ -39,35 +39,35 @@ function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
   useLiveEvents();
   return (
     <RoleContext.Provider value={me.role}>
-    <div className="shell">
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
-      <header className="top">
-        <span className="brand">Voice Agent</span>
-        <nav aria-label="Main">
-          {NAV.map(([to, label]) => (
-            <NavLink key={to} to={to} end={to === '/'}>
-              {label}
-            </NavLink>
-          ))}
-        </nav>
-        <a className="api-docs" href="/api/docs">
-          API
+      <div className="shell">
+        <a className="skip" href="#main">
+          Skip to content
         </a>
-        <span className="who" title={me.role}>
-          {me.name} ({me.role})
-        </span>
-        <button type="button" className="link light" onClick={signOut}>
-          Sign out
-        </button>
-      </header>
-      <main id="main" tabIndex={-1}>
-        <Suspense fallback={<Loading />}>
-          <Outlet />
-        </Suspense>
-      </main>
-    </div>
+        <header className="top">
+          <span className="brand">Voice Agent</span>
+          <nav aria-label="Main">
+            {NAV.map(([to, label]) => (
+              <NavLink key={to} to={to} end={to === '/'}>
+                {label}
+              </NavLink>
+            ))}
+          </nav>
+          <a className="api-docs" href="/api/docs">
+            API
+          </a>
+          <span className="who" title={me.role}>
+            {me.name} ({me.role})
+          </span>
+          <button type="button" className="link light" onClick={signOut}>
+            Sign out
+          </button>
+        </header>
+        <main id="main" tabIndex={-1}>
+          <Suspense fallback={<Loading />}>
+            <Outlet />
+          </Suspense>
+        </main>
+      </div>
     </RoleContext.Provider>
   );
 }

@@ -87,33 +87,33 @@ export default function Campaign() {
         <Badge status={paused && active ? 'paused' : c.status} />
       </div>
       {canManage && (
-      <div className="actions">
-        {c.status === 'draft' && (
-          <button type="button" onClick={() => act.mutate('start')} disabled={act.isPending}>
-            Start
-          </button>
-        )}
-        {active && !paused && (
-          <button type="button" className="secondary" onClick={() => act.mutate('pause')} disabled={act.isPending}>
-            Pause
-          </button>
-        )}
-        {active && paused && (
-          <button type="button" onClick={() => act.mutate('resume')} disabled={act.isPending}>
-            Resume
-          </button>
-        )}
-        {active && (
-          <button
-            type="button"
-            className="danger"
-            disabled={act.isPending}
-            onClick={() => window.confirm('Cancel the campaign? Nothing more will be sent.') && act.mutate('cancel')}
-          >
-            Cancel campaign
-          </button>
-        )}
-      </div>
+        <div className="actions">
+          {c.status === 'draft' && (
+            <button type="button" onClick={() => act.mutate('start')} disabled={act.isPending}>
+              Start
+            </button>
+          )}
+          {active && !paused && (
+            <button type="button" className="secondary" onClick={() => act.mutate('pause')} disabled={act.isPending}>
+              Pause
+            </button>
+          )}
+          {active && paused && (
+            <button type="button" onClick={() => act.mutate('resume')} disabled={act.isPending}>
+              Resume
+            </button>
+          )}
+          {active && (
+            <button
+              type="button"
+              className="danger"
+              disabled={act.isPending}
+              onClick={() => window.confirm('Cancel the campaign? Nothing more will be sent.') && act.mutate('cancel')}
+            >
+              Cancel campaign
+            </button>
+          )}
+        </div>
       )}
       {act.error && <ErrorNote error={act.error} />}
       {progress.data && <ProgressBar progress={progress.data} />}

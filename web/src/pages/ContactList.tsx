@@ -393,38 +393,38 @@ export default function ContactList() {
       {remove.error && <ErrorNote error={remove.error} />}
       <p className="muted">{l.contact_count.toLocaleString()} contacts</p>
       {canManage && (
-      <div className="panel">
-        <h2>Upload contacts</h2>
-        <p className="muted small">
-          An Excel (.xlsx) or CSV file with a phone column; other columns become variables for templates. Rows that cannot
-          be imported are listed after the upload, and nothing else is lost.
-        </p>
-        <label className="file">
-          File
-          <input
-            type="file"
-            accept=".xlsx,.csv,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-            disabled={upload.isPending || preview.isPending}
-            onChange={(e) => {
-              const f = e.target.files?.[0];
-              if (f) {
-                setReport(null);
-                choose(f, {});
-              }
-              e.target.value = '';
-            }}
-          />
-        </label>
-        {progress !== null && (
-          <div className="bar" role="progressbar" aria-label="Upload" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress * 100)}>
-            <span style={{ width: `${progress * 100}%` }} />
-          </div>
-        )}
-        {preview.isPending && progress !== null && progress >= 1 && <Loading what="Reading the file" />}
-        {upload.isPending && progress !== null && progress >= 1 && <Loading what="Importing" />}
-        {preview.error && <ErrorNote error={preview.error} />}
-        {upload.error && <ErrorNote error={upload.error} />}
-      </div>
+        <div className="panel">
+          <h2>Upload contacts</h2>
+          <p className="muted small">
+            An Excel (.xlsx) or CSV file with a phone column; other columns become variables for templates. Rows that cannot
+            be imported are listed after the upload, and nothing else is lost.
+          </p>
+          <label className="file">
+            File
+            <input
+              type="file"
+              accept=".xlsx,.csv,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+              disabled={upload.isPending || preview.isPending}
+              onChange={(e) => {
+                const f = e.target.files?.[0];
+                if (f) {
+                  setReport(null);
+                  choose(f, {});
+                }
+                e.target.value = '';
+              }}
+            />
+          </label>
+          {progress !== null && (
+            <div className="bar" role="progressbar" aria-label="Upload" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress * 100)}>
+              <span style={{ width: `${progress * 100}%` }} />
+            </div>
+          )}
+          {preview.isPending && progress !== null && progress >= 1 && <Loading what="Reading the file" />}
+          {upload.isPending && progress !== null && progress >= 1 && <Loading what="Importing" />}
+          {preview.error && <ErrorNote error={preview.error} />}
+          {upload.error && <ErrorNote error={upload.error} />}
+        </div>
       )}
       {file && preview.data && !upload.isSuccess && (
         <PreviewPanel
