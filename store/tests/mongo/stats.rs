@@ -111,7 +111,7 @@ async fn counters_equal_a_recount_after_repeated_out_of_order_and_concurrent_wri
         }
     }
     store
-        .record_outbound_intent(&outbound("w1", Channel::WhatsApp))
+        .record_outbound_intent(&outbound("w1", Channel::Whatsapp))
         .await
         .unwrap();
     // The provider's answer after its callback, and callbacks repeated and out of order.
@@ -180,7 +180,7 @@ async fn counters_equal_a_recount_after_repeated_out_of_order_and_concurrent_wri
             .unwrap();
     }
     store
-        .insert_inbound(&inbound("SMin2", Channel::WhatsApp))
+        .insert_inbound(&inbound("SMin2", Channel::Whatsapp))
         .await
         .unwrap();
     // Calls: a log written twice; one whose outcome comes later; one not started yet, then
