@@ -355,7 +355,7 @@ impl MongoStore {
         Ok(items)
     }
 
-    /// The messages and calls of `[since, until)` counted by aggregating the documents
+    /// The messages and calls of `[since, until)` (midnights, UTC) counted by aggregating the documents
     /// themselves (the cost grows with the collections: the dashboard reads the counters).
     /// What a recount stores; for tests and tools.
     pub async fn stats_by_aggregation(&self, since: DateTime, until: DateTime) -> Result<Stats> {
@@ -420,10 +420,11 @@ impl MongoStore {
             }
         }
 
-        // Call logs keep their times as RFC 3339 text, which orders like the time it names.
-        let text = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+        // Call logs keep their times as RFC 3339 text. Bounds are days (`YYYY-MM-DD`), which
+        // order before every time of their day: a full time as a bound would put a start of
+        // `…T00:00:00.5Z` before `…T00:00:00Z` ('.' < 'Z') and so in the day before.
         let pipeline = vec![
-            doc! { "$match": { "started_at": { "$gte": text(since), "$lt": text(until) } } },
+            doc! { "$match": { "started_at": { "$gte": day_of(since), "$lt": day_of(until) } } },
             doc! { "$group": {
                 "_id": {
                     "day": { "$substrCP": ["$started_at", 0, 10] },
