@@ -811,7 +811,11 @@ impl ContactsApi {
         token: &str,
     ) -> Result<(voice_agent_store::uploads::PendingUpload, Bytes), UploadError> {
         // Tokens are ours (`pup_` and 32 hex digits): anything else was never issued.
-        if token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if token.len() > 64
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             return Err(UploadError::PendingGone(token.chars().take(64).collect()));
         }
         let (pending, bytes) = self

@@ -364,7 +364,7 @@ impl MongoStore {
             Ok(_) => {
                 self.count_inbound(now, msg.channel.as_str()).await?;
                 Ok(InboundStored {
-                new: true,
+                    new: true,
                     received_at: now,
                     handed_over: false,
                 })

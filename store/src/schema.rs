@@ -187,7 +187,10 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (SENDER_SLOTS, vec![]),
         // Read by `_id` (days); the latest count, for the web app's live updates. One
         // document a day, so the index stays tiny.
-        (STATS_DAYS, vec![index("counted", doc! { "counted_at": -1 })]),
+        (
+            STATS_DAYS,
+            vec![index("counted", doc! { "counted_at": -1 })],
+        ),
         // A few documents at most, read by `_id`.
         (PENDING_UPLOADS, vec![]),
         (PENDING_UPLOAD_PARTS, vec![]),

@@ -121,7 +121,9 @@ struct DayCounts {
 impl DayCounts {
     fn to_document(&self) -> Document {
         let flat = |m: &BTreeMap<String, i64>| -> Document {
-            m.iter().map(|(k, n)| (k.clone(), Bson::Int64(*n))).collect()
+            m.iter()
+                .map(|(k, n)| (k.clone(), Bson::Int64(*n)))
+                .collect()
         };
         doc! {
             "outbound": self
@@ -155,7 +157,11 @@ fn key(s: &str) -> String {
         .chars()
         .map(|c| if c == '.' || c == '$' { '_' } else { c })
         .collect();
-    if k.is_empty() { "unknown".to_owned() } else { k }
+    if k.is_empty() {
+        "unknown".to_owned()
+    } else {
+        k
+    }
 }
 
 fn number(v: &Bson) -> i64 {
@@ -190,7 +196,10 @@ fn days_from(first: NaiveDate, last: NaiveDate) -> Vec<String> {
 }
 
 /// A call log's place in the counters: its day and outcome, or nothing before it started.
-pub(crate) fn call_slot(started_at: Option<&str>, outcome: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn call_slot(
+    started_at: Option<&str>,
+    outcome: Option<&str>,
+) -> Option<(String, String)> {
     Some((
         day_of_text(started_at?)?,
         key(outcome.unwrap_or(IN_PROGRESS)),

@@ -122,7 +122,9 @@ impl MongoStore {
     ) -> Result<Option<(PendingUpload, Vec<u8>)>> {
         let Some(head) = self
             .pending_uploads()
-            .find_one(doc! { "_id": token, "list_id": list_id, "expires_at": { "$gt": DateTime::now() } })
+            .find_one(
+                doc! { "_id": token, "list_id": list_id, "expires_at": { "$gt": DateTime::now() } },
+            )
             .await?
         else {
             return Ok(None);

@@ -20,12 +20,7 @@ fn today() -> chrono::NaiveDate {
 
 fn midnight(days_ago: i64) -> DateTime {
     let d = today() - chrono::Days::new(u64::try_from(days_ago).unwrap());
-    DateTime::from_millis(
-        d.and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
-            .timestamp_millis(),
-    )
+    DateTime::from_millis(d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis())
 }
 
 /// The counters' figures and a recount's, messages and calls only, over the last `days` days.
@@ -167,9 +162,10 @@ async fn counters_equal_a_recount_after_repeated_out_of_order_and_concurrent_wri
             }
         }
     }
-    let applied = futures::future::join_all(all.iter().map(|(id, sid, status)| {
-        store.apply_status_callback(Some(id), sid, *status, None)
-    }))
+    let applied = futures::future::join_all(
+        all.iter()
+            .map(|(id, sid, status)| store.apply_status_callback(Some(id), sid, *status, None)),
+    )
     .await;
     assert!(applied.iter().all(Result::is_ok), "{applied:?}");
     // A webhook delivered twice is stored and counted once.
@@ -254,7 +250,10 @@ async fn a_count_lost_in_a_crash_is_repaired_once_the_day_is_quiet() {
         .await
         .unwrap();
     let (counted, recounted) = counted_and_recounted(&store, 1).await;
-    assert_ne!(counted, recounted, "the counters are short of the lost move");
+    assert_ne!(
+        counted, recounted,
+        "the counters are short of the lost move"
+    );
 
     // Not quiet for long enough yet: nothing is recounted.
     let n = store
@@ -269,10 +268,7 @@ async fn a_count_lost_in_a_crash_is_repaired_once_the_day_is_quiet() {
     assert_eq!(n, 1);
     let (counted, recounted) = counted_and_recounted(&store, 1).await;
     assert_eq!(counted, recounted);
-    assert_eq!(
-        counted.outbound.total,
-        [("delivered".to_owned(), 1)].into()
-    );
+    assert_eq!(counted.outbound.total, [("delivered".to_owned(), 1)].into());
     // Recounted since its last counted write: not again.
     assert_eq!(
         store
@@ -339,7 +335,10 @@ async fn data_from_before_the_counters_is_rebuilt_once_and_counted_by_day() {
         .await
         .unwrap();
     let empty = store.stats(midnight(2)).await.unwrap();
-    assert!(empty.outbound.total.is_empty(), "not counted before the rebuild");
+    assert!(
+        empty.outbound.total.is_empty(),
+        "not counted before the rebuild"
+    );
 
     let rebuilt = store.rebuild_stats(today(), 30).await.unwrap();
     assert_eq!(rebuilt.recounted, 30);

@@ -26,13 +26,29 @@ async fn a_kept_file_reads_back_whole_for_its_list_until_deleted() {
     assert_eq!(found, kept);
     assert_eq!(back, bytes);
     assert!(
-        store.pending_upload("cl_2", &kept.token).await.unwrap().is_none(),
+        store
+            .pending_upload("cl_2", &kept.token)
+            .await
+            .unwrap()
+            .is_none(),
         "another list's token is unknown here"
     );
-    assert!(store.pending_upload("cl_1", "pup_x").await.unwrap().is_none());
+    assert!(
+        store
+            .pending_upload("cl_1", "pup_x")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     store.delete_pending_upload(&kept.token).await.unwrap();
-    assert!(store.pending_upload("cl_1", &kept.token).await.unwrap().is_none());
+    assert!(
+        store
+            .pending_upload("cl_1", &kept.token)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let parts = store
         .database()
         .collection::<mongodb::bson::Document>(voice_agent_store::schema::PENDING_UPLOAD_PARTS)
@@ -51,7 +67,11 @@ async fn kept_files_expire_and_are_bounded_in_number() {
         .unwrap()
         .expect("room");
     assert!(
-        store.pending_upload("cl_1", &expired.token).await.unwrap().is_none(),
+        store
+            .pending_upload("cl_1", &expired.token)
+            .await
+            .unwrap()
+            .is_none(),
         "expired: not importable"
     );
     // The expired one is dropped when the next is kept, so two fit.
@@ -75,5 +95,8 @@ async fn kept_files_expire_and_are_bounded_in_number() {
         .count_documents(mongodb::bson::doc! {})
         .await
         .unwrap();
-    assert_eq!(uploads, 2, "the refused one stored nothing, the expired one is gone");
+    assert_eq!(
+        uploads, 2,
+        "the refused one stored nothing, the expired one is gone"
+    );
 }
