@@ -652,6 +652,7 @@ await test('a viewer reads every page and is offered no change', async () => {
     await page.locator('[role=status]').first().waitFor({ state: 'detached', timeout: 10_000 }).catch(() => {});
     await offered(path);
   }
+  await page.goto(BASE + '/chat');
   await page.getByText('a manager or admin can make changes').waitFor();
   await axe(page, 'viewer-chat');
   await shoot(page, 'viewer-chat');

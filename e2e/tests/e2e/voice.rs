@@ -1219,7 +1219,12 @@ async fn a_call_records_its_profile_version_and_one_after_an_edit_uses_the_new_v
     assert_eq!(first_agent_line(&log), "Hello from version two.");
 
     let callee = person();
-    script_callee(&stack, &callee, json!({"behaviour": "human", "lines": ["bye"]})).await?;
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["bye"]}),
+    )
+    .await?;
     let resp: Value = stack
         .http
         .post(format!("{}/api/calls", stack.api_http))
