@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Dashboard figures at scale: 1,000,000 messages and 100,000 call logs (by default) spread over
-# 30 days in a fresh secantusd-rs, then the dashboard's aggregations (`GET /api/stats` on a cache
-# miss) for 1, 7 and 30 days, timed: wall time and the server's CPU. Prints its figures; it is
-# not a test and not part of scripts/test.sh. See docs/benchmarks.md ("Dashboard figures").
+# 30 days in a fresh secantusd-rs, written as data from before the daily counters; then the
+# counters' rebuild (what the api does at start) and the dashboard's read (`GET /api/stats` on a
+# cache miss) for 1, 7 and 30 days, timed: wall time and the server's CPU, checked against a
+# count of the window. Prints its figures; it is not a test and not part of scripts/test.sh.
+# See docs/benchmarks.md ("Dashboard figures").
 #
 #   scripts/bench-stats.sh [MESSAGES [CALLS]]      defaults: 1000000 100000
 #

@@ -9,6 +9,9 @@
 //! | `GET`, `POST /api/contact-lists/{id}/contacts` | page and search (`?phone&name&tag&page_size&page_token`); add one |
 //! | `GET`, `PATCH`, `DELETE /api/contact-lists/{id}/contacts/{contact_id}` | one contact; edit; remove |
 //! | `POST /api/contact-lists/{id}/uploads` | multipart upload: field `file` (`.xlsx`/`.csv`), optional `sheet` |
+//! | `POST /api/contact-lists/{id}/uploads/preview` | multipart: what the file would import; keeps it and returns a token |
+//! | `POST /api/contact-lists/{id}/pending-uploads/{token}/preview` | the kept file read with another sheet or phone column |
+//! | `POST /api/contact-lists/{id}/pending-uploads/{token}/import` | imports the kept file: it goes up once |
 //! | `GET /api/contact-lists/{id}/uploads/{upload_id}` | an upload's counts and rejected rows |
 //! | `GET /api/contact-lists/{id}/uploads/{upload_id}/rejected.csv` | the rejected rows, formula-neutralised CSV |
 //!
@@ -70,6 +73,11 @@ const MAX_SHEET_CHARS: usize = 100;
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
 /// An upload of the largest allowed file over a slow link, plus its import.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a previewed file waits for its import.
+pub const PENDING_UPLOAD_TTL: Duration = Duration::from_secs(30 * 60);
+/// Previewed files kept at once (each at most `CONTACTS_MAX_UPLOAD_BYTES`); more previews are
+/// refused as busy until one is imported or expires.
+pub const MAX_PENDING_UPLOADS: u64 = 20;
 
 static IMPORT_PERMITS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT_IMPORTS)));
@@ -114,6 +122,18 @@ pub enum UploadError {
         /// Seconds to wait before retrying.
         retry_after_secs: u64,
     },
+    /// The previewed file of this token is not kept (any more): choose the file again.
+    #[error(
+        "the previewed file {0} is gone: it expired (files wait 30 minutes), was imported \
+         already, or belongs to another list; choose the file again"
+    )]
+    PendingGone(String),
+    /// [`MAX_PENDING_UPLOADS`] previewed files wait for their import already; nothing was kept.
+    #[error(
+        "{MAX_PENDING_UPLOADS} previewed files wait for their import already; import one, or \
+         retry when one expires"
+    )]
+    TooManyPending,
 }
 
 impl From<UploadError> for Status {
@@ -126,6 +146,8 @@ impl From<UploadError> for Status {
             .into(),
             UploadError::File(e) => invalid("file", e.to_string()).into(),
             busy @ UploadError::Busy { .. } => Status::unavailable(busy.to_string()),
+            gone @ UploadError::PendingGone(_) => Status::not_found(gone.to_string()),
+            full @ UploadError::TooManyPending => Status::unavailable(full.to_string()),
         }
     }
 }
@@ -185,6 +207,13 @@ pub struct PreviewView {
     rejected_rows: Vec<RejectedRow>,
     /// The first contacts, as they would be stored.
     sample: Vec<PreviewContact>,
+    /// The kept file: import it (or read it with another sheet or phone column) with this
+    /// token, without sending it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// When the kept file is dropped, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
 }
 
 impl From<voice_agent_contacts::ParsedFile> for PreviewView {
@@ -253,6 +282,25 @@ impl From<voice_agent_contacts::ParsedFile> for PreviewView {
                     variables: c.variables,
                 })
                 .collect(),
+            token: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// The sheet and phone column to read a kept file with (both found by themselves when absent).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingChoice {
+    sheet: Option<String>,
+    phone_column: Option<String>,
+}
+
+impl From<PendingChoice> for FileChoice {
+    fn from(c: PendingChoice) -> Self {
+        Self {
+            sheet: c.sheet,
+            phone_column: c.phone_column,
         }
     }
 }
@@ -735,6 +783,51 @@ impl ContactsApi {
         Ok(report)
     }
 
+    /// Keeps a previewed file for its import (see `voice_agent_store::uploads`).
+    async fn keep_pending(
+        &self,
+        list_id: &str,
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Result<voice_agent_store::uploads::PendingUpload, UploadError> {
+        self.state
+            .store
+            .save_pending_upload(
+                list_id,
+                file_name.trim(),
+                bytes,
+                PENDING_UPLOAD_TTL,
+                MAX_PENDING_UPLOADS,
+            )
+            .await
+            .map_err(unavailable)?
+            .ok_or(UploadError::TooManyPending)
+    }
+
+    /// A kept file and its name.
+    async fn pending(
+        &self,
+        list_id: &str,
+        token: &str,
+    ) -> Result<(voice_agent_store::uploads::PendingUpload, Bytes), UploadError> {
+        // Tokens are ours (`pup_` and 32 hex digits): anything else was never issued.
+        if token.len() > 64
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(UploadError::PendingGone(token.chars().take(64).collect()));
+        }
+        let (pending, bytes) = self
+            .state
+            .store
+            .pending_upload(list_id, token)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| UploadError::PendingGone(token.to_owned()))?;
+        Ok((pending, Bytes::from(bytes)))
+    }
+
     /// An earlier upload's report.
     pub async fn report(
         &self,
@@ -1175,6 +1268,15 @@ pub fn upload_routes(max_upload_bytes: usize) -> Router<AppState> {
             "/api/contact-lists/{id}/uploads/preview",
             post(http_preview),
         )
+        // No file in these bodies, but an import's time.
+        .route(
+            "/api/contact-lists/{id}/pending-uploads/{token}/preview",
+            post(http_pending_preview),
+        )
+        .route(
+            "/api/contact-lists/{id}/pending-uploads/{token}/import",
+            post(http_pending_import),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -1205,6 +1307,18 @@ impl IntoResponse for HttpError {
                 )
                     .into_response();
             }
+            UploadError::TooManyPending => {
+                let body = Json(
+                    serde_json::json!({ "error": self.0.to_string(), "code": "too_many_pending" }),
+                );
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "60".to_owned())],
+                    body,
+                )
+                    .into_response();
+            }
+            UploadError::PendingGone(_) => (StatusCode::GONE, "upload_gone"),
             UploadError::Api(ApiError::InvalidArgument { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_argument")
             }
@@ -1691,7 +1805,7 @@ async fn read_upload_form(
     tag = "contacts",
     request_body(content = crate::openapi::UploadForm, content_type = "multipart/form-data"),
     params(("id" = String, Path, description = "The contact list id")),
-    responses((status = 200, description = "What an upload of this file would import; nothing is stored", body = PreviewView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list", body = crate::openapi::ErrorBody), (status = 413, description = "Over a size, row, cell or text limit", body = crate::openapi::ErrorBody), (status = 422, description = "No phone column, no such sheet or column, or an unreadable file", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
+    responses((status = 200, description = "What an upload of this file would import; no contact is stored, the file is kept for its import (`token`, for 30 minutes)", body = PreviewView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list", body = crate::openapi::ErrorBody), (status = 413, description = "Over a size, row, cell or text limit", body = crate::openapi::ErrorBody), (status = 422, description = "No phone column, no such sheet or column, or an unreadable file", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
 )]
 async fn http_preview(
     State(state): State<AppState>,
@@ -1702,10 +1816,80 @@ async fn http_preview(
     let api = ContactsApi::new(state);
     api.require_list(&id).await?;
     let (name, bytes, choice) = read_upload_form(multipart, api.max_upload_bytes()).await?;
+    let bytes = Bytes::from(bytes);
     let parsed = api
-        .preview(&id, &name, choice, Bytes::from(bytes), permit)
+        .preview(&id, &name, choice, bytes.clone(), permit)
         .await?;
-    Ok(Json(PreviewView::from(parsed)))
+    // Kept only once it could be read: a refused file stores nothing.
+    let pending = api.keep_pending(&id, &name, &bytes).await?;
+    let mut view = PreviewView::from(parsed);
+    view.token = Some(pending.token);
+    view.expires_at = Some(rfc3339(pending.expires_at));
+    Ok(Json(view))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists/{id}/pending-uploads/{token}/preview",
+    tag = "contacts",
+    request_body = PendingChoice,
+    params(
+        ("id" = String, Path, description = "The contact list id"),
+        ("token" = String, Path, description = "The preview's token")
+    ),
+    responses((status = 200, description = "What the kept file would import with this sheet and phone column", body = PreviewView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list", body = crate::openapi::ErrorBody), (status = 410, description = "The kept file expired, was imported, or belongs to another list: choose the file again", body = crate::openapi::ErrorBody), (status = 422, description = "No phone column, no such sheet or column", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
+)]
+async fn http_pending_preview(
+    State(state): State<AppState>,
+    Path((id, token)): Path<(String, String)>,
+    body: Bytes,
+) -> HttpResult<PreviewView> {
+    let choice: PendingChoice = json_body(&body)?;
+    let permit = import_permit()?;
+    let api = ContactsApi::new(state);
+    api.require_list(&id).await?;
+    let (pending, bytes) = api.pending(&id, &token).await?;
+    let parsed = api
+        .preview(&id, &pending.file_name, choice.into(), bytes, permit)
+        .await?;
+    let mut view = PreviewView::from(parsed);
+    view.token = Some(pending.token);
+    view.expires_at = Some(rfc3339(pending.expires_at));
+    Ok(Json(view))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/contact-lists/{id}/pending-uploads/{token}/import",
+    tag = "contacts",
+    request_body = PendingChoice,
+    params(
+        ("id" = String, Path, description = "The contact list id"),
+        ("token" = String, Path, description = "The preview's token")
+    ),
+    responses((status = 200, description = "Imported; rejected rows are in the report; the kept file is dropped", body = UploadView), (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 404, description = "No such list", body = crate::openapi::ErrorBody), (status = 410, description = "The kept file expired, was imported, or belongs to another list: choose the file again", body = crate::openapi::ErrorBody), (status = 413, description = "Over a row, cell or text limit; nothing stored", body = crate::openapi::ErrorBody), (status = 422, description = "No phone column, no such sheet or column; nothing stored, the file stays kept", body = crate::openapi::ErrorBody), (status = 503, description = "Two uploads already in progress; retry after `Retry-After`", body = crate::openapi::ErrorBody))
+)]
+async fn http_pending_import(
+    State(state): State<AppState>,
+    Path((id, token)): Path<(String, String)>,
+    body: Bytes,
+) -> HttpResult<UploadView> {
+    let choice: PendingChoice = json_body(&body)?;
+    let permit = import_permit()?;
+    let api = ContactsApi::new(state);
+    api.require_list(&id).await?;
+    let (pending, bytes) = api.pending(&id, &token).await?;
+    let report = api
+        .upload(&id, &pending.file_name, choice.into(), bytes, permit)
+        .await?;
+    // Imported: the token is spent. (Importing it twice at once would merge the same rows
+    // again, changing nothing.)
+    api.state
+        .store
+        .delete_pending_upload(&pending.token)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(report.into()))
 }
 
 #[utoipa::path(

@@ -270,6 +270,10 @@ impl Application {
                 .clone()
                 .run(self.state.store.clone(), shutdown.clone()),
         );
+        let counters = tokio::spawn(stats::keep_counters(
+            self.state.store.clone(),
+            shutdown.clone(),
+        ));
         let http_app = router(self.state.clone());
         let http_shutdown = shutdown.clone();
         // Upgraded sockets are not the server's to wait for: they close on the same token.
@@ -299,6 +303,7 @@ impl Application {
         let (h, g) = tokio::join!(http, grpc);
         let _ = drain.await;
         let _ = live.await;
+        let _ = counters.await;
         h.and(g)
     }
 }

@@ -1,8 +1,10 @@
 //! Live updates for the web app over Server-Sent Events, so pages change within a second of
 //! the data without each browser polling every list.
 //!
-//! - `GET /api/events`: `conversations`, `calls` and `messages` events, each time the latest
-//!   change of that kind moves. One poller per api process reads three index keys a second,
+//! - `GET /api/events`: `conversations`, `calls`, `messages` and `statuses` events, each time
+//!   the latest change of that kind moves (`statuses`: a message's delivery status or a call's
+//!   outcome, seen through the dashboard's daily counters, which every such move updates). One
+//!   poller per api process reads four index keys a second,
 //!   and only while a browser is listening; every stream shares what it reads.
 //! - `GET /api/campaigns/{id}/progress/stream`: the campaign's progress (the same JSON as
 //!   `/progress`) whenever it changes, until the campaign has ended.
@@ -122,6 +124,7 @@ fn moved(old: &LatestChanges, new: &LatestChanges) -> Vec<(&'static str, i64)> {
         ("conversations", old.conversations, new.conversations),
         ("calls", old.calls, new.calls),
         ("messages", old.messages, new.messages),
+        ("statuses", old.statuses, new.statuses),
     ]
     .into_iter()
     .filter(|(_, a, b)| a != b)
@@ -134,7 +137,7 @@ fn moved(old: &LatestChanges, new: &LatestChanges) -> Vec<(&'static str, i64)> {
     path = "/api/events",
     tag = "live",
     responses(
-        (status = 200, description = "Server-Sent Events named `conversations`, `calls` and `messages`, each sent when that kind of record changed (data: the change's time in ms)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events named `conversations`, `calls`, `messages` and `statuses` (a message's delivery status or a call's outcome), each sent when that kind of record changed (data: the change's time in ms)", content_type = "text/event-stream", body = String),
         (status = 503, description = "Too many streams open")
     )
 )]
@@ -248,13 +251,18 @@ mod tests {
             conversations: 1,
             calls: 2,
             messages: 3,
+            statuses: 4,
         };
         let b = LatestChanges {
             calls: 5,
             messages: 4,
+            statuses: 6,
             ..a
         };
-        assert_eq!(moved(&a, &b), [("calls", 5), ("messages", 4)]);
+        assert_eq!(
+            moved(&a, &b),
+            [("calls", 5), ("messages", 4), ("statuses", 6)]
+        );
         assert!(moved(&a, &a).is_empty());
     }
 

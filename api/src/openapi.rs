@@ -66,6 +66,8 @@ pub struct UploadForm {
         crate::contacts::http_remove_contact,
         crate::contacts::http_upload,
         crate::contacts::http_preview,
+        crate::contacts::http_pending_preview,
+        crate::contacts::http_pending_import,
         crate::contacts::http_get_report,
         crate::contacts::http_report_csv,
         crate::campaigns::http_create,

@@ -1,6 +1,7 @@
 //! `GET /api/stats?days=1|7|30`: the dashboard's figures for today (UTC) or the last 7 or 30
-//! days, from [`MongoStore::stats`](voice_agent_store::MongoStore::stats), kept for
-//! [`FRESH_FOR`] so a room full of dashboards costs one aggregation per window.
+//! days, from [`MongoStore::stats`](voice_agent_store::MongoStore::stats) (the daily counters:
+//! at most 30 small documents), kept for [`FRESH_FOR`]; and [`keep_counters`], which keeps
+//! those counters exact (see `voice_agent_store::stats`).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -11,6 +12,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use voice_agent_store::MongoStore;
 use voice_agent_store::stats::{Stats, Tally};
 
 use crate::AppState;
@@ -67,6 +70,57 @@ pub struct StatsView {
     computed_at: String,
 }
 
+/// Days whose counters are kept exact: the longest window.
+const KEPT_DAYS: u32 = 30;
+/// A day with counted writes since its last recount is recounted once it has had none for
+/// this long (a crash between a write and its count left it short meanwhile).
+const RECOUNT_QUIET: Duration = Duration::from_secs(600);
+/// How often the quiet days are looked for.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps the dashboard's daily counters exact, until `shutdown`: first recounts the window's
+/// days never recounted (data from before the counters), then, every [`CHECK_EVERY`], the
+/// days quiet for [`RECOUNT_QUIET`] since counted writes. Every api process runs it; a recount
+/// is idempotent, so two at once only cost twice.
+pub async fn keep_counters(store: MongoStore, shutdown: CancellationToken) {
+    let mut rebuilt = false;
+    loop {
+        let today = chrono::Utc::now().date_naive();
+        let (store, rebuild) = (&store, !rebuilt);
+        let work = async move {
+            if rebuild {
+                let r = store.rebuild_stats(today, KEPT_DAYS).await?;
+                if r.recounted + r.busy > 0 {
+                    tracing::info!(
+                        recounted = r.recounted,
+                        busy = r.busy,
+                        "dashboard counters rebuilt for the days never recounted"
+                    );
+                }
+            }
+            store
+                .recount_quiet_stats_days(today, KEPT_DAYS, RECOUNT_QUIET)
+                .await
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = work => match r {
+                Ok(n) => {
+                    rebuilt = true;
+                    if n > 0 {
+                        tracing::debug!(days = n, "dashboard counters recounted");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot recount the dashboard counters; retrying"),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+    }
+}
+
 /// `/api/stats`.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/stats", get(http_stats))
@@ -87,7 +141,7 @@ fn cache() -> &'static Cache {
     responses(
         (status = 200, description = "Messages, campaign items and calls by outcome and by day", body = StatsView),
         (status = 400, description = "days is not 1, 7 or 30", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The aggregation took too long", body = crate::openapi::ErrorBody)
+        (status = 409, description = "The read took too long", body = crate::openapi::ErrorBody)
     )
 )]
 async fn http_stats(

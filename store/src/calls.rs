@@ -198,14 +198,34 @@ impl MongoStore {
         set.remove("created_at");
         set.remove("dial_started_at");
         set.insert("updated_at", DateTime::now());
-        self.call_logs()
-            .update_one(
+        // The log as it was, so the dashboard's counters move the call from the day and
+        // outcome it really had: a repeated write moves nothing.
+        let before = self
+            .db
+            .collection::<mongodb::bson::Document>(CALL_LOGS)
+            .find_one_and_update(
                 doc! { "_id": &log.id },
                 doc! { "$set": set, "$setOnInsert": { "created_at": log.created_at } },
             )
-            .with_options(UpdateOptions::builder().upsert(true).build())
+            .upsert(true)
+            .projection(doc! { "started_at": 1, "outcome": 1 })
+            .return_document(ReturnDocument::Before)
             .await?;
-        Ok(())
+        let was = |field: &str| {
+            before
+                .as_ref()
+                .and_then(|b| b.get_str(field).ok())
+                .map(str::to_owned)
+        };
+        let (started_before, outcome_before) = (was("started_at"), was("outcome"));
+        // Fields the log leaves out keep their stored values.
+        let started_after = log.started_at.clone().or_else(|| started_before.clone());
+        let outcome_after = log.outcome.clone().or_else(|| outcome_before.clone());
+        self.count_call_move(
+            crate::stats::call_slot(started_before.as_deref(), outcome_before.as_deref()),
+            crate::stats::call_slot(started_after.as_deref(), outcome_after.as_deref()),
+        )
+        .await
     }
 
     /// The logs of one call workflow (one per attempt), in attempt order.

@@ -16,6 +16,8 @@
 //! | [`inbox`] | `inbox`: webhook work waiting for its workflow; `leases`: who drains it |
 //! | [`profiles`] | `agent_profiles`, `agent_profile_versions`: agent profiles, a version per change |
 //! | [`senders`] | `sender_slots`: the send slots reserved on each sender, across campaigns and single sends |
+//! | [`stats`] | `stats_days`: the dashboard's daily counters |
+//! | [`uploads`] | `pending_uploads`, `pending_upload_parts`: previewed contact files waiting for their import |
 //!
 //! Every write here is idempotent (upserts, `$setOnInsert`, unique keys on provider ids, status
 //! changes guarded by rank), because Temporal runs activities at least once. Nothing uses
@@ -45,6 +47,7 @@ pub mod schema;
 pub mod senders;
 pub mod stats;
 pub mod suppressions;
+pub mod uploads;
 pub mod whatsapp;
 
 use mongodb::{Client, Database, options::ClientOptions};
@@ -155,10 +158,13 @@ pub struct LatestChanges {
     pub calls: i64,
     /// The latest `created_at` of `messages`.
     pub messages: i64,
+    /// The latest counted status move (a message's delivery status, a call's outcome): the
+    /// latest `counted_at` of `stats_days`.
+    pub statuses: i64,
 }
 
 impl MongoStore {
-    /// [`LatestChanges`]: three reads of one index key each, whatever the collections' sizes.
+    /// [`LatestChanges`]: four reads of one index key each, whatever the collections' sizes.
     pub async fn latest_changes(&self) -> Result<LatestChanges> {
         use mongodb::bson::{Document, doc};
         let latest = |collection: &'static str, field: &'static str| {
@@ -175,15 +181,17 @@ impl MongoStore {
                 )
             }
         };
-        let (conversations, calls, messages) = tokio::try_join!(
+        let (conversations, calls, messages, statuses) = tokio::try_join!(
             latest(schema::CONVERSATIONS, "updated_at"),
             latest(schema::CALL_LOGS, "updated_at"),
             latest(schema::MESSAGES, "created_at"),
+            latest(schema::STATS_DAYS, "counted_at"),
         )?;
         Ok(LatestChanges {
             conversations,
             calls,
             messages,
+            statuses,
         })
     }
 }

@@ -162,16 +162,45 @@ impl MongoStore {
         if let Some(c) = &new.conversation_id {
             on_insert.insert("conversation_id", c);
         }
+        // The document as it was: none means this call created it, and counts it.
         let options = FindOneAndUpdateOptions::builder()
             .upsert(true)
-            .return_document(ReturnDocument::After)
+            .return_document(ReturnDocument::Before)
             .build();
-        let doc = self
+        let before = self
             .messages()
             .find_one_and_update(doc! { "_id": &new.id }, doc! { "$setOnInsert": on_insert })
             .with_options(options)
             .await?;
-        Ok(doc.expect("upsert with ReturnDocument::After always returns a document"))
+        if let Some(existing) = before {
+            return Ok(existing);
+        }
+        self.count_outbound_move(
+            now,
+            new.channel.as_str(),
+            None,
+            MessageStatus::Pending.as_str(),
+        )
+        .await?;
+        Ok(MessageDoc {
+            id: new.id.clone(),
+            direction: Direction::Outbound.as_str().to_owned(),
+            channel: new.channel.as_str().to_owned(),
+            from: new.from.clone(),
+            to: new.to.clone(),
+            body: new.body.clone(),
+            status: MessageStatus::Pending.as_str().to_owned(),
+            status_rank: MessageStatus::Pending.rank(),
+            twilio_sid: None,
+            messaging_service_sid: new.messaging_service_sid.clone(),
+            conversation_id: new.conversation_id.clone(),
+            error_code: None,
+            error_message: None,
+            send_attempts: 0,
+            send_started_at: None,
+            created_at: now,
+            updated_at: now,
+        })
     }
 
     /// Marks the start of a send attempt and returns the document as it was *before*, so the
@@ -281,11 +310,30 @@ impl MongoStore {
         if let Some(msg) = error_message {
             set.insert("error_message", msg);
         }
-        let result = self
-            .messages()
-            .update_one(filter, doc! { "$set": set })
+        // The message as it was, so the dashboard's counters move from the status it really
+        // left, once: a stale or repeated status matches nothing and counts nothing.
+        let before = self
+            .db
+            .collection::<Document>(MESSAGES)
+            .find_one_and_update(filter, doc! { "$set": set })
+            .projection(doc! { "direction": 1, "channel": 1, "status": 1, "created_at": 1 })
+            .return_document(ReturnDocument::Before)
             .await?;
-        Ok(result.modified_count > 0)
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        if before.get_str("direction") != Ok(Direction::Inbound.as_str())
+            && let Ok(created_at) = before.get_datetime("created_at")
+        {
+            self.count_outbound_move(
+                *created_at,
+                before.get_str("channel").unwrap_or("sms"),
+                Some(before.get_str("status").unwrap_or("pending")),
+                status.as_str(),
+            )
+            .await?;
+        }
+        Ok(true)
     }
 
     /// Stores an inbound message once (a repeated `MessageSid` is not stored again) and says
@@ -313,11 +361,14 @@ impl MongoStore {
             updated_at: now,
         };
         match self.messages().insert_one(&doc).await {
-            Ok(_) => Ok(InboundStored {
-                new: true,
-                received_at: now,
-                handed_over: false,
-            }),
+            Ok(_) => {
+                self.count_inbound(now, msg.channel.as_str()).await?;
+                Ok(InboundStored {
+                    new: true,
+                    received_at: now,
+                    handed_over: false,
+                })
+            }
             Err(e) if is_duplicate_key(&e) => {
                 let earlier = self
                     .db

@@ -266,10 +266,32 @@ impl MongoStore {
         let set = doc! { "profile": name, "profile_version": version.map(i64::from) };
         // Call log ids are `<call id>/<attempt>`: an anchored prefix is an index range.
         let prefix = format!("^{}/", regex_escape(call_id));
-        self.db
-            .collection::<Document>(crate::schema::CALL_LOGS)
-            .update_many(doc! { "_id": { "$regex": prefix } }, doc! { "$set": set })
+        let logs = self.db.collection::<Document>(crate::schema::CALL_LOGS);
+        let r = logs
+            .update_many(
+                doc! { "_id": { "$regex": prefix } },
+                doc! { "$set": set.clone() },
+            )
             .await?;
+        if r.matched_count == 0 {
+            // An inbound call has no log before it ends (outbound attempts are logged before
+            // they dial): start its log now, or the version would be lost. The call's own
+            // write at the end fills in the rest (`save_call_log` sets, never replaces).
+            let now = mongodb::bson::DateTime::now();
+            logs.update_one(
+                doc! { "_id": format!("{call_id}/1") },
+                doc! {
+                    "$set": set,
+                    "$setOnInsert": {
+                        "call_id": call_id, "attempt": 1, "direction": "inbound", "from": "",
+                        "to": "", "status": "in-progress", "transcript": [],
+                        "created_at": now, "updated_at": now,
+                    },
+                },
+            )
+            .upsert(true)
+            .await?;
+        }
         Ok(())
     }
 }

@@ -41,6 +41,13 @@ pub const AGENT_PROFILES: &str = "agent_profiles";
 pub const AGENT_PROFILE_VERSIONS: &str = "agent_profile_versions";
 /// `sender_slots`: per sender, the first send slot nobody has reserved.
 pub const SENDER_SLOTS: &str = "sender_slots";
+/// `pending_uploads`: contact files previewed and waiting for their import (see
+/// [`crate::uploads`]).
+pub const PENDING_UPLOADS: &str = "pending_uploads";
+/// `pending_upload_parts`: the files of `pending_uploads`, in parts.
+pub const PENDING_UPLOAD_PARTS: &str = "pending_upload_parts";
+/// `stats_days`: the dashboard's counters, one document per UTC day (see [`crate::stats`]).
+pub const STATS_DAYS: &str = "stats_days";
 
 /// One index: its name, keys, and whether it is unique and sparse.
 struct IndexSpec {
@@ -178,6 +185,15 @@ fn index_specs() -> Vec<(&'static str, Vec<IndexSpec>)> {
         (CAMPAIGN_PAGES, vec![]),
         (LEASES, vec![]),
         (SENDER_SLOTS, vec![]),
+        // Read by `_id` (days); the latest count, for the web app's live updates. One
+        // document a day, so the index stays tiny.
+        (
+            STATS_DAYS,
+            vec![index("counted", doc! { "counted_at": -1 })],
+        ),
+        // A few documents at most, read by `_id`.
+        (PENDING_UPLOADS, vec![]),
+        (PENDING_UPLOAD_PARTS, vec![]),
         (
             AGENT_PROFILES,
             // Which profile answers a number (a conversation's first turn, a call).
@@ -269,7 +285,7 @@ fn is_namespace_exists(err: &mongodb::error::Error) -> bool {
 }
 
 /// Names of all collections, for tools and tests.
-pub const ALL_COLLECTIONS: [&str; 17] = [
+pub const ALL_COLLECTIONS: [&str; 20] = [
     MESSAGES,
     CAMPAIGNS,
     CAMPAIGN_ITEMS,
@@ -287,4 +303,7 @@ pub const ALL_COLLECTIONS: [&str; 17] = [
     SENDER_SLOTS,
     AGENT_PROFILES,
     AGENT_PROFILE_VERSIONS,
+    STATS_DAYS,
+    PENDING_UPLOADS,
+    PENDING_UPLOAD_PARTS,
 ];

@@ -684,3 +684,7 @@ mod auth;
 // Agent profiles, versioned.
 #[path = "mongo/profiles.rs"]
 mod profiles;
+
+// Previewed contact files kept for their import.
+#[path = "mongo/uploads.rs"]
+mod uploads;

@@ -7,6 +7,7 @@
 // on each page it visits (no serious or critical violation allowed).
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 
@@ -33,11 +34,11 @@ const browser = await chromium.launch({
   ],
 });
 
-async function signIn(page) {
+async function signIn(page, who = { email: EMAIL, password: PASSWORD }) {
   await page.goto(BASE + '/');
   await page.getByRole('heading', { name: 'Sign in to Voice Agent' }).waitFor();
-  await page.getByLabel('Email').fill(EMAIL);
-  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByLabel('Email').fill(who.email);
+  await page.getByLabel('Password').fill(who.password);
   await page.getByRole('button', { name: 'Sign in' }).click();
   const dashboard = page.getByRole('heading', { level: 1, name: 'Dashboard' });
   const refused = page.getByRole('alert');
@@ -53,7 +54,7 @@ async function signIn(page) {
 
 /** A signed-in page that records what must not happen: console errors, failed requests, 5xx
  * answers. */
-async function open(size = { width: 1280, height: 860 }, { anonymous = false } = {}) {
+async function open(size = { width: 1280, height: 860 }, { anonymous = false, as } = {}) {
   const context = await browser.newContext({ viewport: size, acceptDownloads: true });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -70,7 +71,7 @@ async function open(size = { width: 1280, height: 860 }, { anonymous = false } =
   page.on('response', (r) => r.status() >= 500 && problems.push(`${r.status()} from ${r.request().method()} ${r.url()}`));
   // Signed out, the app asks who is signed in and gets 401: that is how it knows.
   expected.push((p) => p.startsWith('console: Failed to load resource: the server responded with a status of 401'));
-  if (!anonymous) await signIn(page);
+  if (!anonymous) await signIn(page, as);
   const check = () => {
     const left = problems.filter((p) => !expected.some((ok) => ok(p)));
     assert.deepEqual(left, [], 'unexpected console errors or failed requests');
@@ -95,6 +96,22 @@ async function shoot(page, name) {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: join(SHOTS, `${name}-phone.png`), fullPage: true });
   await page.setViewportSize(vp);
+}
+
+/** A status callback as Twilio would post it, signed with the account's auth token. */
+async function statusCallback(messageId, sid, status) {
+  const token = process.env.VA_TWILIO_AUTH_TOKEN;
+  assert.ok(token, 'VA_TWILIO_AUTH_TOKEN is not set');
+  const url = `${BASE}/twilio/status?mid=${encodeURIComponent(messageId)}`;
+  const params = { MessageSid: sid, MessageStatus: status };
+  const signed = url + Object.keys(params).sort().map((k) => k + params[k]).join('');
+  const signature = createHmac('sha1', token).update(signed).digest('base64');
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signature },
+    body: new URLSearchParams(params).toString(),
+  });
+  assert.ok(r.status < 300, `status callback answered ${r.status}`);
 }
 
 const results = [];
@@ -181,6 +198,9 @@ await test('upload a contact file with rejected rows and see the report', async 
   await page.getByRole('button', { name: 'Create list' }).click();
   await page.getByRole('heading', { level: 1, name: listName }).waitFor();
   listUrl = page.url();
+  // The file goes up once: with its first preview, not again for another column or the import.
+  const fileSends = [];
+  page.on('request', (r) => /\/uploads(\/preview)?$/.test(new URL(r.url()).pathname) && fileSends.push(r.url()));
   await page.getByLabel('File').setInputFiles({ name: 'contacts.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
   // The preview: the columns found and what each becomes, before anything is imported.
   const preview = page.locator('.panel', { hasText: 'Before importing contacts.csv' });
@@ -192,6 +212,11 @@ await test('upload a contact file with rejected rows and see the report', async 
   assert.match(await preview.innerText(), /7 rows: 5 contacts to import or update, 2 rows to reject/);
   await axe(page, 'upload-preview');
   await shoot(page, 'upload-preview');
+  // Another phone column reads the kept file again: no number in first_name, every row refused.
+  await page.getByLabel('Phone column').selectOption('first_name');
+  await preview.getByText(/7 rows: 0 contacts to import or update/).waitFor();
+  await page.getByLabel('Phone column').selectOption('phone');
+  await preview.getByText(/7 rows: 5 contacts to import or update, 2 rows to reject/).waitFor();
   await preview.getByRole('button', { name: 'Import 5 contacts' }).click();
   const report = page.locator('.panel', { hasText: 'Imported contacts.csv' });
   await report.waitFor();
@@ -209,6 +234,18 @@ await test('upload a contact file with rejected rows and see the report', async 
   ]);
   const body = readFileSync(await download.path(), 'utf8');
   assert.match(body, /not a number/);
+  assert.equal(fileSends.length, 1, `the file went up ${fileSends.length} times`);
+  // The token is spent: importing it again is refused with the reason, and nothing changes.
+  const me = await (await page.request.get(BASE + '/api/auth/me')).json();
+  const listId = new URL(listUrl).pathname.split('/').pop();
+  for (const token of ['pup_0123456789abcdef0123456789abcdef', 'not a token']) {
+    const again = await page.request.post(
+      `${BASE}/api/contact-lists/${listId}/pending-uploads/${encodeURIComponent(token)}/import`,
+      { headers: { 'x-csrf-token': me.csrf_token }, data: {} },
+    );
+    assert.equal(again.status(), 410, await again.text());
+    assert.match((await again.json()).error, /choose the file again/);
+  }
   // The contacts are browsable and searchable.
   const contacts = page.getByRole('table', { name: 'Contacts' });
   await contacts.getByText('+14155550103').waitFor();
@@ -332,7 +369,20 @@ await test('read a conversation and answer a hand-over by hand, once, then hand 
   await page.getByRole('button', { name: 'Send reply' }).click();
   await page.getByRole('alert').first().waitFor();
   await page.getByRole('button', { name: 'Send reply' }).click();
-  await page.locator('.msg.outbound .bubble', { hasText: 'Hello, this is Sam. How can I help?' }).waitFor();
+  const reply = page.locator('.msg.outbound', { hasText: 'Hello, this is Sam. How can I help?' });
+  await reply.waitFor();
+  // Delivery statuses change on the page as they arrive (the fallback refresh is every 60 s):
+  // once delivered, the person's phone reports it read.
+  await reply.locator('.badge', { hasText: 'delivered' }).waitFor({ timeout: 30_000 });
+  const conversationId = `conversation-15005550006-${waiting.replace('+', '')}`;
+  const detail = await (await page.request.get(`${BASE}/api/conversations/${conversationId}`)).json();
+  const message = detail.messages.find((m) => m.body === 'Hello, this is Sam. How can I help?');
+  assert.ok(message, 'the reply is stored');
+  const ledger = await (await fetch(`${process.env.VA_SIMULATOR_URL}/admin/ledger?to=${encodeURIComponent(waiting)}`)).json();
+  const sent = ledger.messages.find((m) => m.body === 'Hello, this is Sam. How can I help?');
+  assert.ok(sent, 'the reply reached the simulator');
+  await statusCallback(message.id, sent.sid, 'read');
+  await reply.locator('.badge', { hasText: 'read' }).waitFor({ timeout: 15_000 });
   await page.getByRole('button', { name: 'Hand back to the agent' }).click();
   await page.locator('.title-row .badge', { hasText: 'open' }).waitFor();
   await page.getByRole('form', { name: 'Reply by hand' }).waitFor({ state: 'detached' });
@@ -533,6 +583,87 @@ await test('edit a profile in Settings and see a new conversation use it', async
   await page.getByRole('link', { name: from }).click({ timeout: 30_000 });
   await page.locator('.msg.outbound .bubble', { hasText: reply }).waitFor({ timeout: 60_000 });
   await page.getByRole('link', { name: 'reception (version 2)' }).waitFor({ timeout: 30_000 });
+  check();
+  await context.close();
+});
+
+await test('a viewer reads every page and is offered no change', async () => {
+  // An admin creates the viewer through the api, as the Settings page does.
+  const admin = await open();
+  const csrf = (await (await admin.page.request.get(BASE + '/api/auth/me')).json()).csrf_token;
+  const viewer = { email: `viewer-${stamp}@example.com`, password: `viewer password ${stamp}` };
+  const created = await admin.page.request.post(BASE + '/api/users', {
+    headers: { 'x-csrf-token': csrf },
+    data: { ...viewer, role: 'viewer' },
+  });
+  assert.equal(created.status(), 201, await created.text());
+  await admin.context.close();
+
+  const { page, check, context } = await open(undefined, { as: viewer });
+  await page.getByText(`(viewer)`).first().waitFor();
+  const offered = async (where) => {
+    for (const name of [
+      'New campaign',
+      'Create list',
+      'Rename',
+      'Delete',
+      'Start',
+      'Pause',
+      'Resume',
+      'Cancel campaign',
+      'Change rate',
+      'Send reply',
+      'Hand back to the agent',
+      'Place call',
+      'Create profile',
+      'Create and start',
+    ]) {
+      const n = await page.getByRole('button', { name, exact: true }).count();
+      const links = await page.getByRole('link', { name, exact: true }).count();
+      assert.equal(n + links, 0, `${where} offers “${name}” to a viewer`);
+    }
+    assert.equal(await page.locator('input[type=file]').count(), 0, `${where} offers an upload to a viewer`);
+  };
+  const campaignLink = async () => {
+    await page.goto(BASE + '/campaigns');
+    const link = page.getByRole('link', { name: `Spring ${stamp}` });
+    await link.waitFor();
+    return new URL(await link.getAttribute('href'), BASE).pathname;
+  };
+  const pages = [
+    ['/', 'Dashboard'],
+    ['/campaigns', 'Campaigns'],
+    [await campaignLink(), `Spring ${stamp}`],
+    ['/lists', 'Contact lists'],
+    [new URL(listUrl).pathname, listName],
+    ['/conversations', 'Conversations'],
+    ['/calls', 'Calls'],
+    ['/settings', 'Settings'],
+    ['/campaigns/new', 'New campaign'],
+    ['/chat', 'AI Chat'],
+  ];
+  const waiting = process.env.VA_WAITING_NUMBER;
+  // (Its heading names the person; any heading will do.)
+  if (waiting) pages.push([`/conversations/conversation-15005550006-${waiting.replace('+', '')}`, null]);
+  for (const [path, heading] of pages) {
+    await page.goto(BASE + path);
+    await (heading ? page.getByRole('heading', { level: 1, name: heading }) : page.locator('h1')).waitFor();
+    if (!heading) await page.locator('.bubble').first().waitFor();
+    await page.locator('[role=status]').first().waitFor({ state: 'detached', timeout: 10_000 }).catch(() => {});
+    await offered(path);
+  }
+  await page.goto(BASE + '/chat');
+  await page.getByText('a manager or admin can make changes').waitFor();
+  await axe(page, 'viewer-chat');
+  await shoot(page, 'viewer-chat');
+  // The api is still the judge: a change the page does not offer is refused.
+  const me = await (await page.request.get(BASE + '/api/auth/me')).json();
+  assert.equal(me.role, 'viewer');
+  const refused = await page.request.post(BASE + '/api/contact-lists', {
+    headers: { 'x-csrf-token': me.csrf_token },
+    data: { name: 'not allowed' },
+  });
+  assert.equal(refused.status(), 403);
   check();
   await context.close();
 });

@@ -4,6 +4,7 @@ import { Loading, ErrorNote } from './components/States';
 import { useLiveEvents } from './lib/live';
 import { AuthGate } from './components/AuthGate';
 import type { Me } from './lib/auth';
+import { RoleContext } from './lib/role';
 
 const Dashboard = lazy(() => import('./pages/Dashboard'));
 const ContactLists = lazy(() => import('./pages/ContactLists'));
@@ -37,35 +38,37 @@ function Layout() {
 function SignedIn({ me, signOut }: { me: Me; signOut: () => void }) {
   useLiveEvents();
   return (
-    <div className="shell">
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
-      <header className="top">
-        <span className="brand">Voice Agent</span>
-        <nav aria-label="Main">
-          {NAV.map(([to, label]) => (
-            <NavLink key={to} to={to} end={to === '/'}>
-              {label}
-            </NavLink>
-          ))}
-        </nav>
-        <a className="api-docs" href="/api/docs">
-          API
+    <RoleContext.Provider value={me.role}>
+      <div className="shell">
+        <a className="skip" href="#main">
+          Skip to content
         </a>
-        <span className="who" title={me.role}>
-          {me.name}
-        </span>
-        <button type="button" className="link light" onClick={signOut}>
-          Sign out
-        </button>
-      </header>
-      <main id="main" tabIndex={-1}>
-        <Suspense fallback={<Loading />}>
-          <Outlet />
-        </Suspense>
-      </main>
-    </div>
+        <header className="top">
+          <span className="brand">Voice Agent</span>
+          <nav aria-label="Main">
+            {NAV.map(([to, label]) => (
+              <NavLink key={to} to={to} end={to === '/'}>
+                {label}
+              </NavLink>
+            ))}
+          </nav>
+          <a className="api-docs" href="/api/docs">
+            API
+          </a>
+          <span className="who" title={me.role}>
+            {me.name} ({me.role})
+          </span>
+          <button type="button" className="link light" onClick={signOut}>
+            Sign out
+          </button>
+        </header>
+        <main id="main" tabIndex={-1}>
+          <Suspense fallback={<Loading />}>
+            <Outlet />
+          </Suspense>
+        </main>
+      </div>
+    </RoleContext.Provider>
   );
 }
 

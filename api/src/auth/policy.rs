@@ -115,6 +115,16 @@ pub const ROUTES: &[RoutePolicy] = &[
         access: MANAGE,
         body: BodyKind::Multipart,
     },
+    rule(
+        "POST",
+        "/api/contact-lists/{id}/pending-uploads/{token}/preview",
+        MANAGE,
+    ),
+    rule(
+        "POST",
+        "/api/contact-lists/{id}/pending-uploads/{token}/import",
+        MANAGE,
+    ),
     rule("GET", "/api/contact-lists/{id}/uploads/{upload_id}", VIEW),
     rule(
         "GET",

@@ -1,8 +1,10 @@
 //! Dashboard figures at scale: fills a database with `--messages` messages and `--calls` call
-//! logs spread over `--days` days (and one campaign per day with its counters), then times the
-//! store's `stats` (what `GET /api/stats?days=1|7|30` computes on a cache miss) for each
-//! window: wall time, the MongoDB server's CPU, and how many documents the window holds.
-//! Run by `scripts/bench-stats.sh`; see docs/benchmarks.md.
+//! logs spread over `--days` days (and one campaign per day with its counters), written
+//! directly as data from before the daily counters would be; then times the rebuild of the
+//! counters (what the api does at start), and the store's `stats` (what
+//! `GET /api/stats?days=1|7|30` computes on a cache miss) for each window: wall time, the
+//! MongoDB server's CPU, and how many documents the window holds, which the figures must
+//! count exactly. Run by `scripts/bench-stats.sh`; see docs/benchmarks.md.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,10 @@ struct Args {
     /// The MongoDB server's process id, for its CPU time.
     #[arg(long)]
     mongo_pid: Option<u32>,
+    /// Use the documents already in the database (of an earlier run) and rebuild the
+    /// counters from scratch.
+    #[arg(long)]
+    reuse: bool,
 }
 
 const BATCH: u64 = 10_000;
@@ -73,90 +79,117 @@ async fn main() -> anyhow::Result<()> {
         now - 60_000 - offset
     };
 
-    let t = Instant::now();
     let messages = db.collection::<Document>(MESSAGES);
-    let statuses = [
-        "delivered",
-        "delivered",
-        "delivered",
-        "sent",
-        "undelivered",
-        "failed",
-        "read",
-    ];
-    for start in (0..args.messages).step_by(BATCH as usize) {
-        let docs: Vec<Document> = (start..(start + BATCH).min(args.messages))
-            .map(|i| {
-                let inbound = i % 10 == 0;
-                doc! {
-                    "_id": format!("msg_bench_{i:010}"),
-                    "direction": if inbound { "inbound" } else { "outbound" },
-                    "channel": if i % 7 == 0 { "whatsapp" } else { "sms" },
-                    "from": "+15005550006",
-                    "to": format!("+1415{:07}", i % 10_000_000),
-                    "body": "Hi there, this is a benchmark message of a typical length.",
-                    "status": if inbound { "received" } else { statuses[(i % 7) as usize] },
-                    "status_rank": 3,
-                    "created_at": DateTime::from_millis(at(i, args.messages)),
-                    "updated_at": DateTime::from_millis(at(i, args.messages)),
-                }
-            })
-            .collect();
-        messages.insert_many(docs).await.context("messages")?;
-    }
-    let messages_s = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
     let calls = db.collection::<Document>(CALL_LOGS);
-    let outcomes = [
-        "completed",
-        "completed",
-        "no_answer",
-        "busy",
-        "voicemail_left",
-        "failed",
-    ];
-    for start in (0..args.calls).step_by(BATCH as usize) {
-        let docs: Vec<Document> = (start..(start + BATCH).min(args.calls))
-            .map(|i| {
-                let started = DateTime::from_millis(at(i, args.calls))
-                    .try_to_rfc3339_string()
-                    .unwrap_or_default();
+    let days = i64::try_from(args.days).unwrap_or(30);
+    if args.reuse {
+        db.collection::<Document>(voice_agent_store::schema::STATS_DAYS)
+            .drop()
+            .await
+            .context("dropping the counters")?;
+    } else {
+        let t = Instant::now();
+        let messages = db.collection::<Document>(MESSAGES);
+        let statuses = [
+            "delivered",
+            "delivered",
+            "delivered",
+            "sent",
+            "undelivered",
+            "failed",
+            "read",
+        ];
+        for start in (0..args.messages).step_by(BATCH as usize) {
+            let docs: Vec<Document> = (start..(start + BATCH).min(args.messages))
+                .map(|i| {
+                    let inbound = i % 10 == 0;
+                    doc! {
+                        "_id": format!("msg_bench_{i:010}"),
+                        "direction": if inbound { "inbound" } else { "outbound" },
+                        "channel": if i % 7 == 0 { "whatsapp" } else { "sms" },
+                        "from": "+15005550006",
+                        "to": format!("+1415{:07}", i % 10_000_000),
+                        "body": "Hi there, this is a benchmark message of a typical length.",
+                        "status": if inbound { "received" } else { statuses[(i % 7) as usize] },
+                        "status_rank": 3,
+                        "created_at": DateTime::from_millis(at(i, args.messages)),
+                        "updated_at": DateTime::from_millis(at(i, args.messages)),
+                    }
+                })
+                .collect();
+            messages.insert_many(docs).await.context("messages")?;
+        }
+        let messages_s = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let calls = db.collection::<Document>(CALL_LOGS);
+        let outcomes = [
+            "completed",
+            "completed",
+            "no_answer",
+            "busy",
+            "voicemail_left",
+            "failed",
+        ];
+        for start in (0..args.calls).step_by(BATCH as usize) {
+            let docs: Vec<Document> = (start..(start + BATCH).min(args.calls))
+                .map(|i| {
+                    let started = DateTime::from_millis(at(i, args.calls))
+                        .try_to_rfc3339_string()
+                        .unwrap_or_default();
+                    doc! {
+                        "_id": format!("call-bench-{i:010}/1"),
+                        "call_id": format!("call-bench-{i:010}"),
+                        "attempt": 1,
+                        "direction": if i % 3 == 0 { "inbound" } else { "outbound" },
+                        "from": "+15005550006",
+                        "to": format!("+1415{:07}", i % 10_000_000),
+                        "outcome": outcomes[(i % 6) as usize],
+                        "started_at": started,
+                        "updated_at": DateTime::from_millis(at(i, args.calls)),
+                    }
+                })
+                .collect();
+            calls.insert_many(docs).await.context("call logs")?;
+        }
+        let calls_s = t.elapsed().as_secs_f64();
+
+        let campaigns = db.collection::<Document>(CAMPAIGNS);
+        let days = i64::try_from(args.days).unwrap_or(30);
+        let docs: Vec<Document> = (0..days)
+            .map(|d| {
+                let created = DateTime::from_millis(now - 60_000 - d * DAY_MS);
                 doc! {
-                    "_id": format!("call-bench-{i:010}/1"),
-                    "call_id": format!("call-bench-{i:010}"),
-                    "attempt": 1,
-                    "direction": if i % 3 == 0 { "inbound" } else { "outbound" },
-                    "from": "+15005550006",
-                    "to": format!("+1415{:07}", i % 10_000_000),
-                    "outcome": outcomes[(i % 6) as usize],
-                    "started_at": started,
-                    "updated_at": DateTime::from_millis(at(i, args.calls)),
+                    "_id": format!("cmp_bench_{d:04}"), "name": format!("day {d}"), "channel": "sms",
+                    "template": "Hi", "list_id": "l", "rate_per_second": 0.0, "max_attempts": 3,
+                    "status": "completed", "indexed_items": true,
+                    "status_counts": { "delivered": 9_000_i64, "failed": 500_i64, "skipped": 500_i64 },
+                    "created_at": created, "updated_at": created,
                 }
             })
             .collect();
-        calls.insert_many(docs).await.context("call logs")?;
+        campaigns.insert_many(docs).await.context("campaigns")?;
+        println!(
+            "inserted {} messages in {messages_s:.1} s, {} call logs in {calls_s:.1} s, {days} campaigns",
+            args.messages, args.calls
+        );
     }
-    let calls_s = t.elapsed().as_secs_f64();
 
-    let campaigns = db.collection::<Document>(CAMPAIGNS);
-    let days = i64::try_from(args.days).unwrap_or(30);
-    let docs: Vec<Document> = (0..days)
-        .map(|d| {
-            let created = DateTime::from_millis(now - 60_000 - d * DAY_MS);
-            doc! {
-                "_id": format!("cmp_bench_{d:04}"), "name": format!("day {d}"), "channel": "sms",
-                "template": "Hi", "list_id": "l", "rate_per_second": 0.0, "max_attempts": 3,
-                "status": "completed", "indexed_items": true,
-                "status_counts": { "delivered": 9_000_i64, "failed": 500_i64, "skipped": 500_i64 },
-                "created_at": created, "updated_at": created,
-            }
-        })
-        .collect();
-    campaigns.insert_many(docs).await.context("campaigns")?;
+    let cpu = cpu_seconds(args.mongo_pid);
+    let t = Instant::now();
+    let today = chrono::Utc::now().date_naive();
+    let rebuilt = store
+        .rebuild_stats(today, u32::try_from(days).unwrap_or(30))
+        .await
+        .context("rebuilding the counters")?;
+    let server = cpu
+        .zip(cpu_seconds(args.mongo_pid))
+        .map_or("?".to_owned(), |(a, b)| format!("{:.1}", b - a));
     println!(
-        "inserted {} messages in {messages_s:.1} s, {} call logs in {calls_s:.1} s, {days} campaigns",
-        args.messages, args.calls
+        "rebuilt the counters of {} days ({} busy) in {:.1} s, server CPU {server} s",
+        rebuilt.recounted,
+        rebuilt.busy,
+        t.elapsed().as_secs_f64()
     );
 
     println!(
@@ -164,11 +197,20 @@ async fn main() -> anyhow::Result<()> {
         "window", "messages", "call logs", "rep", "wall_ms", "server_cpu_ms"
     );
     for window_days in [1_i64, 7, 30] {
-        let since = DateTime::from_millis(now - window_days * DAY_MS);
+        // The dashboard's window: from midnight (UTC) of its first day.
+        let first = today - chrono::Days::new(u64::try_from(window_days - 1).unwrap_or(0));
+        let since = DateTime::from_millis(
+            first
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc()
+                .timestamp_millis(),
+        );
         let in_messages = messages
             .count_documents(doc! { "created_at": { "$gte": since } })
             .await?;
-        let since_text = since.try_to_rfc3339_string().unwrap_or_default();
+        // Days order before every time of their day (see `stats::aggregate_days`).
+        let since_text = first.to_string();
         let in_calls = calls
             .count_documents(doc! { "started_at": { "$gte": since_text } })
             .await?;
@@ -187,6 +229,11 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::ensure!(
                         u64::try_from(total).unwrap_or(0) == in_messages,
                         "the {window_days}-day figures count {total} messages, the window holds {in_messages}"
+                    );
+                    let calls_total: i64 = stats.calls.total.values().sum();
+                    anyhow::ensure!(
+                        u64::try_from(calls_total).unwrap_or(0) == in_calls,
+                        "the {window_days}-day figures count {calls_total} calls, the window holds {in_calls}"
                     );
                     println!(
                         "{:>5}d {:>12} {:>12} {:>10} {:>12.0} {:>14}",

@@ -1155,3 +1155,95 @@ async fn a_hanging_model_gets_the_fallback_said_within_twilios_wait() -> anyhow:
     );
     Ok(())
 }
+
+/// Issue 10: each call records the profile version it used, and a call that starts after the
+/// profile is edited uses (and records) the new version, inbound and outbound alike.
+#[tokio::test]
+async fn a_call_records_its_profile_version_and_one_after_an_edit_uses_the_new_version()
+-> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("va-agents-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("agents.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[profiles.support]\ninstructions = \"Help people.\"\ngreeting = \"Hello from version one.\"\n\n[numbers]\n\"{OURS}\" = \"support\"\n"
+        ),
+    )?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    route_our_number(&stack).await?;
+    let profile_of = |log: &Document| {
+        (
+            log.get_str("profile").ok().map(str::to_owned),
+            log.get_i64("profile_version").ok(),
+        )
+    };
+    let first_agent_line = |log: &Document| {
+        transcript(log)
+            .into_iter()
+            .find(|(s, _)| s == "agent")
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    };
+    // The log carries the profile once the agent answered; wait for it, not only the outcome.
+    let logged = |call_id: String| {
+        let stack = &stack;
+        async move {
+            eventually(&format!("the profile on {call_id}"), WAIT, || async {
+                let log = stack
+                    .mongo
+                    .collection::<Document>("call_logs")
+                    .find_one(doc! { "call_id": &call_id, "outcome": { "$exists": true }, "profile": { "$exists": true } })
+                    .await?;
+                Ok(log)
+            })
+            .await
+        }
+    };
+
+    let inbound = ring_in(&stack, &person(), &["bye"], 0).await?;
+    let log = logged(format!("call-{inbound}")).await?;
+    assert_eq!(profile_of(&log), (Some("support".to_owned()), Some(1)));
+    assert_eq!(first_agent_line(&log), "Hello from version one.");
+
+    // An edit, as the Settings page makes it: the whole profile, from the version it read.
+    let url = format!("{}/api/agent-profiles/support", stack.api_http);
+    let current: Value = stack.http.get(&url).send().await?.json().await?;
+    let mut settings = current["profile"]["settings"].clone();
+    settings["greeting"] = json!("Hello from version two.");
+    let r = stack
+        .http
+        .put(&url)
+        .json(&json!({"expected_version": 1, "numbers": [OURS], "settings": settings}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "the edit answered {}", r.status());
+
+    let inbound = ring_in(&stack, &person(), &["bye"], 0).await?;
+    let log = logged(format!("call-{inbound}")).await?;
+    assert_eq!(profile_of(&log), (Some("support".to_owned()), Some(2)));
+    assert_eq!(first_agent_line(&log), "Hello from version two.");
+
+    let callee = person();
+    script_callee(
+        &stack,
+        &callee,
+        json!({"behaviour": "human", "lines": ["bye"]}),
+    )
+    .await?;
+    let resp: Value = stack
+        .http
+        .post(format!("{}/api/calls", stack.api_http))
+        .json(&json!({"to": callee, "profile": "support"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let call_id = resp["call_id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no call id in {resp}"))?
+        .to_owned();
+    let log = logged(call_id).await?;
+    assert_eq!(profile_of(&log), (Some("support".to_owned()), Some(2)));
+    Ok(())
+}

@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::campaigns::ledger_counts;
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, FROM, Stack, eventually};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, AUTH_TOKEN, FROM, Stack, eventually};
 
 /// A number of its own per run: conversation workflow ids are global on the Temporal server,
 /// and a conversation of an earlier run on the same server may still be open there.
@@ -81,6 +81,8 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         .env("VA_NEW_NUMBER", &newcomer)
         .env("VA_PROFILE_NUMBER", &profile_tester)
         .env("VA_SIMULATOR_URL", &stack.simulator_url)
+        // Signs the status callbacks the browser tests post as Twilio would.
+        .env("VA_TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("VA_SCREENSHOTS", &screenshots)
         .kill_on_drop(true)
         .output();

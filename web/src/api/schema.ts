@@ -456,6 +456,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/contact-lists/{id}/pending-uploads/{token}/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["http_pending_import"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/contact-lists/{id}/pending-uploads/{token}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["http_pending_preview"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/contact-lists/{id}/uploads": {
         parameters: {
             query?: never;
@@ -1288,6 +1320,11 @@ export interface components {
                 [key: string]: string;
             } | null;
         };
+        /** @description The sheet and phone column to read a kept file with (both found by themselves when absent). */
+        PendingChoice: {
+            sheet?: string | null;
+            phone_column?: string | null;
+        };
         /** @description `POST /api/conversations/{id}/replies`. */
         PersonReply: {
             /** @description The text to send, 1-1600 characters. */
@@ -1339,6 +1376,13 @@ export interface components {
             rejected_rows: components["schemas"]["RejectedRowSchema"][];
             /** @description The first contacts, as they would be stored. */
             sample: components["schemas"]["PreviewContact"][];
+            /**
+             * @description The kept file: import it (or read it with another sheet or phone column) with this
+             *     token, without sending it again.
+             */
+            token?: string | null;
+            /** @description When the kept file is dropped, RFC 3339. */
+            expires_at?: string | null;
         };
         /** @description `PUT /api/agent-profiles/{name}`: the whole profile as it should be. */
         ProfileChange: {
@@ -3261,6 +3305,163 @@ export interface operations {
             };
         };
     };
+    http_pending_import: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+                /** @description The preview's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PendingChoice"];
+            };
+        };
+        responses: {
+            /** @description Imported; rejected rows are in the report; the kept file is dropped */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UploadView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such list */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The kept file expired, was imported, or belongs to another list: choose the file again */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over a row, cell or text limit; nothing stored */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No phone column, no such sheet or column; nothing stored, the file stays kept */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Two uploads already in progress; retry after `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    http_pending_preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The contact list id */
+                id: string;
+                /** @description The preview's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PendingChoice"];
+            };
+        };
+        responses: {
+            /** @description What the kept file would import with this sheet and phone column */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such list */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The kept file expired, was imported, or belongs to another list: choose the file again */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No phone column, no such sheet or column */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Two uploads already in progress; retry after `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     http_upload: {
         parameters: {
             query?: never;
@@ -3340,7 +3541,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description What an upload of this file would import; nothing is stored */
+            /** @description What an upload of this file would import; no contact is stored, the file is kept for its import (`token`, for 30 minutes) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3642,7 +3843,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events named `conversations`, `calls` and `messages`, each sent when that kind of record changed (data: the change's time in ms) */
+            /** @description Server-Sent Events named `conversations`, `calls`, `messages` and `statuses` (a message's delivery status or a call's outcome), each sent when that kind of record changed (data: the change's time in ms) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3789,7 +3990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The aggregation took too long */
+            /** @description The read took too long */
             409: {
                 headers: {
                     [name: string]: unknown;

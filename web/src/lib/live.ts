@@ -9,6 +9,8 @@ export const REFRESHES: Record<string, string[][]> = {
   conversations: [['conversations'], ['conversation']],
   messages: [['conversations'], ['conversation']],
   calls: [['calls'], ['call']],
+  // A message's delivery status or a call's outcome moved.
+  statuses: [['conversation'], ['call'], ['contact-history']],
 };
 
 /** Keeps one `/api/events` stream open for the app; EventSource reconnects by itself. */

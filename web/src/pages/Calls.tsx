@@ -3,6 +3,7 @@ import { useInfiniteQuery, useMutation } from '@tanstack/react-query';
 import { Link, useNavigate, useSearchParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
+import { useCan } from '../lib/role';
 
 const OUTCOMES = ['human', 'machine', 'voicemail_left', 'busy', 'no_answer', 'failed', 'canceled', 'opted_out', 'completed'];
 
@@ -38,6 +39,7 @@ function PlaceCall() {
 
 export default function Calls() {
   const [params, setParams] = useSearchParams();
+  const canManage = useCan('manager');
   const outcome = params.get('outcome') ?? '';
   const calls = useInfiniteQuery({
     queryKey: ['calls', outcome],
@@ -55,7 +57,7 @@ export default function Calls() {
   return (
     <section>
       <h1>Calls</h1>
-      <PlaceCall />
+      {canManage && <PlaceCall />}
       <label className="search">
         Outcome
         <select value={outcome} onChange={(e) => setParams(e.target.value ? { outcome: e.target.value } : {})}>

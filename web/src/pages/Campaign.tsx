@@ -7,6 +7,7 @@ import { ProgressBar } from '../components/ProgressBar';
 import { FINAL, OPEN } from '../lib/progress';
 import { ended, useLiveProgress } from '../lib/live';
 import { CampaignItems } from './CampaignItems';
+import { useCan } from '../lib/role';
 
 type Action = 'start' | 'pause' | 'resume' | 'cancel';
 
@@ -59,6 +60,7 @@ export default function Campaign() {
     },
     onSettled: refresh,
   });
+  const canManage = useCan('manager');
   const [rate, setRate] = useState('');
   const changeRate = useMutation({
     mutationFn: (r: number) =>
@@ -84,33 +86,35 @@ export default function Campaign() {
         <h1>{c.name}</h1>
         <Badge status={paused && active ? 'paused' : c.status} />
       </div>
-      <div className="actions">
-        {c.status === 'draft' && (
-          <button type="button" onClick={() => act.mutate('start')} disabled={act.isPending}>
-            Start
-          </button>
-        )}
-        {active && !paused && (
-          <button type="button" className="secondary" onClick={() => act.mutate('pause')} disabled={act.isPending}>
-            Pause
-          </button>
-        )}
-        {active && paused && (
-          <button type="button" onClick={() => act.mutate('resume')} disabled={act.isPending}>
-            Resume
-          </button>
-        )}
-        {active && (
-          <button
-            type="button"
-            className="danger"
-            disabled={act.isPending}
-            onClick={() => window.confirm('Cancel the campaign? Nothing more will be sent.') && act.mutate('cancel')}
-          >
-            Cancel campaign
-          </button>
-        )}
-      </div>
+      {canManage && (
+        <div className="actions">
+          {c.status === 'draft' && (
+            <button type="button" onClick={() => act.mutate('start')} disabled={act.isPending}>
+              Start
+            </button>
+          )}
+          {active && !paused && (
+            <button type="button" className="secondary" onClick={() => act.mutate('pause')} disabled={act.isPending}>
+              Pause
+            </button>
+          )}
+          {active && paused && (
+            <button type="button" onClick={() => act.mutate('resume')} disabled={act.isPending}>
+              Resume
+            </button>
+          )}
+          {active && (
+            <button
+              type="button"
+              className="danger"
+              disabled={act.isPending}
+              onClick={() => window.confirm('Cancel the campaign? Nothing more will be sent.') && act.mutate('cancel')}
+            >
+              Cancel campaign
+            </button>
+          )}
+        </div>
+      )}
       {act.error && <ErrorNote error={act.error} />}
       {progress.data && <ProgressBar progress={progress.data} />}
       {running && lost && <p className="muted small">Live updates are paused; refreshing every 5 s.</p>}
@@ -179,7 +183,7 @@ export default function Campaign() {
               <p className="bubble">{c.template}</p>
             </>
           )}
-          {active && (
+          {active && canManage && (
             <form className="inline" onSubmit={onRate}>
               <label>
                 New rate per second

@@ -5,6 +5,8 @@ import { api, data } from '../api/client';
 import { emptyDraft, toRequest, validate, type CampaignDraft, type Errors } from '../lib/campaignForm';
 import { contactVariables, render, smsSegments, templateVariables } from '../lib/template';
 import { ErrorNote } from '../components/States';
+import { useCan } from '../lib/role';
+import { NotAllowed } from '../components/NotAllowed';
 
 function Field({
   id,
@@ -41,6 +43,12 @@ function Field({
 }
 
 export default function CampaignNew() {
+  const canManage = useCan('manager');
+  if (!canManage) return <NotAllowed title="New campaign" />;
+  return <CampaignForm />;
+}
+
+function CampaignForm() {
   const [d, setD] = useState<CampaignDraft>(emptyDraft);
   const [touched, setTouched] = useState<Partial<Record<keyof CampaignDraft, boolean>>>({});
   const [submitted, setSubmitted] = useState(false);

@@ -2,6 +2,7 @@ import { useInfiniteQuery } from '@tanstack/react-query';
 import { Link } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
+import { useCan } from '../lib/role';
 
 export default function Campaigns() {
   const PAGE = 100;
@@ -24,13 +25,16 @@ export default function Campaigns() {
     refetchInterval: 5_000,
   });
   const rows = campaigns.data?.pages.flat() ?? [];
+  const canManage = useCan('manager');
   return (
     <section>
       <div className="title-row">
         <h1>Campaigns</h1>
-        <Link className="button" to="/campaigns/new">
-          New campaign
-        </Link>
+        {canManage && (
+          <Link className="button" to="/campaigns/new">
+            New campaign
+          </Link>
+        )}
       </div>
       {campaigns.isPending ? (
         <Loading />
@@ -38,7 +42,7 @@ export default function Campaigns() {
         <ErrorNote error={campaigns.error} retry={() => campaigns.refetch()} />
       ) : rows.length === 0 ? (
         <Empty>
-          No campaigns yet. <Link to="/campaigns/new">Create the first one</Link>.
+          No campaigns yet.{canManage && <> <Link to="/campaigns/new">Create the first one</Link>.</>}
         </Empty>
       ) : (
         <table>

@@ -8,6 +8,8 @@ import { Link, useSearchParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Empty, ErrorNote, Loading } from '../components/States';
 import { makeRecognizer, makeSpeaker, takePieces, type Recognizer, type Speaker } from '../lib/speech';
+import { useCan } from '../lib/role';
+import { NotAllowed } from '../components/NotAllowed';
 
 interface Line {
   speaker: 'person' | 'agent';
@@ -56,6 +58,13 @@ function socketUrl(profile: string, chat: string | null): string {
 }
 
 export default function Chat() {
+  // The chat's socket starts and feeds conversations: a manager's role.
+  const canManage = useCan('manager');
+  if (!canManage) return <NotAllowed title="AI Chat" />;
+  return <ChatPage />;
+}
+
+function ChatPage() {
   const [params, setParams] = useSearchParams();
   const profiles = useQuery({
     queryKey: ['live-profiles'],

@@ -5,6 +5,7 @@ import { useNavigate, useParams, Link } from 'react-router';
 import { api, data, ApiError, type Schemas } from '../api/client';
 import { csrfToken, signedOut } from '../lib/auth';
 import { Empty, ErrorNote, Loading } from '../components/States';
+import { useCan } from '../lib/role';
 
 type Upload = Schemas['UploadView'];
 type Preview = Schemas['PreviewView'];
@@ -290,18 +291,36 @@ export default function ContactList() {
   const [report, setReport] = useState<Upload | null>(null);
   const [file, setFile] = useState<File | null>(null);
   const [choice, setChoice] = useState<Choice>({});
+  // The file goes up once, with its first preview; the api keeps it, and another sheet or
+  // phone column, then the import, name it by the preview's token.
   const preview = useMutation({
-    mutationFn: (v: { file: File; choice: Choice }) => uploadFile<Preview>(id, v.file, setProgress, v.choice, true),
+    mutationFn: (v: { file: File; choice: Choice; token?: string }) =>
+      v.token
+        ? data(
+            api.POST('/api/contact-lists/{id}/pending-uploads/{token}/preview', {
+              params: { path: { id, token: v.token } },
+              body: { sheet: v.choice.sheet ?? null, phone_column: v.choice.phone_column ?? null },
+            }),
+          )
+        : uploadFile<Preview>(id, v.file, setProgress, v.choice, true),
     onSettled: () => setProgress(null),
   });
-  const choose = (f: File, c: Choice) => {
+  const choose = (f: File, c: Choice, token?: string) => {
     upload.reset();
     setFile(f);
     setChoice(c);
-    preview.mutate({ file: f, choice: c });
+    preview.mutate({ file: f, choice: c, token });
   };
   const upload = useMutation({
-    mutationFn: (v: { file: File; choice: Choice }) => uploadFile(id, v.file, setProgress, v.choice),
+    mutationFn: (v: { file: File; choice: Choice; token?: string | null }) =>
+      v.token
+        ? data(
+            api.POST('/api/contact-lists/{id}/pending-uploads/{token}/import', {
+              params: { path: { id, token: v.token } },
+              body: { sheet: v.choice.sheet ?? null, phone_column: v.choice.phone_column ?? null },
+            }),
+          )
+        : uploadFile(id, v.file, setProgress, v.choice),
     onSuccess: (r) => {
       setReport(r);
       setFile(null);
@@ -328,6 +347,7 @@ export default function ContactList() {
       navigate('/lists');
     },
   });
+  const canManage = useCan('manager');
   if (list.isPending) return <Loading />;
   if (list.error) return <ErrorNote error={list.error} retry={() => list.refetch()} />;
   const l = list.data;
@@ -340,16 +360,20 @@ export default function ContactList() {
       {name === null ? (
         <div className="title-row">
           <h1>{l.name}</h1>
-          <button type="button" className="secondary" onClick={() => setName(l.name)}>
-            Rename
-          </button>
-          <button
-            type="button"
-            className="danger"
-            onClick={() => window.confirm(`Delete “${l.name}” and its ${l.contact_count} contacts?`) && remove.mutate()}
-          >
-            Delete
-          </button>
+          {canManage && (
+            <>
+              <button type="button" className="secondary" onClick={() => setName(l.name)}>
+                Rename
+              </button>
+              <button
+                type="button"
+                className="danger"
+                onClick={() => window.confirm(`Delete “${l.name}” and its ${l.contact_count} contacts?`) && remove.mutate()}
+              >
+                Delete
+              </button>
+            </>
+          )}
         </div>
       ) : (
         <form className="inline" onSubmit={onRename}>
@@ -368,45 +392,53 @@ export default function ContactList() {
       {rename.error && <ErrorNote error={rename.error} />}
       {remove.error && <ErrorNote error={remove.error} />}
       <p className="muted">{l.contact_count.toLocaleString()} contacts</p>
-      <div className="panel">
-        <h2>Upload contacts</h2>
-        <p className="muted small">
-          An Excel (.xlsx) or CSV file with a phone column; other columns become variables for templates. Rows that cannot
-          be imported are listed after the upload, and nothing else is lost.
-        </p>
-        <label className="file">
-          File
-          <input
-            type="file"
-            accept=".xlsx,.csv,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-            disabled={upload.isPending || preview.isPending}
-            onChange={(e) => {
-              const f = e.target.files?.[0];
-              if (f) {
-                setReport(null);
-                choose(f, {});
-              }
-              e.target.value = '';
-            }}
-          />
-        </label>
-        {progress !== null && (
-          <div className="bar" role="progressbar" aria-label="Upload" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress * 100)}>
-            <span style={{ width: `${progress * 100}%` }} />
-          </div>
-        )}
-        {preview.isPending && progress !== null && progress >= 1 && <Loading what="Reading the file" />}
-        {upload.isPending && progress !== null && progress >= 1 && <Loading what="Importing" />}
-        {preview.error && <ErrorNote error={preview.error} />}
-        {upload.error && <ErrorNote error={upload.error} />}
-      </div>
+      {canManage && (
+        <div className="panel">
+          <h2>Upload contacts</h2>
+          <p className="muted small">
+            An Excel (.xlsx) or CSV file with a phone column; other columns become variables for templates. Rows that cannot
+            be imported are listed after the upload, and nothing else is lost.
+          </p>
+          <label className="file">
+            File
+            <input
+              type="file"
+              accept=".xlsx,.csv,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+              disabled={upload.isPending || preview.isPending}
+              onChange={(e) => {
+                const f = e.target.files?.[0];
+                if (f) {
+                  setReport(null);
+                  choose(f, {});
+                }
+                e.target.value = '';
+              }}
+            />
+          </label>
+          {progress !== null && (
+            <div className="bar" role="progressbar" aria-label="Upload" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(progress * 100)}>
+              <span style={{ width: `${progress * 100}%` }} />
+            </div>
+          )}
+          {preview.isPending && progress !== null && progress >= 1 && <Loading what="Reading the file" />}
+          {upload.isPending && progress !== null && progress >= 1 && <Loading what="Importing" />}
+          {preview.error && <ErrorNote error={preview.error} />}
+          {upload.error && <ErrorNote error={upload.error} />}
+        </div>
+      )}
       {file && preview.data && !upload.isSuccess && (
         <PreviewPanel
           file={file}
           preview={preview.data}
           busy={preview.isPending || upload.isPending}
-          onChoose={(c) => choose(file, c)}
-          onImport={() => upload.mutate({ file, choice: { sheet: preview.data.sheet ?? undefined, ...choice, phone_column: preview.data.phone_column ?? choice.phone_column } })}
+          onChoose={(c) => choose(file, c, preview.data.token ?? undefined)}
+          onImport={() =>
+            upload.mutate({
+              file,
+              token: preview.data.token,
+              choice: { sheet: preview.data.sheet ?? undefined, ...choice, phone_column: preview.data.phone_column ?? choice.phone_column },
+            })
+          }
           onCancel={() => {
             setFile(null);
             preview.reset();

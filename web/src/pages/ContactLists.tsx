@@ -3,6 +3,7 @@ import { useInfiniteQuery, useMutation, useQueryClient } from '@tanstack/react-q
 import { Link, useNavigate } from 'react-router';
 import { api, data } from '../api/client';
 import { Empty, ErrorNote, Loading, when } from '../components/States';
+import { useCan } from '../lib/role';
 
 export default function ContactLists() {
   const lists = useInfiniteQuery({
@@ -27,18 +28,21 @@ export default function ContactLists() {
     if (name.trim()) create.mutate(name.trim());
   };
   const all = lists.data?.pages.flatMap((p) => p.lists) ?? [];
+  const canManage = useCan('manager');
   return (
     <section>
       <h1>Contact lists</h1>
-      <form className="inline" onSubmit={submit}>
-        <label>
-          New list
-          <input value={name} onChange={(e) => setName(e.target.value)} maxLength={200} placeholder="Spring customers" />
-        </label>
-        <button type="submit" disabled={!name.trim() || create.isPending}>
-          Create list
-        </button>
-      </form>
+      {canManage && (
+        <form className="inline" onSubmit={submit}>
+          <label>
+            New list
+            <input value={name} onChange={(e) => setName(e.target.value)} maxLength={200} placeholder="Spring customers" />
+          </label>
+          <button type="submit" disabled={!name.trim() || create.isPending}>
+            Create list
+          </button>
+        </form>
+      )}
       {create.error && <ErrorNote error={create.error} />}
       {lists.isPending ? (
         <Loading />

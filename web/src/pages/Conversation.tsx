@@ -4,6 +4,7 @@ import { Link, useParams } from 'react-router';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { smsSegments } from '../lib/template';
+import { useCan } from '../lib/role';
 
 /** A fresh id per attempt the person makes; a retry of the same attempt reuses it. */
 function requestId(): string {
@@ -70,11 +71,13 @@ function HandOver({ id, onDone }: { id: string; onDone: () => void }) {
 export default function Conversation() {
   const { id = '' } = useParams();
   const client = useQueryClient();
+  const canManage = useCan('manager');
   const conv = useQuery({
     queryKey: ['conversation', id],
     queryFn: () => data(api.GET('/api/conversations/{id}', { params: { path: { id } } })),
-    // Message delivery statuses have no event yet: a slow refresh shows them.
-    refetchInterval: 5_000,
+    // Delivery statuses and new messages come live (`statuses` and `messages` events); this
+    // slow refresh is only a fallback for a lost event stream.
+    refetchInterval: 60_000,
   });
   if (conv.isPending) return <Loading />;
   if (conv.error) return <ErrorNote error={conv.error} retry={() => conv.refetch()} />;
@@ -117,7 +120,7 @@ export default function Conversation() {
         </div>
         {agent && (
           <div>
-          {agent.needs_human && (
+          {agent.needs_human && canManage && (
             <HandOver
               id={id}
               onDone={() => {

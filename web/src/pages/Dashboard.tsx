@@ -1,5 +1,6 @@
 import { useQuery } from '@tanstack/react-query';
 import { Link } from 'react-router';
+import { useCan } from '../lib/role';
 import { api, data } from '../api/client';
 import { Badge, Empty, ErrorNote, Loading, when } from '../components/States';
 import { ProgressBar } from '../components/ProgressBar';
@@ -32,6 +33,7 @@ export default function Dashboard() {
     queryFn: () => data(api.GET('/api/calls', { params: { query: { page_size: 8 } } })),
     refetchInterval: 30_000,
   });
+  const canManage = useCan('manager');
   const active = (campaigns.data ?? []).filter((c) => ['running', 'starting', 'paused'].includes(c.status));
   return (
     <section>
@@ -46,7 +48,7 @@ export default function Dashboard() {
             <ErrorNote error={campaigns.error} retry={() => campaigns.refetch()} />
           ) : active.length === 0 ? (
             <Empty>
-              No campaign is running. <Link to="/campaigns/new">Create one</Link>.
+              No campaign is running.{canManage && <> <Link to="/campaigns/new">Create one</Link>.</>}
             </Empty>
           ) : (
             <ul className="plain">
