@@ -173,7 +173,11 @@ impl Simulator {
     /// Outbound messages accepted so far.
     pub(crate) async fn ledger_total(&self) -> anyhow::Result<u64> {
         let v = self
-            .admin(reqwest::Method::GET, "/admin/ledger/counts?by_to=false", None)
+            .admin(
+                reqwest::Method::GET,
+                "/admin/ledger/counts?by_to=false",
+                None,
+            )
             .await?;
         v["total"].as_u64().context("ledger counts without total")
     }

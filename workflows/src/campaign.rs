@@ -584,7 +584,9 @@ fn next_call_allowance(left: Option<f64>, rate: f64) -> (u32, f64) {
     match left {
         None => (0, per_tick.max(1.0)),
         Some(left) if left < 1.0 - EPSILON => {
-            let ticks = ((1.0 - EPSILON - left) / per_tick).ceil().clamp(1.0, 86_400.0);
+            let ticks = ((1.0 - EPSILON - left) / per_tick)
+                .ceil()
+                .clamp(1.0, 86_400.0);
             (ticks as u32, left + per_tick * ticks)
         }
         Some(left) => (0, left),
