@@ -12,7 +12,7 @@
 //! | server | `reply` | `text`, `actions`, `open` | the reply is complete (all its tokens were sent) |
 //! | client | `spoken` | | the reply was spoken to the end |
 //! | client | `interrupt` | `heard` | the person cut in: the reply stops, and only `heard` counts as said |
-//! | server | `settled` | `turn_id`, `agent`, `interrupted` | the turn is durable (in the workflow's history); sent when the signal returns, which may be after the next turn's first tokens |
+//! | server | `settled` | `turn_id`, `person`, `agent`, `interrupted` | the turn is durable (in the workflow's history); sent when the signal returns, which may be after the next turn's first tokens: turns settle in the order they were prompted |
 //! | server | `error` | `message` | a bad frame, or the turn could not be saved (then the socket closes) |
 //!
 //! A turn is settled when its reply is complete and, for a client that speaks it, spoken or
@@ -216,6 +216,7 @@ enum ServerFrame<'a> {
     },
     Settled {
         turn_id: &'a str,
+        person: &'a str,
         agent: &'a str,
         interrupted: bool,
     },
@@ -288,6 +289,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                 Some(Ok(turn)) => {
                     let frame = ServerFrame::Settled {
                         turn_id: &turn.turn_id,
+                        person: &turn.person,
                         agent: &turn.agent,
                         interrupted: turn.interrupted,
                     };
@@ -420,6 +422,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
             if let Ok(turn) = result {
                 let frame = ServerFrame::Settled {
                     turn_id: &turn.turn_id,
+                    person: &turn.person,
                     agent: &turn.agent,
                     interrupted: turn.interrupted,
                 };

@@ -145,6 +145,7 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
     assert!(tokens.len() > 3, "streamed in pieces: {tokens:?}");
     assert_eq!(tokens.concat(), "Nice to meet you, Grace! How can I help?");
     assert_eq!(reply1["text"], json!(tokens.concat()));
+    assert_eq!(settled1["person"], json!("Hi, my name is Grace"));
     assert_eq!(settled1["agent"], reply1["text"]);
     assert_eq!(settled1["interrupted"], json!(false));
     let (_, reply2, _) = turn(&mut socket, "who am i").await?;

@@ -97,6 +97,11 @@ async fn a_campaign_manager_works_in_the_web_app() -> anyhow::Result<()> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("VA_WEB_ONLY").is_some() {
+        // Some browser tests were left out (web/e2e/run.mjs): what they did cannot be checked.
+        println!("VA_WEB_ONLY is set: the checks after the browser tests are skipped");
+        return Ok(());
+    }
     // The campaign the browser created and started: one message per good row of its upload.
     let by_to = ledger_counts(&stack).await?;
     for n in 1..=5 {

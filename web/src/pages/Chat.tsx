@@ -2,7 +2,7 @@
 // the other channels (channel `web`), over the api's WebSocket (`/api/live/chat`). Replies
 // stream as the model produces them; in voice mode the browser recognises what the person
 // says, speaks the reply piece by piece, and lets the person cut in.
-import { useCallback, useEffect, useRef, useState, type FormEvent } from 'react';
+import { Fragment, useCallback, useEffect, useRef, useState, type FormEvent } from 'react';
 import { useQuery } from '@tanstack/react-query';
 import { Link, useSearchParams } from 'react-router';
 import { api, data } from '../api/client';
@@ -21,7 +21,7 @@ type ServerFrame =
   | { type: 'ready'; chat: string; conversation_id: string; profile: string; history: Line[]; open: boolean }
   | { type: 'token'; text: string }
   | { type: 'reply'; text: string; actions: string[]; open: boolean }
-  | { type: 'settled'; turn_id: string; agent: string; interrupted: boolean }
+  | { type: 'settled'; turn_id: string; person: string; agent: string; interrupted: boolean }
   | { type: 'error'; message: string };
 
 type Phase = 'connecting' | 'idle' | 'listening' | 'thinking' | 'speaking' | 'closed';
@@ -35,7 +35,7 @@ const PHASE_TEXT: Record<Phase, string> = {
   closed: 'Disconnected',
 };
 
-/** The turn in progress: what the person said and the reply so far. */
+/** A turn not yet settled: what the person said and the reply so far. */
 interface Current {
   person: string;
   reply: string;
@@ -48,6 +48,12 @@ interface Spoken {
   partial: string;
   queued: number;
   buffer: string;
+}
+
+/** `turns` with its last element replaced by `f` of it (a frame for the turn in progress). */
+function updateLast(turns: Current[], f: (c: Current) => Current): Current[] {
+  const last = turns[turns.length - 1];
+  return last ? [...turns.slice(0, -1), f(last)] : turns;
 }
 
 function socketUrl(profile: string, chat: string | null): string {
@@ -74,7 +80,10 @@ function ChatPage() {
   const chat = params.get('chat');
 
   const [lines, setLines] = useState<Line[]>([]);
-  const [current, setCurrent] = useState<Current | null>(null);
+  // Turns the api has not yet called durable, oldest first; the last is the one in progress.
+  // `settled` frames come in the order of the prompts, and one may arrive after the next
+  // prompt's first tokens.
+  const [unsettled, setUnsettled] = useState<Current[]>([]);
   const [phase, setPhase] = useState<Phase>('connecting');
   const [open, setOpen] = useState(true);
   const [note, setNote] = useState<string | null>(null);
@@ -89,12 +98,8 @@ function ChatPage() {
   const voiceRef = useRef(false);
   const completeRef = useRef(false);
   const [canListen] = useState(() => makeRecognizer() !== null);
-  // The chat to reconnect to (the address may lag behind) and the turn a `settled` completes.
+  // The chat to reconnect to (the address may lag behind).
   const chatRef = useRef<string | null>(chat);
-  const currentRef = useRef<Current | null>(null);
-  useEffect(() => {
-    currentRef.current = current;
-  }, [current]);
 
   const send = useCallback((frame: object) => {
     const s = socket.current;
@@ -149,9 +154,7 @@ function ChatPage() {
       if (!t) return;
       spoken.current = { done: [], partial: '', queued: 0, buffer: '' };
       completeRef.current = false;
-      const c = { person: t, reply: '', complete: false };
-      currentRef.current = c;
-      setCurrent(c);
+      setUnsettled((u) => [...u, { person: t, reply: '', complete: false }]);
       setPhase('thinking');
       send({ type: 'prompt', text: t, speaking: voiceRef.current && speaker.current !== null });
     },
@@ -175,8 +178,7 @@ function ChatPage() {
         switch (f.type) {
           case 'ready':
             setLines(f.history);
-            currentRef.current = null;
-            setCurrent(null);
+            setUnsettled([]);
             setOpen(f.open);
             setConversationId(f.conversation_id);
             setNote(null);
@@ -189,7 +191,7 @@ function ChatPage() {
             }
             break;
           case 'token':
-            setCurrent((c) => (c ? { ...c, reply: c.reply + f.text } : c));
+            setUnsettled((u) => updateLast(u, (c) => ({ ...c, reply: c.reply + f.text })));
             if (voiceRef.current && speaker.current) {
               const sp = spoken.current;
               const { pieces, rest } = takePieces(sp.buffer + f.text);
@@ -200,7 +202,7 @@ function ChatPage() {
           case 'reply':
             completeRef.current = true;
             setOpen(f.open);
-            setCurrent((c) => (c ? { ...c, reply: f.text, complete: true } : c));
+            setUnsettled((u) => updateLast(u, (c) => ({ ...c, reply: f.text, complete: true })));
             if (voiceRef.current && speaker.current) {
               const sp = spoken.current;
               const rest = sp.buffer.trim();
@@ -214,21 +216,23 @@ function ChatPage() {
               setPhase('idle');
             }
             break;
-          case 'settled': {
-            const c = currentRef.current;
-            if (c) {
-              setLines((l) => [
-                ...l,
-                { speaker: 'person', text: c.person },
-                ...(f.agent ? [{ speaker: 'agent' as const, text: f.agent, interrupted: f.interrupted }] : []),
-              ]);
-            }
-            currentRef.current = null;
-            setCurrent(null);
+          case 'settled':
+            // The oldest turn is now durable, as the api kept it (cut to what was heard).
+            setUnsettled((u) => u.slice(1));
+            setLines((l) => [
+              ...l,
+              { speaker: 'person', text: f.person },
+              ...(f.agent ? [{ speaker: 'agent' as const, text: f.agent, interrupted: f.interrupted }] : []),
+            ]);
             break;
-          }
           case 'error':
             setNote(f.message);
+            // A refused prompt gets no reply and never settles.
+            setUnsettled((u) => {
+              const last = u[u.length - 1];
+              return last && !last.complete && !last.reply ? u.slice(0, -1) : u;
+            });
+            setPhase((p) => (p === 'thinking' ? (voiceRef.current ? 'listening' : 'idle') : p));
             break;
         }
       };
@@ -317,7 +321,7 @@ function ChatPage() {
         {conversationId && <Link to={`/conversations/${conversationId}`}>This conversation</Link>}
       </div>
       <div className="panel thread" aria-label="Chat">
-        {lines.length === 0 && !current ? (
+        {lines.length === 0 && unsettled.length === 0 ? (
           <Empty>Say hello to start.</Empty>
         ) : (
           <ol className="plain">
@@ -329,18 +333,18 @@ function ChatPage() {
                 </p>
               </li>
             ))}
-            {current && (
-              <>
+            {unsettled.map((t, i) => (
+              <Fragment key={`unsettled-${lines.length + 2 * i}`}>
                 <li className="msg inbound">
-                  <p className="bubble">{current.person}</p>
+                  <p className="bubble">{t.person}</p>
                 </li>
-                <li className="msg outbound" aria-live="polite" aria-busy={!current.complete}>
+                <li className="msg outbound" aria-live="polite" aria-busy={!t.complete}>
                   <p className="bubble" data-testid="streaming-reply">
-                    {current.reply || '…'}
+                    {t.reply || '…'}
                   </p>
                 </li>
-              </>
-            )}
+              </Fragment>
+            ))}
           </ol>
         )}
       </div>
