@@ -26,6 +26,8 @@
 #   BENCH_DECOMPOSE=1           also run the loop with the durable activity's MongoDB writes but
 #                               no Temporal (0: skip), to split the cost of durability
 #   BENCH_POLL_S=1              seconds between progress polls (each one aggregates all items)
+#   BENCH_DELIVER_WAIT_S=120    after the campaign completed, how long to wait for every item
+#                               to be delivered (status callbacks applied)
 #   BENCH_CHANNEL=sms           sms, or voice: a voice campaign (a child call workflow per contact,
 #                               answered by a silent human: the agent's greeting, two reprompts
 #                               and a goodbye, in simulated time), durable run only
@@ -54,6 +56,8 @@ BENCH_CALLBACK_DELAY_MS="${BENCH_CALLBACK_DELAY_MS:-20}"
 BENCH_MONGO_CACHE="${BENCH_MONGO_CACHE:-512M}"
 BENCH_DECOMPOSE="${BENCH_DECOMPOSE:-1}"
 BENCH_POLL_S="${BENCH_POLL_S:-1}"
+BENCH_DELIVER_WAIT_S="${BENCH_DELIVER_WAIT_S:-120}"
+[[ "$BENCH_DELIVER_WAIT_S" =~ ^[0-9]+$ ]] || die "BENCH_DELIVER_WAIT_S must be a whole number of seconds"
 BENCH_CHANNEL="${BENCH_CHANNEL:-sms}"
 BENCH_CALL_RATE="${BENCH_CALL_RATE:-20}"
 BENCH_MAX_IN_FLIGHT="${BENCH_MAX_IN_FLIGHT:-50}"
@@ -188,7 +192,8 @@ VOICE_AGENT_API_KEY="$BENCH_API_KEY" "$BIN_DIR/dispatch" run --contacts "$CONTAC
     --watch "worker=$WORKER_PID" --watch "api=$API_PID" --watch "temporal=$TEMPORAL_PID" \
     --watch "mongo=$MONGO_PID" --watch "simulator=$SIM_PID" \
     --channel "$BENCH_CHANNEL" --rate "$BENCH_CALL_RATE" --max-in-flight "$BENCH_MAX_IN_FLIGHT" \
-    --poll-s "$BENCH_POLL_S" "${SETTINGS[@]}" --out "$OUT/durable.json" | tee "$OUT/durable.txt"
+    --poll-s "$BENCH_POLL_S" --deliver-wait-s "$BENCH_DELIVER_WAIT_S" "${SETTINGS[@]}" \
+    --out "$OUT/durable.json" | tee "$OUT/durable.txt"
 
 if [[ "${BENCH_SKIP_BASELINE:-0}" == 1 || "$BENCH_CHANNEL" == voice ]]; then
     log "durable run only: done"

@@ -1,4 +1,4 @@
-//! Code shared by the `dispatch`, `baseline` and `voice` binaries (included with `#[path]`;
+//! Code shared by the benchmark binaries (included with `#[path]`;
 //! the crate has no library): the contact list, the once-a-second sampler, process statistics
 //! from `/proc`, the simulator's admin API and ledger checks, and the result record the
 //! dispatch binaries write.
@@ -558,6 +558,28 @@ pub(crate) struct RunResult {
     pub(crate) progress_ms_mean: f64,
     pub(crate) progress_ms_max: f64,
     pub(crate) settings: BTreeMap<String, String>,
+    /// Each watched process's resident memory at every poll: flat, or growing with the run?
+    #[serde(default)]
+    pub(crate) rss: Vec<RssSample>,
+}
+
+/// Resident memory of the watched processes at one poll.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RssSample {
+    pub(crate) t: f64,
+    pub(crate) accepted: u64,
+    /// MiB by process name.
+    pub(crate) mib: BTreeMap<String, f64>,
+}
+
+impl RssSample {
+    pub(crate) fn now(t: f64, accepted: u64, watched: &[Watched]) -> Self {
+        let mib = watched
+            .iter()
+            .filter_map(|w| Some((w.name.clone(), status_kib(w.pid, "VmRSS")? as f64 / 1024.0)))
+            .collect();
+        Self { t, accepted, mib }
+    }
 }
 
 impl RunResult {
@@ -621,5 +643,35 @@ pub(crate) fn fmt_f(v: f64, decimals: usize) -> String {
         format!("{v:.decimals$}")
     } else {
         "-".to_owned()
+    }
+}
+
+/// Percentiles of a sample, in milliseconds (nearest rank).
+pub(crate) struct Percentiles {
+    pub(crate) n: usize,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+impl Percentiles {
+    /// `None` for an empty sample.
+    pub(crate) fn of(mut d: Vec<Duration>) -> Option<Self> {
+        if d.is_empty() {
+            return None;
+        }
+        d.sort();
+        let at = |q: f64| {
+            let i = ((d.len() as f64 * q).ceil() as usize).clamp(1, d.len()) - 1;
+            d[i].as_secs_f64() * 1000.0
+        };
+        Some(Self {
+            n: d.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        })
     }
 }

@@ -432,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
         progress_ms_mean: mean,
         progress_ms_max: progress_ms.iter().copied().fold(0.0, f64::max),
         settings,
+        rss: Vec::new(),
     };
     write_result(&args.out, &result)?;
     println!(

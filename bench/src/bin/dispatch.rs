@@ -25,8 +25,9 @@ use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 use shared::{
-    RunResult, Sample, TemporalFigures, Watched, cpu_snapshot, fmt_f, insert_contacts, loadavg,
-    now_rfc3339, parse_watched, phone_numbers, process_figures, rates, read_result, write_result,
+    RssSample, RunResult, Sample, TemporalFigures, Watched, cpu_snapshot, fmt_f, insert_contacts,
+    loadavg, now_rfc3339, parse_watched, phone_numbers, process_figures, rates, read_result,
+    write_result,
 };
 
 #[derive(Parser)]
@@ -85,6 +86,10 @@ struct RunArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3_600)]
     timeout_s: u64,
+    /// After the campaign completed, how long to wait for every item to be `delivered` (the
+    /// simulator's status callbacks applied).
+    #[arg(long, default_value_t = 120)]
+    deliver_wait_s: u64,
     /// Where to write the result (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -233,6 +238,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         accepted: 0,
     }];
     let mut progress_ms: Vec<f64> = Vec::new();
+    let mut rss: Vec<RssSample> = Vec::new();
     let mut completed_at: Option<f64> = None;
     let mut cpu_end = None;
     let mut all_delivered: Option<f64> = None;
@@ -279,6 +285,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             accepted: 0,
         });
         samples.push(Sample { t, accepted });
+        rss.push(RssSample::now(t, accepted, &args.watch));
         let (status, counts) = match &progress {
             Ok(p) => {
                 progress_ms.push(q_ms);
@@ -319,7 +326,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             all_delivered = Some(t);
         }
         if completed_at.is_some()
-            && (all_delivered.is_some() || t > completed_at.unwrap_or(t) + 120.0)
+            && (all_delivered.is_some()
+                || t > completed_at.unwrap_or(t) + args.deliver_wait_s as f64)
         {
             break;
         }
@@ -395,6 +403,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         progress_ms_mean: mean(&progress_ms),
         progress_ms_max: progress_ms.iter().copied().fold(0.0, f64::max),
         settings,
+        rss,
     };
     write_result(&args.out, &result)?;
     print_summary(&result);
@@ -402,6 +411,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("not exactly once: {:?}", result.verification);
     }
     Ok(())
+}
+
+/// Resident memory through the run: at each tenth of the messages accepted, and at the end.
+fn print_rss(r: &RunResult) {
+    let Some(last) = r.rss.last() else { return };
+    let names: Vec<&String> = last.mib.keys().collect();
+    print!("RSS (MiB) by accepted:");
+    for n in &names {
+        print!(" {n:>9}");
+    }
+    println!();
+    let mut marks: Vec<&RssSample> = (1..=10)
+        .filter_map(|tenth| {
+            let at = r.contacts * tenth / 10;
+            r.rss.iter().find(|s| s.accepted >= at)
+        })
+        .collect();
+    marks.push(last);
+    marks.dedup_by_key(|s| s.t.to_bits());
+    for s in marks {
+        print!("  {:>7} at {:>6.0} s", s.accepted, s.t);
+        for n in &names {
+            print!(
+                " {:>9}",
+                s.mib.get(*n).map_or("-".to_owned(), |v| fmt_f(*v, 1))
+            );
+        }
+        println!();
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -688,6 +726,7 @@ fn print_summary(r: &RunResult) {
             fmt_f(p.cores, 2)
         );
     }
+    print_rss(r);
     let v = &r.verification;
     println!(
         "exactly once: {} (ledger {} for {} contacts, {} missing, {} repeated, {} duplicate entries; \

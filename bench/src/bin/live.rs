@@ -5,6 +5,9 @@
 //! the reply, off the hot path). With the scripted agent the model takes no time, so the first
 //! figure is the engine's whole overhead. Run by `scripts/bench-live.sh`.
 
+#[path = "../shared.rs"]
+mod shared;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,6 +16,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use shared::Percentiles;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -127,19 +132,14 @@ async fn read(
     }
 }
 
-fn report(name: &str, mut d: Vec<Duration>) {
-    d.sort();
-    let at = |q: f64| {
-        let i = ((d.len() as f64 * q).ceil() as usize).clamp(1, d.len()) - 1;
-        d[i].as_secs_f64() * 1000.0
+fn report(name: &str, d: Vec<Duration>) {
+    let Some(p) = Percentiles::of(d) else {
+        println!("{name:<34} no samples");
+        return;
     };
     println!(
         "{name:<34} n={:<6} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
-        d.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
+        p.n, p.p50, p.p90, p.p99, p.max
     );
 }
 
