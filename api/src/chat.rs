@@ -7,13 +7,16 @@
 //! | from | `type` | fields | meaning |
 //! |---|---|---|---|
 //! | server | `ready` | `chat`, `conversation_id`, `profile`, `history`, `open` | the conversation so far; `open`: the agent answers |
-//! | client | `prompt` | `text`, `speaking` | the person's turn; `speaking`: the client speaks the reply aloud and says when it is done |
-//! | server | `token` | `text` | the next piece of the reply, as the model produces it |
-//! | server | `reply` | `text`, `actions`, `open` | the reply is complete (all its tokens were sent) |
+//! | client | `prompt` | `text`, `speaking`, `seq` | the person's turn; `speaking`: the client speaks the reply aloud and says when it is done; `seq` (optional, 0 when absent): the client's number for the turn, echoed on its `token` and `reply` frames |
+//! | server | `token` | `seq`, `text` | the next piece of the reply, as the model produces it |
+//! | server | `reply` | `seq`, `text`, `actions`, `open` | the reply is complete (all its tokens were sent) |
 //! | client | `spoken` | | the reply was spoken to the end |
 //! | client | `interrupt` | `heard` | the person cut in: the reply stops, and only `heard` counts as said |
 //! | server | `settled` | `turn_id`, `person`, `agent`, `interrupted` | the turn is durable (in the workflow's history); sent when the signal returns, which may be after the next turn's first tokens: turns settle in the order they were prompted |
 //! | server | `error` | `message` | a bad frame, or the turn could not be saved (then the socket closes) |
+//!
+//! Frames the api sent before it read an `interrupt` or the next `prompt` still arrive after
+//! them; `seq` lets the client tell the cut reply's last tokens from the next one's.
 //!
 //! A turn is settled when its reply is complete and, for a client that speaks it, spoken or
 //! interrupted; a new prompt or a closed socket settles the one before as said. A reply still
@@ -188,6 +191,8 @@ enum ClientFrame {
         text: String,
         #[serde(default)]
         speaking: bool,
+        #[serde(default)]
+        seq: u64,
     },
     Spoken,
     Interrupt {
@@ -207,9 +212,11 @@ enum ServerFrame<'a> {
         open: bool,
     },
     Token {
+        seq: u64,
         text: &'a str,
     },
     Reply {
+        seq: u64,
         text: &'a str,
         actions: Vec<&'static str>,
         open: bool,
@@ -233,6 +240,7 @@ enum Pending {
         at: String,
         said: String,
         speaking: bool,
+        seq: u64,
         stream: Streaming,
     },
     /// Complete, waiting to be spoken or cut off.
@@ -312,16 +320,18 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
             },
             piece = piece => match piece {
                 Some(p) => {
-                    if let Pending::Streaming { said, .. } = &mut pending {
+                    let mut seq = 0;
+                    if let Pending::Streaming { said, seq: s, .. } = &mut pending {
                         said.push_str(&p);
+                        seq = *s;
                     }
-                    if !send(&mut socket, &ServerFrame::Token { text: &p }).await {
+                    if !send(&mut socket, &ServerFrame::Token { seq, text: &p }).await {
                         break;
                     }
                 }
                 None => {
                     // Every piece is out: the reply is complete.
-                    let Pending::Streaming { person, at, said, speaking, stream } =
+                    let Pending::Streaming { person, at, said, speaking, seq, stream } =
                         std::mem::replace(&mut pending, Pending::None)
                     else {
                         unreachable!("pieces come only while streaming")
@@ -338,6 +348,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                         .iter()
                         .any(|a| !matches!(a, voice_agent_agent::AgentAction::ScheduleCallback { .. }));
                     let frame = ServerFrame::Reply {
+                        seq,
                         text: &said,
                         actions: reply.actions.iter().map(|a| a.kind()).collect(),
                         open: session.open_for_agent() && !ends,
@@ -370,7 +381,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                     }
                 };
                 match frame {
-                    ClientFrame::Prompt { text, speaking } => {
+                    ClientFrame::Prompt { text, speaking, seq } => {
                         let text = text.trim().to_owned();
                         if text.is_empty() || text.chars().count() > MAX_PERSON_CHARS {
                             let message = format!("a prompt is 1-{MAX_PERSON_CHARS} characters");
@@ -402,6 +413,7 @@ async fn run(state: AppState, mut socket: WebSocket, chat: String, profile: Agen
                             at: chrono::Utc::now().to_rfc3339(),
                             said: String::new(),
                             speaking,
+                            seq,
                             stream,
                         };
                     }
@@ -515,5 +527,15 @@ mod tests {
         assert!(matches!(f, ClientFrame::Interrupt { heard } if heard == "Hello"));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"shout"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"prompt"}"#).is_err());
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"prompt","text":"hi","seq":7}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Prompt { seq: 7, .. }));
+        for bad in [r#"-1"#, r#"1.5"#, r#""7""#, r#"18446744073709551616"#] {
+            let frame = format!(r#"{{"type":"prompt","text":"hi","seq":{bad}}}"#);
+            assert!(
+                serde_json::from_str::<ClientFrame>(&frame).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

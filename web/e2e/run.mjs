@@ -454,6 +454,65 @@ await test('chat with the scripted agent on the AI Chat page: streamed replies, 
   await context.close();
 });
 
+await test('a reply still on its way when the next prompt goes out stays out of the next reply', async () => {
+  const { page, check, context } = await open();
+  // The first reply's frames (and every `settled`) pass through the test, which holds them
+  // until the second reply has streamed: frames the api sent before it read the next prompt,
+  // arriving after it, as on a slow network.
+  const heldFirst = [];
+  const heldSettled = [];
+  let firstDone = false;
+  let send = () => {};
+  await page.routeWebSocket(/\/api\/live\/chat/, (ws) => {
+    const server = ws.connectToServer();
+    send = (m) => ws.send(m);
+    server.onMessage((m) => {
+      const type = typeof m === 'string' ? JSON.parse(m).type : '';
+      if (type === 'settled') heldSettled.push(m);
+      else if (!firstDone && (type === 'token' || type === 'reply')) {
+        heldFirst.push(m);
+        if (type === 'reply') firstDone = true;
+      } else ws.send(m);
+    });
+  });
+  await page.goto(BASE + '/chat?profile=reception');
+  await page.getByRole('status').filter({ hasText: 'Ready' }).waitFor();
+  await page.getByLabel('Message').fill('Hi, my name is Linus');
+  await page.getByRole('button', { name: 'Send' }).click();
+  for (let i = 0; !firstDone; i++) {
+    assert.ok(i < 600, 'the first reply never finished');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.getByLabel('Message').fill('who am i');
+  await page.getByRole('button', { name: 'Send' }).click();
+  const replies = page.getByTestId('streaming-reply');
+  await replies.filter({ hasText: 'You told me your name is Linus.' }).waitFor();
+  const settledHeld = async (what) => {
+    for (let i = 0; heldSettled.length < 1; i++) {
+      assert.ok(i < 600, `the ${what} turn never settled`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  await settledHeld('first');
+  heldFirst.splice(0).forEach(send);
+  // The first turn settles; by then the browser has handled every frame released before it.
+  send(heldSettled.shift());
+  await page.locator('.thread li.msg:not([aria-live]) .bubble', { hasText: 'Nice to meet you, Linus! How can I help?' }).waitFor();
+  assert.deepEqual(await replies.allInnerTexts(), ['You told me your name is Linus.'], 'the second reply, unsettled');
+  await settledHeld('second');
+  send(heldSettled.shift());
+  await replies.first().waitFor({ state: 'detached' });
+  const bubbles = await page.locator('.thread .bubble').allInnerTexts();
+  assert.deepEqual(bubbles, [
+    'Hi, my name is Linus',
+    'Nice to meet you, Linus! How can I help?',
+    'who am i',
+    'You told me your name is Linus.',
+  ]);
+  check();
+  await context.close();
+});
+
 await test('voice mode on the AI Chat page: speech in, the reply spoken piece by piece, barge-in', async () => {
   const { page, check, context } = await open();
   // Headless Chromium has no microphone and may have no voices: a fake stands in for both,

@@ -74,11 +74,12 @@ async fn send(socket: &mut Socket, frame: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The tokens of one reply and its `reply` frame.
-async fn reply(socket: &mut Socket) -> anyhow::Result<(Vec<String>, Value)> {
+/// The tokens of one reply and its `reply` frame, each carrying the prompt's `seq`.
+async fn reply(socket: &mut Socket, seq: u64) -> anyhow::Result<(Vec<String>, Value)> {
     let mut tokens = Vec::new();
     loop {
         let f = next_frame(socket).await?;
+        anyhow::ensure!(f["seq"] == json!(seq), "expected seq {seq} on {f}");
         match f["type"].as_str() {
             Some("token") => tokens.push(f["text"].as_str().unwrap_or_default().to_owned()),
             Some("reply") => return Ok((tokens, f)),
@@ -89,8 +90,11 @@ async fn reply(socket: &mut Socket) -> anyhow::Result<(Vec<String>, Value)> {
 
 /// Says `text` and reads the whole streamed reply and its settlement.
 async fn turn(socket: &mut Socket, text: &str) -> anyhow::Result<(Vec<String>, Value, Value)> {
-    send(socket, json!({"type": "prompt", "text": text})).await?;
-    let (tokens, reply) = reply(socket).await?;
+    // Numbered as the web app numbers its prompts, so the frames can be told apart.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    send(socket, json!({"type": "prompt", "text": text, "seq": seq})).await?;
+    let (tokens, reply) = reply(socket, seq).await?;
     let settled = next_frame(socket).await?;
     anyhow::ensure!(
         settled["type"] == "settled",
@@ -157,7 +161,7 @@ async fn a_browser_chat_streams_replies_keeps_what_was_heard_and_reconnects_afte
         json!({"type": "prompt", "text": "hello", "speaking": true}),
     )
     .await?;
-    let (tokens, _) = reply(&mut socket).await?;
+    let (tokens, _) = reply(&mut socket, 0).await?;
     assert!(tokens.len() > 2);
     send(
         &mut socket,

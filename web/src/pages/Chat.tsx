@@ -19,8 +19,8 @@ interface Line {
 
 type ServerFrame =
   | { type: 'ready'; chat: string; conversation_id: string; profile: string; history: Line[]; open: boolean }
-  | { type: 'token'; text: string }
-  | { type: 'reply'; text: string; actions: string[]; open: boolean }
+  | { type: 'token'; seq: number; text: string }
+  | { type: 'reply'; seq: number; text: string; actions: string[]; open: boolean }
   | { type: 'settled'; turn_id: string; person: string; agent: string; interrupted: boolean }
   | { type: 'error'; message: string };
 
@@ -97,6 +97,11 @@ function ChatPage() {
   const spoken = useRef<Spoken>({ done: [], partial: '', queued: 0, buffer: '' });
   const voiceRef = useRef(false);
   const completeRef = useRef(false);
+  // The number of the latest prompt, and of a reply the person cut off: the api's frames sent
+  // before it read the cut or the next prompt still arrive, and must not be shown or spoken
+  // as part of the next reply.
+  const seqRef = useRef(0);
+  const cutRef = useRef(0);
   const [canListen] = useState(() => makeRecognizer() !== null);
   // The chat to reconnect to (the address may lag behind).
   const chatRef = useRef<string | null>(chat);
@@ -144,6 +149,7 @@ function ChatPage() {
     speaker.current?.cancel();
     const heard = [...sp.done, sp.partial].filter(Boolean).join(' ');
     spoken.current = { done: [], partial: '', queued: 0, buffer: '' };
+    cutRef.current = seqRef.current;
     send({ type: 'interrupt', heard });
     setPhase(voiceRef.current ? 'listening' : 'idle');
   }, [send]);
@@ -156,7 +162,8 @@ function ChatPage() {
       completeRef.current = false;
       setUnsettled((u) => [...u, { person: t, reply: '', complete: false }]);
       setPhase('thinking');
-      send({ type: 'prompt', text: t, speaking: voiceRef.current && speaker.current !== null });
+      seqRef.current += 1;
+      send({ type: 'prompt', text: t, speaking: voiceRef.current && speaker.current !== null, seq: seqRef.current });
     },
     [send],
   );
@@ -191,6 +198,7 @@ function ChatPage() {
             }
             break;
           case 'token':
+            if (f.seq !== seqRef.current || f.seq === cutRef.current) break;
             setUnsettled((u) => updateLast(u, (c) => ({ ...c, reply: c.reply + f.text })));
             if (voiceRef.current && speaker.current) {
               const sp = spoken.current;
@@ -200,6 +208,7 @@ function ChatPage() {
             }
             break;
           case 'reply':
+            if (f.seq !== seqRef.current || f.seq === cutRef.current) break;
             completeRef.current = true;
             setOpen(f.open);
             setUnsettled((u) => updateLast(u, (c) => ({ ...c, reply: f.text, complete: true })));
