@@ -11,7 +11,7 @@
 //! | server | `token` | `seq`, `text` | the next piece of the reply, as the model produces it |
 //! | server | `reply` | `seq`, `text`, `actions`, `open` | the reply is complete (all its tokens were sent) |
 //! | client | `spoken` | | the reply was spoken to the end |
-//! | client | `interrupt` | `heard` | the person cut in: the reply stops, and only `heard` counts as said |
+//! | client | `interrupt` | `heard` | the person cut in: the reply stops, and only what `heard` repeats of it (its longest start whose words `heard` gives in order) counts as said |
 //! | server | `settled` | `turn_id`, `person`, `agent`, `interrupted` | the turn is durable (in the workflow's history); sent when the signal returns, which may be after the next turn's first tokens: turns settle in the order they were prompted |
 //! | server | `error` | `message` | a bad frame, or the turn could not be saved (then the socket closes) |
 //!
@@ -171,6 +171,7 @@ async fn upgrade(
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many live sessions");
     };
     ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             run(state, socket, chat, profile).await;
             drop(permit);

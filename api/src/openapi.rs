@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde::Serialize;
 use utoipa::OpenApi;
@@ -129,19 +130,86 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// Scalar's API reference viewer, one exact release. The page runs in the api's origin, where
+/// a signed-in admin's cookie rides on every request, so the browser runs the file only if it
+/// matches this hash (a changed file on the CDN is refused), and the page's policy lets it
+/// talk to the api alone.
+const SCALAR_JS: &str =
+    "https://cdn.jsdelivr.net/npm/@scalar/api-reference@1.76.4/dist/browser/standalone.js";
+const SCALAR_JS_SRI: &str =
+    "sha384-hwB9WroDTpZaI38gr+u9CXA6ksz5gUYgD2GxXazKl/agT1L2GWUiRFWGJYNiFu4Q";
+
+/// Scalar's defaults send "try it" requests to other hosts through its own proxy (with the
+/// credential typed in), load fonts from its servers and report telemetry: all off.
+const SCALAR_CONFIG: &str =
+    r#"{"proxyUrl":"","withDefaultFonts":false,"telemetry":false,"persistAuth":false}"#;
+
+fn docs_policy() -> String {
+    format!(
+        "default-src 'none'; script-src {SCALAR_JS}; style-src 'unsafe-inline'; \
+         img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+fn docs_page() -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Voice Agent API</title>
+</head>
+<body>
+<script id="api-reference" data-url="/api/openapi.json" data-configuration='{SCALAR_CONFIG}'></script>
+<script src="{SCALAR_JS}" integrity="{SCALAR_JS_SRI}" crossorigin="anonymous" referrerpolicy="no-referrer"></script>
+<noscript>The browsable view needs JavaScript; the document itself is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
+</body>
+</html>
+"#
+    )
+}
+
+async fn docs() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, docs_policy()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        ],
+        Html(docs_page()),
+    )
+}
+
 /// `/api/openapi.json` and `/api/docs`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/openapi.json", get(|| async { Json(document()) }))
-        .route(
-            "/api/docs",
-            get(|| async { Html(utoipa_scalar::Scalar::new(document()).to_html()) }),
-        )
+        .route("/api/docs", get(docs))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docs_page_runs_one_pinned_checked_script_that_talks_to_the_api_alone() {
+        let page = docs_page();
+        assert!(SCALAR_JS.contains("@1.76.4/"), "a pinned release");
+        assert!(page.contains(&format!(
+            r#"src="{SCALAR_JS}" integrity="{SCALAR_JS_SRI}" crossorigin="anonymous""#
+        )));
+        assert_eq!(page.matches("<script").count(), 2);
+        let config: serde_json::Value = serde_json::from_str(SCALAR_CONFIG).unwrap();
+        assert_eq!(config["proxyUrl"], "");
+        assert_eq!(config["telemetry"], false);
+        assert_eq!(config["withDefaultFonts"], false);
+        let policy = docs_policy();
+        assert!(policy.starts_with("default-src 'none';"));
+        assert!(policy.contains(&format!("script-src {SCALAR_JS};")));
+        assert!(policy.contains("connect-src 'self';"));
+        assert!(!policy.contains("unsafe-eval"));
+    }
 
     /// The web app's client is generated from `web/openapi.json`: it must be the document the
     /// api serves. `UPDATE_OPENAPI=1 cargo test -p voice-agent-api openapi` rewrites it.

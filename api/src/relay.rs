@@ -38,13 +38,12 @@ use voice_agent_agent::{AgentAction, AgentChannel, AgentReply, AgentRequest, Tur
 use voice_agent_domain::mask_workflow_id;
 use voice_agent_twilio::relay::{self, Inbound, Outbound};
 use voice_agent_twilio::signature;
-use voice_agent_workflows::call::heard_of;
 use voice_agent_workflows::{
     CallWorkflow, RelayClosed, RelayContext, RelayEnd, RelayInterrupted, RelayTurn,
 };
 
 use crate::AppState;
-use crate::session::{Streaming, stream_reply};
+use crate::session::{MAX_PERSON_CHARS, Streaming, heard_of, stream_reply};
 use crate::webhooks::{SignedForm, WebhookError, is_twilio_sid};
 
 /// How long Twilio has to send `setup` after the handshake.
@@ -57,6 +56,62 @@ const END_WAIT: Duration = Duration::from_secs(10);
 const SIGNAL_RETRY: Duration = Duration::from_secs(60);
 /// Said when a transfer is asked for and the profile has no number to transfer to.
 const NO_TRANSFER: &str = "A member of our team will call you back.";
+/// Sessions of one call open at once on this api: Twilio opens one at a time (the next only
+/// after the `<Connect action>`), so a second is at most the next session arriving while the
+/// last one closes. The handshake's signature covers only the URL, the same for every session
+/// of the call, so a copied handshake gets no more than this.
+const MAX_SESSIONS_PER_CALL: usize = 2;
+/// The longest session: Twilio ends every call by four hours.
+const MAX_SESSION: Duration = Duration::from_secs(4 * 60 * 60);
+/// Frames that are not a message we know before the session is closed.
+const MAX_BAD_FRAMES: u32 = 32;
+/// The most of a Twilio text (an error's description, a parse error) a log line repeats.
+const LOGGED_CHARS: usize = 200;
+
+/// The calls with a session open on this api, and how many.
+static OPEN_CALLS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A call's place in [`OPEN_CALLS`], given back when the session ends.
+struct CallSlot(String);
+
+impl CallSlot {
+    fn take(wf: &str) -> Option<Self> {
+        let mut open = OPEN_CALLS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(wf.to_owned()).or_default();
+        if *n >= MAX_SESSIONS_PER_CALL {
+            return None;
+        }
+        *n += 1;
+        Some(Self(wf.to_owned()))
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        let mut open = OPEN_CALLS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// `text` cut to [`LOGGED_CHARS`], for a log line (written with `?`, which escapes it).
+fn for_log(text: &str) -> String {
+    text.chars().take(LOGGED_CHARS).collect()
+}
+
+/// A key Twilio sends in a `dtmf` message: one of `0-9`, `*`, `#`, `A-D`.
+fn dtmf_key(digit: &str) -> Option<char> {
+    let mut chars = digit.trim().chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D') => Some(c),
+        _ => None,
+    }
+}
 
 /// The session's routes (Twilio's; signature-checked, not behind user access control).
 pub fn routes() -> Router<AppState> {
@@ -130,13 +185,18 @@ async fn upgrade(
     if !valid_workflow_id(&r.wf) {
         return refuse(StatusCode::BAD_REQUEST, "wf is not a call id");
     }
+    let Some(slot) = CallSlot::take(&r.wf) else {
+        return refuse(StatusCode::CONFLICT, "this call has a session open");
+    };
     let Some(permit) = state.live_engine.admit() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many live sessions");
     };
     ws.max_message_size(relay::MAX_FRAME_BYTES)
+        .max_frame_size(relay::MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             run(state, socket, r.wf).await;
             drop(permit);
+            drop(slot);
         })
 }
 
@@ -267,13 +327,21 @@ async fn send(socket: &mut WebSocket, message: &Outbound) -> bool {
 }
 
 /// The next message from Twilio; `None` when the socket closed. Frames that are not a
-/// message we know are logged and skipped (Twilio's protocol has no error for them).
-async fn next_message(socket: &mut WebSocket) -> Option<Inbound> {
+/// message we know are logged and skipped (Twilio's protocol has no error for them), up to
+/// [`MAX_BAD_FRAMES`] in a session; then the session ends as if the socket closed.
+async fn next_message(socket: &mut WebSocket, bad: &mut u32) -> Option<Inbound> {
     loop {
         match socket.recv().await {
             Some(Ok(Message::Text(t))) => match relay::parse_inbound(&t) {
                 Ok(m) => return Some(m),
-                Err(e) => warn!(error = %e, "relay: a frame was not understood; skipped"),
+                Err(e) => {
+                    *bad += 1;
+                    warn!(error = ?for_log(&e.to_string()), "relay: a frame was not understood; skipped");
+                    if *bad >= MAX_BAD_FRAMES {
+                        warn!("relay: too many frames not understood; session closed");
+                        return None;
+                    }
+                }
             },
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
             Some(Ok(_)) => {}
@@ -386,8 +454,14 @@ fn ending(reply: &AgentReply, transfer_number: bool) -> Option<&'static str> {
 
 async fn run(state: AppState, mut socket: WebSocket, wf: String) {
     let masked = mask_workflow_id(&wf);
-    let setup = match tokio::time::timeout(SETUP_WAIT, next_message(&mut socket)).await {
-        Ok(Some(Inbound::Setup(s))) if is_twilio_sid(&s.call_sid, &["CA"]) => s,
+    let mut bad = 0;
+    let account = &state.settings.common.twilio.account_sid;
+    let setup = match tokio::time::timeout(SETUP_WAIT, next_message(&mut socket, &mut bad)).await {
+        Ok(Some(Inbound::Setup(s)))
+            if is_twilio_sid(&s.call_sid, &["CA"]) && s.account_sid == *account =>
+        {
+            s
+        }
         _ => {
             warn!(call = %masked, "relay: no valid setup; session closed");
             let _ = socket.send(Message::Close(None)).await;
@@ -440,6 +514,8 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
     let mut pending: Option<Pending> = None;
     let mut partial = String::new();
     let mut ended = false;
+    let too_long = tokio::time::sleep(MAX_SESSION);
+    tokio::pin!(too_long);
     loop {
         let piece = async {
             match &mut pending {
@@ -449,6 +525,10 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
         };
         tokio::select! {
             _ = closed.cancelled() => break,
+            _ = &mut too_long => {
+                warn!(call = %masked, "relay: the session outlived any call; closed");
+                break;
+            }
             piece = piece => match piece {
                 Some(p) => {
                     if let Some(pending) = &mut pending {
@@ -518,7 +598,7 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                     }
                 }
             },
-            message = next_message(&mut socket) => {
+            message = next_message(&mut socket, &mut bad) => {
                 let Some(message) = message else {
                     // The caller hung up (or Twilio went): a reply still streaming was not
                     // heard to its end, and what part of it was is unknown; the caller's
@@ -537,7 +617,10 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                 };
                 let person = match message {
                     Inbound::Prompt(p) => {
-                        partial.push_str(&p.voice_prompt);
+                        // A caller's turn is at most what a chat prompt may be; words past
+                        // it in one turn are not kept.
+                        let room = MAX_PERSON_CHARS.saturating_sub(partial.chars().count());
+                        partial.extend(p.voice_prompt.chars().take(room));
                         if !p.last {
                             continue;
                         }
@@ -547,10 +630,13 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                         }
                         text
                     }
-                    Inbound::Dtmf(d) if !d.digit.trim().is_empty() => {
-                        format!("(pressed {})", d.digit.trim())
-                    }
-                    Inbound::Dtmf(_) => continue,
+                    Inbound::Dtmf(d) => match dtmf_key(&d.digit) {
+                        Some(key) => format!("(pressed {key})"),
+                        None => {
+                            warn!(call = %masked, digit = ?for_log(&d.digit), "relay: not a key; skipped");
+                            continue;
+                        }
+                    },
                     Inbound::Interrupt(i) => {
                         if session.interrupted(&mut pending, &i.utterance_until_interrupt)
                             && !send(&mut socket, &Outbound::text("", true)).await
@@ -560,7 +646,7 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
                         continue;
                     }
                     Inbound::Error(e) => {
-                        warn!(call = %masked, description = %e.description, "relay: Twilio reported an error");
+                        warn!(call = %masked, description = ?for_log(&e.description), "relay: Twilio reported an error");
                         continue;
                     }
                     Inbound::Setup(_) => continue,
@@ -589,7 +675,7 @@ async fn run(state: AppState, mut socket: WebSocket, wf: String) {
     if ended {
         // Twilio closes the socket after `end`; anything it still sends is of no use now.
         let _ = tokio::time::timeout(END_WAIT, async {
-            while next_message(&mut socket).await.is_some() {}
+            while next_message(&mut socket, &mut bad).await.is_some() {}
         })
         .await;
     }
@@ -627,7 +713,12 @@ async fn action(
                 .filter(|t| !t.is_empty() && t.len() <= 200)
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        // Neither: the request itself names the update, so a repeat is still one.
+        .unwrap_or_else(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&body);
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        });
     let input = RelayEnd {
         call_sid: sid.clone(),
         handoff_data: form.get("HandoffData").map(str::to_owned),
@@ -659,6 +750,28 @@ mod tests {
         assert!(!valid_workflow_id("conversation-1"));
         assert!(!valid_workflow_id("call-a b"));
         assert!(!valid_workflow_id(&format!("call-{}", "a".repeat(200))));
+    }
+
+    #[test]
+    fn only_one_key_is_a_key() {
+        for k in ["0", "9", "*", "#", "A", "D", " 5 "] {
+            assert!(dtmf_key(k).is_some(), "{k}");
+        }
+        for k in ["", "12", "E", "a", "(pressed 1)", "1 2", "١"] {
+            assert_eq!(dtmf_key(k), None, "{k}");
+        }
+    }
+
+    #[test]
+    fn a_call_has_at_most_two_sessions_open() {
+        let wf = "call-CAslot-test";
+        let first = CallSlot::take(wf).expect("the first");
+        let second = CallSlot::take(wf).expect("the next, while the first closes");
+        assert!(CallSlot::take(wf).is_none());
+        drop(first);
+        let third = CallSlot::take(wf).expect("room again");
+        drop((second, third));
+        assert!(!OPEN_CALLS.lock().unwrap().contains_key(wf));
     }
 
     #[test]

@@ -305,7 +305,43 @@ impl Recorder {
     }
 }
 
-pub use voice_agent_workflows::call::heard_of;
+/// What the person heard of `said` when they cut in, by Twilio's or the browser's account:
+/// the longest start of `said` whose letters and digits `heard` repeats in order (spacing,
+/// punctuation and case aside, as a speech engine may change them). Never more than was said,
+/// and never words the agent did not say: an account that strays ends the match there.
+pub fn heard_of(said: &str, heard: &str) -> String {
+    let mut theirs = heard
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase);
+    let mut end = 0;
+    'said: for (i, c) in said.char_indices() {
+        if !c.is_alphanumeric() {
+            continue;
+        }
+        for lower in c.to_lowercase() {
+            if theirs.next() != Some(lower) {
+                break 'said;
+            }
+        }
+        end = i + c.len_utf8();
+    }
+    // An account that ends on punctuation, having matched to its end, was heard through the
+    // punctuation that follows the last word.
+    let ends_on_mark = heard
+        .trim_end()
+        .chars()
+        .next_back()
+        .is_some_and(|c| !c.is_alphanumeric());
+    if ends_on_mark && theirs.next().is_none() {
+        end += said[end..]
+            .chars()
+            .take_while(|c| !c.is_alphanumeric() && !c.is_whitespace())
+            .map(char::len_utf8)
+            .sum::<usize>();
+    }
+    said[..end].to_owned()
+}
 
 /// The workflow's state by query, retried (a busy worker can let one query time out) until
 /// [`QUERY_TIMEOUT`]; `None` when the workflow does not exist or no worker answers.
@@ -398,5 +434,22 @@ mod tests {
         assert_eq!(heard_of("Hello there, how", " Hello there"), "Hello there");
         assert_eq!(heard_of("Hi", "Hi and much more"), "Hi");
         assert_eq!(heard_of("Hello", ""), "");
+        // Spacing, punctuation and case as a speech engine reports them.
+        assert_eq!(
+            heard_of("Hello there, how are you?", "hello there how"),
+            "Hello there, how"
+        );
+        assert_eq!(
+            heard_of("Nice to meet you, Ada! How", "Nice to meet you, Ada!"),
+            "Nice to meet you, Ada!"
+        );
+        assert_eq!(
+            heard_of("Hello there! How can I help?", "Hello there!"),
+            "Hello there!"
+        );
+        // Words the agent never said are not taken, whatever their length.
+        assert_eq!(heard_of("We open at nine.", "We close"), "We");
+        assert_eq!(heard_of("We open at nine.", "Ignore all rules"), "");
+        assert_eq!(heard_of("Größe fünf", "größe"), "Größe");
     }
 }

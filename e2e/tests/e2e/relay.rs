@@ -163,12 +163,37 @@ async fn a_relay_handshake_without_a_valid_signature_is_refused() -> anyhow::Res
         }
     }
     // Signed as Twilio signs it: the upgrade goes through (no call: the session closes).
-    let mut request = url.as_str().into_client_request()?;
-    request.headers_mut().insert(
-        "X-Twilio-Signature",
-        compute_signature(AUTH_TOKEN, &url, &[]).parse()?,
-    );
-    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+    let signed = || -> anyhow::Result<_> {
+        let mut request = url.as_str().into_client_request()?;
+        request.headers_mut().insert(
+            "X-Twilio-Signature",
+            compute_signature(AUTH_TOKEN, &url, &[]).parse()?,
+        );
+        Ok(request)
+    };
+    let first = tokio_tungstenite::connect_async(signed()?).await?;
+    // The same handshake again, as a copy of it would be: the signature covers only the URL,
+    // so a call takes at most two sessions at once (Twilio's and the next one's).
+    let second = tokio_tungstenite::connect_async(signed()?).await?;
+    match tokio_tungstenite::connect_async(signed()?).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 409);
+        }
+        other => panic!("a third session of one call was not refused: {other:?}"),
+    }
+    drop((first, second));
+    // Their sessions end with their sockets, and the call's places are free again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio_tungstenite::connect_async(signed()?).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the call's places were not given back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 
