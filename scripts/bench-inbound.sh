@@ -46,26 +46,13 @@ for bin in voice-agent-api voice-agent-worker inbound; do
     [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
 done
 
-OUT="$VA_DATA_DIR/bench/inbound-$(date +%Y%m%d-%H%M%S)"
-WORK="$VA_DATA_DIR/bench-work-$$"
-mkdir -p "$OUT" "$WORK"
-va_remove_on_exit "$WORK"
-log "logs: ${OUT#"$VA_ROOT"/}"
+va_bench_dirs inbound
 
 read -r T_PORT T_HTTP T_METRICS M_PORT A_HTTP A_GRPC <<<"$(free_port 6)"
 MONGO_URI="mongodb://127.0.0.1:$M_PORT/?directConnection=true"
 API_URL="http://127.0.0.1:$A_HTTP"
 
-mongo_args=(--host 127.0.0.1 --port "$M_PORT" --storage-path "$WORK/mongo")
-[[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 64MB)
-mkdir -p "$WORK/mongo"
-va_start mongo "$OUT/mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
-wait_for_port 127.0.0.1 "$M_PORT" "MongoDB" 60 "$VA_LAST_PID"
-
-va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" server start-dev --headless --ip 127.0.0.1 \
-    --port "$T_PORT" --http-port "$T_HTTP" --metrics-port "$T_METRICS" --log-level warn \
-    "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}"
-wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$VA_LAST_PID"
+va_bench_services "$M_PORT" "$T_PORT" "$T_HTTP" "$T_METRICS"
 
 va_unset_args TEMPORAL_
 APP_ENV=(

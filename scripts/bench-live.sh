@@ -23,13 +23,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$VA_ROOT"
 va_install_traps
 
-number() {
-    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"
-    printf '%s\n' "$2"
-}
-BENCH_SESSIONS="$(number BENCH_SESSIONS "${BENCH_SESSIONS:-20}")"
-BENCH_TURNS="$(number BENCH_TURNS "${BENCH_TURNS:-20}")"
-BENCH_THINK_MS="$(number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
+BENCH_SESSIONS="$(va_bench_number BENCH_SESSIONS "${BENCH_SESSIONS:-20}")"
+BENCH_TURNS="$(va_bench_number BENCH_TURNS "${BENCH_TURNS:-20}")"
+BENCH_THINK_MS="$(va_bench_number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
 BENCH_PROFILE="${BENCH_PROFILE:-release}"
 case "$BENCH_PROFILE" in
 release) PROFILE_FLAG=(--release) PROFILE_DIR=release ;;
@@ -49,28 +45,13 @@ for bin in voice-agent-api voice-agent-worker live; do
     [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
 done
 
-OUT="$VA_DATA_DIR/bench/live-$(date +%Y%m%d-%H%M%S)"
-WORK="$VA_DATA_DIR/bench-work-$$"
-mkdir -p "$OUT" "$WORK"
-va_remove_on_exit "$WORK"
-log "results and logs: ${OUT#"$VA_ROOT"/}"
+va_bench_dirs live
 
 read -r T_PORT T_HTTP T_METRICS M_PORT A_HTTP A_GRPC <<<"$(free_port 6)"
 API_URL="http://127.0.0.1:$A_HTTP"
 KEY="$(va_new_api_key)"
 
-mongo_args=(--host 127.0.0.1 --port "$M_PORT" --storage-path "$WORK/mongo")
-[[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 64MB)
-mkdir -p "$WORK/mongo"
-va_start mongo "$OUT/mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
-MONGO_PID="$VA_LAST_PID"
-wait_for_port 127.0.0.1 "$M_PORT" "MongoDB" 60 "$MONGO_PID"
-
-va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" server start-dev --headless --ip 127.0.0.1 \
-    --port "$T_PORT" --http-port "$T_HTTP" --metrics-port "$T_METRICS" --log-level warn \
-    "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}"
-TEMPORAL_PID="$VA_LAST_PID"
-wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$TEMPORAL_PID"
+va_bench_services "$M_PORT" "$T_PORT" "$T_HTTP" "$T_METRICS"
 
 va_unset_args TEMPORAL_
 APP_ENV=(

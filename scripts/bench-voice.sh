@@ -37,17 +37,13 @@ va_install_traps
 [[ "${1:-}" == -- ]] && shift
 EXTRA=("$@")
 
-number() {
-    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"
-    printf '%s\n' "$2"
-}
-BENCH_CALLS="$(number BENCH_CALLS "${BENCH_CALLS:-20}")"
-BENCH_LINES="$(number BENCH_LINES "${BENCH_LINES:-15}")"
-BENCH_TURNS="$(number BENCH_TURNS "${BENCH_TURNS:-2000}")"
-BENCH_THINK_MS="$(number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
-BENCH_WARMUP_CALLS="$(number BENCH_WARMUP_CALLS "${BENCH_WARMUP_CALLS:-20}")"
-BENCH_SILENCE_EVERY="$(number BENCH_SILENCE_EVERY "${BENCH_SILENCE_EVERY:-0}")"
-BENCH_CALL_SECOND_MS="$(number BENCH_CALL_SECOND_MS "${BENCH_CALL_SECOND_MS:-10}")"
+BENCH_CALLS="$(va_bench_number BENCH_CALLS "${BENCH_CALLS:-20}")"
+BENCH_LINES="$(va_bench_number BENCH_LINES "${BENCH_LINES:-15}")"
+BENCH_TURNS="$(va_bench_number BENCH_TURNS "${BENCH_TURNS:-2000}")"
+BENCH_THINK_MS="$(va_bench_number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
+BENCH_WARMUP_CALLS="$(va_bench_number BENCH_WARMUP_CALLS "${BENCH_WARMUP_CALLS:-20}")"
+BENCH_SILENCE_EVERY="$(va_bench_number BENCH_SILENCE_EVERY "${BENCH_SILENCE_EVERY:-0}")"
+BENCH_CALL_SECOND_MS="$(va_bench_number BENCH_CALL_SECOND_MS "${BENCH_CALL_SECOND_MS:-10}")"
 
 ACCOUNT_SID="ACbe0c4be0c4be0c4be0c4be0c4be0c4be"
 AUTH_TOKEN="bench-auth-token"
@@ -68,30 +64,14 @@ for bin in voice-agent-api voice-agent-worker voice-agent-simulator voice; do
     [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
 done
 
-OUT="$VA_DATA_DIR/bench/voice-$(date +%Y%m%d-%H%M%S)"
-WORK="$VA_DATA_DIR/bench-work-$$"
-mkdir -p "$OUT" "$WORK"
-va_remove_on_exit "$WORK"
-log "results and logs: ${OUT#"$VA_ROOT"/}"
+va_bench_dirs voice
 
 read -r T_PORT T_HTTP T_METRICS M_PORT S_PORT A_HTTP A_GRPC <<<"$(free_port 7)"
 MONGO_URI="mongodb://127.0.0.1:$M_PORT/?directConnection=true"
 API_URL="http://127.0.0.1:$A_HTTP"
 SIM_URL="http://127.0.0.1:$S_PORT"
 
-# MongoDB first: the dev server binds a few random loopback ports of its own.
-mongo_args=(--host 127.0.0.1 --port "$M_PORT" --storage-path "$WORK/mongo")
-[[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 64MB)
-mkdir -p "$WORK/mongo"
-va_start mongo "$OUT/mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
-MONGO_PID="$VA_LAST_PID"
-wait_for_port 127.0.0.1 "$M_PORT" "MongoDB" 60 "$MONGO_PID"
-
-va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" server start-dev --headless --ip 127.0.0.1 \
-    --port "$T_PORT" --http-port "$T_HTTP" --metrics-port "$T_METRICS" --log-level warn \
-    "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}"
-TEMPORAL_PID="$VA_LAST_PID"
-wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$TEMPORAL_PID"
+va_bench_services "$M_PORT" "$T_PORT" "$T_HTTP" "$T_METRICS"
 
 va_start simulator "$OUT/simulator.log" env RUST_LOG=warn "$BIN_DIR/voice-agent-simulator" \
     --host 127.0.0.1 --port "$S_PORT" --account-sid "$ACCOUNT_SID" --auth-token "$AUTH_TOKEN" \

@@ -589,3 +589,38 @@ va_ensure_cargo_tools() {
             die "'cargo $c' is not available: rustup component add $([[ $c == fmt ]] && echo rustfmt || echo clippy)"
     done
 }
+
+# va_bench_number NAME VALUE: VALUE when it is a whole number; dies naming NAME otherwise.
+va_bench_number() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"
+    printf '%s\n' "$2"
+}
+
+# va_bench_dirs KIND: sets OUT (results and logs, kept under .data/bench/KIND-<time>) and WORK
+# (the servers' data, removed on exit).
+va_bench_dirs() {
+    OUT="$VA_DATA_DIR/bench/$1-$(date +%Y%m%d-%H%M%S)"
+    WORK="$VA_DATA_DIR/bench-work-$$"
+    mkdir -p "$OUT" "$WORK"
+    va_remove_on_exit "$WORK"
+    log "results and logs: ${OUT#"$VA_ROOT"/}"
+}
+
+# va_bench_services M_PORT T_PORT T_HTTP T_METRICS: a MongoDB-wire server (data in $WORK/mongo)
+# and an in-memory Temporal dev server on loopback, logs in $OUT; MongoDB first, listening
+# before the dev server binds a few random loopback ports of its own. Sets MONGO_PID and
+# TEMPORAL_PID.
+va_bench_services() {
+    local m_port="$1" t_port="$2" t_http="$3" t_metrics="$4"
+    local mongo_args=(--host 127.0.0.1 --port "$m_port" --storage-path "$WORK/mongo")
+    [[ "$(basename "$MONGO_SERVER_BIN")" == secantusd-rs ]] && mongo_args+=(--log-file-max 64MB)
+    mkdir -p "$WORK/mongo"
+    va_start mongo "$OUT/mongo.log" "$MONGO_SERVER_BIN" "${mongo_args[@]}"
+    MONGO_PID="$VA_LAST_PID"
+    wait_for_port 127.0.0.1 "$m_port" "MongoDB" 60 "$MONGO_PID"
+    va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" server start-dev --headless --ip 127.0.0.1 \
+        --port "$t_port" --http-port "$t_http" --metrics-port "$t_metrics" --log-level warn \
+        "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}"
+    TEMPORAL_PID="$VA_LAST_PID"
+    wait_for_temporal "127.0.0.1:$t_port" default 120 "$TEMPORAL_PID"
+}
