@@ -87,6 +87,17 @@ pub enum AgentMode {
     Ended,
 }
 
+impl AgentMode {
+    /// The conversation's status as `conversations` records it.
+    fn status(self) -> &'static str {
+        match self {
+            AgentMode::Open => conversation_status::OPEN,
+            AgentMode::Handoff => conversation_status::HANDOFF,
+            AgentMode::Ended => conversation_status::ENDED,
+        }
+    }
+}
+
 /// The conversation's durable state; also the input of each run, so continue-as-new carries it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConversationState {
@@ -311,17 +322,26 @@ impl ConversationState {
         }
     }
 
+    /// A turn's record with this conversation's identity, status and disposition as they are
+    /// now, on `channel`; the caller fills in the turn.
+    fn turn_record(&self, channel: &str) -> AgentTurnRecord {
+        AgentTurnRecord {
+            conversation_id: self.conversation_id(),
+            ours: self.ours.clone(),
+            theirs: self.theirs.clone(),
+            channel: channel.to_owned(),
+            status: self.mode.status().to_owned(),
+            disposition: self.disposition.map(|d| d.as_str().to_owned()),
+            ..AgentTurnRecord::default()
+        }
+    }
+
     /// What the next run needs after this one completes idle.
     fn carry(&self) -> ConversationCarry {
         ConversationCarry {
             conversation_id: self.conversation_id(),
             memory: self.memory.clone(),
-            status: match self.mode {
-                AgentMode::Open => conversation_status::OPEN,
-                AgentMode::Handoff => conversation_status::HANDOFF,
-                AgentMode::Ended => conversation_status::ENDED,
-            }
-            .to_owned(),
+            status: self.mode.status().to_owned(),
             seen_ids: self.seen_ids.iter().cloned().collect(),
         }
     }
@@ -782,10 +802,6 @@ async fn agent_turn(
         st.turns_this_run += 1;
         st.turns += 1;
         AgentTurnRecord {
-            conversation_id: conversation_id.clone(),
-            ours: ours.clone(),
-            theirs: theirs.clone(),
-            channel: channel.as_str().to_owned(),
             profile: profile.name.clone(),
             profile_version: profile.version,
             agent,
@@ -793,18 +809,16 @@ async fn agent_turn(
             actions: records,
             prompt_tokens: reply.usage.prompt_tokens,
             completion_tokens: reply.usage.completion_tokens,
-            status: match st.mode {
-                AgentMode::Open => conversation_status::OPEN,
-                AgentMode::Handoff => conversation_status::HANDOFF,
-                AgentMode::Ended => conversation_status::ENDED,
-            }
-            .to_owned(),
-            disposition: st.disposition.map(|d| d.as_str().to_owned()),
-            transcript: Vec::new(),
+            ..st.turn_record(channel.as_str())
         }
     });
     // The record is for people reading the conversation; losing it must not stop the reply
     // loop, and the activity retries on its own.
+    record_turn(ctx, record).await;
+}
+
+/// `record_agent_turn`, retried by the activity on its own (once per turn id in MongoDB).
+async fn record_turn(ctx: &mut WorkflowContext<ConversationWorkflow>, record: AgentTurnRecord) {
     let _ = ctx
         .execute_activity(
             AgentActivities::record_agent_turn,
@@ -889,34 +903,15 @@ async fn person_action(
         // Remembered like a message id, so a repeat in a later run is dropped too.
         st.remember_id(turn_id.clone());
         AgentTurnRecord {
-            conversation_id: conversation_id.clone(),
-            ours: ours.clone(),
-            theirs: theirs.clone(),
-            channel: channel.as_str().to_owned(),
             profile: profile.map(|p| p.name.clone()).unwrap_or_default(),
             profile_version: profile.and_then(|p| p.version),
             agent: "person".to_owned(),
             turn_id: turn_id.clone(),
             actions: records,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            status: match st.mode {
-                AgentMode::Open => conversation_status::OPEN,
-                AgentMode::Handoff => conversation_status::HANDOFF,
-                AgentMode::Ended => conversation_status::ENDED,
-            }
-            .to_owned(),
-            disposition: st.disposition.map(|d| d.as_str().to_owned()),
-            transcript: Vec::new(),
+            ..st.turn_record(channel.as_str())
         }
     });
-    let _ = ctx
-        .execute_activity(
-            AgentActivities::record_agent_turn,
-            record,
-            store_options(Duration::from_secs(10)),
-        )
-        .await;
+    record_turn(ctx, record).await;
 }
 
 /// Records a live turn in MongoDB (its transcript lines and actions, once per turn id) and
@@ -975,10 +970,6 @@ async fn live_turn(
         st.turns_this_run += 1;
         st.turns += 1;
         AgentTurnRecord {
-            conversation_id: st.conversation_id(),
-            ours: st.ours.clone(),
-            theirs: st.theirs.clone(),
-            channel: st.channel_name().to_owned(),
             profile: profile
                 .map(|p| p.name.clone())
                 .or_else(|| st.profile_name.clone())
@@ -989,25 +980,13 @@ async fn live_turn(
             actions: records,
             prompt_tokens: turn.usage.prompt_tokens,
             completion_tokens: turn.usage.completion_tokens,
-            status: match st.mode {
-                AgentMode::Open => conversation_status::OPEN,
-                AgentMode::Handoff => conversation_status::HANDOFF,
-                AgentMode::Ended => conversation_status::ENDED,
-            }
-            .to_owned(),
-            disposition: st.disposition.map(|d| d.as_str().to_owned()),
             transcript,
+            ..st.turn_record(st.channel_name())
         }
     });
     // Unlike an SMS turn's record, this is the transcript's only copy outside Temporal: the
     // activity retries until MongoDB takes it (once per turn id).
-    let _ = ctx
-        .execute_activity(
-            AgentActivities::record_agent_turn,
-            record,
-            store_options(Duration::from_secs(10)),
-        )
-        .await;
+    record_turn(ctx, record).await;
 }
 
 /// Summarises the conversation and stores the summary on it; a failure leaves the previous
