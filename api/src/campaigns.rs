@@ -582,7 +582,7 @@ impl Campaigns {
     }
 
     /// Counts from the campaign's counters in MongoDB (one document read, whatever the
-    /// campaign's size), the rest from the workflow's state.
+    /// campaign's size), the rest from the workflow's state while it runs.
     pub async fn progress(&self, id: &str) -> Result<ProgressView, ApiError> {
         let c = self.get(id).await?;
         let counts = self
@@ -591,7 +591,14 @@ impl Campaigns {
             .progress_counts(&c)
             .await
             .map_err(unavailable)?;
-        let run = if c.status == campaign_status::DRAFT {
+        // A finished campaign's workflow is out of the worker's cache: a query would replay its
+        // whole run on a worker (thousands of events) for a rate, a pass and a pause that no
+        // longer mean anything, every second a page shows it.
+        let finished = matches!(
+            c.status.as_str(),
+            campaign_status::COMPLETED | campaign_status::CANCELLED
+        );
+        let run = if c.status == campaign_status::DRAFT || finished {
             None
         } else {
             self.state
