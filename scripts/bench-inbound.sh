@@ -73,15 +73,8 @@ APP_ENV=(
     # Replies of a burst are not paced by the number's limit: the burst's figures stay comparable.
     "SENDER_LIMIT_SMS_PER_SECOND=0"
 )
-va_start api "$OUT/api.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-api"
-wait_for_port 127.0.0.1 "$A_HTTP" "API (HTTP)" 60 "$VA_LAST_PID"
-va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-worker"
-WORKER_PID="$VA_LAST_PID"
-sleep 3
-va_alive "$WORKER_PID" || {
-    va_report_dead "$WORKER_PID"
-    die "the worker exited at start"
-}
+va_bench_api "$A_HTTP"
+va_bench_worker
 
 log "offering $RATE webhooks/s for $SECONDS_OFFERED s"
 "$BIN_DIR/inbound" --api "$API_URL" --auth-token "$AUTH_TOKEN" --account-sid "$ACCOUNT_SID" \

@@ -26,24 +26,9 @@ va_install_traps
 BENCH_SESSIONS="$(va_bench_number BENCH_SESSIONS "${BENCH_SESSIONS:-20}")"
 BENCH_TURNS="$(va_bench_number BENCH_TURNS "${BENCH_TURNS:-20}")"
 BENCH_THINK_MS="$(va_bench_number BENCH_THINK_MS "${BENCH_THINK_MS:-200}")"
-BENCH_PROFILE="${BENCH_PROFILE:-release}"
-case "$BENCH_PROFILE" in
-release) PROFILE_FLAG=(--release) PROFILE_DIR=release ;;
-dev) PROFILE_FLAG=() PROFILE_DIR=debug ;;
-*) die "BENCH_PROFILE: release or dev (got '$BENCH_PROFILE')" ;;
-esac
-
 ensure_python_venv
 ensure_mongo_server
-
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build $BENCH_PROFILE"
-    cargo build "${PROFILE_FLAG[@]}" -p voice-agent-api -p voice-agent-worker -p voice-agent-bench
-fi
-BIN_DIR="$(va_target_dir)/$PROFILE_DIR"
-for bin in voice-agent-api voice-agent-worker live; do
-    [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
-done
+va_bench_binaries live
 
 va_bench_dirs live
 
@@ -69,16 +54,8 @@ APP_ENV=(
     "API_GRPC_ADDR=127.0.0.1:$A_GRPC"
     "API_BOOTSTRAP_ADMIN_KEY=$KEY"
 )
-va_start api "$OUT/api.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-api"
-API_PID="$VA_LAST_PID"
-wait_for_port 127.0.0.1 "$A_HTTP" "API (HTTP)" 60 "$API_PID"
-va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-worker"
-WORKER_PID="$VA_LAST_PID"
-sleep 3
-va_alive "$WORKER_PID" || {
-    va_report_dead "$WORKER_PID"
-    die "the worker exited at start"
-}
+va_bench_api "$A_HTTP"
+va_bench_worker
 
 log "measuring: $BENCH_SESSIONS chats x $BENCH_TURNS turns, think $BENCH_THINK_MS ms ($BENCH_PROFILE)"
 VOICE_AGENT_API_KEY="$KEY" "$BIN_DIR/live" --api "$API_URL" --sessions "$BENCH_SESSIONS" \

@@ -104,14 +104,7 @@ va_start api "$API_LOG" env "${APP_ENV[@]}" LOG_FORMAT=json RUST_LOG=warn,tower_
 API_PID="$VA_LAST_PID"
 wait_for_port 127.0.0.1 "$A_HTTP" "API (HTTP)" 60 "$API_PID"
 
-va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-worker"
-WORKER_PID="$VA_LAST_PID"
-# The worker listens on nothing: give it a moment to connect and poll, and check it is alive.
-sleep 3
-va_alive "$WORKER_PID" || {
-    va_report_dead "$WORKER_PID"
-    die "the worker exited at start"
-}
+va_bench_worker
 
 log "measuring: $BENCH_CALLS concurrent calls, $BENCH_LINES lines, think $BENCH_THINK_MS ms," \
     "at least $BENCH_TURNS gather turns"

@@ -624,3 +624,44 @@ va_bench_services() {
     TEMPORAL_PID="$VA_LAST_PID"
     wait_for_temporal "127.0.0.1:$t_port" default 120 "$TEMPORAL_PID"
 }
+
+# va_bench_binaries BIN...: BIN_DIR for BENCH_PROFILE (release, the default, or dev), after
+# building the api, the worker and the benchmark binaries unless BENCH_SKIP_BUILD=1; dies
+# when one of BIN... (besides the api and the worker) is missing.
+va_bench_binaries() {
+    BENCH_PROFILE="${BENCH_PROFILE:-release}"
+    local flag=() dir
+    case "$BENCH_PROFILE" in
+    release) flag=(--release) dir=release ;;
+    dev) dir=debug ;;
+    *) die "BENCH_PROFILE: release or dev (got '$BENCH_PROFILE')" ;;
+    esac
+    if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+        log "cargo build $BENCH_PROFILE"
+        cargo build "${flag[@]}" -p voice-agent-api -p voice-agent-worker -p voice-agent-bench
+    fi
+    BIN_DIR="$(va_target_dir)/$dir"
+    local bin
+    for bin in voice-agent-api voice-agent-worker "$@"; do
+        [[ -x "$BIN_DIR/$bin" ]] || die "$BIN_DIR/$bin is missing (build without BENCH_SKIP_BUILD=1)"
+    done
+}
+
+# va_bench_api PORT: the api from BIN_DIR with APP_ENV, log in $OUT; sets API_PID.
+va_bench_api() {
+    va_start api "$OUT/api.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-api"
+    API_PID="$VA_LAST_PID"
+    wait_for_port 127.0.0.1 "$1" "API (HTTP)" 60 "$API_PID"
+}
+
+# va_bench_worker: the worker from BIN_DIR with APP_ENV, log in $OUT; it listens on nothing, so
+# it gets 3 s to connect and poll and must then be alive. Sets WORKER_PID.
+va_bench_worker() {
+    va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" RUST_LOG=warn "$BIN_DIR/voice-agent-worker"
+    WORKER_PID="$VA_LAST_PID"
+    sleep 3
+    va_alive "$WORKER_PID" || {
+        va_report_dead "$WORKER_PID"
+        die "the worker exited at start"
+    }
+}
