@@ -305,43 +305,7 @@ impl Recorder {
     }
 }
 
-/// What the person heard of `said` when they cut in, by Twilio's or the browser's account:
-/// the longest start of `said` whose letters and digits `heard` repeats in order (spacing,
-/// punctuation and case aside, as a speech engine may change them). Never more than was said,
-/// and never words the agent did not say: an account that strays ends the match there.
-pub fn heard_of(said: &str, heard: &str) -> String {
-    let mut theirs = heard
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase);
-    let mut end = 0;
-    'said: for (i, c) in said.char_indices() {
-        if !c.is_alphanumeric() {
-            continue;
-        }
-        for lower in c.to_lowercase() {
-            if theirs.next() != Some(lower) {
-                break 'said;
-            }
-        }
-        end = i + c.len_utf8();
-    }
-    // An account that ends on punctuation, having matched to its end, was heard through the
-    // punctuation that follows the last word.
-    let ends_on_mark = heard
-        .trim_end()
-        .chars()
-        .next_back()
-        .is_some_and(|c| !c.is_alphanumeric());
-    if ends_on_mark && theirs.next().is_none() {
-        end += said[end..]
-            .chars()
-            .take_while(|c| !c.is_alphanumeric() && !c.is_whitespace())
-            .map(char::len_utf8)
-            .sum::<usize>();
-    }
-    said[..end].to_owned()
-}
+pub use voice_agent_workflows::call::heard_of;
 
 /// The workflow's state by query, retried (a busy worker can let one query time out) until
 /// [`QUERY_TIMEOUT`]; `None` when the workflow does not exist or no worker answers.
