@@ -118,6 +118,11 @@ pub struct BatchInput {
     pub limit: i64,
     /// Messages per second (0 = unlimited).
     pub rate_per_second: f64,
+    /// The batch's number over the campaign's life, from 1 (0: not numbered, from a workflow
+    /// older than the field). Items it sends or skips carry it, so that a retry of the batch
+    /// can count what its earlier attempts finished.
+    #[serde(default)]
+    pub batch: u64,
 }
 
 /// What a batch did.
@@ -472,7 +477,7 @@ impl CampaignActivities {
         }
         out.skipped = skipped.len() as u64;
         let ids: Vec<String> = out.items.iter().map(|i| i.item_id.clone()).collect();
-        self.store.begin_item_sends(&ids).await?;
+        self.store.begin_item_sends(&ids, None).await?;
         Ok(out)
     }
 
@@ -602,6 +607,8 @@ impl CampaignActivities {
             .store
             .next_open_items(campaign, input.after.as_deref(), limit)
             .await?;
+        let batch = i64::try_from(input.batch).ok().filter(|n| *n > 0);
+        let mut out = BatchOutput::default();
         if ctx.info().attempt > 1 {
             // Where this attempt's page ends: the next cursor for campaigns paged by `seq`
             // (exclusive), the last item for older ones (inclusive).
@@ -612,12 +619,14 @@ impl CampaignActivities {
             };
             self.restore_lost_executions(campaign, input.after.as_deref(), up_to, limit)
                 .await?;
+            if let Some(batch) = batch {
+                out = self
+                    .count_earlier_attempts(campaign, input.after.as_deref(), up_to, batch, limit)
+                    .await?;
+            }
         }
-        let mut out = BatchOutput {
-            after,
-            processed: items.len() as u64,
-            ..Default::default()
-        };
+        out.after = after;
+        out.processed += items.len() as u64;
         if items.is_empty() {
             return Ok(out);
         }
@@ -667,7 +676,7 @@ impl CampaignActivities {
         }
         // The intent, for the whole page in one write, before any provider call.
         let ids: Vec<String> = to_send.iter().map(|(i, _, _)| i.id.clone()).collect();
-        self.store.begin_item_sends(&ids).await?;
+        self.store.begin_item_sends(&ids, batch).await?;
 
         let started = Instant::now();
         let interval = send_interval(input.rate_per_second);
@@ -719,7 +728,9 @@ impl CampaignActivities {
                                 label
                             }
                             _ => {
-                                let label = this.record_outcome(campaign, &item, &outcome).await?;
+                                let label = this
+                                    .record_outcome(campaign, &item, &outcome, batch)
+                                    .await?;
                                 writer
                                     .push(execution(campaign, &item, &outcome, label), None)
                                     .await?;
@@ -735,7 +746,9 @@ impl CampaignActivities {
         let mut done = Vec::with_capacity(outcomes.len() + ids.len());
         let mut skipped_executions = Vec::with_capacity(outcomes.len());
         for (item, outcome) in outcomes {
-            let label = self.record_outcome(campaign, &item, &outcome).await?;
+            let label = self
+                .record_outcome(campaign, &item, &outcome, batch)
+                .await?;
             skipped_executions.push(execution(campaign, &item, &outcome, label));
             done.push((item, outcome, label));
             lease.progress();
@@ -1079,12 +1092,54 @@ impl CampaignActivities {
         Ok(())
     }
 
+    /// What the earlier attempts of a retried batch finished in its range: they sent, failed or
+    /// skipped those items, and their result never reached the workflow (the retry's page no
+    /// longer holds them). Items they left `sending` are not here: the retry reconciles them.
+    async fn count_earlier_attempts(
+        &self,
+        campaign: &CampaignDoc,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        batch: i64,
+        limit: i64,
+    ) -> Result<BatchOutput, voice_agent_store::StoreError> {
+        let earlier = self
+            .store
+            .items_finished_by_batch(campaign, after, up_to, batch, limit.saturating_mul(10))
+            .await?;
+        let mut out = BatchOutput {
+            processed: earlier.len() as u64,
+            ..BatchOutput::default()
+        };
+        for item in &earlier {
+            if item.message_sid.is_some() {
+                out.reconciled += 1;
+            } else if item.status == item_status::SKIPPED {
+                out.skipped += 1;
+            } else {
+                out.failed += 1;
+            }
+        }
+        if !earlier.is_empty() {
+            info!(
+                campaign_id = %campaign.id,
+                batch,
+                reconciled = out.reconciled,
+                failed = out.failed,
+                skipped = out.skipped,
+                "counted what earlier attempts of a retried batch finished"
+            );
+        }
+        Ok(out)
+    }
+
     /// Writes one item's outcome to MongoDB and names it for `campaign_executions`.
     async fn record_outcome(
         &self,
         campaign: &CampaignDoc,
         item: &CampaignItemDoc,
         outcome: &ItemOutcome,
+        batch: Option<i64>,
     ) -> Result<&'static str, voice_agent_store::StoreError> {
         let attempt = item.attempts + 1;
         Ok(match outcome {
@@ -1133,9 +1188,18 @@ impl CampaignActivities {
                 "transient_error"
             }
             ItemOutcome::Skipped(reason) => {
-                self.store
-                    .finish_item(&item.id, item_status::SKIPPED, None, reason)
-                    .await?;
+                match batch {
+                    Some(batch) => {
+                        self.store
+                            .skip_item_in_batch(&item.id, reason, batch)
+                            .await?
+                    }
+                    None => {
+                        self.store
+                            .finish_item(&item.id, item_status::SKIPPED, None, reason)
+                            .await?
+                    }
+                };
                 "skipped"
             }
             ItemOutcome::NotSent => "not_sent",
@@ -1260,6 +1324,7 @@ mod tests {
             reason: None,
             attempts: 0,
             send_started_at: None,
+            batch: None,
             updated_at: DateTime::now(),
         }
     }

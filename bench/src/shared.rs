@@ -508,6 +508,10 @@ pub(crate) fn process_figures(
 pub(crate) struct TemporalFigures {
     /// Runs of the campaign workflow (1 + continue-as-new).
     pub(crate) runs: u64,
+    /// Each run's start, seconds after the benchmark's start, and its history events: where
+    /// continue-as-new fell on the memory timeline.
+    #[serde(default)]
+    pub(crate) run_spans: Vec<(f64, u64)>,
     /// History events over all runs.
     pub(crate) history_events: u64,
     /// Events by type, over all runs.

@@ -182,6 +182,7 @@ mod tests {
             reason: None,
             attempts: 0,
             send_started_at: None,
+            batch: None,
             updated_at: DateTime::now(),
         }
     }

@@ -263,6 +263,10 @@ pub struct CampaignItemDoc {
     /// First send start, for reconciliation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_started_at: Option<DateTime>,
+    /// Number of the campaign batch (counted over the campaign's life) that last took the item
+    /// to send or skip: see [`MongoStore::items_finished_by_batch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<i64>,
     /// Last change.
     pub updated_at: DateTime,
 }
@@ -405,27 +409,29 @@ impl MongoStore {
         Ok(items)
     }
 
-    /// The attempted, finished items numbered `[from, to)` of a paged campaign, at most
+    /// The items numbered `[from, to)` of a paged campaign that match `status_filter`, at most
     /// `limit`, page by page.
-    async fn paged_finished_items(
+    async fn paged_items_matching(
         &self,
         campaign_id: &str,
         from: i64,
         to: i64,
         limit: i64,
+        status_filter: &Document,
     ) -> Result<Vec<CampaignItemDoc>> {
         let limit = usize::try_from(limit).unwrap_or(0);
         let mut pages = PageCache::default();
-        let mut finished = Vec::new();
+        let mut found = Vec::new();
         let mut at = from;
-        while at < to && finished.len() < limit {
+        while at < to && found.len() < limit {
             let end = (at / PAGE_WIDTH + 1).saturating_mul(PAGE_WIDTH).min(to);
             let ids = self.paged_ids(campaign_id, &mut pages, at, end).await?;
-            finished.extend(self.items_by_ids(&ids, finished_items_by_ids(&ids)).await?);
+            let query = items_by_ids_matching(&ids, status_filter.clone());
+            found.extend(self.items_by_ids(&ids, query).await?);
             at = end;
         }
-        finished.truncate(limit);
-        Ok(finished)
+        found.truncate(limit);
+        Ok(found)
     }
 
     fn campaigns(&self) -> mongodb::Collection<CampaignDoc> {
@@ -737,6 +743,7 @@ impl MongoStore {
                     reason: None,
                     attempts: 0,
                     send_started_at: None,
+                    batch: None,
                     updated_at: now,
                 }
             })
@@ -866,18 +873,49 @@ impl MongoStore {
         up_to: Option<&str>,
         limit: i64,
     ) -> Result<Vec<CampaignItemDoc>> {
+        let finished = self
+            .items_in_range(campaign, after, up_to, limit, finished_items_filter())
+            .await?;
+        self.without_executions(&campaign.id, finished).await
+    }
+
+    /// Items of the campaign after `after`, up to `up_to` (cursors as in
+    /// [`Self::items_missing_executions`]), that batch number `batch` finished: a retried batch
+    /// counts what its earlier attempts sent, failed or skipped, since its own page no longer
+    /// holds them. At most `limit`.
+    pub async fn items_finished_by_batch(
+        &self,
+        campaign: &CampaignDoc,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        batch: i64,
+        limit: i64,
+    ) -> Result<Vec<CampaignItemDoc>> {
+        self.items_in_range(campaign, after, up_to, limit, batch_items_filter(batch))
+            .await
+    }
+
+    /// The items matching `status_filter` between two cursors of [`Self::next_open_items`],
+    /// in campaign order, at most `limit`.
+    async fn items_in_range(
+        &self,
+        campaign: &CampaignDoc,
+        after: Option<&str>,
+        up_to: Option<&str>,
+        limit: i64,
+        status_filter: Document,
+    ) -> Result<Vec<CampaignItemDoc>> {
         let campaign_id = campaign.id.as_str();
         let (filter, sort, hint) = if let Some(from) = seq_cursor(campaign, after) {
             let to = seq_cursor(campaign, up_to)
                 .filter(|_| up_to.is_some())
                 .unwrap_or(campaign.items_seq);
             if campaign.paged_items {
-                let finished = self
-                    .paged_finished_items(campaign_id, from, to, limit)
-                    .await?;
-                return self.without_executions(campaign_id, finished).await;
+                return self
+                    .paged_items_matching(campaign_id, from, to, limit, &status_filter)
+                    .await;
             }
-            finished_items_window(campaign_id, from, to)
+            items_window_matching(campaign_id, from, to, status_filter)
         } else {
             let mut id_filter =
                 doc! { "$gte": format!("{campaign_id}:"), "$lt": format!("{campaign_id};") };
@@ -887,17 +925,11 @@ impl MongoStore {
             if let Some(up_to) = up_to {
                 id_filter.insert("$lte", up_to);
             }
-            (
-                doc! {
-                    "_id": id_filter,
-                    "status": { "$nin": [item_status::PENDING, item_status::SENDING, item_status::CANCELLED] },
-                    "attempts": { "$gte": 1 },
-                },
-                doc! { "_id": 1 },
-                "_id_",
-            )
+            let mut filter = doc! { "_id": id_filter };
+            filter.extend(status_filter);
+            (filter, doc! { "_id": 1 }, "_id_")
         };
-        let finished: Vec<CampaignItemDoc> = self
+        Ok(self
             .items()
             .find(filter)
             .sort(sort)
@@ -905,8 +937,7 @@ impl MongoStore {
             .limit(limit)
             .await?
             .try_collect()
-            .await?;
-        self.without_executions(campaign_id, finished).await
+            .await?)
     }
 
     /// The items of `finished` whose latest attempt has no `campaign_executions` record.
@@ -939,13 +970,17 @@ impl MongoStore {
 
     /// Marks items of one campaign `sending` (the intent) and counts the attempt. Returns
     /// nothing: the caller already holds each item's state from before.
-    pub async fn begin_item_sends(&self, item_ids: &[String]) -> Result<()> {
+    pub async fn begin_item_sends(&self, item_ids: &[String], batch: Option<i64>) -> Result<()> {
         let Some(first) = item_ids.first() else {
             return Ok(());
         };
         let now = DateTime::now();
+        let mut set = doc! { "status": item_status::SENDING, "status_rank": item_status::rank(item_status::SENDING), "updated_at": now };
+        if let Some(batch) = batch {
+            set.insert("batch", batch);
+        }
         let update = doc! {
-            "$set": { "status": item_status::SENDING, "status_rank": item_status::rank(item_status::SENDING), "updated_at": now },
+            "$set": set,
             "$min": { "send_started_at": now },
             "$inc": { "attempts": 1 },
         };
@@ -1204,6 +1239,26 @@ impl MongoStore {
             status,
             error_code,
             Some(reason),
+            None,
+        )
+        .await
+    }
+
+    /// Marks an item `skipped` by batch number `batch` (see
+    /// [`Self::items_finished_by_batch`]).
+    pub async fn skip_item_in_batch(
+        &self,
+        item_id: &str,
+        reason: &str,
+        batch: i64,
+    ) -> Result<bool> {
+        self.advance_item(
+            item_id,
+            doc! { "_id": item_id },
+            item_status::SKIPPED,
+            None,
+            Some(reason),
+            Some(batch),
         )
         .await
     }
@@ -1225,6 +1280,7 @@ impl MongoStore {
             status,
             error_code,
             Some(reason),
+            None,
         )
         .await
     }
@@ -1257,10 +1313,14 @@ impl MongoStore {
         status: &str,
         error_code: Option<i64>,
         reason: Option<&str>,
+        batch: Option<i64>,
     ) -> Result<bool> {
         let rank = item_status::rank(status);
         filter.insert("status_rank", doc! { "$lt": rank });
         let mut set = doc! { "status": status, "status_rank": rank, "updated_at": DateTime::now() };
+        if let Some(batch) = batch {
+            set.insert("batch", batch);
+        }
         if let Some(code) = error_code {
             set.insert("error_code", code);
         }
@@ -1551,6 +1611,14 @@ fn finished_items_filter() -> Document {
     }
 }
 
+/// Items that batch number `batch` finished (sent, failed or skipped).
+fn batch_items_filter(batch: i64) -> Document {
+    doc! {
+        "status": { "$nin": [item_status::PENDING, item_status::SENDING, item_status::CANCELLED] },
+        "batch": batch,
+    }
+}
+
 /// The open (`pending`, `sending`) items of one window of `seq`, `[from, to)`.
 pub fn open_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
     let mut filter = doc! {
@@ -1562,10 +1630,25 @@ pub fn open_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
 
 /// The attempted, finished items of one window of `seq`, `[from, to)`.
 pub fn finished_items_window(campaign_id: &str, from: i64, to: i64) -> PageQuery {
+    items_window_matching(campaign_id, from, to, finished_items_filter())
+}
+
+/// The items of one window of `seq`, `[from, to)`, that batch number `batch` finished.
+pub fn batch_items_window(campaign_id: &str, from: i64, to: i64, batch: i64) -> PageQuery {
+    items_window_matching(campaign_id, from, to, batch_items_filter(batch))
+}
+
+/// The items of one window of `seq`, `[from, to)`, that match `status_filter`.
+fn items_window_matching(
+    campaign_id: &str,
+    from: i64,
+    to: i64,
+    status_filter: Document,
+) -> PageQuery {
     let mut filter = doc! {
         "seq_key": { "$gte": seq_key(campaign_id, from), "$lt": seq_key(campaign_id, to) },
     };
-    filter.extend(finished_items_filter());
+    filter.extend(status_filter);
     (filter, doc! { "seq_key": 1 }, ITEM_SEQ_INDEX)
 }
 
@@ -1592,8 +1675,18 @@ pub fn open_items_by_ids(ids: &[String]) -> PageQuery {
 
 /// The attempted, finished items among `ids`: read by `_id`.
 pub fn finished_items_by_ids(ids: &[String]) -> PageQuery {
+    items_by_ids_matching(ids, finished_items_filter())
+}
+
+/// The items among `ids` that batch number `batch` finished: read by `_id`.
+pub fn batch_items_by_ids(ids: &[String], batch: i64) -> PageQuery {
+    items_by_ids_matching(ids, batch_items_filter(batch))
+}
+
+/// The items among `ids` that match `status_filter`: read by `_id`.
+fn items_by_ids_matching(ids: &[String], status_filter: Document) -> PageQuery {
     let mut filter = doc! { "_id": { "$in": ids } };
-    filter.extend(finished_items_filter());
+    filter.extend(status_filter);
     (filter, doc! {}, "_id_")
 }
 

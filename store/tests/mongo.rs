@@ -91,6 +91,7 @@ async fn grouped_item_writes_move_items_forward_only() {
                 reason: None,
                 attempts: 1,
                 send_started_at: None,
+                batch: None,
                 updated_at: mongodb::bson::DateTime::now(),
             })
             .await
@@ -168,6 +169,7 @@ async fn finished_items_without_their_attempt_record_are_found() {
         reason: None,
         attempts,
         send_started_at: None,
+        batch: None,
         updated_at: mongodb::bson::DateTime::now(),
     };
     items
@@ -216,6 +218,96 @@ async fn finished_items_without_their_attempt_record_are_found() {
         .map(|i| i.id)
         .collect();
     assert_eq!(after_b, ["cq:d", "cq:e"]);
+}
+
+#[tokio::test]
+async fn a_batch_finds_what_its_number_sent_failed_or_skipped() {
+    use voice_agent_store::{CampaignItemDoc, item_status};
+    let store = store().await;
+    let items = store
+        .database()
+        .collection::<CampaignItemDoc>(voice_agent_store::schema::CAMPAIGN_ITEMS);
+    let item = |id: &str| CampaignItemDoc {
+        seq: None,
+        seq_key: None,
+        id: format!("cb:{id}"),
+        campaign_id: "cb".to_owned(),
+        contact_id: id.to_owned(),
+        phone: "+14155550100".to_owned(),
+        variables: Default::default(),
+        time_zone: None,
+        status: item_status::PENDING.to_owned(),
+        status_rank: 0,
+        message_sid: None,
+        error_code: None,
+        reason: None,
+        attempts: 0,
+        send_started_at: None,
+        batch: None,
+        updated_at: mongodb::bson::DateTime::now(),
+    };
+    items
+        .insert_many(["a", "b", "c", "d", "e", "f"].map(item))
+        .await
+        .unwrap();
+    let ids = |names: &[&str]| names.iter().map(|n| format!("cb:{n}")).collect::<Vec<_>>();
+    store.begin_item_sends(&ids(&["a"]), Some(1)).await.unwrap();
+    store.record_item_accepted("cb:a", "SMa").await.unwrap();
+    store
+        .begin_item_sends(&ids(&["b", "c", "d"]), Some(2))
+        .await
+        .unwrap();
+    store.record_item_accepted("cb:b", "SMb").await.unwrap();
+    store
+        .finish_item_of_attempt("cb:c", 1, item_status::FAILED, Some(21211), "bad")
+        .await
+        .unwrap();
+    // d is still `sending`: the retry reconciles it, so it is not counted as finished.
+    store
+        .skip_item_in_batch("cb:e", "opted out", 2)
+        .await
+        .unwrap();
+    // f was never touched.
+    let now = mongodb::bson::DateTime::now();
+    let cb: voice_agent_store::CampaignDoc = mongodb::bson::from_document(doc! {
+        "_id": "cb", "name": "cb", "channel": "sms", "template": "Hi", "list_id": "l",
+        "rate_per_second": 0.0, "max_attempts": 3, "status": "running",
+        "created_at": now, "updated_at": now,
+    })
+    .unwrap();
+    let found = |after: Option<&'static str>, batch: i64| {
+        let store = store.clone();
+        let cb = cb.clone();
+        async move {
+            store
+                .items_finished_by_batch(&cb, after, None, batch, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.id, i.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        found(None, 2).await,
+        [
+            ("cb:b".to_owned(), "sent".to_owned()),
+            ("cb:c".to_owned(), "failed".to_owned()),
+            ("cb:e".to_owned(), "skipped".to_owned()),
+        ]
+    );
+    assert_eq!(
+        found(None, 1).await,
+        [("cb:a".to_owned(), "sent".to_owned())]
+    );
+    assert_eq!(
+        found(Some("cb:b"), 2).await,
+        [
+            ("cb:c".to_owned(), "failed".to_owned()),
+            ("cb:e".to_owned(), "skipped".to_owned()),
+        ],
+        "only after the cursor"
+    );
 }
 
 #[tokio::test]

@@ -343,6 +343,7 @@ impl CampaignWorkflow {
                     after: s.run.cursor.clone(),
                     limit: s.run.batch_size(),
                     rate_per_second: s.run.rate_per_second,
+                    batch: s.run.counters.batches + 1,
                 });
                 ctx.execute_activity(CampaignActivities::send_batch, input, batch_options())
                     .await?

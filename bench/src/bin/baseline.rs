@@ -334,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
                     .filter(|i| !suppressed.contains(&i.phone))
                     .collect();
                 let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
-                store.begin_item_sends(&ids).await?;
+                store.begin_item_sends(&ids, None).await?;
                 // Outcomes recorded as send_batch records them: accepted sends grouped by the
                 // store's writer, failures one by one.
                 let writer = OutcomeWriter::start(&store);

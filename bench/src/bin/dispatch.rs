@@ -338,7 +338,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cpu_end = cpu_end.unwrap_or_else(|| cpu_snapshot(&args.watch));
     let (processes, machine) = process_figures(&args.watch, &cpu_start, &cpu_end, load_start);
 
-    let mut temporal_figures = history_figures(&temporal, &args.namespace, &workflow_id, n).await?;
+    let mut temporal_figures =
+        history_figures(&temporal, &args.namespace, &workflow_id, n, t0_wall).await?;
     // The workflow's own completion time, from its history (the poll above has 1 s grain).
     let wall_s = match temporal_figures.1 {
         Some(done) => done
@@ -510,6 +511,7 @@ async fn history_figures(
     namespace: &str,
     workflow_id: &str,
     contacts: usize,
+    t0_wall: SystemTime,
 ) -> anyhow::Result<(TemporalFigures, Option<SystemTime>)> {
     let mut runs: Vec<Vec<HistoryEvent>> = Vec::new();
     let mut run_id: Option<String> = None;
@@ -553,7 +555,12 @@ async fn history_figures(
     let mut batch_spans: Vec<(f64, f64, f64)> = Vec::new(); // (scheduled, started, completed)
     let mut first_activity_scheduled = f64::NAN;
     let mut first_batch_scheduled = f64::NAN;
+    let t0_s = t0_wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(f64::NAN, |d| d.as_secs_f64());
     for events in &runs {
+        let started = events.first().map_or(f64::NAN, event_secs) - t0_s;
+        f.run_spans.push((started, events.len() as u64));
         let mut kinds: BTreeMap<i64, (String, f64, f64)> = BTreeMap::new();
         for e in events {
             f.history_events += 1;
@@ -650,6 +657,12 @@ async fn history_figures(
         "history: {} runs, {} events, {} send_batch activities for {contacts} contacts",
         f.runs, f.history_events, f.batches
     );
+    for (n, (started, events)) in f.run_spans.iter().enumerate() {
+        eprintln!(
+            "  run {}: started at {started:.0} s, {events} events",
+            n + 1
+        );
+    }
     Ok((f, completed_at))
 }
 

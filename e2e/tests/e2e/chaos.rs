@@ -136,6 +136,20 @@ async fn a_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio(
             other => panic!("item not in a final state ({other}): {item}"),
         }
     }
+    // The workflow's counters agree with the items: a killed worker's batch is retried, and
+    // the retry counts what the dead attempt finished as well as what it finishes itself.
+    let sent = statuses.get("sent").copied().unwrap_or(0)
+        + statuses.get("delivered").copied().unwrap_or(0);
+    assert_eq!(
+        counters.accepted + counters.reconciled,
+        sent as u64,
+        "{counters:?} {statuses:?}"
+    );
+    assert_eq!(
+        counters.failed,
+        statuses.get("failed").copied().unwrap_or(0) as u64,
+        "{counters:?} {statuses:?}"
+    );
     // Attempt records survive the kills too: the writer that groups them may lose its queue,
     // and then the retried batch records the reconciled send instead.
     let records: Vec<Document> = stack

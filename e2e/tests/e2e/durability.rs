@@ -108,6 +108,13 @@ async fn a_batch_frozen_past_its_heartbeat_timeout_never_sends_alongside_its_ret
         twice.first()
     );
     assert_eq!(by_to.len(), contacts, "every contact got the message");
+    // The retry counts what the frozen attempt sent before it froze (its page no longer holds
+    // those items, and the frozen attempt's own result is never used).
+    assert_eq!(
+        counters.accepted + counters.reconciled,
+        contacts as u64,
+        "{counters:?}"
+    );
     // The counters follow the item writes: the thawed attempt may still owe the count of an
     // item it wrote just before it froze (seen as `sending: 1, sent: -1` for a moment).
     eventually("the progress counters to settle", WAIT, || async {

@@ -287,8 +287,12 @@ async fn two_apis_and_three_workers_share_the_work_and_lose_nothing_when_one_of_
         .await?;
     let took = began.elapsed();
     assert_eq!(counters.total, CONTACTS as i64, "{counters:?}");
-    // Not `accepted` against the total: a batch retried after its worker died skips the items
-    // the dead attempt had sent (they are counted by the items and the ledger below).
+    // A batch retried after its worker died counts what the dead attempt sent.
+    assert_eq!(
+        counters.accepted + counters.reconciled,
+        CONTACTS as u64,
+        "{counters:?}"
+    );
     assert_eq!(counters.failed + counters.skipped, 0, "{counters:?}");
 
     // Every item reaches `delivered` (its status callbacks reach a live api through the

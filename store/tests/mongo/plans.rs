@@ -4,8 +4,9 @@
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use voice_agent_store::campaigns::{
-    PAGE_WIDTH, PageQuery, contacts_query, finished_items_by_ids, finished_items_window,
-    open_items_by_ids, open_items_window, pages_query, seq_key,
+    PAGE_WIDTH, PageQuery, batch_items_by_ids, batch_items_window, contacts_query,
+    finished_items_by_ids, finished_items_window, open_items_by_ids, open_items_window,
+    pages_query, seq_key,
 };
 use voice_agent_store::{CampaignDoc, ItemCallback, MongoStore, campaign_status, item_status};
 
@@ -224,6 +225,7 @@ async fn every_page_query_of_a_twenty_thousand_item_campaign_reads_one_page() {
         for (what, q) in [
             ("open items by id", open_items_by_ids(&ids)),
             ("finished items by id", finished_items_by_ids(&ids)),
+            ("a batch's items by id", batch_items_by_ids(&ids, 7)),
         ] {
             let e = explain(&store, "campaign_items", &q, None).await;
             // A point lookup per id: a seek and a step past it.
@@ -247,6 +249,10 @@ async fn every_page_query_of_a_twenty_thousand_item_campaign_reads_one_page() {
             (
                 "finished items",
                 finished_items_window("cmp_big", from, from + WINDOW),
+            ),
+            (
+                "a batch's items",
+                batch_items_window("cmp_big", from, from + WINDOW, 7),
             ),
         ] {
             let e = explain(&store, "campaign_items", &q, None).await;
@@ -311,8 +317,8 @@ async fn status_counters_agree_with_the_items_after_repeated_and_out_of_order_mo
     };
 
     // Act: every kind of move, repeated, some callbacks before the send's own record.
-    store.begin_item_sends(&ids[..6]).await.unwrap();
-    store.begin_item_sends(&ids[..6]).await.unwrap();
+    store.begin_item_sends(&ids[..6], None).await.unwrap();
+    store.begin_item_sends(&ids[..6], None).await.unwrap();
     store
         .apply_item_callbacks(&[
             callback(0, "delivered"),
@@ -592,7 +598,9 @@ async fn a_pass_over_pages_listed_twice_returns_each_item_once() {
 
     let mut seen = std::collections::HashSet::new();
     let mut after: Option<String> = None;
-    let mut windows = 0;
+    let mut windows: i64 = 0;
+    // Per batch number: the cursors around its page and the items it sent.
+    let mut batches = Vec::new();
     loop {
         let (items, next) = store
             .next_open_items(&c2, after.as_deref(), 300)
@@ -604,8 +612,9 @@ async fn a_pass_over_pages_listed_twice_returns_each_item_once() {
         for id in &ids {
             assert!(seen.insert(id.clone()), "{id} returned twice");
         }
+        batches.push((after.clone(), next.clone(), ids.clone()));
         // Sent as a batch does, so the second listing finds them done.
-        store.begin_item_sends(&ids).await.unwrap();
+        store.begin_item_sends(&ids, Some(windows)).await.unwrap();
         let accepted: Vec<(String, String)> = ids
             .iter()
             .map(|id| (id.clone(), format!("SM{id}")))
@@ -617,6 +626,33 @@ async fn a_pass_over_pages_listed_twice_returns_each_item_once() {
         }
     }
     assert_eq!(seen.len(), N, "every item once");
+
+    // A retried batch finds what its number sent in its range, and nothing another sent.
+    let (from, to, sent) = &batches[3];
+    let mut found: Vec<String> = store
+        .items_finished_by_batch(&c2, from.as_deref(), to.as_deref(), 4, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    found.sort();
+    let mut sent = sent.clone();
+    sent.sort();
+    assert_eq!(found, sent, "batch 4's items");
+    assert!(
+        store
+            .items_finished_by_batch(&c2, from.as_deref(), to.as_deref(), 3, 10_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "batch 3 sent nothing in batch 4's range"
+    );
+    let to_end = store
+        .items_finished_by_batch(&c2, from.as_deref(), None, 4, 50)
+        .await
+        .unwrap();
+    assert_eq!(to_end.len(), 50, "at most the limit");
 
     // Sent items whose attempt record was lost are found across pages.
     let lost = store
