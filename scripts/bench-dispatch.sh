@@ -37,6 +37,8 @@
 #   BENCH_SENDER_LIMIT=5000     the sender number's limit (SENDER_LIMIT_SMS_PER_SECOND): above
 #                               what the stack reaches, so it measures the slot reservations'
 #                               cost without capping; 0 turns the per-sender limit off
+#   BENCH_WORKER_ENV=           extra VAR=value settings for the worker only, space-separated
+#                               (e.g. MALLOC_ARENA_MAX=2, for memory experiments)
 #   MONGO_SERVER, STOP_TIMEOUT_S, CARGO_TARGET_DIR: as for scripts/test.sh
 set -euo pipefail
 
@@ -170,13 +172,15 @@ SETTINGS=(
     --setting "rustc=$(rustc --version)"
     --setting "temporal_cli=$("$TEMPORAL_BIN" --version | head -n 1)"
     --setting "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    --setting "worker_env=${BENCH_WORKER_ENV:-}"
 )
 
 # ---- durable: api + worker + Temporal --------------------------------------------------------
 DB_DURABLE="bench_durable"
 start_api "$DB_DURABLE"
 app_env "$DB_DURABLE"
-va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" "$BIN_DIR/voice-agent-worker"
+read -r -a WORKER_EXTRA_ENV <<<"${BENCH_WORKER_ENV:-}"
+va_start worker "$OUT/worker.log" env "${APP_ENV[@]}" "${WORKER_EXTRA_ENV[@]}" "$BIN_DIR/voice-agent-worker"
 WORKER_PID="$VA_LAST_PID"
 # The worker listens on nothing: give it a moment to connect and poll, and check it is alive.
 sleep 3

@@ -620,8 +620,9 @@ impl CampaignActivities {
             self.restore_lost_executions(campaign, input.after.as_deref(), up_to, limit)
                 .await?;
             if let Some(batch) = batch {
+                let range = (input.after.as_deref(), up_to);
                 out = self
-                    .count_earlier_attempts(campaign, input.after.as_deref(), up_to, batch, limit)
+                    .count_earlier_attempts(campaign, range, &items, batch, limit)
                     .await?;
             }
         }
@@ -1095,18 +1096,22 @@ impl CampaignActivities {
     /// What the earlier attempts of a retried batch finished in its range: they sent, failed or
     /// skipped those items, and their result never reached the workflow (the retry's page no
     /// longer holds them). Items they left `sending` are not here: the retry reconciles them.
+    /// Neither is any item of the retry's `page`: one that a paused attempt finished just after
+    /// the page was read is counted by the retry's own outcome, once.
     async fn count_earlier_attempts(
         &self,
         campaign: &CampaignDoc,
-        after: Option<&str>,
-        up_to: Option<&str>,
+        (after, up_to): (Option<&str>, Option<&str>),
+        page: &[CampaignItemDoc],
         batch: i64,
         limit: i64,
     ) -> Result<BatchOutput, voice_agent_store::StoreError> {
-        let earlier = self
+        let in_page: std::collections::HashSet<&str> = page.iter().map(|i| i.id.as_str()).collect();
+        let mut earlier = self
             .store
             .items_finished_by_batch(campaign, after, up_to, batch, limit.saturating_mul(10))
             .await?;
+        earlier.retain(|i| !in_page.contains(i.id.as_str()));
         let mut out = BatchOutput {
             processed: earlier.len() as u64,
             ..BatchOutput::default()

@@ -13,7 +13,7 @@ use crate::helpers::{Stack, eventually};
 
 const WAIT: Duration = Duration::from_secs(180);
 /// The campaign workflow continues as new past this many events (`MAX_HISTORY_EVENTS`).
-const CONTINUE_AFTER: usize = 3_000;
+const CONTINUE_AFTER: usize = 1_000;
 
 async fn status(stack: &Stack, id: &str) -> anyhow::Result<Value> {
     Ok(api(
@@ -110,10 +110,16 @@ async fn a_campaign_that_continues_as_new_mid_way_sends_each_contact_once_with_i
     }
     assert_eq!(status(&stack, &id).await?, json!("completed"));
     stack
-        .save_previous_run_history::<CampaignWorkflow>(&workflow_id, "campaign-continued-as-new")
+        .save_previous_run_history::<CampaignWorkflow>(
+            &workflow_id,
+            "campaign-continued-as-new-shorter-runs",
+        )
         .await?;
     stack
-        .save_history::<CampaignWorkflow>(&workflow_id, "campaign-after-continue-as-new")
+        .save_history::<CampaignWorkflow>(
+            &workflow_id,
+            "campaign-after-continue-as-new-shorter-runs",
+        )
         .await?;
     Ok(())
 }
