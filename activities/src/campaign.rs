@@ -1193,18 +1193,7 @@ impl CampaignActivities {
                 "transient_error"
             }
             ItemOutcome::Skipped(reason) => {
-                match batch {
-                    Some(batch) => {
-                        self.store
-                            .skip_item_in_batch(&item.id, reason, batch)
-                            .await?
-                    }
-                    None => {
-                        self.store
-                            .finish_item(&item.id, item_status::SKIPPED, None, reason)
-                            .await?
-                    }
-                };
+                self.store.skip_item(&item.id, reason, batch).await?;
                 "skipped"
             }
             ItemOutcome::NotSent => "not_sent",

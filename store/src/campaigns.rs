@@ -1244,21 +1244,16 @@ impl MongoStore {
         .await
     }
 
-    /// Marks an item `skipped` by batch number `batch` (see
+    /// Marks an item `skipped`, by batch number `batch` when a numbered batch skips it (see
     /// [`Self::items_finished_by_batch`]).
-    pub async fn skip_item_in_batch(
-        &self,
-        item_id: &str,
-        reason: &str,
-        batch: i64,
-    ) -> Result<bool> {
+    pub async fn skip_item(&self, item_id: &str, reason: &str, batch: Option<i64>) -> Result<bool> {
         self.advance_item(
             item_id,
             doc! { "_id": item_id },
             item_status::SKIPPED,
             None,
             Some(reason),
-            Some(batch),
+            batch,
         )
         .await
     }

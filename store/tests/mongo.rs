@@ -263,10 +263,7 @@ async fn a_batch_finds_what_its_number_sent_failed_or_skipped() {
         .await
         .unwrap();
     // d is still `sending`: the retry reconciles it, so it is not counted as finished.
-    store
-        .skip_item_in_batch("cb:e", "opted out", 2)
-        .await
-        .unwrap();
+    store.skip_item("cb:e", "opted out", Some(2)).await.unwrap();
     // f was never touched.
     let now = mongodb::bson::DateTime::now();
     let cb: voice_agent_store::CampaignDoc = mongodb::bson::from_document(doc! {
