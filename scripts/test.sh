@@ -145,6 +145,10 @@ step cargo-test cargo_test_counted --workspace
 # Store tests against MongoDB: also a `test = false` target.
 step store cargo_test_counted -p voice-agent-store --test mongo
 
+# A worker gives back the memory of finished workflow runs: an in-process SDK worker against
+# Temporal, also a `test = false` target (vendor/README.md says why it exists).
+step workflows-memory cargo_test_counted -p voice-agent-workflows --test memory
+
 # End-to-end tests are a `test = false` target (plain cargo test stays hermetic); run them by name.
 step e2e cargo_test_counted -p voice-agent-e2e --test e2e -- --test-threads=2
 

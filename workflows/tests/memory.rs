@@ -1,0 +1,160 @@
+//! A worker gives back the memory of the workflow runs it has finished.
+//!
+//! Runs an SDK worker in this process against the Temporal server named by
+//! `VA_TEST_TEMPORAL_ADDRESS` (scripts/test.sh starts one) and counts live heap bytes with a
+//! counting allocator; this binary has one test, so the count is the worker's.
+//!
+//! The probe has the call workflow's shape: it races a time-limit timer against the end it
+//! waits for, and drops the timer unfired. Before the SDK patch in `vendor/temporalio-workflow`
+//! (vendor/README.md) each such run kept its whole workflow context alive after eviction: this
+//! test counted 4,860 bytes a run, the voice benchmark's worker about 15 KiB a call.
+
+use std::alloc::System;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use cap::Cap;
+
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowGetResultOptions,
+    WorkflowSignalOptions, WorkflowStartOptions,
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    Runtime, SyncWorkflowContext, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
+    workflows::select,
+};
+
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+fn live() -> i64 {
+    i64::try_from(ALLOCATOR.allocated()).unwrap_or(i64::MAX)
+}
+
+/// Ends when signalled, racing a timer it then drops unfired (the call workflow's time limit).
+#[workflow]
+#[derive(Default)]
+struct RaceProbe {
+    done: bool,
+}
+
+#[workflow_methods]
+impl RaceProbe {
+    #[run]
+    async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        let mut limit = pin!(ctx.timer(Duration::from_secs(3600)));
+        select! {
+            _ = ctx.wait_condition(|s| s.done) => {},
+            _ = limit.as_mut() => {},
+        };
+        Ok(())
+    }
+
+    #[signal]
+    fn finish(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.done = true;
+    }
+}
+
+async fn client() -> Client {
+    let address = std::env::var("VA_TEST_TEMPORAL_ADDRESS")
+        .expect("VA_TEST_TEMPORAL_ADDRESS: run through scripts/test.sh, which starts Temporal");
+    let connection = Connection::connect(
+        ConnectionOptions::new(temporalio_client::Url::parse(&address).expect("address"))
+            .identity("voice-agent-memory-test".to_owned())
+            .build(),
+    )
+    .await
+    .expect("connect to Temporal");
+    Client::new(connection, ClientOptions::new("default").build()).expect("client")
+}
+
+/// Starts `count` race probes, ends each with its signal, and waits for every result.
+async fn run_race_probes(client: &Client, queue: &str, round: &str, count: usize) {
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let handle = client
+            .start_workflow(
+                RaceProbe::run,
+                (),
+                WorkflowStartOptions::new(queue.to_owned(), format!("{queue}-{round}-{i}")).build(),
+            )
+            .await
+            .expect("start a race probe");
+        handles.push(handle);
+    }
+    for handle in &handles {
+        handle
+            .signal(RaceProbe::finish, (), WorkflowSignalOptions::default())
+            .await
+            .expect("signal a race probe");
+    }
+    for handle in &handles {
+        handle
+            .get_result(WorkflowGetResultOptions::default())
+            .await
+            .expect("a race probe's result");
+    }
+}
+
+/// Live bytes a moment after the last result: evictions of finished runs happen just after.
+async fn live_after_a_moment() -> i64 {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    live()
+}
+
+/// Live bytes once they come down to `at_most`, or after a minute: a busy machine evicts
+/// finished runs late, a leak never.
+async fn settled_live(at_most: i64) -> i64 {
+    let start = Instant::now();
+    loop {
+        let now = live();
+        if now <= at_most || start.elapsed() > Duration::from_secs(60) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn with_worker(queue: &str, body: impl AsyncFnOnce(Client)) {
+    let client = client().await;
+    let runtime = Runtime::from_current_tokio(Default::default()).expect("runtime");
+    let options = WorkerOptions::new(queue.to_owned())
+        .register_workflow::<RaceProbe>()
+        .expect("register")
+        .build();
+    let mut worker = Worker::new(&runtime, client.clone(), options).expect("worker");
+    let stop = worker.shutdown_handle();
+    // Worker::run is !Send: it runs beside the test body on this task.
+    let (result, ()) = tokio::join!(worker.run(), async {
+        body(client).await;
+        stop();
+    });
+    result.expect("worker run");
+}
+
+/// The only test in this binary, so nothing else allocates while it counts.
+#[tokio::test]
+async fn finished_workflow_runs_give_their_memory_back() {
+    let queue = format!("memory-race-{}", std::process::id());
+    with_worker(&queue, async |client| {
+        // Warm up connections, caches and the allocator's first pages.
+        run_race_probes(&client, &queue, "warm", 100).await;
+        let before = live_after_a_moment().await;
+        const RUNS: usize = 400;
+        run_race_probes(&client, &queue, "measured", RUNS).await;
+        // A finished run costs nothing once evicted; 1 KiB a run is slack for buffers that
+        // grew, a leaked run context is several.
+        let allowed = before + 1024 * RUNS as i64;
+        let after = settled_live(allowed).await;
+        let per_run = (after - before) / RUNS as i64;
+        eprintln!("live heap: {before} bytes before, {after} after {RUNS} runs ({per_run} a run)");
+        assert!(
+            after <= allowed,
+            "{RUNS} finished workflow runs kept {} bytes ({per_run} a run)",
+            after - before
+        );
+    })
+    .await;
+}
