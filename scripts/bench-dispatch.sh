@@ -34,9 +34,13 @@
 #   BENCH_CALL_RATE=20          voice: calls per second (the campaign's rate, the simulator's CPS
 #                               and SENDER_LIMIT_CALLS_PER_SECOND)
 #   BENCH_MAX_IN_FLIGHT=50      voice: calls in flight at once
+#   BENCH_CALLEE=               voice: every callee's simulator script (JSON, as PUT
+#                               /admin/callees/*), e.g. '{"behaviour":"hangup_mid_call",
+#                               "hangup_after_turns":0}'; default: a human who says nothing
 #   BENCH_SENDER_LIMIT=5000     the sender number's limit (SENDER_LIMIT_SMS_PER_SECOND): above
 #                               what the stack reaches, so it measures the slot reservations'
 #                               cost without capping; 0 turns the per-sender limit off
+#   BENCH_TIMEOUT_S=3600        give up on the campaign after this many seconds
 #   BENCH_WORKER_ENV=           extra VAR=value settings for the worker only, space-separated
 #                               (e.g. MALLOC_ARENA_MAX=2, for memory experiments)
 #   MONGO_SERVER, STOP_TIMEOUT_S, CARGO_TARGET_DIR: as for scripts/test.sh
@@ -173,6 +177,7 @@ SETTINGS=(
     --setting "temporal_cli=$("$TEMPORAL_BIN" --version | head -n 1)"
     --setting "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     --setting "worker_env=${BENCH_WORKER_ENV:-}"
+    --setting "callee=${BENCH_CALLEE:-}"
 )
 
 # ---- durable: api + worker + Temporal --------------------------------------------------------
@@ -196,6 +201,7 @@ VOICE_AGENT_API_KEY="$BENCH_API_KEY" "$BIN_DIR/dispatch" run --contacts "$CONTAC
     --watch "worker=$WORKER_PID" --watch "api=$API_PID" --watch "temporal=$TEMPORAL_PID" \
     --watch "mongo=$MONGO_PID" --watch "simulator=$SIM_PID" \
     --channel "$BENCH_CHANNEL" --rate "$BENCH_CALL_RATE" --max-in-flight "$BENCH_MAX_IN_FLIGHT" \
+    ${BENCH_CALLEE:+--callee "$BENCH_CALLEE"} --timeout-s "${BENCH_TIMEOUT_S:-3600}" \
     --poll-s "$BENCH_POLL_S" --deliver-wait-s "$BENCH_DELIVER_WAIT_S" "${SETTINGS[@]}" \
     --out "$OUT/durable.json" | tee "$OUT/durable.txt"
 

@@ -106,6 +106,11 @@ struct RunArgs {
     /// Voice: calls in flight at once (at most 100).
     #[arg(long, default_value_t = 50)]
     max_in_flight: i32,
+    /// Voice: the simulator's script for every callee (its `PUT /admin/callees/*` body), e.g.
+    /// `{"behaviour":"hangup_mid_call","hangup_after_turns":0}`; default: the simulator's (a
+    /// human who says nothing until the agent gives up).
+    #[arg(long)]
+    callee: Option<String>,
 }
 
 #[tokio::main]
@@ -184,6 +189,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let voice = args.channel == "voice";
+    if let Some(script) = args.callee.as_deref().filter(|_| voice) {
+        let script: Value = serde_json::from_str(script).context("--callee is not JSON")?;
+        api_call(
+            &http,
+            reqwest::Method::PUT,
+            format!("{}/admin/callees/*", args.simulator),
+            Some(script),
+        )
+        .await?;
+    }
     let body = if voice {
         json!({
             "name": format!("voice campaign benchmark {n}"),

@@ -357,6 +357,10 @@ pub(crate) const MACHINE_END_VERDICTS: [&str; 3] = [
     "machine_end_other",
 ];
 
+/// The callee "number" whose script every number without its own follows (a campaign of
+/// thousands of contacts scripted with one request).
+pub(crate) const ANY_NUMBER: &str = "*";
+
 /// Calls, callees and the dialling queue.
 #[derive(Debug, Default)]
 pub(crate) struct CallStore {
@@ -426,9 +430,14 @@ impl CallStore {
         slot
     }
 
-    /// The callee scripted for `number`; unknown numbers are humans with nothing to say.
+    /// The callee scripted for `number`, else the script under [`ANY_NUMBER`], else a human
+    /// with nothing to say.
     pub(crate) fn callee(&self, number: &str) -> Callee {
-        self.callees.get(number).cloned().unwrap_or_default()
+        self.callees
+            .get(number)
+            .or_else(|| self.callees.get(ANY_NUMBER))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn callees(&self) -> &BTreeMap<String, Callee> {
@@ -464,6 +473,26 @@ mod tests {
         assert_eq!(slots[1], now + Duration::from_millis(500));
         assert_eq!(slots[2], now + Duration::from_millis(1000));
         assert_eq!(store.reserve_dial_slot(0, now), now);
+    }
+
+    #[test]
+    fn a_number_without_its_own_script_follows_the_any_number_script() {
+        let mut store = CallStore::default();
+        assert_eq!(store.callee("+15550001111"), Callee::default());
+        let busy = Callee {
+            behaviour: Behaviour::Busy,
+            ..Callee::default()
+        };
+        let machine = Callee {
+            behaviour: Behaviour::Machine,
+            ..Callee::default()
+        };
+        store.set_callee(ANY_NUMBER.to_owned(), busy.clone());
+        store.set_callee("+15550002222".to_owned(), machine.clone());
+        assert_eq!(store.callee("+15550001111"), busy);
+        assert_eq!(store.callee("+15550002222"), machine);
+        store.remove_callee(ANY_NUMBER);
+        assert_eq!(store.callee("+15550001111"), Callee::default());
     }
 
     #[test]
