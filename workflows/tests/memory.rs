@@ -1,13 +1,15 @@
-//! A worker gives back the memory of the workflow runs it has finished.
+//! A worker gives back the memory of the workflow runs and activities it has finished.
 //!
 //! Runs an SDK worker in this process against the Temporal server named by
 //! `VA_TEST_TEMPORAL_ADDRESS` (scripts/test.sh starts one) and counts live heap bytes with a
 //! counting allocator; this binary has one test, so the count is the worker's.
 //!
-//! The probe has the call workflow's shape: it races a time-limit timer against the end it
-//! waits for, and drops the timer unfired. Before the SDK patch in `vendor/temporalio-workflow`
-//! (vendor/README.md) each such run kept its whole workflow context alive after eviction: this
-//! test counted 4,860 bytes a run, the voice benchmark's worker about 15 KiB a call.
+//! The probes have our workflows' shapes. One races a time-limit timer against the end it waits
+//! for and drops the timer unfired, as the call and campaign workflows do. Before the patch in
+//! `vendor/temporalio-workflow`, each such run kept its whole workflow context alive after
+//! eviction: 4,860 bytes a run here, about 15 KiB a call in the voice benchmark. The other runs
+//! activities. Before the patch in `vendor/temporalio-sdk`, each kept 328 bytes for the life of
+//! the worker. vendor/README.md has both.
 
 use std::alloc::System;
 use std::pin::pin;
@@ -19,10 +21,11 @@ use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, WorkflowGetResultOptions,
     WorkflowSignalOptions, WorkflowStartOptions,
 };
-use temporalio_macros::{workflow, workflow_methods};
+use temporalio_macros::{activities, workflow, workflow_methods};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{
-    Runtime, SyncWorkflowContext, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
-    workflows::select,
+    ActivityOptions, Runtime, SyncWorkflowContext, Worker, WorkerOptions, WorkflowContext,
+    WorkflowResult, workflows::select,
 };
 
 #[global_allocator]
@@ -54,6 +57,40 @@ impl RaceProbe {
     #[signal]
     fn finish(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
         self.done = true;
+    }
+}
+
+struct Echo;
+
+#[activities]
+impl Echo {
+    #[activity]
+    async fn echo(_ctx: ActivityContext, n: u32) -> Result<u32, ActivityError> {
+        Ok(n)
+    }
+}
+
+/// Runs a few activities one after the other (the call workflow runs three or four).
+#[workflow]
+#[derive(Default)]
+struct ActivityProbe;
+
+/// Activities each [`ActivityProbe`] run executes.
+const ACTIVITIES_PER_RUN: u32 = 4;
+
+#[workflow_methods]
+impl ActivityProbe {
+    #[run]
+    async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        for n in 0..ACTIVITIES_PER_RUN {
+            ctx.execute_activity(
+                Echo::echo,
+                n,
+                ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30)).build(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -98,6 +135,31 @@ async fn run_race_probes(client: &Client, queue: &str, round: &str, count: usize
     }
 }
 
+/// Starts `count` activity probes, a few at a time, and waits for every result.
+async fn run_activity_probes(client: &Client, queue: &str, round: &str, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(50) {
+        let mut handles = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            let handle = client
+                .start_workflow(
+                    ActivityProbe::run,
+                    (),
+                    WorkflowStartOptions::new(queue.to_owned(), format!("{queue}-{round}-{i}"))
+                        .build(),
+                )
+                .await
+                .expect("start an activity probe");
+            handles.push(handle);
+        }
+        for handle in &handles {
+            handle
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .expect("an activity probe's result");
+        }
+    }
+}
+
 /// Live bytes a moment after the last result: evictions of finished runs happen just after.
 async fn live_after_a_moment() -> i64 {
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -123,6 +185,9 @@ async fn with_worker(queue: &str, body: impl AsyncFnOnce(Client)) {
     let options = WorkerOptions::new(queue.to_owned())
         .register_workflow::<RaceProbe>()
         .expect("register")
+        .register_workflow::<ActivityProbe>()
+        .expect("register")
+        .register_activities(Echo)
         .build();
     let mut worker = Worker::new(&runtime, client.clone(), options).expect("worker");
     let stop = worker.shutdown_handle();
@@ -137,6 +202,36 @@ async fn with_worker(queue: &str, body: impl AsyncFnOnce(Client)) {
 /// The only test in this binary, so nothing else allocates while it counts.
 #[tokio::test]
 async fn finished_workflow_runs_give_their_memory_back() {
+    runs_that_dropped_a_timer().await;
+    runs_that_ran_activities().await;
+}
+
+async fn runs_that_ran_activities() {
+    let queue = format!("memory-activities-{}", std::process::id());
+    with_worker(&queue, async |client| {
+        run_activity_probes(&client, &queue, "warm", 100).await;
+        let before = live_after_a_moment().await;
+        const RUNS: usize = 400;
+        run_activity_probes(&client, &queue, "measured", RUNS).await;
+        // 64 bytes an activity is slack for buffers that grew; a kept task token and its
+        // cancellation token are several times that.
+        let activities = RUNS as i64 * i64::from(ACTIVITIES_PER_RUN);
+        let allowed = before + 64 * activities;
+        let after = settled_live(allowed).await;
+        let per_activity = (after - before) / activities;
+        eprintln!(
+            "live heap: {before} bytes before, {after} after {activities} activities ({per_activity} an activity)"
+        );
+        assert!(
+            after <= allowed,
+            "{activities} finished activities kept {} bytes ({per_activity} an activity)",
+            after - before
+        );
+    })
+    .await;
+}
+
+async fn runs_that_dropped_a_timer() {
     let queue = format!("memory-race-{}", std::process::id());
     with_worker(&queue, async |client| {
         // Warm up connections, caches and the allocator's first pages.
