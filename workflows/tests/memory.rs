@@ -209,24 +209,17 @@ async fn finished_workflow_runs_give_their_memory_back() {
 async fn runs_that_ran_activities() {
     let queue = format!("memory-activities-{}", std::process::id());
     with_worker(&queue, async |client| {
-        run_activity_probes(&client, &queue, "warm", 100).await;
-        let before = live_after_a_moment().await;
         const RUNS: usize = 400;
-        run_activity_probes(&client, &queue, "measured", RUNS).await;
         // 64 bytes an activity is slack for buffers that grew; a kept task token and its
         // cancellation token are several times that.
-        let activities = RUNS as i64 * i64::from(ACTIVITIES_PER_RUN);
-        let allowed = before + 64 * activities;
-        let after = settled_live(allowed).await;
-        let per_activity = (after - before) / activities;
-        eprintln!(
-            "live heap: {before} bytes before, {after} after {activities} activities ({per_activity} an activity)"
-        );
-        assert!(
-            after <= allowed,
-            "{activities} finished activities kept {} bytes ({per_activity} an activity)",
-            after - before
-        );
+        gives_back(
+            "activities",
+            RUNS as i64 * i64::from(ACTIVITIES_PER_RUN),
+            64,
+            run_activity_probes(&client, &queue, "warm", 100),
+            run_activity_probes(&client, &queue, "measured", RUNS),
+        )
+        .await;
     })
     .await;
 }
@@ -234,22 +227,40 @@ async fn runs_that_ran_activities() {
 async fn runs_that_dropped_a_timer() {
     let queue = format!("memory-race-{}", std::process::id());
     with_worker(&queue, async |client| {
-        // Warm up connections, caches and the allocator's first pages.
-        run_race_probes(&client, &queue, "warm", 100).await;
-        let before = live_after_a_moment().await;
         const RUNS: usize = 400;
-        run_race_probes(&client, &queue, "measured", RUNS).await;
         // A finished run costs nothing once evicted; 1 KiB a run is slack for buffers that
         // grew, a leaked run context is several.
-        let allowed = before + 1024 * RUNS as i64;
-        let after = settled_live(allowed).await;
-        let per_run = (after - before) / RUNS as i64;
-        eprintln!("live heap: {before} bytes before, {after} after {RUNS} runs ({per_run} a run)");
-        assert!(
-            after <= allowed,
-            "{RUNS} finished workflow runs kept {} bytes ({per_run} a run)",
-            after - before
-        );
+        gives_back(
+            "workflow runs",
+            RUNS as i64,
+            1024,
+            run_race_probes(&client, &queue, "warm", 100),
+            run_race_probes(&client, &queue, "measured", RUNS),
+        )
+        .await;
     })
     .await;
+}
+
+/// Runs `warm` (connections, caches, the allocator's first pages), then `measured` (`units`
+/// units of work), and asserts that at most `slack` live bytes a unit stayed once it ended.
+async fn gives_back(
+    what: &str,
+    units: i64,
+    slack: i64,
+    warm: impl Future<Output = ()>,
+    measured: impl Future<Output = ()>,
+) {
+    warm.await;
+    let before = live_after_a_moment().await;
+    measured.await;
+    let allowed = before + slack * units;
+    let after = settled_live(allowed).await;
+    let each = (after - before) / units;
+    eprintln!("live heap: {before} bytes before, {after} after {units} {what} ({each} each)");
+    assert!(
+        after <= allowed,
+        "{units} finished {what} kept {} bytes ({each} each)",
+        after - before
+    );
 }
