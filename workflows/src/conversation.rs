@@ -217,6 +217,34 @@ impl ConversationState {
         true
     }
 
+    /// Records an outbound message sent in answer to `after` (an id in `recent`): right after
+    /// it and the replies already recorded to it, not at the end. A message that arrived while
+    /// this one was being sent stays after it, so the person's latest words stay the last line
+    /// the next turn sees (at the end, the agent would seem to have spoken last and start over).
+    /// Without `after`, or once it has left `recent`, at the end.
+    pub fn push_reply(&mut self, after: Option<&str>, msg: ConversationMessage) -> bool {
+        if self.seen_ids.iter().any(|id| id == &msg.id) {
+            return false;
+        }
+        self.remember_id(msg.id.clone());
+        let at = after
+            .and_then(|after| self.recent.iter().position(|m| m.id == after))
+            .map_or(self.recent.len(), |p| {
+                let replies = self
+                    .recent
+                    .iter()
+                    .skip(p + 1)
+                    .take_while(|m| m.direction != "inbound")
+                    .count();
+                p + 1 + replies
+            });
+        self.recent.insert(at, msg);
+        if self.recent.len() > MAX_RECENT_MESSAGES {
+            self.recent.pop_front();
+        }
+        true
+    }
+
     /// Takes a live turn into the conversation: its two lines into `recent` (the agent's as
     /// heard), its memory and mode at once (a reconnecting session reads them back by query),
     /// and the turn itself into the outbox for the run to record. Returns whether it was new.
@@ -713,14 +741,17 @@ async fn agent_turn(
             Ok(_) => {
                 let at = rfc3339(ctx);
                 ctx.state_mut(|s| {
-                    s.state.push(ConversationMessage {
-                        id: message_id,
-                        direction: "outbound".to_owned(),
-                        body: reply.text.clone(),
-                        at,
-                        keyword: None,
-                        interrupted: false,
-                    });
+                    s.state.push_reply(
+                        Some(turn_id),
+                        ConversationMessage {
+                            id: message_id,
+                            direction: "outbound".to_owned(),
+                            body: reply.text.clone(),
+                            at,
+                            keyword: None,
+                            interrupted: false,
+                        },
+                    );
                 });
             }
             Err(e) => records.push(("reply_failed".to_owned(), Some(e.to_string()))),
@@ -859,6 +890,8 @@ async fn person_action(
                 action.request_id
             ))
             .to_string();
+            // It answers what the person saw when they wrote it.
+            let after = ctx.state(|s| s.state.recent.back().map(|m| m.id.clone()));
             let send = SendMessageInput {
                 message_id: message_id.clone(),
                 channel,
@@ -879,14 +912,17 @@ async fn person_action(
                 Ok(_) => {
                     let at = rfc3339(ctx);
                     ctx.state_mut(|s| {
-                        s.state.push(ConversationMessage {
-                            id: message_id,
-                            direction: "outbound".to_owned(),
-                            body: text.clone(),
-                            at,
-                            keyword: None,
-                            interrupted: false,
-                        });
+                        s.state.push_reply(
+                            after.as_deref(),
+                            ConversationMessage {
+                                id: message_id,
+                                direction: "outbound".to_owned(),
+                                body: text.clone(),
+                                at,
+                                keyword: None,
+                                interrupted: false,
+                            },
+                        );
                     });
                     records.push(("person_reply".to_owned(), Some(action.by.clone())));
                 }
@@ -1053,6 +1089,29 @@ mod tests {
         assert_eq!(s.recent.len(), 2);
         assert_eq!(s.inbound_count, 2);
         assert_eq!(s.pending_turn.as_deref(), Some("SM2"));
+    }
+
+    #[test]
+    fn a_reply_goes_after_the_message_it_answers_not_after_later_ones() {
+        let out = |id: &str| ConversationMessage {
+            direction: "outbound".to_owned(),
+            ..msg(id)
+        };
+        let mut s = ConversationState::default();
+        s.push(msg("SM1"));
+        // SM2 arrived while the reply to SM1 was being sent.
+        s.push(msg("SM2"));
+        assert!(s.push_reply(Some("SM1"), out("r1")));
+        assert!(!s.push_reply(Some("SM1"), out("r1")));
+        // A second reply to SM1 (a person's) follows the first; one to SM2 goes last.
+        s.push_reply(Some("SM1"), out("p1"));
+        s.push_reply(Some("SM2"), out("r2"));
+        // An anchor no longer held (or none) appends.
+        s.push_reply(Some("gone"), out("r3"));
+        s.push_reply(None, out("r4"));
+        let order: Vec<&str> = s.recent.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(order, ["SM1", "r1", "p1", "SM2", "r2", "r3", "r4"]);
+        assert_eq!(s.inbound_count, 2);
     }
 
     #[test]

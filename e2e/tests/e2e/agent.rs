@@ -199,6 +199,68 @@ async fn a_multi_turn_sms_conversation_keeps_its_context_across_continue_as_new(
 }
 
 #[tokio::test]
+async fn a_message_that_arrives_while_the_last_reply_is_being_sent_is_answered_in_turn()
+-> anyhow::Result<()> {
+    let file = agents_file("", None)?;
+    let stack = Stack::start_with_env(&[("AGENTS_FILE", file.to_str().unwrap())]).await?;
+    let person = &person();
+    // Twilio takes each reply at once and answers 3 s later, so the person's next message
+    // reaches the conversation before the workflow learns that its reply went out: the order
+    // a busy worker or a slow network gives.
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/faults",
+            Some(json!({"accept_delay_ms": 3000})),
+        )
+        .await?;
+
+    let turns = [
+        ("Hello", "Hello there! How can I help you today?"),
+        (
+            "my name is Grace",
+            "Nice to meet you, Grace! How can I help?",
+        ),
+        ("what's my name?", "You told me your name is Grace."),
+    ];
+    for (i, (said, _)) in turns.iter().enumerate() {
+        text(&stack, person, said).await?;
+        replies(&stack, person, i + 1).await?;
+    }
+    let got = replies(&stack, person, turns.len()).await?;
+    let want: Vec<&str> = turns.iter().map(|(_, r)| *r).collect();
+    assert_eq!(got, want);
+
+    // Each reply sits right after the message it answers, whatever arrived meanwhile.
+    let state = eventually("the last reply recorded", WAIT, || async {
+        let state = stack
+            .temporal()
+            .await?
+            .get_workflow_handle::<ConversationWorkflow>(conversation_id(person))
+            .query(
+                ConversationWorkflow::transcript,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await?;
+        Ok((state.recent.len() == 2 * turns.len()).then_some(state))
+    })
+    .await?;
+    let flow: Vec<(&str, &str)> = state
+        .recent
+        .iter()
+        .map(|m| (m.direction.as_str(), m.body.as_str()))
+        .collect();
+    let mut expected = Vec::new();
+    for (said, reply) in turns {
+        expected.push(("inbound", said));
+        expected.push(("outbound", reply));
+    }
+    assert_eq!(flow, expected);
+    Ok(())
+}
+
+#[tokio::test]
 async fn agent_actions_transfer_schedule_a_callback_and_opt_out() -> anyhow::Result<()> {
     let file = agents_file(
         "callback_message = \"Hi again, as promised!\"\n",

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::join_all;
 use mongodb::bson::{Document, doc};
 use temporalio_client::WorkflowQueryOptions;
@@ -88,24 +89,44 @@ pub(crate) async fn conversation_inbound(
         .temporal()
         .await?
         .get_workflow_handle::<ConversationWorkflow>(workflow_id);
+    // A failed query or a short count is kept as the last error, so a timeout says which.
     let state = eventually(
         &format!("{count} messages in the conversation"),
         WAIT,
         || async {
-            let Ok(state) = handle
+            let state = handle
                 .query(
                     ConversationWorkflow::transcript,
                     (),
                     WorkflowQueryOptions::default(),
                 )
-                .await
-            else {
-                return Ok(None);
-            };
-            Ok((state.inbound_count >= count).then_some(state))
+                .await?;
+            if state.inbound_count >= count {
+                return Ok(Some(state));
+            }
+            let held: Vec<&str> = state.recent.iter().map(|m| m.id.as_str()).collect();
+            anyhow::bail!(
+                "{} inbound so far; held: {held:?}; run {}",
+                state.inbound_count,
+                state.generation
+            )
         },
     )
-    .await?;
+    .await;
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => {
+            let waiting: Vec<Document> = stack
+                .mongo
+                .collection::<Document>("inbox")
+                .find(doc! {})
+                .limit(20)
+                .await?
+                .try_collect()
+                .await?;
+            anyhow::bail!("{from}: {e:#}; the inbox holds {waiting:?}");
+        }
+    };
     assert_eq!(
         state.inbound_count, count,
         "{from}: a message was taken twice"
