@@ -17,7 +17,7 @@ use temporalio_sdk::{
     WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows::select,
 };
 use voice_agent_activities::campaign::{
-    BatchInput, BatchOutput, CAMPAIGN_GONE, CallItemsInput, CampaignActivities,
+    BatchInput, BatchOutput, CAMPAIGN_GONE, CallItem, CallItemsInput, CampaignActivities,
     MIN_RATE_PER_SECOND, MaterializeInput, SettleCallsInput, call_workflow_id, send_interval,
 };
 use voice_agent_activities::voice::VoiceActivities;
@@ -65,6 +65,10 @@ const VOICE_CALLS_PATCH: &str = "voice-calls-by-item";
 /// of less than a second fires about a second later on the Temporal server (measured: a rate of
 /// 50 calls a second dialled one a second), so one timer per call capped every campaign at 1/s.
 const VOICE_BURSTS_PATCH: &str = "voice-calls-in-bursts";
+/// Patch id of a burst's calls started together, in one workflow task: one start at a time
+/// cost a workflow-task round trip each, which held every campaign near 15 calls a second
+/// whatever its rate (measured over 6,000 calls at a rate of 100).
+const VOICE_STARTS_TOGETHER_PATCH: &str = "voice-calls-started-together";
 /// The pace of a voice campaign's bursts.
 const CALL_TICK: Duration = Duration::from_secs(1);
 
@@ -474,8 +478,9 @@ async fn call_page(
         .await?;
     let max_in_flight = voice.max_in_flight.max(1) as usize;
     let bursts = ctx.patched(VOICE_BURSTS_PATCH);
-    let mut items = page.items.iter();
-    while let Some(item) = items.next() {
+    let together = bursts && ctx.patched(VOICE_STARTS_TOGETHER_PATCH);
+    let mut next = 0;
+    while next < page.items.len() {
         if bursts {
             let (rate, left) = ctx.state(|s| (s.run.rate_per_second, s.run.call_allowance));
             let (ticks, allowance) = next_call_allowance(left, rate);
@@ -490,7 +495,7 @@ async fn call_page(
         .await?;
         if ctx.state(|s| s.run.cancel_requested) {
             // Taken for calling but never called: they end cancelled, like unsent items.
-            for left in std::iter::once(item).chain(items) {
+            for left in &page.items[next..] {
                 ctx.execute_activity(
                     VoiceActivities::finish_call_item,
                     (left.item_id.clone(), "canceled".to_owned()),
@@ -500,63 +505,53 @@ async fn call_page(
             }
             return Ok(None);
         }
-        let call_id = call_workflow_id(&item.item_id);
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(call_id.clone())
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            // A contact's call runs once: after a crash the page may be taken again.
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
-        let started = ctx
-            .start_child_workflow(
+        let n = if together {
+            ctx.state(|s| {
+                starts_together(
+                    s.run.call_allowance.unwrap_or(1.0),
+                    max_in_flight.saturating_sub(s.run.calls_in_flight()),
+                    page.items.len() - next,
+                )
+            })
+        } else {
+            1
+        };
+        let burst = &page.items[next..next + n];
+        next += n;
+        let starts = burst.iter().map(|item| {
+            let call_id = call_workflow_id(&item.item_id);
+            let options = ChildWorkflowOptions::builder()
+                .workflow_id(call_id.clone())
+                .parent_close_policy(ParentClosePolicy::Abandon)
+                // A contact's call runs once: after a crash the page may be taken again.
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .build();
+            ctx.start_child_workflow(
                 CallWorkflow::run,
-                CallInput {
-                    call_id,
-                    direction: "outbound".to_owned(),
-                    ours: voice.from.clone(),
-                    theirs: item.phone.clone(),
-                    profile: voice.profile.clone(),
-                    voicemail: item.voicemail.clone(),
-                    machine_detection: true,
-                    max_attempts: voice.max_attempts,
-                    retry_after_secs: voice.retry_after_secs,
-                    ring_timeout_secs: 30,
-                    campaign_id: Some(id.to_owned()),
-                    item_id: Some(item.item_id.clone()),
-                    window: match (voice.window_start_minute, voice.window_end_minute) {
-                        (Some(start_minute), Some(end_minute)) => Some(CallWindow {
-                            start_minute,
-                            end_minute,
-                            time_zone: item.time_zone.clone(),
-                        }),
-                        _ => None,
-                    },
-                    not_after_ms: voice.end_at_ms,
-                    ..CallInput::default()
-                },
+                call_input(id, voice, item, call_id),
                 options,
             )
-            .await;
+        });
+        let started = futures::future::join_all(starts).await;
         // A start refused because the call exists (an item taken again by a later pass while
         // its call goes on) is still a call in flight; one that never started is settled as
         // failed by the next check.
         ctx.state_mut(|s| {
-            if started.is_ok() {
-                s.run.counters.calls_started += 1;
-            }
-            if s.run.by_item {
-                s.run.call_started(&item.item_id);
-            } else if started.is_ok() {
-                s.run.in_flight += 1;
-            }
-        });
-        if bursts {
-            ctx.state_mut(|s| {
-                if let Some(left) = s.run.call_allowance.as_mut() {
+            for (item, started) in burst.iter().zip(&started) {
+                if started.is_ok() {
+                    s.run.counters.calls_started += 1;
+                }
+                if s.run.by_item {
+                    s.run.call_started(&item.item_id);
+                } else if started.is_ok() {
+                    s.run.in_flight += 1;
+                }
+                if bursts && let Some(left) = s.run.call_allowance.as_mut() {
                     *left -= 1.0;
                 }
-            });
-        } else {
+            }
+        });
+        if !bursts {
             // Calls per second (Twilio's default account limit is 1).
             let rate = ctx.state(|s| s.run.rate_per_second);
             ctx.timer(send_interval(rate).unwrap_or(Duration::from_secs(1)))
@@ -572,6 +567,47 @@ async fn call_page(
         next_window_in_secs: page.next_window_in_secs,
         ..BatchOutput::default()
     }))
+}
+
+/// The call workflow's input for one item of a voice campaign.
+fn call_input(id: &str, voice: &VoiceCampaign, item: &CallItem, call_id: String) -> CallInput {
+    CallInput {
+        call_id,
+        direction: "outbound".to_owned(),
+        ours: voice.from.clone(),
+        theirs: item.phone.clone(),
+        profile: voice.profile.clone(),
+        voicemail: item.voicemail.clone(),
+        machine_detection: true,
+        max_attempts: voice.max_attempts,
+        retry_after_secs: voice.retry_after_secs,
+        ring_timeout_secs: 30,
+        campaign_id: Some(id.to_owned()),
+        item_id: Some(item.item_id.clone()),
+        window: match (voice.window_start_minute, voice.window_end_minute) {
+            (Some(start_minute), Some(end_minute)) => Some(CallWindow {
+                start_minute,
+                end_minute,
+                time_zone: item.time_zone.clone(),
+            }),
+            _ => None,
+        },
+        not_after_ms: voice.end_at_ms,
+        ..CallInput::default()
+    }
+}
+
+/// How many calls to start together: what the tick still allows (`allowance`, at least one
+/// once the tick has been waited for), within the free call slots and the items left.
+fn starts_together(allowance: f64, free: usize, left: usize) -> usize {
+    // The same rounding slack as the tick's: 0.1 added ten times is one call.
+    let by_rate = (allowance + 1e-9).floor();
+    let by_rate = if by_rate >= 1.0 {
+        by_rate.min(usize::MAX as f64) as usize
+    } else {
+        1
+    };
+    by_rate.min(free.max(1)).min(left)
 }
 
 /// Calls a one-second tick may start at `rate` calls per second: 0 (no rate set) is Twilio's
@@ -821,6 +857,36 @@ mod tests {
         // No rate: Twilio's default one call a second.
         assert_eq!(starts_per_tick(0.0, 3), [1, 1, 1]);
         assert_eq!(starts_per_tick(f64::NAN, 2), [1, 1]);
+    }
+
+    /// The groups of calls started together at `rate` with `free` call slots, as the
+    /// campaign's loop takes them (slots are not given back in between).
+    fn groups_started_together(rate: f64, calls: usize, free: usize) -> Vec<usize> {
+        let (mut groups, mut left, mut started) = (Vec::new(), None, 0);
+        while started < calls {
+            let (_, allowance) = next_call_allowance(left, rate);
+            let n = starts_together(allowance, free, calls - started);
+            groups.push(n);
+            started += n;
+            left = Some(allowance - n as f64);
+        }
+        groups
+    }
+
+    #[test]
+    fn a_ticks_calls_start_together_within_the_rate_and_the_free_slots() {
+        // One group per tick, the same sizes as one at a time.
+        assert_eq!(groups_started_together(50.0, 120, 1_000), [50, 50, 20]);
+        assert_eq!(groups_started_together(2.5, 10, 1_000), [2, 3, 2, 3]);
+        assert_eq!(groups_started_together(0.2, 3, 1_000), [1, 1, 1]);
+        // 0.1 ten times is one call, not a call short.
+        assert_eq!(groups_started_together(0.1, 2, 1_000), [1, 1]);
+        // Never more than the free slots; the rest of the tick follows as slots free.
+        assert_eq!(groups_started_together(50.0, 60, 20), [20, 20, 10, 10]);
+        // Never nothing: the loop waited for a slot and a tick before asking.
+        assert_eq!(starts_together(0.0, 0, 5), 1);
+        assert_eq!(starts_together(f64::MAX, usize::MAX, 3), 3);
+        assert_eq!(starts_together(f64::NAN, 4, 3), 1);
     }
 
     #[test]

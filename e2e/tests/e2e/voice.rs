@@ -528,9 +528,10 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     stack
         .save_history::<voice_agent_workflows::CampaignWorkflow>(
             &format!("campaign-{id}"),
-            // The calls started in bursts (`voice-calls-in-bursts`); the fixture of the same
-            // campaign from before that patch is `campaign-voice-outcomes`.
-            "campaign-voice-outcomes-bursts",
+            // A tick's calls started together (`voice-calls-started-together`); the fixtures
+            // of the same campaign from before that patch are `campaign-voice-outcomes-bursts`
+            // (one start at a time) and `campaign-voice-outcomes` (one timer per call).
+            "campaign-voice-outcomes-together",
         )
         .await?;
     Ok(())
