@@ -14,7 +14,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions,
     ParentClosePolicy, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows::select,
+    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows, workflows::select,
 };
 use voice_agent_activities::campaign::{
     BatchInput, BatchOutput, CAMPAIGN_GONE, CallItem, CallItemsInput, CampaignActivities,
@@ -532,7 +532,9 @@ async fn call_page(
                 options,
             )
         });
-        let started = futures::future::join_all(starts).await;
+        // The SDK's join: `futures::join_all` polls more than 30 futures through wakers of its
+        // own, which the workflow runtime fails as nondeterministic.
+        let started = workflows::join_all(starts).await;
         // A start refused because the call exists (an item taken again by a later pass while
         // its call goes on) is still a call in flight; one that never started is settled as
         // failed by the next check.

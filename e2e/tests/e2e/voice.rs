@@ -537,6 +537,105 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     Ok(())
 }
 
+/// More calls in one tick than `futures::join_all` polls inline (30): it then polls through
+/// wakers of its own, which the workflow runtime refuses as nondeterministic, and the campaign's
+/// workflow task failed forever with its first page's calls never started.
+#[tokio::test]
+async fn a_voice_campaign_starts_a_ticks_forty_calls_together_and_each_once() -> anyhow::Result<()>
+{
+    const CALLS: usize = 40;
+    let stack = Stack::start_with_env(&[("SENDER_LIMIT_CALLS_PER_SECOND", "0")]).await?;
+    route_our_number(&stack).await?;
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/faults",
+            Some(json!({"calls_per_second": 1000})),
+        )
+        .await?;
+    let numbers: Vec<String> = (0..CALLS).map(|_| person()).collect();
+    for number in &numbers {
+        // Answers, hears the greeting, hangs up.
+        script_callee(
+            &stack,
+            number,
+            json!({"behaviour": "hangup_mid_call", "hangup_after_turns": 0}),
+        )
+        .await?;
+    }
+    let contacts: Vec<(&String, &str)> = numbers.iter().map(|n| (n, "")).collect();
+    let list_id = voice_list(&stack, &contacts).await?;
+    let resp = stack
+        .http
+        .post(format!("{}/api/campaigns", stack.api_http))
+        .json(&json!({
+            "name": "Forty at once",
+            "channel": "voice",
+            "list_id": list_id,
+            "template": "Hi, this is Acme.",
+            "rate_per_second": 100,
+            "max_attempts": 1,
+            "max_in_flight": CALLS,
+        }))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let id = resp.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = stack
+        .http
+        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
+        .send()
+        .await?;
+    assert!(resp.status().is_success(), "{}", resp.text().await?);
+
+    let temporal = stack.temporal().await?;
+    let campaign = temporal
+        .get_workflow_handle::<voice_agent_workflows::CampaignWorkflow>(format!("campaign-{id}"));
+    let counters = tokio::time::timeout(
+        WAIT,
+        campaign.get_result(temporalio_client::WorkflowGetResultOptions::default()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the campaign did not finish within {WAIT:?}"))??;
+    assert_eq!(counters.calls_started, CALLS as u64, "{counters:?}");
+    assert_eq!(
+        counters.outcomes.values().sum::<u64>(),
+        CALLS as u64,
+        "{counters:?}"
+    );
+    for number in &numbers {
+        let path = format!("/admin/calls?to={}", enc(number));
+        let calls = stack.admin(reqwest::Method::GET, &path, None).await?;
+        assert_eq!(calls["total"], json!(1), "{number} dialled once");
+    }
+
+    // They started together: one workflow task issued every start.
+    let history: Value = serde_json::from_slice(
+        &campaign
+            .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?,
+    )?;
+    let (mut most, mut in_task) = (0, 0);
+    for event in history["events"].as_array().into_iter().flatten() {
+        match event["event_type"].as_i64() {
+            // Workflow task completed: the commands of the next task follow.
+            Some(7) => in_task = 0,
+            // Start child workflow execution initiated.
+            Some(29) => {
+                in_task += 1;
+                most = most.max(in_task);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(most, CALLS, "the most starts one workflow task issued");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_call_placed_over_grpc_reads_back_with_its_transcript() -> anyhow::Result<()> {
     use voice_agent_protos::v1::call_service_client::CallServiceClient;
