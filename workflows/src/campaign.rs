@@ -69,6 +69,10 @@ const VOICE_BURSTS_PATCH: &str = "voice-calls-in-bursts";
 /// cost a workflow-task round trip each, which held every campaign near 15 calls a second
 /// whatever its rate (measured over 6,000 calls at a rate of 100).
 const VOICE_STARTS_TOGETHER_PATCH: &str = "voice-calls-started-together";
+/// Most calls one workflow task starts. A task of 100 starts kept the campaign's progress query
+/// waiting behind it (mean 0.4 s, max 5 s, against 0.06 s one at a time, measured over 6,000
+/// calls); twenty keep the task small and still cut the round trips twentyfold.
+pub const MAX_STARTS_PER_TASK: usize = 20;
 /// The pace of a voice campaign's bursts.
 const CALL_TICK: Duration = Duration::from_secs(1);
 
@@ -600,7 +604,8 @@ fn call_input(id: &str, voice: &VoiceCampaign, item: &CallItem, call_id: String)
 }
 
 /// How many calls to start together: what the tick still allows (`allowance`, at least one
-/// once the tick has been waited for), within the free call slots and the items left.
+/// once the tick has been waited for), within the free call slots, the items left and
+/// [`MAX_STARTS_PER_TASK`].
 fn starts_together(allowance: f64, free: usize, left: usize) -> usize {
     // The same rounding slack as the tick's: 0.1 added ten times is one call.
     let by_rate = (allowance + 1e-9).floor();
@@ -609,7 +614,7 @@ fn starts_together(allowance: f64, free: usize, left: usize) -> usize {
     } else {
         1
     };
-    by_rate.min(free.max(1)).min(left)
+    by_rate.min(free.max(1)).min(left).min(MAX_STARTS_PER_TASK)
 }
 
 /// Calls a one-second tick may start at `rate` calls per second: 0 (no rate set) is Twilio's
@@ -877,17 +882,28 @@ mod tests {
 
     #[test]
     fn a_ticks_calls_start_together_within_the_rate_and_the_free_slots() {
-        // One group per tick, the same sizes as one at a time.
-        assert_eq!(groups_started_together(50.0, 120, 1_000), [50, 50, 20]);
+        // What a tick allows, at most twenty to a workflow task.
+        assert_eq!(groups_started_together(15.0, 40, 1_000), [15, 15, 10]);
+        assert_eq!(
+            groups_started_together(50.0, 120, 1_000),
+            [20, 20, 10, 20, 20, 10, 20]
+        );
         assert_eq!(groups_started_together(2.5, 10, 1_000), [2, 3, 2, 3]);
         assert_eq!(groups_started_together(0.2, 3, 1_000), [1, 1, 1]);
         // 0.1 ten times is one call, not a call short.
         assert_eq!(groups_started_together(0.1, 2, 1_000), [1, 1]);
         // Never more than the free slots; the rest of the tick follows as slots free.
-        assert_eq!(groups_started_together(50.0, 60, 20), [20, 20, 10, 10]);
+        assert_eq!(
+            groups_started_together(50.0, 60, 8),
+            [8, 8, 8, 8, 8, 8, 2, 8, 2]
+        );
         // Never nothing: the loop waited for a slot and a tick before asking.
         assert_eq!(starts_together(0.0, 0, 5), 1);
         assert_eq!(starts_together(f64::MAX, usize::MAX, 3), 3);
+        assert_eq!(
+            starts_together(f64::MAX, usize::MAX, usize::MAX),
+            MAX_STARTS_PER_TASK
+        );
         assert_eq!(starts_together(f64::NAN, 4, 3), 1);
     }
 

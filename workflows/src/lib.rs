@@ -29,7 +29,7 @@ pub use call::{
 };
 pub use campaign::{
     CAMPAIGN_CHANNEL_ATTR, CAMPAIGN_ID_ATTR, CAMPAIGN_STATUS_ATTR, CallFinished, CampaignCounters,
-    CampaignRun, CampaignWorkflow, Phase, VoiceCampaign,
+    CampaignRun, CampaignWorkflow, MAX_STARTS_PER_TASK, Phase, VoiceCampaign,
 };
 pub use conversation::{
     AgentMode, ConversationMessage, ConversationState, ConversationWorkflow, LiveTurn,
