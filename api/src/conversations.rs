@@ -271,6 +271,7 @@ async fn reply(
         request_id: req.request_id.clone(),
         by: "api".to_owned(),
         reply: Some(text.to_owned()),
+        after: None,
     };
     to_workflow(&state, &id, action).await?;
     info!(conversation = %voice_agent_domain::mask_workflow_id(&id), "a person replied");
@@ -309,6 +310,7 @@ async fn hand_back(
         request_id: req.request_id.clone(),
         by: "api".to_owned(),
         reply: None,
+        after: None,
     };
     to_workflow(&state, &id, action).await?;
     Ok((

@@ -866,8 +866,8 @@ mod tests {
         assert_eq!(starts_per_tick(f64::NAN, 2), [1, 1]);
     }
 
-    /// The groups of calls started together at `rate` with `free` call slots, as the
-    /// campaign's loop takes them (slots are not given back in between).
+    /// The groups of calls started together at `rate` with `free` call slots before each group
+    /// (as if every call ended before the next group), as the campaign's loop takes them.
     fn groups_started_together(rate: f64, calls: usize, free: usize) -> Vec<usize> {
         let (mut groups, mut left, mut started) = (Vec::new(), None, 0);
         while started < calls {

@@ -107,7 +107,8 @@ pub struct ConversationState {
     pub theirs: String,
     /// SMS or WhatsApp.
     pub channel: Option<Channel>,
-    /// The latest messages, oldest first.
+    /// The latest messages in conversation order: oldest first, except that a reply sits right
+    /// after the message it answers even when later ones arrived while it was being sent.
     pub recent: VecDeque<ConversationMessage>,
     /// Ids already seen, oldest first.
     pub seen_ids: VecDeque<String>,
@@ -195,6 +196,10 @@ pub struct PersonAction {
     pub by: String,
     /// The reply to send; `None`: hand the conversation back to the agent.
     pub reply: Option<String>,
+    /// The last message the conversation held when the reply arrived (set by the workflow,
+    /// never by the caller): the reply is recorded right after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl ConversationState {
@@ -645,7 +650,10 @@ impl ConversationWorkflow {
             }
             _ => {}
         }
-        self.state.person_outbox.push_back(action);
+        let after = self.state.recent.back().map(|m| m.id.clone());
+        self.state
+            .person_outbox
+            .push_back(PersonAction { after, ..action });
         self.unprocessed += 1;
     }
 
@@ -890,8 +898,6 @@ async fn person_action(
                 action.request_id
             ))
             .to_string();
-            // It answers what the person saw when they wrote it.
-            let after = ctx.state(|s| s.state.recent.back().map(|m| m.id.clone()));
             let send = SendMessageInput {
                 message_id: message_id.clone(),
                 channel,
@@ -912,8 +918,9 @@ async fn person_action(
                 Ok(_) => {
                     let at = rfc3339(ctx);
                     ctx.state_mut(|s| {
+                        // It answers what the conversation held when the person sent it.
                         s.state.push_reply(
-                            after.as_deref(),
+                            action.after.as_deref(),
                             ConversationMessage {
                                 id: message_id,
                                 direction: "outbound".to_owned(),

@@ -2,6 +2,7 @@
 //! opt-out), the fallback when the model fails, context kept across continue-as-new, and sends
 //! that do not wait behind a busy model.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -257,6 +258,33 @@ async fn a_message_that_arrives_while_the_last_reply_is_being_sent_is_answered_i
         expected.push(("outbound", reply));
     }
     assert_eq!(flow, expected);
+
+    // The race happened: a message reached the workflow while a reply's send was under way
+    // (otherwise this test would pass without the fix too).
+    let history: Value = serde_json::from_slice(
+        &stack
+            .temporal()
+            .await?
+            .get_workflow_handle::<ConversationWorkflow>(conversation_id(person))
+            .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?,
+    )?;
+    let mut sending = BTreeSet::new();
+    let mut raced = 0;
+    for event in history["events"].as_array().into_iter().flatten() {
+        let a = &event["attributes"];
+        let scheduled = &a["ActivityTaskScheduledEventAttributes"];
+        if scheduled["activity_type"]["name"] == json!("MessagingActivities::send_message") {
+            sending.insert(event["event_id"].as_i64());
+        }
+        sending.remove(&a["ActivityTaskCompletedEventAttributes"]["scheduled_event_id"].as_i64());
+        let signal = &a["WorkflowExecutionSignaledEventAttributes"]["signal_name"];
+        if signal == &json!("message") && !sending.is_empty() {
+            raced += 1;
+        }
+    }
+    assert!(raced > 0, "no message arrived during a send: {history}");
     Ok(())
 }
 

@@ -537,10 +537,12 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
     Ok(())
 }
 
-/// Forty calls in one tick: started in groups of at most `MAX_STARTS_PER_TASK` workflow task
-/// by workflow task. (A first version joined a tick's starts with `futures::join_all`, which
-/// past 30 futures polls through wakers of its own; the workflow runtime refused them as
-/// nondeterministic and the campaign's first task failed forever.)
+/// Forty calls in one tick: each dialled once, started in workflow tasks of
+/// `MAX_STARTS_PER_TASK` starts. (A first version joined a tick's 100 starts with
+/// `futures::join_all`, which past 30 futures polls through wakers of its own; the workflow
+/// runtime refused them as nondeterministic and the campaign's first task failed forever. With
+/// tasks of 20 this test would no longer catch that; the workflows crate has no `futures`
+/// dependency, so the combinator cannot come back there.)
 #[tokio::test]
 async fn a_voice_campaign_starts_a_ticks_forty_calls_together_and_each_once() -> anyhow::Result<()>
 {
