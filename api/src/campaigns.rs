@@ -564,6 +564,8 @@ impl Campaigns {
                 handle.signal(CampaignWorkflow::set_rate, r, opts).await
             }
         };
+        // Progress reads on this replica see the signal from the next one on.
+        self.state.campaign_runs.forget(&c.id);
         if let Err(e) = sent {
             // A finished workflow cannot be signalled: report the campaign as it is.
             let c = self.get(id).await?;
@@ -582,7 +584,8 @@ impl Campaigns {
     }
 
     /// Counts from the campaign's counters in MongoDB (one document read, whatever the
-    /// campaign's size), the rest from the workflow's state while it runs.
+    /// campaign's size), the rest from the workflow's state while it runs, as last queried
+    /// (at most a second old and refreshed in the background: see [`crate::campaign_runs`]).
     pub async fn progress(&self, id: &str) -> Result<ProgressView, ApiError> {
         let c = self.get(id).await?;
         let counts = self
@@ -599,18 +602,26 @@ impl Campaigns {
             campaign_status::COMPLETED | campaign_status::CANCELLED
         );
         let run = if c.status == campaign_status::DRAFT || finished {
+            self.state.campaign_runs.forget(&c.id);
             None
         } else {
-            self.state
+            let handle = self
+                .state
                 .temporal
-                .get_workflow_handle::<CampaignWorkflow>(workflow_id(&c.id))
-                .query(
-                    CampaignWorkflow::progress,
-                    (),
-                    WorkflowQueryOptions::default(),
-                )
-                .await
-                .ok()
+                .get_workflow_handle::<CampaignWorkflow>(workflow_id(&c.id));
+            let query = || async move {
+                handle
+                    .query(
+                        CampaignWorkflow::progress,
+                        (),
+                        WorkflowQueryOptions::default(),
+                    )
+                    .await
+                    .inspect_err(|e| tracing::debug!(error = %e, "campaign progress query failed"))
+                    .ok()
+                    .map(|r| RunState::from(&r))
+            };
+            self.state.campaign_runs.read(&c.id, query).await
         };
         let done: i64 = counts
             .iter()
@@ -644,6 +655,26 @@ impl Campaigns {
             paused: run.as_ref().is_some_and(|r| r.paused),
             pass: run.as_ref().map_or(0, |r| r.pass),
         })
+    }
+}
+
+/// What a progress view shows from a running campaign's workflow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunState {
+    rate_per_second: f64,
+    paused: bool,
+    pass: u32,
+    sending_started_ms: Option<i64>,
+}
+
+impl From<&CampaignRun> for RunState {
+    fn from(r: &CampaignRun) -> Self {
+        Self {
+            rate_per_second: r.rate_per_second,
+            paused: r.paused,
+            pass: r.pass,
+            sending_started_ms: r.sending_started_ms,
+        }
     }
 }
 

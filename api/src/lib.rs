@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod campaign_items;
+pub mod campaign_runs;
 pub mod campaigns;
 pub mod chat;
 pub mod contact_history;
@@ -149,6 +150,8 @@ pub struct AppState {
     pub auth: auth::AuthState,
     /// The web app's live streams.
     pub live: live::Live,
+    /// Running campaigns' workflow state as last queried, shared by every progress read.
+    pub campaign_runs: campaign_runs::RunCache<campaigns::RunState>,
     /// Live sessions (the browser chat): the streaming agent and the sessions' bounds.
     pub live_engine: session::LiveEngine,
 }
@@ -233,6 +236,7 @@ impl Application {
                 inbox: inbox::Inbox::new(store.clone()),
                 auth: auth::AuthState::new(settings.auth.clone()),
                 live: live::Live::default(),
+                campaign_runs: campaign_runs::RunCache::default(),
                 live_engine: session::LiveEngine::new(agent),
                 store,
                 temporal,

@@ -173,6 +173,10 @@ async fn a_campaign_can_be_paused_resumed_sped_up_and_cancelled() -> anyhow::Res
     })
     .await?;
 
+    // The api keeps a running campaign's last query answer for a second: this read fills it.
+    let progress_path = format!("/api/campaigns/{id}/progress");
+    let (s, before) = api(&stack, reqwest::Method::GET, &progress_path, None).await?;
+    assert_eq!((s, &before["paused"]), (200, &json!(false)), "{before}");
     let (s, paused) = api(
         &stack,
         reqwest::Method::POST,
@@ -181,6 +185,9 @@ async fn a_campaign_can_be_paused_resumed_sped_up_and_cancelled() -> anyhow::Res
     )
     .await?;
     assert_eq!(s, 200, "{paused}");
+    // A signal through the api drops that answer: the next read shows the pause at once.
+    let (s, after) = api(&stack, reqwest::Method::GET, &progress_path, None).await?;
+    assert_eq!((s, &after["paused"]), (200, &json!(true)), "{after}");
     eventually("the campaign to pause", WAIT, || async {
         let c = api(
             &stack,
