@@ -64,25 +64,11 @@ pub(crate) async fn api(
     ))
 }
 
-pub(crate) async fn create_and_start(
-    stack: &Stack,
-    list_id: &str,
-    rate: f64,
-) -> anyhow::Result<String> {
-    let (status, created) = api(
-        stack,
-        reqwest::Method::POST,
-        "/api/campaigns",
-        Some(json!({
-            "name": "Spring reminder",
-            "list_id": list_id,
-            "template": "Hi {{name}}, your code is {{code}}",
-            "rate_per_second": rate,
-        })),
-    )
-    .await?;
-    assert_eq!(status, 201, "{created}");
-    assert_eq!(created["status"], json!("draft"));
+/// Creates a campaign from `body` and starts it; its id.
+pub(crate) async fn start_campaign(stack: &Stack, body: Value) -> anyhow::Result<String> {
+    let (status, created) = api(stack, reqwest::Method::POST, "/api/campaigns", Some(body)).await?;
+    anyhow::ensure!(status == 201, "{created}");
+    anyhow::ensure!(created["status"] == json!("draft"), "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
     let (status, started) = api(
         stack,
@@ -91,8 +77,25 @@ pub(crate) async fn create_and_start(
         None,
     )
     .await?;
-    assert_eq!(status, 200, "{started}");
+    anyhow::ensure!(status == 200, "{started}");
     Ok(id)
+}
+
+pub(crate) async fn create_and_start(
+    stack: &Stack,
+    list_id: &str,
+    rate: f64,
+) -> anyhow::Result<String> {
+    start_campaign(
+        stack,
+        json!({
+            "name": "Spring reminder",
+            "list_id": list_id,
+            "template": "Hi {{name}}, your code is {{code}}",
+            "rate_per_second": rate,
+        }),
+    )
+    .await
 }
 
 pub(crate) async fn result(stack: &Stack, id: &str) -> anyhow::Result<CampaignCounters> {

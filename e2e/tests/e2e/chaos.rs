@@ -14,6 +14,7 @@ use serde_json::json;
 use temporalio_client::WorkflowGetResultOptions;
 use voice_agent_workflows::CampaignWorkflow;
 
+use crate::campaigns::start_campaign;
 use crate::helpers::{Stack, TemporalServer, eventually};
 
 const CONTACTS: usize = 5_000;
@@ -58,21 +59,7 @@ async fn a_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio(
         )
         .await?;
 
-    let created = stack
-        .http
-        .post(format!("{}/api/campaigns", stack.api_http))
-        .json(&json!({"name": "chaos", "list_id": list_id, "template": "Hello {{name}}", "rate_per_second": 250.0, "max_attempts": 8}))
-        .send()
-        .await?
-        .json::<serde_json::Value>()
-        .await?;
-    let id = created["id"].as_str().expect("campaign id").to_owned();
-    let started = stack
-        .http
-        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
-        .send()
-        .await?;
-    assert_eq!(started.status(), 200);
+    let id = start_campaign(&stack, json!({"name": "chaos", "list_id": list_id, "template": "Hello {{name}}", "rate_per_second": 250.0, "max_attempts": 8})).await?;
 
     wait_for_sent(&stack, 500).await?;
     stack.kill_worker().await?;
@@ -202,7 +189,7 @@ async fn all_dials(stack: &Stack, numbers: &[String]) -> anyhow::Result<usize> {
 #[tokio::test]
 async fn a_voice_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_twilio()
 -> anyhow::Result<()> {
-    use crate::durability::{create_voice_campaign, dials, item};
+    use crate::durability::{dials, item};
     use crate::voice::{person, route_our_number, script_callee, voice_list};
 
     let mut temporal = TemporalServer::start().await?;
@@ -232,7 +219,7 @@ async fn a_voice_campaign_survives_worker_kills_a_temporal_restart_and_a_flaky_t
             ),
         )
         .await?;
-    let id = create_voice_campaign(
+    let id = start_campaign(
         &stack,
         json!({"name": "voice chaos", "channel": "voice", "list_id": list_id, "max_in_flight": 5,
                "rate_per_second": 5.0, "max_attempts": 2, "retry_after_secs": 3}),

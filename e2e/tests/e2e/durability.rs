@@ -12,7 +12,9 @@ use temporalio_client::{
 };
 use voice_agent_workflows::CampaignWorkflow;
 
-use crate::campaigns::{api, create_and_start, item_counts, ledger_counts, make_list, result};
+use crate::campaigns::{
+    api, create_and_start, item_counts, ledger_counts, make_list, result, start_campaign,
+};
 use crate::helpers::{Stack, eventually};
 use crate::voice::{
     enc, person, ring_in, route_our_number, script_callee, simulator_call, voice_list,
@@ -30,21 +32,6 @@ pub(crate) async fn dials(stack: &Stack, number: &str) -> anyhow::Result<Vec<Val
         )
         .await?;
     Ok(calls["calls"].as_array().cloned().unwrap_or_default())
-}
-
-pub(crate) async fn create_voice_campaign(stack: &Stack, body: Value) -> anyhow::Result<String> {
-    let (status, created) = api(stack, reqwest::Method::POST, "/api/campaigns", Some(body)).await?;
-    anyhow::ensure!(status == 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_owned();
-    let (status, started) = api(
-        stack,
-        reqwest::Method::POST,
-        &format!("/api/campaigns/{id}/start"),
-        None,
-    )
-    .await?;
-    anyhow::ensure!(status == 200, "{started}");
-    Ok(id)
 }
 
 pub(crate) async fn item(stack: &Stack, campaign_id: &str) -> anyhow::Result<Vec<Document>> {
@@ -147,7 +134,7 @@ async fn a_voice_campaign_completes_when_a_call_workflow_is_terminated() -> anyh
     )
     .await?;
     let list_id = voice_list(&stack, &[(&number, "")]).await?;
-    let id = create_voice_campaign(
+    let id = start_campaign(
         &stack,
         json!({"name": "Terminated", "channel": "voice", "list_id": list_id, "max_in_flight": 1}),
     )
@@ -193,7 +180,7 @@ async fn cancelling_a_voice_campaign_stops_calls_not_yet_answered() -> anyhow::R
     script_callee(&stack, &ringing, json!({"behaviour": "no_answer"})).await?;
     script_callee(&stack, &busy, json!({"behaviour": "busy"})).await?;
     let list_id = voice_list(&stack, &[(&ringing, ""), (&busy, "")]).await?;
-    let id = create_voice_campaign(
+    let id = start_campaign(
         &stack,
         json!({"name": "Cancelled", "channel": "voice", "list_id": list_id, "max_in_flight": 2,
                "rate_per_second": 10.0, "max_attempts": 3, "retry_after_secs": 8}),

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use voice_agent_twilio::signature::compute_signature;
 use voice_agent_workflows::CallWorkflow;
 
+use crate::campaigns::start_campaign;
 use crate::helpers::{AUTH_TOKEN, Stack, eventually};
 use crate::voice::{
     OURS, call_logs, expected_conversation, person, ring_in, route_our_number, script_callee,
@@ -413,30 +414,18 @@ async fn outbound_relay_calls_and_a_relay_voice_campaign_talk_through_conversati
     assert_eq!(texts(&events(&call, "say")).len(), 3, "{call}");
 
     let list_id = voice_list(&stack, &[(&first, "Ada"), (&second, "Bob")]).await?;
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns", stack.api_http))
-        .json(&json!({
+    let id = start_campaign(
+        &stack,
+        json!({
             "name": "Relay check-in",
             "channel": "voice",
             "list_id": list_id,
             "from": OURS,
             "template": "",
             "rate_per_second": 10,
-        }))
-        .send()
-        .await?;
-    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
-    let id = resp.json::<Value>().await?["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
-        .send()
-        .await?;
-    assert!(resp.status().is_success(), "{}", resp.text().await?);
+        }),
+    )
+    .await?;
     for number in [&first, &second] {
         let log: Document = eventually("the campaign call's log", WAIT, || async {
             Ok(stack

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use voice_agent_workflows::CallWorkflow;
 
+use crate::campaigns::start_campaign;
 use crate::helpers::{Stack, TemporalServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -436,10 +437,9 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
         .insert_one(doc! { "_id": &opted_out, "keyword": "STOP", "channel": "sms" })
         .await?;
 
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns", stack.api_http))
-        .json(&json!({
+    let id = start_campaign(
+        &stack,
+        json!({
             "name": "Voice check-in",
             "channel": "voice",
             "list_id": list_id,
@@ -448,18 +448,9 @@ async fn a_voice_campaign_calls_each_contact_with_the_right_outcome() -> anyhow:
             "max_attempts": 2,
             "retry_after_secs": 1,
             "max_in_flight": 2,
-        }))
-        .send()
-        .await?;
-    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
-    let created: Value = resp.json().await?;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
-        .send()
-        .await?;
-    assert!(resp.status().is_success(), "{}", resp.text().await?);
+        }),
+    )
+    .await?;
 
     let counters = stack
         .temporal()
@@ -568,10 +559,9 @@ async fn a_voice_campaign_starts_a_ticks_forty_calls_together_and_each_once() ->
     }
     let contacts: Vec<(&String, &str)> = numbers.iter().map(|n| (n, "")).collect();
     let list_id = voice_list(&stack, &contacts).await?;
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns", stack.api_http))
-        .json(&json!({
+    let id = start_campaign(
+        &stack,
+        json!({
             "name": "Forty at once",
             "channel": "voice",
             "list_id": list_id,
@@ -579,20 +569,9 @@ async fn a_voice_campaign_starts_a_ticks_forty_calls_together_and_each_once() ->
             "rate_per_second": 100,
             "max_attempts": 1,
             "max_in_flight": CALLS,
-        }))
-        .send()
-        .await?;
-    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
-    let id = resp.json::<Value>().await?["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let resp = stack
-        .http
-        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
-        .send()
-        .await?;
-    assert!(resp.status().is_success(), "{}", resp.text().await?);
+        }),
+    )
+    .await?;
 
     let temporal = stack.temporal().await?;
     let campaign = temporal

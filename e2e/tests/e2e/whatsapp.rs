@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use temporalio_client::WorkflowGetResultOptions;
 use voice_agent_workflows::CampaignWorkflow;
 
+use crate::campaigns::start_campaign;
 use crate::helpers::{Stack, eventually};
 
 const SENDER: &str = "+15005550006";
@@ -35,24 +36,7 @@ async fn list_of(stack: &Stack, phones: &[&str]) -> anyhow::Result<String> {
 }
 
 async fn run_campaign(stack: &Stack, body: Value) -> anyhow::Result<String> {
-    let created: Value = stack
-        .http
-        .post(format!("{}/api/campaigns", stack.api_http))
-        .json(&body)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not created: {created}"))
-        .to_owned();
-    let started = stack
-        .http
-        .post(format!("{}/api/campaigns/{id}/start", stack.api_http))
-        .send()
-        .await?;
-    assert_eq!(started.status(), 200);
+    let id = start_campaign(stack, body).await?;
     stack
         .temporal()
         .await?
