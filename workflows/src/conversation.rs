@@ -205,19 +205,16 @@ pub struct PersonAction {
 impl ConversationState {
     /// Adds a message unless its id was already seen; returns whether it was new.
     pub fn push(&mut self, msg: ConversationMessage) -> bool {
-        if self.seen_ids.iter().any(|id| id == &msg.id) {
+        let (inbound, turn) = (msg.direction == "inbound", msg.keyword.is_none());
+        let id = msg.id.clone();
+        if !self.insert_new(self.recent.len(), msg) {
             return false;
         }
-        self.remember_id(msg.id.clone());
-        if msg.direction == "inbound" {
+        if inbound {
             self.inbound_count += 1;
-            if msg.keyword.is_none() {
-                self.pending_turn = Some(msg.id.clone());
+            if turn {
+                self.pending_turn = Some(id);
             }
-        }
-        self.recent.push_back(msg);
-        if self.recent.len() > MAX_RECENT_MESSAGES {
-            self.recent.pop_front();
         }
         true
     }
@@ -228,10 +225,6 @@ impl ConversationState {
     /// the next turn sees (at the end, the agent would seem to have spoken last and start over).
     /// Without `after`, or once it has left `recent`, at the end.
     pub fn push_reply(&mut self, after: Option<&str>, msg: ConversationMessage) -> bool {
-        if self.seen_ids.iter().any(|id| id == &msg.id) {
-            return false;
-        }
-        self.remember_id(msg.id.clone());
         let at = after
             .and_then(|after| self.recent.iter().position(|m| m.id == after))
             .map_or(self.recent.len(), |p| {
@@ -243,6 +236,15 @@ impl ConversationState {
                     .count();
                 p + 1 + replies
             });
+        self.insert_new(at, msg)
+    }
+
+    /// Puts `msg` at `at` in `recent` (the oldest goes past the bound) unless its id was seen.
+    fn insert_new(&mut self, at: usize, msg: ConversationMessage) -> bool {
+        if self.seen_ids.iter().any(|id| id == &msg.id) {
+            return false;
+        }
+        self.remember_id(msg.id.clone());
         self.recent.insert(at, msg);
         if self.recent.len() > MAX_RECENT_MESSAGES {
             self.recent.pop_front();
