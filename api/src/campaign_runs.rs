@@ -7,7 +7,7 @@
 //! page. So a read answers at once from the last query's answer and, when that is more than a
 //! second old, starts the next query in the background; only the first read of a campaign
 //! waits for one. The api forgets a campaign's answer when it signals it (pause, resume, rate),
-//! so the next read there sees the signal.
+//! so the next read there sees the signal; an answer to a query asked before that is dropped.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,10 +25,19 @@ const IDLE: Duration = Duration::from_secs(60);
 /// The last answer of each running campaign's query.
 #[derive(Clone)]
 pub struct RunCache<T> {
-    entries: Arc<Mutex<HashMap<String, Entry<T>>>>,
+    runs: Arc<Mutex<Runs<T>>>,
+}
+
+struct Runs<T> {
+    entries: HashMap<String, Entry<T>>,
+    /// How many times a campaign was forgotten. An answer is kept only if nothing was
+    /// forgotten since it was asked: one asked before a signal must not be taken for after.
+    forgets: u64,
 }
 
 struct Entry<T> {
+    /// [`Runs::forgets`] when the entry was made; its refreshes store only into it.
+    epoch: u64,
     /// The last successful answer (`None` before the first).
     value: Option<T>,
     /// When the last query ended (successfully or not).
@@ -42,7 +51,10 @@ struct Entry<T> {
 impl<T> Default for RunCache<T> {
     fn default() -> Self {
         Self {
-            entries: Arc::default(),
+            runs: Arc::new(Mutex::new(Runs {
+                entries: HashMap::new(),
+                forgets: 0,
+            })),
         }
     }
 }
@@ -64,42 +76,52 @@ impl<T: Clone + Send + 'static> RunCache<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
     {
-        let stale = {
-            let mut entries = self.lock();
-            match entries.get_mut(id) {
+        let (stale, epoch) = {
+            let mut runs = self.lock();
+            let forgets = runs.forgets;
+            match runs.entries.get_mut(id) {
                 Some(e) if e.value.is_some() => {
                     e.read_at = now;
                     if e.refreshing || now.saturating_duration_since(e.asked_at) < FRESH {
                         return e.value.clone();
                     }
                     e.refreshing = true;
-                    e.value.clone()
+                    (e.value.clone(), e.epoch)
                 }
-                _ => None,
+                _ => (None, forgets),
             }
         };
         if stale.is_some() {
             let (cache, id, asked) = (self.clone(), id.to_owned(), query());
             tokio::spawn(async move {
                 let answer = asked.await;
-                cache.store(now, &id, answer);
+                cache.store(now, epoch, &id, answer);
             });
             return stale;
         }
         let answer = query().await;
-        self.store(now, id, answer.clone());
+        self.store(now, epoch, id, answer.clone());
         answer
     }
 
     /// Drops what is known of campaign `id` (it was signalled, or it ended).
     pub fn forget(&self, id: &str) {
-        self.lock().remove(id);
+        let mut runs = self.lock();
+        runs.entries.remove(id);
+        runs.forgets += 1;
     }
 
-    /// Records the answer of a query asked at `asked_at`.
-    fn store(&self, asked_at: Instant, id: &str, answer: Option<T>) {
-        let mut entries = self.lock();
+    /// Records the answer of a query asked at `asked_at`, when [`Runs::forgets`] was `epoch`
+    /// (for a refresh: its entry's epoch).
+    fn store(&self, asked_at: Instant, epoch: u64, id: &str, answer: Option<T>) {
+        let mut runs = self.lock();
+        let forgets = runs.forgets;
+        let entries = &mut runs.entries;
         if let Some(e) = entries.get_mut(id) {
+            if e.epoch != epoch {
+                // The entry was forgotten and made again since: this answer is older.
+                return;
+            }
             e.refreshing = false;
             e.asked_at = asked_at;
             if answer.is_some() {
@@ -107,7 +129,7 @@ impl<T: Clone + Send + 'static> RunCache<T> {
             }
             return;
         }
-        if answer.is_none() {
+        if answer.is_none() || forgets != epoch {
             return;
         }
         if entries.len() >= MAX_CAMPAIGNS {
@@ -121,6 +143,7 @@ impl<T: Clone + Send + 'static> RunCache<T> {
         entries.insert(
             id.to_owned(),
             Entry {
+                epoch,
                 value: answer,
                 asked_at,
                 read_at: asked_at,
@@ -129,17 +152,17 @@ impl<T: Clone + Send + 'static> RunCache<T> {
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Runs<T>> {
         // A panic while holding the lock leaves the map consistent (every change is one
         // statement), so a poisoned lock is still usable.
-        self.entries
+        self.runs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 }
 
@@ -232,6 +255,43 @@ mod tests {
         // A campaign whose first query fails is not remembered: the next read asks again.
         assert_eq!(cache.read_at(t0, "d", || async { None }).await, None::<u32>);
         assert_eq!(cache.read_at(t0, "d", || async { Some(1) }).await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_asked_before_a_signal_is_not_kept_after_it() {
+        let cache = RunCache::default();
+        let t0 = Instant::now();
+        // A background refresh under way when the campaign is signalled.
+        assert_eq!(cache.read_at(t0, "c", || async { Some(1) }).await, Some(1));
+        let (answer, asked) = oneshot::channel::<u32>();
+        let t1 = t0 + FRESH;
+        let stale = cache.read_at(t1, "c", move || async move { asked.await.ok() });
+        assert_eq!(stale.await, Some(1));
+        cache.forget("c");
+        answer.send(2).unwrap();
+        settle().await;
+        assert_eq!(cache.read_at(t1, "c", || async { Some(3) }).await, Some(3));
+        // A first read under way when the campaign is signalled.
+        let (answer, asked) = oneshot::channel::<u32>();
+        let first = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .read_at(t1, "d", move || async move { asked.await.ok() })
+                    .await
+            }
+        });
+        settle().await;
+        cache.forget("d");
+        answer.send(4).unwrap();
+        assert_eq!(
+            first.await.unwrap(),
+            Some(4),
+            "the reader gets what it asked for"
+        );
+        assert_eq!(cache.read_at(t1, "d", || async { Some(5) }).await, Some(5));
+        // The answer that was kept before the second forget is still served.
+        assert_eq!(cache.read_at(t1, "c", || async { Some(6) }).await, Some(3));
     }
 
     #[tokio::test]
