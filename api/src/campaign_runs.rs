@@ -1,26 +1,39 @@
 //! What progress views show from a running campaign's workflow (pause, pass, rate, when sending
-//! began): read with a query at most once a second per campaign, however many pages watch it.
+//! began), read with a query and shared by every read of the campaign on this api.
 //!
 //! A query waits for the workflow task in flight. A voice campaign is in one almost all the
 //! time (it starts calls and hears every call's end), so a query there answers in 0.1-1 s, and
 //! in several seconds around a continue-as-new. Progress views ask every second, one per open
-//! page. So a read answers at once from the last query's answer and, when that is more than a
-//! second old, starts the next query in the background; only the first read of a campaign
-//! waits for one. The api forgets a campaign's answer when it signals it (pause, resume, rate),
-//! so the next read there sees the signal; an answer to a query asked before that is dropped.
+//! page. So a read answers at once from the last answer and, when that was asked more than a
+//! second ago, starts the next query in the background (one at a time per campaign). A read
+//! waits for a query only when there is no answer it may serve:
+//!
+//! - none yet (the campaign's first reads, or after [`RunCache::forget`]);
+//! - one asked before the campaign was last signalled through any api (pause, resume, cancel,
+//!   rate: the campaign document's `signalled_at`), so a pause shows on every replica at once
+//!   (replicas' clocks are taken to agree within milliseconds);
+//! - one asked more than [`MAX_AGE_MS`] ago (its queries keep failing: the run is then shown
+//!   without the workflow's part, as when a query fails).
+//!
+//! Every query gives up after [`QUERY_WAIT`]; an answer that lands after a newer query began,
+//! or after the campaign was forgotten, is dropped.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long an answer is served without starting the next query.
-const FRESH: Duration = Duration::from_secs(1);
+/// An answer asked this recently is served without asking again (milliseconds).
+const FRESH_MS: i64 = 1_000;
+/// How long one query may take.
+pub const QUERY_WAIT: Duration = Duration::from_secs(5);
+/// An answer asked longer ago than this is not served (milliseconds).
+pub const MAX_AGE_MS: i64 = 30_000;
 /// Campaigns remembered at once (each entry is a few hundred bytes); past it, entries not read
 /// for a minute go, and if none has, reads query directly.
 const MAX_CAMPAIGNS: usize = 10_000;
-/// Entries not read for this long are dropped when room is needed.
-const IDLE: Duration = Duration::from_secs(60);
+/// Entries not read for this long are dropped when room is needed (milliseconds).
+const IDLE_MS: i64 = 60_000;
 
 /// The last answer of each running campaign's query.
 #[derive(Clone)]
@@ -30,22 +43,19 @@ pub struct RunCache<T> {
 
 struct Runs<T> {
     entries: HashMap<String, Entry<T>>,
-    /// How many times a campaign was forgotten. An answer is kept only if nothing was
-    /// forgotten since it was asked: one asked before a signal must not be taken for after.
-    forgets: u64,
+    /// Numbers the queries, so an entry knows which one it waits for.
+    asks: u64,
 }
 
 struct Entry<T> {
-    /// [`Runs::forgets`] when the entry was made; its refreshes store only into it.
-    epoch: u64,
-    /// The last successful answer (`None` before the first).
-    value: Option<T>,
-    /// When the last query ended (successfully or not).
-    asked_at: Instant,
+    /// The last answer and when it was asked (Unix ms).
+    value: Option<(i64, T)>,
+    /// When the last query that ended was asked, answered or not.
+    asked_at: i64,
+    /// The query under way: its number and when it was asked.
+    asking: Option<(u64, i64)>,
     /// When a read last used this entry.
-    read_at: Instant,
-    /// A background query is under way.
-    refreshing: bool,
+    read_at: i64,
 }
 
 impl<T> Default for RunCache<T> {
@@ -53,108 +63,110 @@ impl<T> Default for RunCache<T> {
         Self {
             runs: Arc::new(Mutex::new(Runs {
                 entries: HashMap::new(),
-                forgets: 0,
+                asks: 0,
             })),
         }
     }
 }
 
 impl<T: Clone + Send + 'static> RunCache<T> {
-    /// The workflow state of campaign `id`: the last answer, refreshed in the background by
-    /// `query` when it was asked more than a second ago; `query` is awaited only when there is
-    /// none. `query` answers `None` when it failed; the previous answer is kept then.
-    pub async fn read<F, Fut>(&self, id: &str, query: F) -> Option<T>
+    /// The workflow state of campaign `id`, signalled last at `signalled_at` (Unix ms): see the
+    /// module doc. `query` answers `None` when it failed.
+    pub async fn read<F, Fut>(&self, id: &str, signalled_at: Option<i64>, query: F) -> Option<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
     {
-        self.read_at(Instant::now(), id, query).await
+        let now = chrono::Utc::now().timestamp_millis();
+        self.read_at(now, id, signalled_at.unwrap_or(i64::MIN), query)
+            .await
     }
 
-    async fn read_at<F, Fut>(&self, now: Instant, id: &str, query: F) -> Option<T>
+    async fn read_at<F, Fut>(&self, now: i64, id: &str, since: i64, query: F) -> Option<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
     {
-        let (stale, epoch) = {
+        let ask = {
             let mut runs = self.lock();
-            let forgets = runs.forgets;
+            runs.asks += 1;
+            let n = runs.asks;
             match runs.entries.get_mut(id) {
-                Some(e) if e.value.is_some() => {
+                Some(e) => {
                     e.read_at = now;
-                    if e.refreshing || now.saturating_duration_since(e.asked_at) < FRESH {
-                        return e.value.clone();
+                    let served = e
+                        .value
+                        .as_ref()
+                        .filter(|(at, _)| *at >= since && now.saturating_sub(*at) < MAX_AGE_MS)
+                        .map(|(_, v)| v.clone());
+                    let asking = e.asking.is_some_and(|(_, began)| {
+                        now.saturating_sub(began) < QUERY_WAIT.as_millis() as i64
+                    });
+                    if served.is_some() {
+                        if !asking && now.saturating_sub(e.asked_at) >= FRESH_MS {
+                            e.asking = Some((n, now));
+                            let (cache, id, asked) = (self.clone(), id.to_owned(), query());
+                            tokio::spawn(async move {
+                                let answer = within_wait(asked).await;
+                                cache.store(&id, n, now, answer);
+                            });
+                        }
+                        return served;
                     }
-                    e.refreshing = true;
-                    (e.value.clone(), e.epoch)
+                    e.asking = Some((n, now));
+                    Some(n)
                 }
-                _ => (None, forgets),
+                None => {
+                    let room = runs.entries.len() < MAX_CAMPAIGNS || {
+                        runs.entries
+                            .retain(|_, e| now.saturating_sub(e.read_at) < IDLE_MS);
+                        runs.entries.len() < MAX_CAMPAIGNS
+                    };
+                    room.then(|| {
+                        let entry = Entry {
+                            value: None,
+                            asked_at: i64::MIN,
+                            asking: Some((n, now)),
+                            read_at: now,
+                        };
+                        runs.entries.insert(id.to_owned(), entry);
+                        n
+                    })
+                }
             }
         };
-        if stale.is_some() {
-            let (cache, id, asked) = (self.clone(), id.to_owned(), query());
-            tokio::spawn(async move {
-                let answer = asked.await;
-                cache.store(now, epoch, &id, answer);
-            });
-            return stale;
+        let answer = within_wait(query()).await;
+        if let Some(n) = ask {
+            self.store(id, n, now, answer.clone());
         }
-        let answer = query().await;
-        self.store(now, epoch, id, answer.clone());
         answer
     }
 
-    /// Drops what is known of campaign `id` (it was signalled, or it ended).
+    /// Drops what is known of campaign `id` (it was signalled, or it ended); answers to
+    /// queries under way are dropped too.
     pub fn forget(&self, id: &str) {
-        let mut runs = self.lock();
-        runs.entries.remove(id);
-        runs.forgets += 1;
+        self.lock().entries.remove(id);
     }
 
-    /// Records the answer of a query asked at `asked_at`, when [`Runs::forgets`] was `epoch`
-    /// (for a refresh: its entry's epoch).
-    fn store(&self, asked_at: Instant, epoch: u64, id: &str, answer: Option<T>) {
+    /// Records the answer of query `n`, asked at `asked_at`, if its entry still waits for it.
+    fn store(&self, id: &str, n: u64, asked_at: i64, answer: Option<T>) {
         let mut runs = self.lock();
-        let forgets = runs.forgets;
-        let entries = &mut runs.entries;
-        if let Some(e) = entries.get_mut(id) {
-            if e.epoch != epoch {
-                // The entry was forgotten and made again since: this answer is older.
-                return;
-            }
-            e.refreshing = false;
-            e.asked_at = asked_at;
-            if answer.is_some() {
-                e.value = answer;
-            }
+        let Some(e) = runs.entries.get_mut(id) else {
+            return;
+        };
+        if e.asking.map(|(k, _)| k) != Some(n) {
             return;
         }
-        if answer.is_none() || forgets != epoch {
-            return;
+        e.asking = None;
+        e.asked_at = asked_at;
+        if let Some(v) = answer {
+            e.value = Some((asked_at, v));
         }
-        if entries.len() >= MAX_CAMPAIGNS {
-            entries.retain(|_, e| {
-                e.refreshing || asked_at.saturating_duration_since(e.read_at) < IDLE
-            });
-            if entries.len() >= MAX_CAMPAIGNS {
-                return;
-            }
-        }
-        entries.insert(
-            id.to_owned(),
-            Entry {
-                epoch,
-                value: answer,
-                asked_at,
-                read_at: asked_at,
-                refreshing: false,
-            },
-        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Runs<T>> {
-        // A panic while holding the lock leaves the map consistent (every change is one
-        // statement), so a poisoned lock is still usable.
+        // Every change under the lock is a few plain assignments: a panic elsewhere while it
+        // was held leaves the map consistent, so a poisoned lock is still usable.
         self.runs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -166,6 +178,11 @@ impl<T: Clone + Send + 'static> RunCache<T> {
     }
 }
 
+/// A query's answer, `None` if it failed or took longer than [`QUERY_WAIT`].
+async fn within_wait<T>(query: impl Future<Output = Option<T>>) -> Option<T> {
+    tokio::time::timeout(QUERY_WAIT, query).await.ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -174,6 +191,8 @@ mod tests {
 
     use super::*;
 
+    const NEVER: i64 = i64::MIN;
+
     /// Lets spawned refreshes that can finish, finish (the test runtime has one thread).
     async fn settle() {
         for _ in 0..10 {
@@ -181,50 +200,62 @@ mod tests {
         }
     }
 
+    /// A query answering `n`, counting its calls in `calls`.
+    fn counted(
+        calls: &Arc<AtomicU32>,
+        n: Option<u32>,
+    ) -> impl FnOnce() -> std::future::Ready<Option<u32>> + use<> {
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(n)
+        }
+    }
+
     #[tokio::test]
     async fn the_first_read_waits_then_reads_within_a_second_do_not_query() {
         let cache = RunCache::default();
         let calls = Arc::new(AtomicU32::new(0));
-        let t0 = Instant::now();
-        let ask = |n: u32| {
-            let calls = calls.clone();
-            move || async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Some(n)
-            }
-        };
-        assert_eq!(cache.read_at(t0, "c", ask(1)).await, Some(1));
+        assert_eq!(
+            cache.read_at(0, "c", NEVER, counted(&calls, Some(1))).await,
+            Some(1)
+        );
         for ms in [0, 10, 500, 999] {
-            let at = t0 + Duration::from_millis(ms);
-            assert_eq!(cache.read_at(at, "c", ask(2)).await, Some(1));
+            let read = cache.read_at(ms, "c", NEVER, counted(&calls, Some(2)));
+            assert_eq!(read.await, Some(1));
         }
         settle().await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Campaigns are apart.
-        assert_eq!(cache.read_at(t0, "d", ask(3)).await, Some(3));
+        assert_eq!(
+            cache.read_at(0, "d", NEVER, counted(&calls, Some(3))).await,
+            Some(3)
+        );
     }
 
     #[tokio::test]
     async fn a_stale_answer_is_served_at_once_while_one_query_refreshes_it() {
         let cache = RunCache::default();
-        let t0 = Instant::now();
-        assert_eq!(cache.read_at(t0, "c", || async { Some(1) }).await, Some(1));
-        let later = t0 + FRESH;
+        assert_eq!(
+            cache.read_at(0, "c", NEVER, || async { Some(1) }).await,
+            Some(1)
+        );
         let (answer, asked) = oneshot::channel::<u32>();
         let calls = Arc::new(AtomicU32::new(0));
         // The refresh does not answer until told: every read meanwhile gets the old value.
-        let counted = calls.clone();
-        let first = cache.read_at(later, "c", move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async move { asked.await.ok() }
-        });
-        assert_eq!(first.await, Some(1));
-        for _ in 0..10 {
-            let counted = calls.clone();
-            let read = cache.read_at(later, "c", move || {
-                counted.fetch_add(1, Ordering::SeqCst);
-                async { Some(99) }
-            });
+        let counted_ask = {
+            let calls = calls.clone();
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { asked.await.ok() }
+            }
+        };
+        assert_eq!(
+            cache.read_at(FRESH_MS, "c", NEVER, counted_ask).await,
+            Some(1)
+        );
+        for ms in 0..10 {
+            let read = cache.read_at(FRESH_MS + ms, "c", NEVER, counted(&calls, Some(99)));
             assert_eq!(read.await, Some(1));
         }
         assert_eq!(
@@ -234,51 +265,107 @@ mod tests {
         );
         answer.send(2).unwrap();
         settle().await;
+        let read = cache.read_at(FRESH_MS + 10, "c", NEVER, counted(&calls, Some(99)));
+        assert_eq!(read.await, Some(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_answer_for_a_while_and_is_not_retried_at_once() {
+        let cache = RunCache::default();
+        let calls = Arc::new(AtomicU32::new(0));
         assert_eq!(
-            cache.read_at(later, "c", || async { Some(99) }).await,
-            Some(2)
+            cache.read_at(0, "c", NEVER, || async { Some(7) }).await,
+            Some(7)
+        );
+        let read = cache.read_at(FRESH_MS, "c", NEVER, counted(&calls, None));
+        assert_eq!(read.await, Some(7));
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // The failure counts as asked: no new query within the second after it.
+        let read = cache.read_at(FRESH_MS + 10, "c", NEVER, counted(&calls, None));
+        assert_eq!(read.await, Some(7));
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Too old to serve: the read waits for its own query, which fails too.
+        let read = cache.read_at(MAX_AGE_MS, "c", NEVER, counted(&calls, None));
+        assert_eq!(read.await, None);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A campaign whose first query fails: the next read asks again.
+        assert_eq!(
+            cache.read_at(0, "d", NEVER, || async { None }).await,
+            None::<u32>
+        );
+        assert_eq!(
+            cache.read_at(1, "d", NEVER, || async { Some(1) }).await,
+            Some(1)
         );
     }
 
     #[tokio::test]
-    async fn a_failed_refresh_keeps_the_last_answer_and_a_forgotten_campaign_is_asked_again() {
+    async fn an_answer_asked_before_the_last_signal_is_never_served() {
         let cache = RunCache::default();
-        let t0 = Instant::now();
-        assert_eq!(cache.read_at(t0, "c", || async { Some(7) }).await, Some(7));
-        let t1 = t0 + FRESH;
-        assert_eq!(cache.read_at(t1, "c", || async { None }).await, Some(7));
+        assert_eq!(
+            cache.read_at(0, "c", NEVER, || async { Some(1) }).await,
+            Some(1)
+        );
+        // Signalled at 100 (through any api): the next read waits for a new answer.
+        assert_eq!(
+            cache.read_at(200, "c", 100, || async { Some(2) }).await,
+            Some(2)
+        );
+        assert_eq!(
+            cache.read_at(300, "c", 100, || async { Some(3) }).await,
+            Some(2)
+        );
+        // A refresh asked before a signal lands after a newer read asked again: dropped.
+        let (answer, asked) = oneshot::channel::<u32>();
+        let stale = cache.read_at(1_300, "c", 100, move || async move { asked.await.ok() });
+        assert_eq!(stale.await, Some(2));
+        assert_eq!(
+            cache.read_at(1_400, "c", 1_350, || async { Some(4) }).await,
+            Some(4)
+        );
+        answer.send(5).unwrap();
         settle().await;
-        // The failure counts as asked: no new query within the second after it.
-        assert_eq!(cache.read_at(t1, "c", || async { Some(8) }).await, Some(7));
-        cache.forget("c");
-        assert_eq!(cache.read_at(t1, "c", || async { Some(9) }).await, Some(9));
-        // A campaign whose first query fails is not remembered: the next read asks again.
-        assert_eq!(cache.read_at(t0, "d", || async { None }).await, None::<u32>);
-        assert_eq!(cache.read_at(t0, "d", || async { Some(1) }).await, Some(1));
+        assert_eq!(
+            cache.read_at(1_500, "c", 1_350, || async { Some(6) }).await,
+            Some(4)
+        );
     }
 
     #[tokio::test]
-    async fn an_answer_asked_before_a_signal_is_not_kept_after_it() {
+    async fn an_answer_under_way_when_the_campaign_is_forgotten_is_dropped() {
         let cache = RunCache::default();
-        let t0 = Instant::now();
-        // A background refresh under way when the campaign is signalled.
-        assert_eq!(cache.read_at(t0, "c", || async { Some(1) }).await, Some(1));
+        // A background refresh.
+        assert_eq!(
+            cache.read_at(0, "c", NEVER, || async { Some(1) }).await,
+            Some(1)
+        );
         let (answer, asked) = oneshot::channel::<u32>();
-        let t1 = t0 + FRESH;
-        let stale = cache.read_at(t1, "c", move || async move { asked.await.ok() });
+        let stale = cache.read_at(
+            FRESH_MS,
+            "c",
+            NEVER,
+            move || async move { asked.await.ok() },
+        );
         assert_eq!(stale.await, Some(1));
         cache.forget("c");
         answer.send(2).unwrap();
         settle().await;
-        assert_eq!(cache.read_at(t1, "c", || async { Some(3) }).await, Some(3));
-        // A first read under way when the campaign is signalled.
+        assert_eq!(
+            cache
+                .read_at(FRESH_MS, "c", NEVER, || async { Some(3) })
+                .await,
+            Some(3)
+        );
+        // A first read.
         let (answer, asked) = oneshot::channel::<u32>();
         let first = tokio::spawn({
             let cache = cache.clone();
             async move {
-                cache
-                    .read_at(t1, "d", move || async move { asked.await.ok() })
-                    .await
+                let ask = move || async move { asked.await.ok() };
+                cache.read_at(0, "d", NEVER, ask).await
             }
         });
         settle().await;
@@ -289,30 +376,62 @@ mod tests {
             Some(4),
             "the reader gets what it asked for"
         );
-        assert_eq!(cache.read_at(t1, "d", || async { Some(5) }).await, Some(5));
-        // The answer that was kept before the second forget is still served.
-        assert_eq!(cache.read_at(t1, "c", || async { Some(6) }).await, Some(3));
+        assert_eq!(
+            cache.read_at(0, "d", NEVER, || async { Some(5) }).await,
+            Some(5)
+        );
+        // Another campaign's forget changes nothing here.
+        assert_eq!(
+            cache.read_at(10, "c", NEVER, || async { Some(6) }).await,
+            Some(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_never_answers_does_not_hold_up_the_next_one() {
+        let cache = RunCache::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        assert_eq!(
+            cache.read_at(0, "c", NEVER, || async { Some(1) }).await,
+            Some(1)
+        );
+        let hung = || std::future::pending::<Option<u32>>();
+        assert_eq!(cache.read_at(FRESH_MS, "c", NEVER, hung).await, Some(1));
+        // While it may still answer, no other refresh starts.
+        let wait = QUERY_WAIT.as_millis() as i64;
+        let read = cache.read_at(FRESH_MS + wait - 1, "c", NEVER, counted(&calls, Some(2)));
+        assert_eq!(read.await, Some(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // Once it has given up, the next read starts one.
+        let read = cache.read_at(FRESH_MS + wait, "c", NEVER, counted(&calls, Some(2)));
+        assert_eq!(read.await, Some(1));
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let read = cache.read_at(FRESH_MS + wait + 1, "c", NEVER, counted(&calls, Some(3)));
+        assert_eq!(read.await, Some(2));
     }
 
     #[tokio::test]
     async fn it_holds_at_most_max_campaigns_and_makes_room_from_idle_ones() {
         let cache = RunCache::default();
-        let t0 = Instant::now();
         for i in 0..MAX_CAMPAIGNS {
             cache
-                .read_at(t0, &format!("c{i}"), || async move { Some(i) })
+                .read_at(0, &format!("c{i}"), NEVER, || async move { Some(i) })
                 .await;
         }
         assert_eq!(cache.len(), MAX_CAMPAIGNS);
         // Full and nothing idle: the answer is served but not kept.
         assert_eq!(
-            cache.read_at(t0, "new", || async { Some(1) }).await,
+            cache.read_at(0, "new", NEVER, || async { Some(1) }).await,
             Some(1)
         );
         assert_eq!(cache.len(), MAX_CAMPAIGNS);
-        let later = t0 + IDLE;
-        cache.read_at(later, "c0", || async { Some(0) }).await;
-        cache.read_at(later, "new", || async { Some(1) }).await;
+        cache
+            .read_at(IDLE_MS, "c0", NEVER, || async { Some(0) })
+            .await;
+        cache
+            .read_at(IDLE_MS, "new", NEVER, || async { Some(1) })
+            .await;
         assert_eq!(cache.len(), 2, "the idle entries made room");
     }
 }

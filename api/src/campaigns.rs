@@ -432,6 +432,7 @@ impl Campaigns {
             status_counts: Default::default(),
             counts_at: None,
             counts_checked_at: None,
+            signalled_at: None,
             created_at: now,
             updated_at: now,
         };
@@ -564,8 +565,13 @@ impl Campaigns {
                 handle.signal(CampaignWorkflow::set_rate, r, opts).await
             }
         };
-        // Progress reads on this replica see the signal from the next one on.
-        self.state.campaign_runs.forget(&c.id);
+        if sent.is_ok() {
+            // Progress reads, on every replica, see the signal from the next one on.
+            self.state.campaign_runs.forget(&c.id);
+            if let Err(e) = self.state.store.set_campaign_signalled(&c.id).await {
+                tracing::warn!(error = %e, "could not record a campaign's signal: other replicas may show its state from before it for a second");
+            }
+        }
         if let Err(e) = sent {
             // A finished workflow cannot be signalled: report the campaign as it is.
             let c = self.get(id).await?;
@@ -585,7 +591,7 @@ impl Campaigns {
 
     /// Counts from the campaign's counters in MongoDB (one document read, whatever the
     /// campaign's size), the rest from the workflow's state while it runs, as last queried
-    /// (at most a second old and refreshed in the background: see [`crate::campaign_runs`]).
+    /// (refreshed in the background once it is a second old: see [`crate::campaign_runs`]).
     pub async fn progress(&self, id: &str) -> Result<ProgressView, ApiError> {
         let c = self.get(id).await?;
         let counts = self
@@ -621,7 +627,11 @@ impl Campaigns {
                     .ok()
                     .map(|r| RunState::from(&r))
             };
-            self.state.campaign_runs.read(&c.id, query).await
+            let signalled_at = c.signalled_at.map(|t| t.timestamp_millis());
+            self.state
+                .campaign_runs
+                .read(&c.id, signalled_at, query)
+                .await
         };
         let done: i64 = counts
             .iter()

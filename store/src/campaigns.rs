@@ -180,6 +180,10 @@ pub struct CampaignDoc {
     /// Last recount of `status_counts` from the items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts_checked_at: Option<DateTime>,
+    /// Last pause, resume, cancel or rate change an api sent its workflow: progress reads
+    /// serve no workflow state queried before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signalled_at: Option<DateTime>,
     /// Created.
     pub created_at: DateTime,
     /// Last change.
@@ -498,6 +502,17 @@ impl MongoStore {
             )
             .await?;
         Ok(r.matched_count > 0)
+    }
+
+    /// Records that the campaign's workflow was just signalled.
+    pub async fn set_campaign_signalled(&self, id: &str) -> Result<()> {
+        self.campaigns()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "signalled_at": DateTime::now() } },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Records a new rate.

@@ -98,6 +98,14 @@ pub(crate) async fn create_and_start(
     .await
 }
 
+/// The progress of campaign `id` as the api at `base` reads it.
+async fn progress_on(stack: &Stack, base: &str, id: &str) -> anyhow::Result<Value> {
+    let url = format!("{base}/api/campaigns/{id}/progress");
+    let resp = stack.http.get(url).send().await?;
+    anyhow::ensure!(resp.status() == 200, "{}", resp.text().await?);
+    Ok(resp.json().await?)
+}
+
 pub(crate) async fn result(stack: &Stack, id: &str) -> anyhow::Result<CampaignCounters> {
     Ok(stack
         .temporal()
@@ -176,10 +184,15 @@ async fn a_campaign_can_be_paused_resumed_sped_up_and_cancelled() -> anyhow::Res
     })
     .await?;
 
-    // The api keeps a running campaign's last query answer for a second: this read fills it.
-    let progress_path = format!("/api/campaigns/{id}/progress");
-    let (s, before) = api(&stack, reqwest::Method::GET, &progress_path, None).await?;
-    assert_eq!((s, &before["paused"]), (200, &json!(false)), "{before}");
+    // Two api replicas; each keeps a running campaign's last query answer for a second, and
+    // these reads fill them. `pass` comes from the workflow's answer (0 without one).
+    let (_second_api, second_url) = stack.spawn_api().await?;
+    let replicas = [stack.api_http.clone(), second_url];
+    for base in &replicas {
+        let before = progress_on(&stack, base, &id).await?;
+        let seen = (&before["paused"], &before["pass"]);
+        assert_eq!(seen, (&json!(false), &json!(1)), "{base}: {before}");
+    }
     let (s, paused) = api(
         &stack,
         reqwest::Method::POST,
@@ -188,9 +201,11 @@ async fn a_campaign_can_be_paused_resumed_sped_up_and_cancelled() -> anyhow::Res
     )
     .await?;
     assert_eq!(s, 200, "{paused}");
-    // A signal through the api drops that answer: the next read shows the pause at once.
-    let (s, after) = api(&stack, reqwest::Method::GET, &progress_path, None).await?;
-    assert_eq!((s, &after["paused"]), (200, &json!(true)), "{after}");
+    // The pause, sent through the first, shows at once on both.
+    for base in &replicas {
+        let after = progress_on(&stack, base, &id).await?;
+        assert_eq!(after["paused"], json!(true), "{base}: {after}");
+    }
     eventually("the campaign to pause", WAIT, || async {
         let c = api(
             &stack,
