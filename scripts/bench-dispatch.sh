@@ -17,7 +17,10 @@
 # Results (JSON, per-second lines, logs) land in .data/bench/dispatch-<time>/.
 #
 # Environment (all optional):
-#   TEMPORAL_DB=memory|sqlite   Temporal dev server persistence (default memory)
+#   TEMPORAL_DB=memory|sqlite   Temporal dev server persistence (default memory). The in-memory
+#                               store failed (SQLite "out of memory (7)", then the server's
+#                               memory grew by gigabytes a minute) at about 49,000 short voice
+#                               calls: use sqlite (a file) for voice runs past 40,000
 #   BENCH_RUST_LOG=warn         log filter of api and worker
 #   BENCH_CALLBACK_DELAY_MS=20  the simulator's delay before each status callback
 #   BENCH_MONGO_CACHE=512M      secantusd-rs cache size
