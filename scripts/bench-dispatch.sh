@@ -21,6 +21,8 @@
 #                               store failed (SQLite "out of memory (7)", then the server's
 #                               memory grew by gigabytes a minute) at about 49,000 short voice
 #                               calls: use sqlite (a file) for voice runs past 40,000
+#   BENCH_TEMPORAL_DB_DIR=      TEMPORAL_DB=sqlite: the folder for the file (default the run's
+#                               work folder under .data/; /dev/shm keeps it off the disk)
 #   BENCH_RUST_LOG=warn         log filter of api and worker
 #   BENCH_CALLBACK_DELAY_MS=20  the simulator's delay before each status callback
 #   BENCH_MONGO_CACHE=512M      secantusd-rs cache size
@@ -119,7 +121,14 @@ start_mongo "$WORK/mongo-durable"
 
 temporal_args=(server start-dev --headless --ip 127.0.0.1 --port "$T_PORT" --http-port "$T_HTTP"
     --metrics-port "$T_METRICS" --log-level warn "${VA_TEMPORAL_DYNAMIC_CONFIG[@]}")
-[[ "$TEMPORAL_DB" == sqlite ]] && temporal_args+=(--db-filename "$WORK/temporal.db")
+if [[ "$TEMPORAL_DB" == sqlite ]]; then
+    TEMPORAL_DB_DIR="${BENCH_TEMPORAL_DB_DIR:-$WORK}"
+    [[ -d "$TEMPORAL_DB_DIR" ]] || die "BENCH_TEMPORAL_DB_DIR $TEMPORAL_DB_DIR is not a folder"
+    temporal_args+=(--db-filename "$TEMPORAL_DB_DIR/temporal-bench-$$.db")
+    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db"
+    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db-wal"
+    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db-shm"
+fi
 va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" "${temporal_args[@]}"
 TEMPORAL_PID="$VA_LAST_PID"
 wait_for_temporal "127.0.0.1:$T_PORT" default 120 "$TEMPORAL_PID"
