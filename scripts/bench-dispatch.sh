@@ -20,7 +20,9 @@
 #   TEMPORAL_DB=memory|sqlite   Temporal dev server persistence (default memory). The in-memory
 #                               store failed (SQLite "out of memory (7)", then the server's
 #                               memory grew by gigabytes a minute) at about 49,000 short voice
-#                               calls: use sqlite (a file) for voice runs past 40,000
+#                               calls: for voice runs past 40,000 use sqlite with
+#                               BENCH_TEMPORAL_DB_DIR=/dev/shm (on the disk: 10-11 calls/s
+#                               against 17; see docs/benchmarks.md)
 #   BENCH_TEMPORAL_DB_DIR=      TEMPORAL_DB=sqlite: the folder for the file (default the run's
 #                               work folder under .data/; /dev/shm keeps it off the disk)
 #   BENCH_RUST_LOG=warn         log filter of api and worker
@@ -125,9 +127,10 @@ if [[ "$TEMPORAL_DB" == sqlite ]]; then
     TEMPORAL_DB_DIR="${BENCH_TEMPORAL_DB_DIR:-$WORK}"
     [[ -d "$TEMPORAL_DB_DIR" ]] || die "BENCH_TEMPORAL_DB_DIR $TEMPORAL_DB_DIR is not a folder"
     temporal_args+=(--db-filename "$TEMPORAL_DB_DIR/temporal-bench-$$.db")
-    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db"
-    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db-wal"
-    va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db-shm"
+    # The database and whichever journal SQLite left (rollback, or WAL and its index).
+    for suffix in "" -journal -wal -shm; do
+        va_remove_on_exit "$TEMPORAL_DB_DIR/temporal-bench-$$.db$suffix"
+    done
 fi
 va_start temporal "$OUT/temporal.log" "$TEMPORAL_BIN" "${temporal_args[@]}"
 TEMPORAL_PID="$VA_LAST_PID"
